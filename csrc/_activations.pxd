@@ -1,0 +1,98 @@
+"""Activation kernels: forward a = f(z) and backward dz = g * f'(z), over n rows of width m.
+
+Backward takes both the input z and the output a and reads whichever gives the exact
+derivative: ReLU/LeakyReLU from the sign of z, sigmoid and tanh from a. Softmax works
+row by row (max-shifted, so large logits do not overflow). NaN propagates as in torch.
+"""
+from cython cimport floating
+from cython.parallel cimport prange
+from libc.string cimport memcpy
+
+from _kinds cimport LayerKind, IDENTITY, RELU, LEAKY_RELU, SIGMOID, TANH, SOFTMAX
+from _mathf cimport fexp, ftanh
+from _parallel cimport threads_for
+
+
+cdef inline floating sigmoid(floating z) noexcept nogil:
+    """1 / (1 + exp(-z)) without overflow for large |z|."""
+    cdef floating e
+    if z >= 0:
+        return 1 / (1 + fexp(-z))
+    e = fexp(z)
+    return e / (1 + e)
+
+
+cdef inline void softmax_row(const floating* z, floating* a, Py_ssize_t m) noexcept nogil:
+    cdef Py_ssize_t j
+    cdef floating zmax = z[0]
+    cdef floating total = 0
+    for j in range(1, m):
+        if z[j] > zmax:
+            zmax = z[j]
+    for j in range(m):
+        a[j] = fexp(z[j] - zmax)
+        total += a[j]
+    for j in range(m):
+        a[j] /= total
+
+
+cdef inline void softmax_row_backward(const floating* a, const floating* g, floating* dz,
+                                      Py_ssize_t m) noexcept nogil:
+    """dz_j = a_j * (g_j - sum_k g_k a_k): the softmax Jacobian applied to g."""
+    cdef Py_ssize_t j
+    cdef floating dot = 0
+    for j in range(m):
+        dot += g[j] * a[j]
+    for j in range(m):
+        dz[j] = a[j] * (g[j] - dot)
+
+
+cdef inline void activation_forward(int kind, double slope, const floating* z, floating* a,
+                                    Py_ssize_t n, Py_ssize_t m, int n_threads) noexcept nogil:
+    """a = f(z) elementwise (softmax: per row) for an (n x m) row-major block."""
+    cdef Py_ssize_t i, size = n * m
+    cdef floating s = <floating> slope
+    cdef int nt = threads_for(size, n_threads)
+    if kind == IDENTITY:
+        memcpy(a, z, size * sizeof(floating))
+    elif kind == RELU:
+        for i in prange(size, schedule="static", num_threads=nt):
+            a[i] = 0 if z[i] <= 0 else z[i]
+    elif kind == LEAKY_RELU:
+        for i in prange(size, schedule="static", num_threads=nt):
+            a[i] = z[i] if z[i] > 0 else s * z[i]
+    elif kind == SIGMOID:
+        for i in prange(size, schedule="static", num_threads=nt):
+            a[i] = sigmoid(z[i])
+    elif kind == TANH:
+        for i in prange(size, schedule="static", num_threads=nt):
+            a[i] = ftanh(z[i])
+    elif kind == SOFTMAX:
+        for i in prange(n, schedule="static", num_threads=nt):
+            softmax_row(z + i * m, a + i * m, m)
+
+
+cdef inline void activation_backward(int kind, double slope, const floating* z,
+                                     const floating* a, const floating* g, floating* dz,
+                                     Py_ssize_t n, Py_ssize_t m, int n_threads) noexcept nogil:
+    """dz = dL/dz from g = dL/da, for an (n x m) block; softmax uses its row Jacobian."""
+    cdef Py_ssize_t i, size = n * m
+    cdef floating s = <floating> slope
+    cdef int nt = threads_for(size, n_threads)
+    if kind == IDENTITY:
+        memcpy(dz, g, size * sizeof(floating))
+    elif kind == RELU:
+        for i in prange(size, schedule="static", num_threads=nt):
+            dz[i] = g[i] if z[i] > 0 else 0
+    elif kind == LEAKY_RELU:
+        for i in prange(size, schedule="static", num_threads=nt):
+            dz[i] = g[i] if z[i] > 0 else s * g[i]
+    elif kind == SIGMOID:
+        for i in prange(size, schedule="static", num_threads=nt):
+            dz[i] = g[i] * a[i] * (1 - a[i])
+    elif kind == TANH:
+        for i in prange(size, schedule="static", num_threads=nt):
+            dz[i] = g[i] * (1 - a[i] * a[i])
+    elif kind == SOFTMAX:
+        for i in prange(n, schedule="static", num_threads=nt):
+            softmax_row_backward(a + i * m, g + i * m, dz + i * m, m)

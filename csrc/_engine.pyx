@@ -1,0 +1,424 @@
+"""The training driver: runs every batch of an epoch in compiled code.
+
+Design, in five points:
+1. Python (fastnn/model.py) validates the input, converts it once per call to a
+   C-contiguous array of the model's dtype, and builds one Engine per model. Every
+   batch of fit, predict, evaluate and gradients then runs here with the GIL released.
+2. Buffers: the Engine owns, per layer, an output block and a gradient block of
+   `capacity` rows, plus the gathered input batch, targets and a vector of ones. They
+   are (re)allocated only when a call needs more rows: nothing is allocated per step.
+   Parameters are the layers' own numpy arrays (live); the Engine holds their pointers.
+3. Threads: BLAS calls (the matrix products) are made only from the driver thread and
+   are threaded by BLAS itself; elementwise kernels use OpenMP (prange) over n_threads,
+   or one thread when small. No BLAS call happens inside an OpenMP region.
+4. A training step: gather the batch (shuffled order), forward through the trained
+   layers, fused loss + gradient, stop if the loss is not finite (parameters untouched),
+   backward (no input gradient below the first layer with parameters), then one fused
+   in-place optimizer update per parameter.
+5. Between steps the driver takes the GIL just long enough to check for signals, so
+   Ctrl-C stops within one batch and leaves the parameters of the last completed step.
+"""
+from cpython.exc cimport PyErr_CheckSignals
+from cython cimport floating
+from libc.math cimport isfinite
+from libc.stdint cimport int64_t
+from libc.stdlib cimport calloc, free
+from libc.string cimport memcpy
+
+import numpy as np
+
+from _activations cimport activation_backward, activation_forward
+from _dense cimport dense_backward, dense_forward
+from _kinds cimport (DENSE, IDENTITY, RELU, LEAKY_RELU, SIGMOID, TANH, SOFTMAX,
+                     CROSS_ENTROPY_LABELS, CROSS_ENTROPY_PROBS, BINARY_CROSS_ENTROPY, MSE, L1,
+                     SGD)
+from _losses cimport count_correct, loss_forward_backward
+from _optimizers cimport (GradientDestination, TO_GRAD, destination_array,
+                          gradient_destination, optimizer_finish)
+
+# The codes of _kinds.pxd, by the names the Python layer uses.
+LAYER_KINDS = {"dense": DENSE, "identity": IDENTITY, "relu": RELU, "leaky_relu": LEAKY_RELU,
+               "sigmoid": SIGMOID, "tanh": TANH, "softmax": SOFTMAX}
+LOSS_KINDS = {"cross_entropy_labels": CROSS_ENTROPY_LABELS,
+              "cross_entropy_probs": CROSS_ENTROPY_PROBS,
+              "binary_cross_entropy": BINARY_CROSS_ENTROPY, "mse": MSE, "l1": L1}
+OPTIMIZER_KINDS = {"sgd": SGD}
+
+cdef enum:
+    MAX_HYPER = 16
+
+
+cdef struct LayerPlan:
+    int kind
+    int n_in
+    int n_out
+    double slope
+    void* weight
+    void* bias
+    int weight_param    # index into Net.params, -1 if none
+    int bias_param
+    void* out           # (capacity, n_out) output block
+    void* grad          # (capacity, n_out) dL/d(out)
+    bint need_grad_in   # whether a layer below has parameters
+
+
+cdef struct ParamPlan:
+    Py_ssize_t size
+    void* value
+    void* grad
+    void* state[3]
+
+
+cdef struct Net:
+    int n_layers
+    LayerPlan* layers
+    int n_params
+    ParamPlan* params
+    Py_ssize_t capacity
+    void* ones
+    void* xbuf          # (capacity, n_in of layer 0) gathered inputs
+    void* tbuf          # (capacity, n_out of last layer) gathered float targets
+    int64_t* lbuf       # (capacity,) gathered labels
+    int opt_kind
+    double hyper[MAX_HYPER]
+    long long step      # optimizer updates made so far
+
+
+cdef void* data_ptr(object arr):
+    """Address of a C-contiguous numpy array's first element (None -> NULL)."""
+    if arr is None:
+        return NULL
+    return <void*> <size_t> arr.__array_interface__["data"][0]
+
+
+cdef int check_signals() except -1 nogil:
+    with gil:
+        return PyErr_CheckSignals()
+
+
+cdef void forward(Net* net, const floating* x, Py_ssize_t n, int n_run, floating* last_out,
+                  int n_threads) noexcept nogil:
+    """Run layers [0, n_run) on n rows of x; the last writes to last_out if not NULL."""
+    cdef int l
+    cdef LayerPlan* L
+    cdef const floating* inp = x
+    cdef floating* out
+    for l in range(n_run):
+        L = &net.layers[l]
+        out = last_out if (l == n_run - 1 and last_out != NULL) else <floating*> L.out
+        if L.kind == DENSE:
+            dense_forward(inp, <floating*> L.weight, <floating*> L.bias, out, <int> n,
+                          L.n_in, L.n_out, n_threads)
+        else:
+            activation_forward(L.kind, L.slope, inp, out, n, L.n_out, n_threads)
+        inp = out
+
+
+cdef void* destination(Net* net, int param, GradientDestination dest) noexcept nogil:
+    """The array that parameter `param`'s gradient product is written to."""
+    cdef ParamPlan* P
+    if param < 0:
+        return NULL
+    P = &net.params[param]
+    return destination_array(dest.where, P.value, P.grad, P.state[0])
+
+
+cdef void backward(Net* net, const floating* x, Py_ssize_t n, int n_run,
+                   GradientDestination dest, int n_threads) noexcept nogil:
+    """Backpropagate layers[n_run - 1].grad; each parameter's gradient product lands
+    where `dest` says (the gradient arrays, or folded into an optimizer update)."""
+    cdef int l
+    cdef LayerPlan* L
+    cdef const floating* inp
+    cdef floating* grad_in
+    for l in range(n_run - 1, -1, -1):
+        L = &net.layers[l]
+        inp = x if l == 0 else <floating*> net.layers[l - 1].out
+        grad_in = <floating*> net.layers[l - 1].grad if L.need_grad_in else NULL
+        if L.kind == DENSE:
+            dense_backward(inp, <floating*> L.weight, <floating*> L.grad, grad_in,
+                           <floating*> destination(net, L.weight_param, dest),
+                           <floating*> destination(net, L.bias_param, dest), <floating> dest.alpha,
+                           <floating> dest.beta, <floating*> net.ones, <int> n, L.n_in, L.n_out)
+        elif grad_in != NULL:
+            activation_backward(L.kind, L.slope, inp, <floating*> L.out, <floating*> L.grad,
+                                grad_in, n, L.n_out, n_threads)
+        if not L.need_grad_in:
+            break
+
+
+cdef void gather(const floating* src, const int64_t* order, Py_ssize_t start, Py_ssize_t n,
+                 Py_ssize_t width, floating* dst) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        memcpy(dst + i * width, src + order[start + i] * width, width * sizeof(floating))
+
+
+cdef double loss_scale(int loss_kind, Py_ssize_t n, Py_ssize_t width) noexcept nogil:
+    """The factor that turns summed losses into the mean (reduction "mean")."""
+    if loss_kind == CROSS_ENTROPY_LABELS or loss_kind == CROSS_ENTROPY_PROBS:
+        return 1.0 / n
+    return 1.0 / (n * width)
+
+
+cdef int train_epoch(Net* net, const floating* X, const floating* T, const int64_t* labels,
+                     const int64_t* order, Py_ssize_t n_samples, Py_ssize_t batch_size,
+                     int loss_kind, int n_run, double* loss_sum,
+                     Py_ssize_t* failed_batch, int n_threads) except -1 nogil:
+    """One epoch of mini-batch training; returns 1 if a batch's loss was not finite."""
+    cdef LayerPlan* last = &net.layers[n_run - 1]
+    cdef Py_ssize_t width = last.n_out, n_in = net.layers[0].n_in
+    cdef Py_ssize_t start, n, i, batch = 0
+    cdef const floating* xb
+    cdef const floating* tb = NULL
+    cdef const int64_t* lb = NULL
+    cdef double batch_loss
+    cdef ParamPlan* P
+    cdef GradientDestination dest
+    start = 0
+    while start < n_samples:
+        check_signals()
+        n = min(batch_size, n_samples - start)
+        if order != NULL:
+            gather(X, order, start, n, n_in, <floating*> net.xbuf)
+            xb = <floating*> net.xbuf
+            if T != NULL:
+                gather(T, order, start, n, width, <floating*> net.tbuf)
+                tb = <floating*> net.tbuf
+            if labels != NULL:
+                for i in range(n):
+                    net.lbuf[i] = labels[order[start + i]]
+                lb = net.lbuf
+        else:
+            xb = X + start * n_in
+            if T != NULL:
+                tb = T + start * width
+            if labels != NULL:
+                lb = labels + start
+        forward(net, xb, n, n_run, <floating*> NULL, n_threads)
+        batch_loss = loss_forward_backward(loss_kind, <floating*> last.out, tb, lb,
+                                           <floating*> last.grad, n, width,
+                                           <floating> loss_scale(loss_kind, n, width), n_threads)
+        if not isfinite(batch_loss):
+            failed_batch[0] = batch
+            return 1
+        loss_sum[0] += batch_loss
+        dest = gradient_destination(net.opt_kind, net.hyper, net.step)
+        backward(net, xb, n, n_run, dest, n_threads)
+        for i in range(net.n_params):
+            P = &net.params[i]
+            optimizer_finish(net.opt_kind, net.hyper, net.step, dest, <floating*> P.value,
+                             <floating*> P.grad, <floating*> P.state[0], <floating*> P.state[1],
+                             <floating*> P.state[2], P.size, n_threads)
+        net.step += 1
+        start += n
+        batch += 1
+    return 0
+
+
+cdef int run_batches(Net* net, const floating* X, const floating* T, const int64_t* labels,
+                     Py_ssize_t n_samples, int n_run, floating* out, int loss_kind,
+                     bint want_grads, double* loss_sum, Py_ssize_t* correct,
+                     int n_threads) except -1 nogil:
+    """Predict into `out`, or evaluate the loss (and its gradient, summed into the
+    parameters' gradient arrays as the gradient of the mean over all n_samples)."""
+    cdef LayerPlan* last = &net.layers[n_run - 1]
+    cdef Py_ssize_t width = last.n_out, n_in = net.layers[0].n_in
+    cdef Py_ssize_t start = 0, n
+    cdef const floating* tb
+    cdef const int64_t* lb
+    cdef floating scale = <floating> loss_scale(loss_kind, n_samples, width)
+    cdef GradientDestination dest
+    dest.where, dest.alpha, dest.beta = TO_GRAD, 1.0, 0.0
+    while start < n_samples:
+        check_signals()
+        n = min(net.capacity, n_samples - start)
+        forward(net, X + start * n_in, n, n_run,
+                (out + start * width) if out != NULL else <floating*> NULL, n_threads)
+        if loss_kind >= 0:
+            tb = (T + start * width) if T != NULL else NULL
+            lb = (labels + start) if labels != NULL else NULL
+            loss_sum[0] += loss_forward_backward(
+                loss_kind, <floating*> last.out, tb, lb,
+                <floating*> last.grad if want_grads else <floating*> NULL, n, width, scale,
+                n_threads)
+            correct[0] += count_correct(loss_kind, <floating*> last.out, tb, lb, n, width)
+            if want_grads:
+                dest.beta = 0.0 if start == 0 else 1.0
+                backward(net, X + start * n_in, n, n_run, dest, n_threads)
+        start += n
+    return 0
+
+
+cdef class Engine:
+    """Compiled plan of a Sequential model: layer kinds, parameter pointers, buffers.
+
+    specs: one tuple (kind, n_in, n_out, slope, weight, bias) per layer, with weight and
+    bias C-contiguous arrays of `dtype` (None for layers without them). Those arrays are
+    used in place. The gradient arrays, in parameter order, are `self.grads`.
+    """
+    cdef Net net
+    cdef readonly object dtype
+    cdef readonly list grads
+    cdef list _keep      # every array whose pointer the plan holds
+    cdef list _buffers
+
+    def __cinit__(self, list specs, dtype):
+        cdef LayerPlan* L
+        cdef bint below_has_params = False
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.float32, np.float64):
+            raise TypeError(f"Engine dtype must be float32 or float64, not {self.dtype}")
+        n = len(specs)
+        self.net.n_layers = n
+        self.net.layers = <LayerPlan*> calloc(max(n, 1), sizeof(LayerPlan))
+        self.net.params = NULL
+        self.net.capacity = 0
+        if self.net.layers == NULL:
+            raise MemoryError()
+        self.grads = []
+        self._keep = []
+        self._buffers = []
+        params = []
+        for l, (kind, n_in, n_out, slope, weight, bias) in enumerate(specs):
+            L = &self.net.layers[l]
+            L.kind, L.n_in, L.n_out, L.slope = kind, n_in, n_out, slope
+            L.weight, L.bias = data_ptr(weight), data_ptr(bias)
+            L.weight_param = L.bias_param = -1
+            L.need_grad_in = below_has_params
+            for arr in (weight, bias):
+                if arr is None:
+                    continue
+                if arr.dtype != self.dtype or not arr.flags.c_contiguous:
+                    raise TypeError("parameters must be C-contiguous arrays of the engine dtype")
+                grad = np.zeros_like(arr)
+                params.append((arr, grad))
+                self.grads.append(grad)
+                self._keep.append(arr)
+                below_has_params = True
+                if arr is weight:
+                    L.weight_param = len(params) - 1
+                else:
+                    L.bias_param = len(params) - 1
+        self.net.n_params = len(params)
+        self.net.params = <ParamPlan*> calloc(max(len(params), 1), sizeof(ParamPlan))
+        if self.net.params == NULL:
+            raise MemoryError()
+        for i, (value, grad) in enumerate(params):
+            self.net.params[i].size = value.size
+            self.net.params[i].value = data_ptr(value)
+            self.net.params[i].grad = data_ptr(grad)
+
+    def __dealloc__(self):
+        free(self.net.layers)
+        free(self.net.params)
+
+    @property
+    def capacity(self):
+        return self.net.capacity
+
+    def reserve(self, Py_ssize_t capacity):
+        """Make the buffers hold at least `capacity` rows (no-op if they already do)."""
+        if capacity <= self.net.capacity:
+            return
+        cdef LayerPlan* layers = self.net.layers
+        cdef int l, n = self.net.n_layers
+        buffers = []
+        for l in range(n):
+            layers[l].out = self._block(buffers, capacity, layers[l].n_out, self.dtype)
+            layers[l].grad = self._block(buffers, capacity, layers[l].n_out, self.dtype)
+        self.net.xbuf = self._block(buffers, capacity, layers[0].n_in, self.dtype)
+        self.net.tbuf = self._block(buffers, capacity, layers[n - 1].n_out, self.dtype)
+        self.net.lbuf = <int64_t*> self._block(buffers, capacity, 1, np.int64)
+        self.net.ones = self._block(buffers, capacity, 1, self.dtype)
+        buffers[len(buffers) - 1].fill(1)
+        self._buffers = buffers
+        self.net.capacity = capacity
+
+    @property
+    def step(self):
+        """Optimizer updates made so far (kept when a step is interrupted)."""
+        return self.net.step
+
+    def set_optimizer(self, int kind, hyper, list states, long long step):
+        """Select the update kernel, its hyperparameters, each parameter's state arrays and
+        the number of updates already made."""
+        if len(hyper) > MAX_HYPER:
+            raise ValueError(f"at most {MAX_HYPER} optimizer hyperparameters")
+        if len(states) != self.net.n_params:
+            raise ValueError(f"expected state for {self.net.n_params} parameters")
+        self.net.opt_kind = kind
+        self.net.step = step
+        for i, h in enumerate(hyper):
+            self.net.hyper[i] = h
+        for i, state in enumerate(states):
+            for j in range(3):
+                arr = state[j] if j < len(state) else None
+                if arr is not None and (arr.dtype != self.dtype or not arr.flags.c_contiguous
+                                        or arr.size != self.net.params[i].size):
+                    raise TypeError("optimizer state must match its parameter")
+                self.net.params[i].state[j] = data_ptr(arr)
+        self._keep.append(states)
+
+    def train_epoch(self, X, targets, labels, order, Py_ssize_t batch_size, int loss_kind,
+                    int n_run, int n_threads):
+        """Train one epoch. Returns (loss_sum, index of the batch whose loss was not finite,
+        or -1). Raises KeyboardInterrupt (or another signal's error) between steps."""
+        cdef Py_ssize_t n_samples = X.shape[0]
+        cdef void* x = data_ptr(X)
+        cdef void* t = data_ptr(targets)
+        cdef int64_t* lab = <int64_t*> data_ptr(labels)
+        cdef int64_t* ordp = <int64_t*> data_ptr(order)
+        cdef double loss_sum = 0
+        cdef Py_ssize_t failed = -1
+        cdef int status
+        self._check_run(X, n_run)
+        self.reserve(batch_size)
+        if self.dtype == np.float64:
+            with nogil:
+                status = train_epoch(&self.net, <double*> x, <double*> t, lab, ordp, n_samples,
+                                     batch_size, loss_kind, n_run, &loss_sum, &failed,
+                                     n_threads)
+        else:
+            with nogil:
+                status = train_epoch(&self.net, <float*> x, <float*> t, lab, ordp, n_samples,
+                                     batch_size, loss_kind, n_run, &loss_sum, &failed,
+                                     n_threads)
+        return loss_sum, failed if status else -1
+
+    def run(self, X, out, targets, labels, int loss_kind, bint want_grads, int n_run,
+            Py_ssize_t batch_size, int n_threads):
+        """Predict into `out` (loss_kind -1) or evaluate the loss over X in batches;
+        with want_grads, the gradients of the mean loss land in self.grads.
+        Returns (loss_sum, n_correct)."""
+        cdef Py_ssize_t n_samples = X.shape[0]
+        cdef void* x = data_ptr(X)
+        cdef void* o = data_ptr(out)
+        cdef void* t = data_ptr(targets)
+        cdef int64_t* lab = <int64_t*> data_ptr(labels)
+        cdef double loss_sum = 0
+        cdef Py_ssize_t correct = 0
+        self._check_run(X, n_run)
+        self.reserve(batch_size)
+        if self.dtype == np.float64:
+            with nogil:
+                run_batches(&self.net, <double*> x, <double*> t, lab, n_samples, n_run,
+                            <double*> o, loss_kind, want_grads, &loss_sum, &correct, n_threads)
+        else:
+            with nogil:
+                run_batches(&self.net, <float*> x, <float*> t, lab, n_samples, n_run,
+                            <float*> o, loss_kind, want_grads, &loss_sum, &correct, n_threads)
+        return loss_sum, correct
+
+    cdef void* _block(self, list buffers, Py_ssize_t n_rows, Py_ssize_t width, dtype):
+        """A new zeroed (n_rows, width) buffer, kept alive in `buffers`."""
+        arr = np.zeros((n_rows, width), dtype=dtype)
+        buffers.append(arr)
+        return data_ptr(arr)
+
+    cdef _check_run(self, X, int n_run):
+        if not 1 <= n_run <= self.net.n_layers:
+            raise ValueError(f"n_run must be in [1, {self.net.n_layers}], got {n_run}")
+        if X.dtype != self.dtype or not X.flags.c_contiguous or X.ndim != 2 \
+                or X.shape[1] != self.net.layers[0].n_in:
+            raise TypeError("X must be a C-contiguous 2-D array of the engine dtype")

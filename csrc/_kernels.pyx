@@ -1,0 +1,195 @@
+"""Python entry points to single kernels, so tests can hold each one against its NumPy
+reference (fastnn/_reference.py). The training driver calls the same kernels directly."""
+import numpy as np
+
+from cython cimport floating
+from cython.parallel cimport prange
+from libc.stdint cimport int64_t
+from libc.stdlib cimport free, malloc
+
+from _activations cimport activation_backward, activation_forward
+from _blas cimport gemm as _gemm, gemv as _gemv
+from _dense cimport dense_backward as _dense_backward, dense_forward as _dense_forward
+from _losses cimport count_correct, loss_forward_backward
+from _optimizers cimport (GradientDestination, TO_GRAD, destination_array,
+                          gradient_destination, optimizer_finish)
+from _parallel cimport threads_for
+
+
+
+def gemm(bint trans_a, bint trans_b, floating alpha, const floating[:, :] a,
+         const floating[:, :] b, floating beta, floating[:, ::1] c):
+    """c = alpha * op(a) @ op(b) + beta * c; a and b may be row-strided views (unit column
+    stride), so the leading-dimension handling is exercised."""
+    cdef int m = c.shape[0], n = c.shape[1]
+    cdef int k = a.shape[0] if trans_a else a.shape[1]
+    if a.strides[1] != sizeof(floating) or b.strides[1] != sizeof(floating):
+        raise ValueError("columns must be contiguous")
+    with nogil:
+        _gemm(trans_a, trans_b, m, n, k, alpha, &a[0, 0], <int> (a.strides[0] // sizeof(floating)),
+              &b[0, 0], <int> (b.strides[0] // sizeof(floating)), beta, &c[0, 0], n)
+
+
+def gemv(bint trans_a, floating alpha, const floating[:, ::1] a, const floating[::1] x,
+         floating beta, floating[::1] y):
+    """y = alpha * op(a) @ x + beta * y."""
+    with nogil:
+        _gemv(trans_a, <int> a.shape[0], <int> a.shape[1], alpha, &a[0, 0], <int> a.shape[1],
+              &x[0], beta, &y[0])
+
+
+def dense_forward(const floating[:, ::1] x, const floating[:, ::1] weight,
+                  const floating[::1] bias, floating[:, ::1] out, int n_threads=1):
+    """out = x @ weight.T + bias (bias may be None)."""
+    with nogil:
+        _dense_forward(&x[0, 0], &weight[0, 0], NULL if bias is None else &bias[0], &out[0, 0],
+                       <int> x.shape[0], <int> x.shape[1], <int> weight.shape[0], n_threads)
+
+
+def dense_backward(const floating[:, ::1] x, const floating[:, ::1] weight,
+                   const floating[:, ::1] grad_out, floating[:, ::1] grad_x,
+                   floating[:, ::1] dest_weight, floating[::1] dest_bias,
+                   floating alpha=1, floating beta=0):
+    """Affine-layer backward pass (grad_x and dest_bias may be None)."""
+    cdef Py_ssize_t n = x.shape[0]
+    cdef floating[::1] ones = np.ones(n, dtype=np.float32 if floating is float else np.float64)
+    with nogil:
+        _dense_backward(&x[0, 0], &weight[0, 0], &grad_out[0, 0],
+                        NULL if grad_x is None else &grad_x[0, 0], &dest_weight[0, 0],
+                        NULL if dest_bias is None else &dest_bias[0], alpha, beta, &ones[0],
+                        <int> n, <int> x.shape[1], <int> weight.shape[0])
+
+
+def activation(int kind, double slope, const floating[:, ::1] z, floating[:, ::1] a,
+               int n_threads=1):
+    """a = f(z) for activation `kind`."""
+    with nogil:
+        activation_forward(kind, slope, &z[0, 0], &a[0, 0], z.shape[0], z.shape[1], n_threads)
+
+
+def activation_grad(int kind, double slope, const floating[:, ::1] z, const floating[:, ::1] a,
+                    const floating[:, ::1] g, floating[:, ::1] dz, int n_threads=1):
+    """dz = dL/dz from g = dL/da."""
+    with nogil:
+        activation_backward(kind, slope, &z[0, 0], &a[0, 0], &g[0, 0], &dz[0, 0], z.shape[0],
+                            z.shape[1], n_threads)
+
+
+def loss(int kind, const floating[:, ::1] out, const floating[:, ::1] targets,
+         const int64_t[::1] labels, floating[:, ::1] grad, double scale, int n_threads=1):
+    """(sum of losses, n_correct); writes scale * gradient into grad unless it is None."""
+    cdef double total
+    cdef Py_ssize_t correct
+    cdef const floating* t = NULL if targets is None else &targets[0, 0]
+    cdef const int64_t* lab = NULL if labels is None else &labels[0]
+    cdef floating* g = NULL if grad is None else &grad[0, 0]
+    with nogil:
+        total = loss_forward_backward(kind, &out[0, 0], t, lab, g, out.shape[0], out.shape[1],
+                                      <floating> scale, n_threads)
+        correct = count_correct(kind, &out[0, 0], t, lab, out.shape[0], out.shape[1])
+    return total, correct
+
+
+def optimizer_step(int kind, const double[::1] hyper, long long step, floating[::1] param,
+                   const floating[::1] grad, floating[::1] state0=None,
+                   floating[::1] state1=None, floating[::1] state2=None, int n_threads=1):
+    """One in-place update of `param` from the gradient `grad`, by the engine's route: the
+    gradient lands where the optimizer asks (here C = alpha * grad + beta * C stands in
+    for the GEMM that produces it), then the optimizer finishes its update."""
+    cdef Py_ssize_t i, n = param.shape[0]
+    cdef GradientDestination dest = gradient_destination(kind, &hyper[0], step)
+    cdef floating* s0 = NULL if state0 is None else &state0[0]
+    cdef floating* target = <floating*> destination_array(dest.where, &param[0],
+                                                          <floating*> &grad[0], s0)
+    cdef floating alpha = <floating> dest.alpha, beta = <floating> dest.beta
+    if dest.where != TO_GRAD:
+        for i in range(n):
+            target[i] = alpha * grad[i] + beta * target[i]
+    with nogil:
+        optimizer_finish(kind, &hyper[0], step, dest, &param[0], &grad[0], s0,
+                         NULL if state1 is None else &state1[0],
+                         NULL if state2 is None else &state2[0], n, n_threads)
+
+
+cdef inline bint row_has_nonfinite(const floating* row, Py_ssize_t m) noexcept nogil:
+    # x - x is 0 for finite x and NaN for NaN or inf; an OR of comparisons vectorizes.
+    cdef Py_ssize_t j
+    cdef int bad = 0
+    for j in range(m):
+        bad |= (row[j] - row[j]) != 0
+    return bad
+
+
+def first_nonfinite_row(const floating[:, ::1] a, int n_threads=1):
+    """Index of the first row of `a` holding NaN or inf, or -1 if every value is finite."""
+    cdef Py_ssize_t i, n = a.shape[0], m = a.shape[1]
+    cdef Py_ssize_t n_bad = 0, first = -1
+    if n == 0 or m == 0:
+        return -1
+    with nogil:
+        for i in prange(n, schedule="static", num_threads=threads_for(n * m, n_threads)):
+            n_bad += row_has_nonfinite(&a[i, 0], m)
+        if n_bad:
+            for i in range(n):
+                if row_has_nonfinite(&a[i, 0], m):
+                    first = i
+                    break
+    return first
+
+
+def gemm_floor_epoch(list widths, Py_ssize_t batch_size, Py_ssize_t n_samples, dtype):
+    """Seconds for only the matrix products of one training epoch of an MLP with these
+    layer widths (input first): per batch and layer, forward x @ W.T and weight gradient
+    g.T @ x, plus the input gradient g @ W for every layer but the first. Same BLAS,
+    same calling thread as the engine; nothing else is done."""
+    import time
+    import numpy as np
+    n_layers = len(widths) - 1
+    rng = np.random.default_rng(0)
+    acts = [rng.random((batch_size, w), dtype=np.float64).astype(dtype) for w in widths]
+    grads = [np.array(a) for a in acts]
+    weights = [rng.random((widths[l + 1], widths[l])).astype(dtype) for l in range(n_layers)]
+    wgrads = [np.zeros_like(w) for w in weights]
+    if np.dtype(dtype) == np.float32:
+        return _floor_run[float](acts, grads, weights, wgrads, batch_size, n_samples)
+    return _floor_run[double](acts, grads, weights, wgrads, batch_size, n_samples)
+
+
+cdef double _floor_run(list acts, list grads, list weights, list wgrads,
+                       Py_ssize_t batch_size, Py_ssize_t n_samples, floating tag=0):
+    import time
+    cdef Py_ssize_t n_layers = len(weights), start, l
+    cdef int n, n_in, n_out
+    cdef floating** a = <floating**> malloc(n_layers * 4 * sizeof(void*) + 8)
+    cdef int* dims = <int*> malloc((n_layers + 1) * sizeof(int))
+    for l in range(n_layers + 1):
+        dims[l] = acts[l].shape[1]
+    for l in range(n_layers):
+        a[4 * l] = <floating*> <size_t> acts[l].__array_interface__["data"][0]
+        a[4 * l + 1] = <floating*> <size_t> grads[l + 1].__array_interface__["data"][0]
+        a[4 * l + 2] = <floating*> <size_t> weights[l].__array_interface__["data"][0]
+        a[4 * l + 3] = <floating*> <size_t> wgrads[l].__array_interface__["data"][0]
+    a[4 * n_layers] = NULL
+    out_first = <floating*> <size_t> grads[0].__array_interface__["data"][0]
+    t0 = time.perf_counter()
+    with nogil:
+        start = 0
+        while start < n_samples:
+            n = <int> min(batch_size, n_samples - start)
+            for l in range(n_layers):
+                n_in, n_out = dims[l], dims[l + 1]
+                # forward into the next layer's activation block
+                _gemm(False, True, n, n_out, n_in, <floating> 1, a[4 * l], n_in, a[4 * l + 2],
+                      n_in, <floating> 0, a[4 * l + 1], n_out)
+            for l in range(n_layers - 1, -1, -1):
+                n_in, n_out = dims[l], dims[l + 1]
+                _gemm(True, False, n_out, n_in, n, <floating> 1, a[4 * l + 1], n_out, a[4 * l],
+                      n_in, <floating> 0, a[4 * l + 3], n_in)
+                if l > 0:
+                    _gemm(False, False, n, n_in, n_out, <floating> 1, a[4 * l + 1], n_out,
+                          a[4 * l + 2], n_in, <floating> 0, a[4 * (l - 1) + 1], n_in)
+            start += n
+    seconds = time.perf_counter() - t0
+    free(a)
+    free(dims)
+    return seconds

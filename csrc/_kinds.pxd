@@ -1,0 +1,20 @@
+"""Integer codes shared by the kernels and the driver (exposed to Python by _engine)."""
+
+cdef enum LayerKind:
+    DENSE = 0
+    IDENTITY = 1
+    RELU = 2
+    LEAKY_RELU = 3
+    SIGMOID = 4
+    TANH = 5
+    SOFTMAX = 6
+
+cdef enum LossKind:
+    CROSS_ENTROPY_LABELS = 0
+    CROSS_ENTROPY_PROBS = 1
+    BINARY_CROSS_ENTROPY = 2
+    MSE = 3
+    L1 = 4
+
+cdef enum OptimizerKind:
+    SGD = 0

@@ -1,0 +1,124 @@
+"""Loss kernels, each fused with its gradient, defined as torch.nn defines them.
+
+Each returns the SUM of the per-sample (cross-entropy) or per-element (the others)
+losses over the block, accumulated in double, and writes grad = scale * dloss/dout
+when grad is not NULL. The caller picks scale so the gradient is that of the mean:
+1/N for cross-entropy, 1/(N*C) for the elementwise losses (reduction "mean").
+
+  cross-entropy, labels y:     l_i = logsumexp(x_i) - x_i[y_i];   grad = softmax(x_i) - onehot
+  cross-entropy, targets t:    l_i = -sum_c t_ic log_softmax(x_i)_c;
+                               grad = softmax(x_i) * sum_c t_ic - t_i
+  binary cross-entropy (logits): l = max(x, 0) - x t + log1p(exp(-|x|)); grad = sigmoid(x) - t
+  mse:  l = (x - t)^2;  grad = 2 (x - t)
+  l1:   l = |x - t|;    grad = sign(x - t)
+"""
+from cython cimport floating
+from cython.parallel cimport prange
+from libc.math cimport fabs
+from libc.stdint cimport int64_t
+
+from _activations cimport sigmoid
+from _kinds cimport (CROSS_ENTROPY_LABELS, CROSS_ENTROPY_PROBS, BINARY_CROSS_ENTROPY,
+                     MSE, L1)
+from _mathf cimport fexp, flog, flog1p
+from _parallel cimport threads_for
+
+
+cdef inline double cross_entropy_row(const floating* x, const floating* t, int64_t label,
+                                     floating* grad, Py_ssize_t m,
+                                     floating scale) noexcept nogil:
+    """One row of softmax cross-entropy; t is NULL for an integer label."""
+    cdef Py_ssize_t j
+    cdef floating xmax = x[0]
+    cdef floating total = 0
+    cdef floating lse, tsum = 0
+    cdef double loss = 0
+    for j in range(1, m):
+        if x[j] > xmax:
+            xmax = x[j]
+    for j in range(m):
+        total += fexp(x[j] - xmax)
+    lse = xmax + flog(total)
+    if t == NULL:
+        loss = lse - x[label]
+    else:
+        for j in range(m):
+            loss += t[j] * (<double> lse - x[j])
+            tsum += t[j]
+    if grad != NULL:
+        if t == NULL:
+            for j in range(m):
+                grad[j] = scale * (fexp(x[j] - lse))
+            grad[label] -= scale
+        else:
+            for j in range(m):
+                grad[j] = scale * (fexp(x[j] - lse) * tsum - t[j])
+    return loss
+
+
+cdef inline double elementwise_loss(int kind, floating x, floating t, floating* grad,
+                                    floating scale) noexcept nogil:
+    """One element of binary cross-entropy (on logits), MSE or L1."""
+    cdef floating d
+    if kind == BINARY_CROSS_ENTROPY:
+        if grad != NULL:
+            grad[0] = scale * (sigmoid(x) - t)
+        return (x if x > 0 else 0) - x * t + flog1p(fexp(-fabs(x)))
+    d = x - t
+    if kind == MSE:
+        if grad != NULL:
+            grad[0] = scale * 2 * d
+        return d * d
+    if grad != NULL:
+        grad[0] = scale * ((d > 0) - (d < 0))
+    return fabs(d)
+
+
+cdef inline double loss_forward_backward(int kind, const floating* out, const floating* targets,
+                                         const int64_t* labels, floating* grad, Py_ssize_t n,
+                                         Py_ssize_t m, floating scale,
+                                         int n_threads) noexcept nogil:
+    """Sum of the losses over an (n x m) block of outputs; writes the scaled gradient."""
+    cdef Py_ssize_t i
+    cdef double total = 0
+    cdef int nt = threads_for(n * m, n_threads)
+    if kind == CROSS_ENTROPY_LABELS:
+        for i in prange(n, schedule="static", num_threads=nt):
+            total += cross_entropy_row(out + i * m, <floating*> NULL, labels[i],
+                                       NULL if grad == NULL else grad + i * m, m, scale)
+    elif kind == CROSS_ENTROPY_PROBS:
+        for i in prange(n, schedule="static", num_threads=nt):
+            total += cross_entropy_row(out + i * m, targets + i * m, 0,
+                                       NULL if grad == NULL else grad + i * m, m, scale)
+    else:
+        for i in prange(n * m, schedule="static", num_threads=nt):
+            total += elementwise_loss(kind, out[i], targets[i],
+                                      NULL if grad == NULL else grad + i, scale)
+    return total
+
+
+cdef inline Py_ssize_t argmax_row(const floating* x, Py_ssize_t m) noexcept nogil:
+    """Index of the first largest entry, as numpy.argmax."""
+    cdef Py_ssize_t j, best = 0
+    for j in range(1, m):
+        if x[j] > x[best]:
+            best = j
+    return best
+
+
+cdef inline Py_ssize_t count_correct(int kind, const floating* out, const floating* targets,
+                                     const int64_t* labels, Py_ssize_t n,
+                                     Py_ssize_t m) noexcept nogil:
+    """Correct predictions in a block: argmax for cross-entropy, logit > 0 per element for
+    binary cross-entropy (target > 0.5); 0 for regression losses."""
+    cdef Py_ssize_t i, correct = 0
+    if kind == CROSS_ENTROPY_LABELS:
+        for i in range(n):
+            correct += argmax_row(out + i * m, m) == labels[i]
+    elif kind == CROSS_ENTROPY_PROBS:
+        for i in range(n):
+            correct += argmax_row(out + i * m, m) == argmax_row(targets + i * m, m)
+    elif kind == BINARY_CROSS_ENTROPY:
+        for i in range(n * m):
+            correct += (out[i] > 0) == (targets[i] > 0.5)
+    return correct

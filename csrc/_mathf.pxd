@@ -1,0 +1,31 @@
+"""exp/log/tanh in the precision of the data: single-precision libm calls for float32."""
+from cython cimport floating
+from libc.math cimport exp, expf, log, logf, log1p, log1pf, tanh, tanhf
+
+
+cdef inline floating fexp(floating x) noexcept nogil:
+    if floating is float:
+        return expf(x)
+    else:
+        return exp(x)
+
+
+cdef inline floating flog(floating x) noexcept nogil:
+    if floating is float:
+        return logf(x)
+    else:
+        return log(x)
+
+
+cdef inline floating flog1p(floating x) noexcept nogil:
+    if floating is float:
+        return log1pf(x)
+    else:
+        return log1p(x)
+
+
+cdef inline floating ftanh(floating x) noexcept nogil:
+    if floating is float:
+        return tanhf(x)
+    else:
+        return tanh(x)

@@ -1,0 +1,20 @@
+"""fastnn: multilayer perceptrons trained on multicore CPUs by compiled kernels over BLAS.
+
+    import fastnn as fnn
+    model = fnn.Sequential([fnn.Dense(784, 256), fnn.ReLU(), fnn.Dense(256, 10)], seed=0)
+    history = model.fit(X, y, loss="cross_entropy",
+                        optimizer=fnn.optim.SGD(lr=0.1, momentum=0.9), epochs=5)
+"""
+__version__ = "0.1.0"
+
+from . import losses, optim
+from ._threads import get_num_threads, set_num_threads, threads
+from .layers import Dense, Identity, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
+from .losses import BCEWithLogitsLoss, CrossEntropyLoss, L1Loss, MSELoss
+from .model import History, Sequential
+
+__all__ = [
+    "__version__", "Sequential", "History", "Dense", "Identity", "ReLU", "LeakyReLU",
+    "Sigmoid", "Tanh", "Softmax", "CrossEntropyLoss", "BCEWithLogitsLoss", "MSELoss",
+    "L1Loss", "losses", "optim", "get_num_threads", "set_num_threads", "threads",
+]

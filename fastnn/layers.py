@@ -1,0 +1,179 @@
+"""Layers a Sequential model is built from: Dense (affine) and activations.
+
+Parameters follow torch.nn.Linear's layout: weight (out_features, in_features) and
+bias (out_features,). They are plain numpy arrays owned by the layer and used in place
+by the compiled engine: assigning `layer.weight = w` copies w into the existing array.
+"""
+import numpy as np
+
+from . import _engine
+from ._validation import check_int
+
+__all__ = ["Layer", "Dense", "Identity", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softmax"]
+
+_INITS = ("he", "he_uniform", "glorot", "glorot_normal")
+
+
+class Layer:
+    """Base class. A layer maps (n, in_width) to (n, out_width)."""
+
+    kind = None  # name of the compiled kernel, a key of _engine.LAYER_KINDS
+
+    def parameters(self):
+        return []
+
+    def output_width(self, in_width):
+        return in_width
+
+    def _build(self, in_width, dtype, rng):
+        """Prepare parameters of `dtype`, initialised from `rng`, for inputs of in_width."""
+
+    def _spec(self, in_width):
+        """(kind code, n_in, n_out, slope, weight, bias) for the engine."""
+        return (_engine.LAYER_KINDS[self.kind], in_width, self.output_width(in_width),
+                0.0, None, None)
+
+    def __repr__(self):
+        return f"{type(self).__name__}()"
+
+
+class Dense(Layer):
+    """Affine layer: out = x @ weight.T + bias.
+
+    Args:
+        in_features, out_features: input and output widths.
+        bias: whether to add a learnable bias (initialised to zero).
+        init: weight initialisation, drawn from the model's seed:
+            "he" (normal, std sqrt(2 / in_features)), "he_uniform"
+            (bound sqrt(6 / in_features)), "glorot" (uniform, bound
+            sqrt(6 / (in_features + out_features))), "glorot_normal"
+            (std sqrt(2 / (in_features + out_features))).
+
+    Shape: (n, in_features) -> (n, out_features).
+    """
+
+    kind = "dense"
+
+    def __init__(self, in_features, out_features, bias=True, init="he"):
+        self.in_features = check_int(in_features, "in_features")
+        self.out_features = check_int(out_features, "out_features")
+        if init not in _INITS:
+            raise ValueError(f"unknown init {init!r}; expected one of {_INITS}")
+        self.init = init
+        self._weight = np.empty((self.out_features, self.in_features), dtype=np.float32)
+        self._bias = np.zeros(self.out_features, dtype=np.float32) if bias else None
+        self.reset_parameters(np.random.default_rng(), np.float32)
+
+    @property
+    def weight(self):
+        return self._weight
+
+    @weight.setter
+    def weight(self, value):
+        self._assign(self._weight, value, "weight")
+
+    @property
+    def bias(self):
+        return self._bias
+
+    @bias.setter
+    def bias(self, value):
+        if self._bias is None:
+            raise ValueError("this Dense layer was built with bias=False")
+        self._assign(self._bias, value, "bias")
+
+    @staticmethod
+    def _assign(target, value, name):
+        value = np.asarray(value)
+        if value.shape != target.shape:
+            raise ValueError(f"{name} must have shape {target.shape}, got {value.shape}")
+        if not np.isfinite(value).all():
+            raise ValueError(f"{name} contains NaN or inf")
+        target[...] = value
+
+    def reset_parameters(self, rng, dtype):
+        """Draw new weights (and zero the bias) in `dtype` from the generator rng."""
+        fan_in, fan_out = self.in_features, self.out_features
+        shape = (fan_out, fan_in)
+        if self.init == "he":
+            w = rng.normal(0.0, np.sqrt(2.0 / fan_in), shape)
+        elif self.init == "he_uniform":
+            bound = np.sqrt(6.0 / fan_in)
+            w = rng.uniform(-bound, bound, shape)
+        elif self.init == "glorot":
+            bound = np.sqrt(6.0 / (fan_in + fan_out))
+            w = rng.uniform(-bound, bound, shape)
+        else:
+            w = rng.normal(0.0, np.sqrt(2.0 / (fan_in + fan_out)), shape)
+        if self._weight.dtype == dtype:  # in place: a model's engine holds these arrays
+            self._weight[...] = w
+            if self._bias is not None:
+                self._bias[...] = 0
+        else:
+            self._weight = np.ascontiguousarray(w, dtype=dtype)
+            if self._bias is not None:
+                self._bias = np.zeros(fan_out, dtype=dtype)
+
+    def parameters(self):
+        return [self._weight] if self._bias is None else [self._weight, self._bias]
+
+    def output_width(self, in_width):
+        return self.out_features
+
+    def _build(self, in_width, dtype, rng):
+        if in_width != self.in_features:
+            raise ValueError(f"Dense({self.in_features}, {self.out_features}) expects "
+                             f"{self.in_features} input features but receives {in_width}")
+        self.reset_parameters(rng, dtype)
+
+    def _spec(self, in_width):
+        return (_engine.LAYER_KINDS["dense"], self.in_features, self.out_features, 0.0,
+                self._weight, self._bias)
+
+    def __repr__(self):
+        return (f"Dense({self.in_features}, {self.out_features}, "
+                f"bias={self._bias is not None}, init={self.init!r})")
+
+
+class Identity(Layer):
+    """f(z) = z."""
+    kind = "identity"
+
+
+class ReLU(Layer):
+    """f(z) = max(z, 0); derivative 0 at z = 0, as torch."""
+    kind = "relu"
+
+
+class LeakyReLU(Layer):
+    """f(z) = z if z > 0 else negative_slope * z."""
+    kind = "leaky_relu"
+
+    def __init__(self, negative_slope=0.01):
+        if isinstance(negative_slope, bool) or not np.isfinite(negative_slope):
+            raise ValueError(f"negative_slope must be a finite number, got {negative_slope!r}")
+        self.negative_slope = float(negative_slope)
+
+    def _spec(self, in_width):
+        kind, n_in, n_out, _, w, b = super()._spec(in_width)
+        return kind, n_in, n_out, self.negative_slope, w, b
+
+    def __repr__(self):
+        return f"LeakyReLU(negative_slope={self.negative_slope})"
+
+
+class Sigmoid(Layer):
+    """f(z) = 1 / (1 + exp(-z)). As the last layer with binary_cross_entropy it is fused
+    into the loss: training sees the logits, predict returns probabilities."""
+    kind = "sigmoid"
+
+
+class Tanh(Layer):
+    """f(z) = tanh(z)."""
+    kind = "tanh"
+
+
+class Softmax(Layer):
+    """Row-wise softmax. As the last layer with cross_entropy it is fused into the loss:
+    training sees the logits, predict returns probabilities."""
+    kind = "softmax"
