@@ -37,7 +37,7 @@ COMPILE_ARGS = ["-O3", "-fno-math-errno"] + OMP
 MODULES = ["_engine", "_kernels"]
 
 extensions = [
-    Extension(f"fastnn.{name}", [f"csrc/{name}.pyx"],
+    Extension(f"fastnn.{name}", [f"csrc/{name}.pyx"], include_dirs=["csrc"],
               extra_compile_args=COMPILE_ARGS, extra_link_args=OMP)
     for name in MODULES
 ]

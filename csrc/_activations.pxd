@@ -9,7 +9,7 @@ from cython.parallel cimport prange
 from libc.string cimport memcpy
 
 from _kinds cimport LayerKind, IDENTITY, RELU, LEAKY_RELU, SIGMOID, TANH, SOFTMAX
-from _mathf cimport fexp, ftanh
+from _mathf cimport fexp, ftanh, select
 from _parallel cimport threads_for
 
 
@@ -57,10 +57,10 @@ cdef inline void activation_forward(int kind, double slope, const floating* z, f
         memcpy(a, z, size * sizeof(floating))
     elif kind == RELU:
         for i in prange(size, schedule="static", num_threads=nt):
-            a[i] = 0 if z[i] <= 0 else z[i]
+            a[i] = select(z[i] <= 0, <floating> 0, z[i])
     elif kind == LEAKY_RELU:
         for i in prange(size, schedule="static", num_threads=nt):
-            a[i] = z[i] if z[i] > 0 else s * z[i]
+            a[i] = select(z[i] > 0, z[i], s * z[i])
     elif kind == SIGMOID:
         for i in prange(size, schedule="static", num_threads=nt):
             a[i] = sigmoid(z[i])
@@ -83,10 +83,10 @@ cdef inline void activation_backward(int kind, double slope, const floating* z,
         memcpy(dz, g, size * sizeof(floating))
     elif kind == RELU:
         for i in prange(size, schedule="static", num_threads=nt):
-            dz[i] = g[i] if z[i] > 0 else 0
+            dz[i] = select(z[i] > 0, g[i], <floating> 0)
     elif kind == LEAKY_RELU:
         for i in prange(size, schedule="static", num_threads=nt):
-            dz[i] = g[i] if z[i] > 0 else s * g[i]
+            dz[i] = select(z[i] > 0, g[i], s * g[i])
     elif kind == SIGMOID:
         for i in prange(size, schedule="static", num_threads=nt):
             dz[i] = g[i] * a[i] * (1 - a[i])

@@ -38,3 +38,12 @@ cdef inline void gemv(bint trans_a, int m, int n, floating alpha, const floating
         blas.sgemv(&t, &n, &m, &alpha, <float*> a, &lda, <float*> x, &one, &beta, y, &one)
     else:
         blas.dgemv(&t, &n, &m, &alpha, <double*> a, &lda, <double*> x, &one, &beta, y, &one)
+
+
+cdef inline void axpy(int n, floating alpha, const floating* x, floating* y) noexcept nogil:
+    """y += alpha * x (BLAS threads it for long vectors, in its own thread pool)."""
+    cdef int one = 1
+    if floating is float:
+        blas.saxpy(&n, &alpha, <float*> x, &one, y, &one)
+    else:
+        blas.daxpy(&n, &alpha, <double*> x, &one, y, &one)

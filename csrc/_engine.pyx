@@ -123,10 +123,24 @@ cdef void* destination(Net* net, int param, GradientDestination dest) noexcept n
     return destination_array(dest.where, P.value, P.grad, P.state[0])
 
 
+cdef void finish_update(Net* net, int param, GradientDestination dest,
+                        floating* tag, int n_threads) noexcept nogil:
+    """Complete the optimizer update of parameter `param` (if any)."""
+    cdef ParamPlan* P
+    if param < 0:
+        return
+    P = &net.params[param]
+    optimizer_finish(net.opt_kind, net.hyper, net.step, dest, <floating*> P.value,
+                     <floating*> P.grad, <floating*> P.state[0], <floating*> P.state[1],
+                     <floating*> P.state[2], P.size, n_threads)
+
+
 cdef void backward(Net* net, const floating* x, Py_ssize_t n, int n_run,
-                   GradientDestination dest, int n_threads) noexcept nogil:
+                   GradientDestination dest, bint update, int n_threads) noexcept nogil:
     """Backpropagate layers[n_run - 1].grad; each parameter's gradient product lands
-    where `dest` says (the gradient arrays, or folded into an optimizer update)."""
+    where `dest` says (the gradient arrays, or folded into an optimizer update). With
+    `update`, each layer's optimizer update is completed as soon as its gradient exists,
+    while that layer's arrays are still in cache (lower layers no longer need it)."""
     cdef int l
     cdef LayerPlan* L
     cdef const floating* inp
@@ -140,6 +154,9 @@ cdef void backward(Net* net, const floating* x, Py_ssize_t n, int n_run,
                            <floating*> destination(net, L.weight_param, dest),
                            <floating*> destination(net, L.bias_param, dest), <floating> dest.alpha,
                            <floating> dest.beta, <floating*> net.ones, <int> n, L.n_in, L.n_out)
+            if update:
+                finish_update(net, L.weight_param, dest, <floating*> NULL, n_threads)
+                finish_update(net, L.bias_param, dest, <floating*> NULL, n_threads)
         elif grad_in != NULL:
             activation_backward(L.kind, L.slope, inp, <floating*> L.out, <floating*> L.grad,
                                 grad_in, n, L.n_out, n_threads)
@@ -173,7 +190,6 @@ cdef int train_epoch(Net* net, const floating* X, const floating* T, const int64
     cdef const floating* tb = NULL
     cdef const int64_t* lb = NULL
     cdef double batch_loss
-    cdef ParamPlan* P
     cdef GradientDestination dest
     start = 0
     while start < n_samples:
@@ -204,12 +220,7 @@ cdef int train_epoch(Net* net, const floating* X, const floating* T, const int64
             return 1
         loss_sum[0] += batch_loss
         dest = gradient_destination(net.opt_kind, net.hyper, net.step)
-        backward(net, xb, n, n_run, dest, n_threads)
-        for i in range(net.n_params):
-            P = &net.params[i]
-            optimizer_finish(net.opt_kind, net.hyper, net.step, dest, <floating*> P.value,
-                             <floating*> P.grad, <floating*> P.state[0], <floating*> P.state[1],
-                             <floating*> P.state[2], P.size, n_threads)
+        backward(net, xb, n, n_run, dest, True, n_threads)
         net.step += 1
         start += n
         batch += 1
@@ -245,7 +256,7 @@ cdef int run_batches(Net* net, const floating* X, const floating* T, const int64
             correct[0] += count_correct(loss_kind, <floating*> last.out, tb, lb, n, width)
             if want_grads:
                 dest.beta = 0.0 if start == 0 else 1.0
-                backward(net, X + start * n_in, n, n_run, dest, n_threads)
+                backward(net, X + start * n_in, n, n_run, dest, False, n_threads)
         start += n
     return 0
 

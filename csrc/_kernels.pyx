@@ -17,8 +17,8 @@ from _parallel cimport threads_for
 
 
 
-def gemm(bint trans_a, bint trans_b, floating alpha, const floating[:, :] a,
-         const floating[:, :] b, floating beta, floating[:, ::1] c):
+def gemm(bint trans_a, bint trans_b, double alpha, const floating[:, :] a,
+         const floating[:, :] b, double beta, floating[:, ::1] c):
     """c = alpha * op(a) @ op(b) + beta * c; a and b may be row-strided views (unit column
     stride), so the leading-dimension handling is exercised."""
     cdef int m = c.shape[0], n = c.shape[1]
@@ -26,16 +26,16 @@ def gemm(bint trans_a, bint trans_b, floating alpha, const floating[:, :] a,
     if a.strides[1] != sizeof(floating) or b.strides[1] != sizeof(floating):
         raise ValueError("columns must be contiguous")
     with nogil:
-        _gemm(trans_a, trans_b, m, n, k, alpha, &a[0, 0], <int> (a.strides[0] // sizeof(floating)),
-              &b[0, 0], <int> (b.strides[0] // sizeof(floating)), beta, &c[0, 0], n)
+        _gemm(trans_a, trans_b, m, n, k, <floating> alpha, &a[0, 0], <int> (a.strides[0] // sizeof(floating)),
+              &b[0, 0], <int> (b.strides[0] // sizeof(floating)), <floating> beta, &c[0, 0], n)
 
 
-def gemv(bint trans_a, floating alpha, const floating[:, ::1] a, const floating[::1] x,
-         floating beta, floating[::1] y):
+def gemv(bint trans_a, double alpha, const floating[:, ::1] a, const floating[::1] x,
+         double beta, floating[::1] y):
     """y = alpha * op(a) @ x + beta * y."""
     with nogil:
-        _gemv(trans_a, <int> a.shape[0], <int> a.shape[1], alpha, &a[0, 0], <int> a.shape[1],
-              &x[0], beta, &y[0])
+        _gemv(trans_a, <int> a.shape[0], <int> a.shape[1], <floating> alpha, &a[0, 0],
+              <int> a.shape[1], &x[0], <floating> beta, &y[0])
 
 
 def dense_forward(const floating[:, ::1] x, const floating[:, ::1] weight,
@@ -49,14 +49,15 @@ def dense_forward(const floating[:, ::1] x, const floating[:, ::1] weight,
 def dense_backward(const floating[:, ::1] x, const floating[:, ::1] weight,
                    const floating[:, ::1] grad_out, floating[:, ::1] grad_x,
                    floating[:, ::1] dest_weight, floating[::1] dest_bias,
-                   floating alpha=1, floating beta=0):
+                   double alpha=1, double beta=0):
     """Affine-layer backward pass (grad_x and dest_bias may be None)."""
     cdef Py_ssize_t n = x.shape[0]
     cdef floating[::1] ones = np.ones(n, dtype=np.float32 if floating is float else np.float64)
     with nogil:
         _dense_backward(&x[0, 0], &weight[0, 0], &grad_out[0, 0],
                         NULL if grad_x is None else &grad_x[0, 0], &dest_weight[0, 0],
-                        NULL if dest_bias is None else &dest_bias[0], alpha, beta, &ones[0],
+                        NULL if dest_bias is None else &dest_bias[0], <floating> alpha,
+                        <floating> beta, &ones[0],
                         <int> n, <int> x.shape[1], <int> weight.shape[0])
 
 

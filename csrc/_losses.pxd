@@ -46,13 +46,15 @@ cdef inline double cross_entropy_row(const floating* x, const floating* t, int64
             loss += t[j] * (<double> lse - x[j])
             tsum += t[j]
     if grad != NULL:
+        # softmax as exp(x - max) / total: exp(x - lse) would carry lse's rounding error,
+        # which is large in float32 when |x| is large.
         if t == NULL:
             for j in range(m):
-                grad[j] = scale * (fexp(x[j] - lse))
+                grad[j] = scale * (fexp(x[j] - xmax) / total)
             grad[label] -= scale
         else:
             for j in range(m):
-                grad[j] = scale * (fexp(x[j] - lse) * tsum - t[j])
+                grad[j] = scale * (fexp(x[j] - xmax) / total * tsum - t[j])
     return loss
 
 

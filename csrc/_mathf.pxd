@@ -29,3 +29,16 @@ cdef inline floating ftanh(floating x) noexcept nogil:
         return tanhf(x)
     else:
         return tanh(x)
+
+
+cdef extern from "select.h":
+    float fastnn_select_f(int c, float a, float b) noexcept nogil
+    double fastnn_select_d(int c, double a, double b) noexcept nogil
+
+
+cdef inline floating select(bint c, floating a, floating b) noexcept nogil:
+    """c ? a : b without a branch."""
+    if floating is float:
+        return fastnn_select_f(c, a, b)
+    else:
+        return fastnn_select_d(c, a, b)

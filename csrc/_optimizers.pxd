@@ -22,6 +22,7 @@ SGD, hyper = (lr, momentum, dampening, nesterov, weight_decay), state0 = momentu
 from cython cimport floating
 from cython.parallel cimport prange
 
+from _blas cimport axpy
 from _kinds cimport SGD
 from _parallel cimport threads_for
 
@@ -84,19 +85,16 @@ cdef inline void sgd_update(const double* hyper, long long step, floating* p,
 
 
 cdef inline void sgd_momentum_finish(const double* hyper, floating alpha, floating* p,
-                                     floating* buf, Py_ssize_t n, int n_threads) noexcept nogil:
-    """After buf = momentum * buf + alpha * g (the GEMM): fold in weight decay, step p."""
-    cdef floating lr = <floating> hyper[0]
+                                     floating* buf, Py_ssize_t n) noexcept nogil:
+    """After buf = momentum * buf + alpha * g (the GEMM): fold in weight decay, step p.
+
+    Two AXPYs rather than an OpenMP loop: this pass runs between GEMMs, and BLAS's own
+    threads do it without waking a second thread pool to compete with BLAS's.
+    """
     cdef floating decay = alpha * <floating> hyper[4]
-    cdef Py_ssize_t i
-    cdef int nt = threads_for(n, n_threads)
-    if decay == 0:
-        for i in prange(n, schedule="static", num_threads=nt):
-            p[i] = p[i] - lr * buf[i]
-        return
-    for i in prange(n, schedule="static", num_threads=nt):
-        buf[i] = buf[i] + decay * p[i]
-        p[i] = p[i] - lr * buf[i]
+    if decay != 0:
+        axpy(<int> n, decay, p, buf)
+    axpy(<int> n, -<floating> hyper[0], buf, p)
 
 
 cdef inline void optimizer_finish(int kind, const double* hyper, long long step,
@@ -109,7 +107,7 @@ cdef inline void optimizer_finish(int kind, const double* hyper, long long step,
         return
     if kind == SGD:
         if dest.where == TO_STATE0:
-            sgd_momentum_finish(hyper, <floating> dest.alpha, p, state0, n, n_threads)
+            sgd_momentum_finish(hyper, <floating> dest.alpha, p, state0, n)
         else:
             sgd_update(hyper, step, p, g, state0, n, n_threads)
 

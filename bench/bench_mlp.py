@@ -1,0 +1,142 @@
+"""Time one training epoch of fastnn against the GEMM floor (and torch, if installed).
+
+The GEMM floor is the time of only the matrix products that the same training step
+needs (forward x @ W.T, weight gradient g.T @ x, input gradient g @ W for all but the
+first layer), made through the same BLAS from compiled code with nothing else. The
+ratio fastnn / floor says how much the rest of the step costs (bias, activations,
+loss, optimizer update, batch gathering). Repeats are interleaved and the minimum of
+each is reported, so a noisy machine affects both sides alike.
+
+    python bench/bench_mlp.py                       # both networks, batch 32/128/512
+    python bench/bench_mlp.py --quick               # 784-256-128-10 only, fewer repeats
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/bench_mlp.py  # newest kernels
+"""
+import argparse
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+from threadpoolctl import threadpool_info
+
+import fastnn as fnn
+from fastnn import _kernels
+from fastnn.datasets import load_mnist
+
+NETWORKS = {"784-256-128-10": [784, 256, 128, 10], "784-1024-1024-10": [784, 1024, 1024, 10]}
+MNIST = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "mnist")
+
+
+def load_data(n_samples):
+    """MNIST's training set when found beside the checkout, else synthetic of that shape."""
+    try:
+        X, y = load_mnist(MNIST)
+        return X[:n_samples], y[:n_samples], "MNIST"
+    except (OSError, ValueError):
+        rng = np.random.default_rng(0)
+        X = rng.random((n_samples, 784), dtype=np.float32)
+        return X, rng.integers(0, 10, n_samples), "synthetic (MNIST not found)"
+
+
+def time_fit(widths, X, y, batch_size, optimizer):
+    """Seconds for one epoch of fastnn (model built beforehand, not timed)."""
+    layers = []
+    for n_in, n_out in zip(widths[:-1], widths[1:]):
+        layers += [fnn.Dense(n_in, n_out), fnn.ReLU()]
+    model = fnn.Sequential(layers[:-1], seed=0)
+    start = time.perf_counter()
+    model.fit(X, y, optimizer=optimizer(), epochs=1, batch_size=batch_size)
+    return time.perf_counter() - start
+
+
+def time_floor(widths, n_samples, batch_size):
+    return _kernels.gemm_floor_epoch(widths, batch_size, n_samples, np.float32)
+
+
+def time_torch(widths, X, y, batch_size):
+    """One epoch of the same network and SGD step in torch (eager), or None."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.manual_seed(0)
+    torch.set_num_threads(fnn.get_num_threads())
+    layers = []
+    for n_in, n_out in zip(widths[:-1], widths[1:]):
+        layers += [torch.nn.Linear(n_in, n_out), torch.nn.ReLU()]
+    model = torch.nn.Sequential(*layers[:-1])
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
+    start = time.perf_counter()
+    perm = torch.randperm(len(Xt))
+    for i in range(0, len(Xt), batch_size):
+        idx = perm[i:i + batch_size]
+        opt.zero_grad(set_to_none=True)
+        loss_fn(model(Xt[idx]), yt[idx]).backward()
+        opt.step()
+    return time.perf_counter() - start
+
+
+def blas_description():
+    """The BLAS fastnn calls: the OpenBLAS that scipy ships (cython_blas)."""
+    libs = [i for i in threadpool_info() if i["user_api"] == "blas"]
+    scipy_libs = [i for i in libs if "scipy" in i.get("filepath", "") and "numpy" not in
+                  i.get("filepath", "")] or libs
+    lib = scipy_libs[0] if scipy_libs else {}
+    return (f"{lib.get('internal_api', '?')} {lib.get('version', '?')} "
+            f"kernel={lib.get('architecture', '?')} threads={lib.get('num_threads', '?')}")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small network, 2 repeats")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--batch-sizes", default="32,128,512")
+    parser.add_argument("--optimizers", default="sgd,momentum",
+                        help="comma-separated: sgd (plain), momentum (0.9)")
+    parser.add_argument("--no-torch", action="store_true")
+    args = parser.parse_args(argv)
+
+    fnn.set_num_threads(args.threads)
+    repeats = 2 if args.quick else args.repeats
+    networks = {k: v for k, v in NETWORKS.items() if not args.quick or "256" in k}
+    X, y, source = load_data(60000)
+    optimizers = {"sgd": lambda: fnn.optim.SGD(lr=0.01),
+                  "momentum": lambda: fnn.optim.SGD(lr=0.01, momentum=0.9)}
+    chosen = args.optimizers.split(",")
+
+    print(f"fastnn {fnn.__version__}, python {platform.python_version()}, "
+          f"{platform.machine()}, {os.cpu_count()} cpus, {fnn.get_num_threads()} threads")
+    print(f"BLAS: {blas_description()}")
+    print(f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}")
+    print(f"data: {source}, {len(X)} samples, float32, one epoch, shuffled; "
+          f"min of {repeats} interleaved repeats")
+    print("optimizers: " + "; ".join(f"{k} = {optimizers[k]()}" for k in chosen))
+    print(f"{'network':<18} {'batch':>5} {'optimizer':>9} {'fastnn s':>9} {'floor s':>8} "
+          f"{'ratio':>6} {'torch s':>8} {'torch/fastnn':>12}")
+    for name, widths in networks.items():
+        for batch_size in [int(b) for b in args.batch_sizes.split(",")]:
+            floor, fit, torch_t = [], {k: [] for k in chosen}, []
+            for _ in range(repeats):
+                floor.append(time_floor(widths, len(X), batch_size))
+                for k in chosen:
+                    fit[k].append(time_fit(widths, X, y, batch_size, optimizers[k]))
+                if not args.no_torch and "momentum" in chosen:
+                    t = time_torch(widths, X, y, batch_size)
+                    if t is not None:
+                        torch_t.append(t)
+            g = min(floor)
+            for k in chosen:
+                f = min(fit[k])
+                tt = f"{min(torch_t):8.3f} {min(torch_t) / f:12.2f}" \
+                    if torch_t and k == "momentum" else f"{'-':>8} {'-':>12}"
+                print(f"{name:<18} {batch_size:>5} {k:>9} {f:9.3f} {g:8.3f} {f / g:6.2f} {tt}",
+                      flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""Plain NumPy versions of every compiled kernel, written from the documented formulas.
+
+They share the kernels' meaning (not their speed) and exist so tests can hold the
+compiled code against an independent statement of the maths. They compute in the
+dtype they are given; pass float64 for reference values.
+"""
+import numpy as np
+
+
+def dense_forward(x, weight, bias=None):
+    """x @ weight.T + bias."""
+    out = x @ weight.T
+    return out if bias is None else out + bias
+
+
+def dense_backward(x, weight, grad_out):
+    """(grad_x, grad_weight, grad_bias) of an affine layer."""
+    return grad_out @ weight, grad_out.T @ x, grad_out.sum(axis=0)
+
+
+def activation(kind, z, slope=0.01):
+    if kind == "identity":
+        return z.copy()
+    if kind == "relu":
+        return np.where(z > 0, z, 0).astype(z.dtype)
+    if kind == "leaky_relu":
+        return np.where(z > 0, z, slope * z).astype(z.dtype)
+    if kind == "sigmoid":
+        return 0.5 * (1 + np.tanh(0.5 * z))  # overflow-free form of 1 / (1 + exp(-z))
+    if kind == "tanh":
+        return np.tanh(z)
+    if kind == "softmax":
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+    raise ValueError(kind)
+
+
+def activation_grad(kind, z, g, slope=0.01):
+    """dL/dz from g = dL/da for a = activation(kind, z)."""
+    a = activation(kind, z, slope)
+    if kind == "identity":
+        return g.copy()
+    if kind == "relu":
+        return np.where(z > 0, g, 0).astype(z.dtype)
+    if kind == "leaky_relu":
+        return np.where(z > 0, g, slope * g).astype(z.dtype)
+    if kind == "sigmoid":
+        return g * a * (1 - a)
+    if kind == "tanh":
+        return g * (1 - a * a)
+    if kind == "softmax":
+        return a * (g - (g * a).sum(axis=1, keepdims=True))
+    raise ValueError(kind)
+
+
+def log_softmax(x):
+    shifted = x - x.max(axis=1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+
+def loss(name, x, target):
+    """(mean loss, gradient of the mean w.r.t. x), as torch.nn defines each loss.
+
+    name: "cross_entropy" (target: int labels (N,) or probabilities (N, C)),
+    "binary_cross_entropy" (on logits), "mse", "l1".
+    """
+    n = x.shape[0]
+    if name == "cross_entropy":
+        logp = log_softmax(x)
+        if target.ndim == 1:
+            onehot = np.zeros_like(x)
+            onehot[np.arange(n), target] = 1
+            target = onehot
+        value = -(target * logp).sum() / n
+        grad = (np.exp(logp) * target.sum(axis=1, keepdims=True) - target) / n
+        return value, grad
+    target = target.reshape(x.shape)
+    if name == "binary_cross_entropy":
+        value = np.mean(np.maximum(x, 0) - x * target + np.log1p(np.exp(-np.abs(x))))
+        return value, (activation("sigmoid", x) - target) / x.size
+    if name == "mse":
+        return np.mean((x - target) ** 2), 2 * (x - target) / x.size
+    if name == "l1":
+        return np.mean(np.abs(x - target)), np.sign(x - target) / x.size
+    raise ValueError(name)
+
+
+def sgd_step(p, g, buf, step, lr, momentum=0.0, dampening=0.0, nesterov=False,
+             weight_decay=0.0):
+    """One torch.optim.SGD update; returns the new (p, buf). step = updates made before."""
+    g = g + weight_decay * p
+    if momentum != 0:
+        buf = g.copy() if step == 0 else momentum * buf + (1 - dampening) * g
+        g = g + momentum * buf if nesterov else buf
+    return p - lr * g, buf
+
+
+def mlp_forward(layers, x):
+    """Forward through [(kind, params)], params (W, b) for "dense", slope for
+    "leaky_relu", None otherwise; returns every layer's input and the output."""
+    inputs = []
+    for kind, params in layers:
+        inputs.append(x)
+        if kind == "dense":
+            x = dense_forward(x, *params)
+        else:
+            x = activation(kind, x, *(() if params is None else (params,)))
+    return inputs, x
+
+
+def mlp_loss_and_gradients(layers, x, target, loss_name):
+    """(mean loss, [dW1, db1, ...]) for a network given as in mlp_forward."""
+    inputs, out = mlp_forward(layers, x)
+    value, g = loss(loss_name, out, target)
+    grads = []
+    for (kind, params), inp in zip(reversed(layers), reversed(inputs)):
+        if kind == "dense":
+            grad_x, gw, gb = dense_backward(inp, params[0], g)
+            grads = [gw] + ([gb] if params[1] is not None else []) + grads
+            g = grad_x
+        else:
+            g = activation_grad(kind, inp, g, *(() if params is None else (params,)))
+    return value, grads

@@ -1,0 +1,56 @@
+"""Shared fixtures: MNIST from ../shared/data/mnist, and models in the reference form."""
+import os
+
+import numpy as np
+import pytest
+
+import fastnn as fnn
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MNIST_DIR = os.environ.get("FASTNN_MNIST", os.path.join(ROOT, "..", "shared", "data", "mnist"))
+
+ACTIVATIONS = {
+    "identity": fnn.Identity, "relu": fnn.ReLU, "leaky_relu": lambda: fnn.LeakyReLU(0.1),
+    "sigmoid": fnn.Sigmoid, "tanh": fnn.Tanh, "softmax": fnn.Softmax,
+}
+
+
+@pytest.fixture(scope="session")
+def mnist():
+    """((X_train, y_train), (X_test, y_test)) of real MNIST."""
+    if not os.path.exists(os.path.join(MNIST_DIR, "train-images-idx3-ubyte.gz")):
+        pytest.skip(f"MNIST not found in {MNIST_DIR}")
+    from fastnn.datasets import load_mnist
+    return load_mnist(MNIST_DIR, "train"), load_mnist(MNIST_DIR, "test")
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(12345)
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    n = fnn.get_num_threads()
+    yield
+    fnn.set_num_threads(n)
+
+
+def reference_layers(model):
+    """The model's layers as fastnn._reference expects them, with float64 copies."""
+    out = []
+    for layer in model.layers:
+        if layer.kind == "dense":
+            b = None if layer.bias is None else layer.bias.astype(np.float64)
+            out.append(("dense", (layer.weight.astype(np.float64), b)))
+        elif layer.kind == "leaky_relu":
+            out.append(("leaky_relu", layer.negative_slope))
+        else:
+            out.append((layer.kind, None))
+    return out
+
+
+def classification_data(rng, n=64, n_features=6, n_classes=4, dtype=np.float64):
+    X = rng.normal(size=(n, n_features)).astype(dtype)
+    y = rng.integers(0, n_classes, size=n)
+    return X, y

@@ -1,0 +1,182 @@
+"""Each compiled kernel against its NumPy reference (fastnn/_reference.py)."""
+import numpy as np
+import pytest
+
+from fastnn import _engine, _kernels
+from fastnn import _reference as ref
+
+ACTS = ["identity", "relu", "leaky_relu", "sigmoid", "tanh", "softmax"]
+TOL = {np.float32: 1e-5, np.float64: 1e-13}
+DTYPES = [np.float32, np.float64]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("bias", [True, False])
+def test_dense_forward(rng, dtype, bias):
+    x = rng.normal(size=(9, 5)).astype(dtype)
+    w = rng.normal(size=(3, 5)).astype(dtype)
+    b = rng.normal(size=3).astype(dtype) if bias else None
+    out = np.empty((9, 3), dtype)
+    _kernels.dense_forward(x, w, b, out)
+    np.testing.assert_allclose(out, ref.dense_forward(x, w, b), rtol=TOL[dtype], atol=TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_dense_backward_with_alpha_beta(rng, dtype):
+    x = rng.normal(size=(9, 5)).astype(dtype)
+    w = rng.normal(size=(3, 5)).astype(dtype)
+    g = rng.normal(size=(9, 3)).astype(dtype)
+    dw0, db0 = rng.normal(size=(3, 5)).astype(dtype), rng.normal(size=3).astype(dtype)
+    dw, db, dx = dw0.copy(), db0.copy(), np.empty_like(x)
+    _kernels.dense_backward(x, w, g, dx, dw, db, dtype(-0.5), dtype(0.75))
+    rdx, rdw, rdb = ref.dense_backward(x, w, g)
+    tol = dict(rtol=TOL[dtype] * 10, atol=TOL[dtype] * 10)
+    np.testing.assert_allclose(dx, rdx, **tol)
+    np.testing.assert_allclose(dw, -0.5 * rdw + 0.75 * dw0, **tol)
+    np.testing.assert_allclose(db, -0.5 * rdb + 0.75 * db0, **tol)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kind", ACTS)
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_activation_forward_backward(rng, dtype, kind, n_threads):
+    # big enough for the parallel path when n_threads == 2
+    shape = (1100, 1000) if n_threads == 2 else (13, 7)
+    z = (3 * rng.normal(size=shape)).astype(dtype)
+    z[0, :3] = 0  # the kink of ReLU: derivative 0 there, as torch
+    g = rng.normal(size=shape).astype(dtype)
+    a, dz = np.empty_like(z), np.empty_like(z)
+    code = _engine.LAYER_KINDS[kind]
+    _kernels.activation(code, 0.01, z, a, n_threads)
+    _kernels.activation_grad(code, 0.01, z, a, g, dz, n_threads)
+    z64, g64 = z.astype(np.float64), g.astype(np.float64)
+    tol = dict(rtol=TOL[dtype] * 10, atol=TOL[dtype] * 10)
+    np.testing.assert_allclose(a, ref.activation(kind, z64), **tol)
+    np.testing.assert_allclose(dz, ref.activation_grad(kind, z64, g64), **tol)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_activations_saturate_without_overflow(dtype):
+    z = np.array([[-1e4, -100, 0, 100, 1e4]], dtype)
+    a = np.empty_like(z)
+    _kernels.activation(_engine.LAYER_KINDS["sigmoid"], 0, z, a)
+    assert np.isfinite(a).all()
+    assert (a[0, 0], a[0, 2], a[0, 4]) == (0, 0.5, 1)
+    _kernels.activation(_engine.LAYER_KINDS["softmax"], 0, z, a)
+    np.testing.assert_allclose(a, [[0, 0, 0, 0, 1]], atol=1e-30)
+
+
+LOSS_CASES = [("cross_entropy", "labels"), ("cross_entropy", "probs"),
+              ("binary_cross_entropy", "probs"), ("mse", "values"), ("l1", "values")]
+
+
+def _loss_inputs(rng, name, target_kind, dtype, n=11, c=4, scale=3.0):
+    x = (scale * rng.normal(size=(n, c))).astype(dtype)
+    if target_kind == "labels":
+        return x, None, rng.integers(0, c, n)
+    if target_kind == "probs":
+        t = rng.random((n, c))
+        if name == "cross_entropy":
+            t /= t.sum(axis=1, keepdims=True)
+        t[0] = 0.3  # rows need not sum to one: the gradient uses sum(t)
+        return x, t.astype(dtype), None
+    return x, rng.normal(size=(n, c)).astype(dtype), None
+
+
+def _kernel_loss(name, target_kind, x, t, labels, n_threads=1):
+    key = {"labels": "cross_entropy_labels", "probs": "cross_entropy_probs"}.get(
+        target_kind) if name == "cross_entropy" else name
+    divisor = x.shape[0] if name == "cross_entropy" else x.size
+    grad = np.empty_like(x)
+    total, correct = _kernels.loss(_engine.LOSS_KINDS[key], x, t, labels, grad,
+                                   1.0 / divisor, n_threads)
+    return total / divisor, grad, correct
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name,target_kind", LOSS_CASES)
+def test_loss_value_and_gradient(rng, dtype, name, target_kind):
+    x, t, labels = _loss_inputs(rng, name, target_kind, dtype)
+    value, grad, _ = _kernel_loss(name, target_kind, x, t, labels)
+    target = labels if labels is not None else t.astype(np.float64)
+    rvalue, rgrad = ref.loss(name, x.astype(np.float64), target)
+    tol = TOL[dtype] * 10
+    assert value == pytest.approx(rvalue, rel=tol, abs=tol)
+    np.testing.assert_allclose(grad, rgrad, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("name,target_kind", LOSS_CASES)
+def test_loss_parallel_equals_serial(rng, name, target_kind):
+    x, t, labels = _loss_inputs(rng, name, target_kind, np.float64, n=40000, c=40)
+    v1, g1, c1 = _kernel_loss(name, target_kind, x, t, labels, 1)
+    v2, g2, c2 = _kernel_loss(name, target_kind, x, t, labels, 2)
+    assert v1 == pytest.approx(v2, rel=1e-12)
+    np.testing.assert_array_equal(g1, g2)
+    assert c1 == c2
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cross_entropy_is_stable_for_huge_logits(dtype):
+    x = np.array([[1e4, 0, -1e4], [-1e4, 1e4, 1e4]], dtype)
+    value, grad, _ = _kernel_loss("cross_entropy", "labels", x, None, np.array([0, 0]))
+    # row 0: correct with certainty (loss 0); row 1: logsumexp = 1e4 + log 2, minus -1e4
+    expected = (0 + (2e4 + np.log(2))) / 2
+    assert np.isfinite(value) and value == pytest.approx(expected, rel=1e-6)
+    np.testing.assert_allclose(grad, [[0, 0, 0], [-0.5, 0.25, 0.25]], atol=1e-7)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_binary_cross_entropy_is_stable_for_huge_logits(dtype):
+    x = np.array([[1e4, -1e4, 1e4, -1e4]], dtype)
+    t = np.array([[1, 0, 0, 1]], dtype)
+    value, grad, correct = _kernel_loss("binary_cross_entropy", "probs", x, t, None)
+    assert value == pytest.approx(2e4 / 4, rel=1e-6)
+    np.testing.assert_allclose(grad, [[0, 0, 0.25, -0.25]], atol=1e-7)
+    assert correct == 2
+
+
+def test_correct_counts(rng):
+    x = rng.normal(size=(50, 5))
+    labels = rng.integers(0, 5, 50)
+    _, _, correct = _kernel_loss("cross_entropy", "labels", x, None, labels)
+    assert correct == np.sum(x.argmax(axis=1) == labels)
+    t = rng.random((50, 5))
+    _, _, correct = _kernel_loss("cross_entropy", "probs", x, t, None)
+    assert correct == np.sum(x.argmax(axis=1) == t.argmax(axis=1))
+
+
+SGD_SETTINGS = [
+    dict(lr=0.1),
+    dict(lr=0.1, weight_decay=0.01),
+    dict(lr=0.05, momentum=0.9),
+    dict(lr=0.05, momentum=0.9, dampening=0.3, weight_decay=0.02),
+    dict(lr=0.05, momentum=0.8, nesterov=True),
+    dict(lr=0.05, momentum=0.8, nesterov=True, weight_decay=0.1),
+]
+
+
+def sgd_hyper(lr, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0):
+    return np.array([lr, momentum, dampening, float(nesterov), weight_decay])
+
+
+@pytest.mark.parametrize("settings", SGD_SETTINGS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_sgd_step_over_several_steps(rng, settings, dtype):
+    p = rng.normal(size=50).astype(dtype)
+    buf = np.zeros_like(p)
+    rp, rbuf = p.astype(np.float64), None
+    for step in range(5):
+        g = rng.normal(size=50).astype(dtype)
+        _kernels.optimizer_step(_engine.OPTIMIZER_KINDS["sgd"], sgd_hyper(**settings), step,
+                                p, g, buf)
+        rp, rbuf = ref.sgd_step(rp, g.astype(np.float64), rbuf, step, **settings)
+    np.testing.assert_allclose(p, rp, rtol=TOL[dtype] * 100, atol=TOL[dtype] * 100)
+
+
+def test_first_nonfinite_row():
+    a = np.zeros((5, 3))
+    assert _kernels.first_nonfinite_row(a) == -1
+    a[3, 1], a[4, 0] = np.inf, np.nan
+    assert _kernels.first_nonfinite_row(a) == 3
+    a[1, 2] = -np.inf
+    assert _kernels.first_nonfinite_row(a, 2) == 1

@@ -1,0 +1,109 @@
+"""SGD as torch.optim.SGD defines it, checked through whole training runs: fit with
+shuffle=False against a NumPy reference that trains the same network batch by batch."""
+import numpy as np
+import pytest
+
+import fastnn as fnn
+from fastnn import _reference as ref
+
+from conftest import reference_layers
+from test_kernels import SGD_SETTINGS
+
+
+def reference_fit(model, X, y, loss, batch_size, epochs, **sgd):
+    """Train a float64 copy of model with the reference formulas; return its parameters."""
+    layers = reference_layers(model)
+    params = [p for _, ps in layers if _ == "dense" for p in ps if p is not None]
+    bufs = [None] * len(params)
+    step = 0
+    for _ in range(epochs):
+        for start in range(0, len(X), batch_size):
+            xb, yb = X[start:start + batch_size], y[start:start + batch_size]
+            _, grads = ref.mlp_loss_and_gradients(layers, xb, yb, loss)
+            for i, g in enumerate(grads):
+                new, bufs[i] = ref.sgd_step(params[i], g, bufs[i], step, **sgd)
+                params[i][...] = new  # in place: `layers` holds the same arrays
+            step += 1
+    return params
+
+
+def make_model(dtype="float64", seed=0):
+    return fnn.Sequential([fnn.Dense(6, 12), fnn.ReLU(), fnn.Dense(12, 8, bias=False),
+                           fnn.Tanh(), fnn.Dense(8, 3)], dtype=dtype, seed=seed)
+
+
+@pytest.mark.parametrize("settings", SGD_SETTINGS)
+@pytest.mark.parametrize("batch_size", [1, 7, 16, 64])  # 7 and 16 leave a partial batch
+def test_fit_matches_reference_sgd(rng, settings, batch_size):
+    X = rng.normal(size=(40, 6))
+    y = rng.integers(0, 3, 40)
+    model = make_model()
+    expected = reference_fit(model, X, y, "cross_entropy", min(batch_size, 40), 2, **settings)
+    optimizer = fnn.optim.SGD(**settings)
+    model.fit(X, y, optimizer=optimizer, epochs=2, batch_size=batch_size, shuffle=False)
+    assert optimizer.steps == 2 * -(-40 // min(batch_size, 40))
+    for got, want in zip(model.parameters(), expected):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("loss", ["binary_cross_entropy", "mse", "l1"])
+def test_fit_matches_reference_other_losses(rng, loss):
+    X = rng.normal(size=(40, 6))
+    y = rng.random((40, 3)) if loss != "binary_cross_entropy" else \
+        (rng.random((40, 3)) > 0.5).astype(float)
+    model = make_model()
+    expected = reference_fit(model, X, y, loss, 8, 3, lr=0.05, momentum=0.5)
+    model.fit(X, y, loss=loss, optimizer=fnn.optim.SGD(lr=0.05, momentum=0.5), epochs=3,
+              batch_size=8, shuffle=False)
+    for got, want in zip(model.parameters(), expected):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+
+
+def test_float32_training_follows_float64(rng):
+    X = rng.normal(size=(64, 6))
+    y = rng.integers(0, 3, 64)
+    m64, m32 = make_model("float64", 3), make_model("float32", 3)
+    for p32, p64 in zip(m32.parameters(), m64.parameters()):
+        p32[...] = p64  # the same start (float32 draws differ from float64 draws)
+    for m in (m64, m32):
+        m.fit(X, y, optimizer=fnn.optim.SGD(lr=0.05, momentum=0.9), epochs=3, batch_size=16,
+              shuffle=False)
+    for p32, p64 in zip(m32.parameters(), m64.parameters()):
+        assert p32.dtype == np.float32
+        np.testing.assert_allclose(p32, p64, rtol=1e-4, atol=1e-5)
+
+
+def test_fit_without_optimizer_continues_state(rng):
+    """fit(optimizer=None) keeps the model's optimizer and its momentum buffers."""
+    X, y = rng.normal(size=(40, 6)), rng.integers(0, 3, 40)
+    a, b = make_model(seed=1), make_model(seed=1)
+    a.fit(X, y, optimizer=fnn.optim.SGD(lr=0.05, momentum=0.9), epochs=2, shuffle=False)
+    b.fit(X, y, optimizer=fnn.optim.SGD(lr=0.05, momentum=0.9), epochs=1, shuffle=False)
+    b.fit(X, y, epochs=1, shuffle=False)
+    for p, q in zip(a.parameters(), b.parameters()):
+        np.testing.assert_array_equal(p, q)
+
+
+def test_lr_change_between_fits_takes_effect(rng):
+    X, y = rng.normal(size=(40, 6)), rng.integers(0, 3, 40)
+    model = make_model()
+    opt = fnn.optim.SGD(lr=0.05)
+    model.fit(X, y, optimizer=opt, epochs=1, shuffle=False)
+    before = [p.copy() for p in model.parameters()]
+    opt.lr = 0.0
+    model.fit(X, y, epochs=1, shuffle=False)
+    for p, q in zip(before, model.parameters()):
+        np.testing.assert_array_equal(p, q)
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(lr=-1), "Invalid learning rate: -1"),
+    (dict(lr=0.1, momentum=-0.5), "Invalid momentum value: -0.5"),
+    (dict(lr=0.1, weight_decay=-1e-3), "Invalid weight_decay value: -0.001"),
+    (dict(lr=0.1, nesterov=True), "Nesterov momentum requires a momentum and zero dampening"),
+    (dict(lr=0.1, momentum=0.9, dampening=0.1, nesterov=True), "Nesterov momentum requires"),
+    (dict(lr=float("nan")), "Invalid learning rate: nan"),
+])
+def test_sgd_rejects_bad_hyperparameters(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        fnn.optim.SGD(**kwargs)
