@@ -33,7 +33,8 @@ def as_features(X, n_features, dtype, allow_empty=False):
     if X.shape[0] == 0 and not allow_empty:
         raise ValueError("X has no rows")
     converted = X.dtype != dtype
-    X = np.ascontiguousarray(X, dtype=dtype)
+    with np.errstate(over="ignore"):  # values beyond float32's range are reported below
+        X = np.ascontiguousarray(X, dtype=dtype)
     check_finite_rows(X, f"X (as {X.dtype.name})" if converted else "X")
     return X
 

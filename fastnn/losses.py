@@ -136,7 +136,8 @@ def _float_targets(y, n_samples, n_outputs, dtype, loss_name, squeeze=True):
         raise ValueError(f"{loss_name} targets must have shape ({n_samples}, {n_outputs})"
                          + (f" or ({n_samples},)" if squeeze and n_outputs == 1 else "")
                          + f" for a model with {n_outputs} outputs, got {y.shape}")
-    y = np.ascontiguousarray(y, dtype=dtype)
+    with np.errstate(over="ignore"):  # values beyond float32's range are reported below
+        y = np.ascontiguousarray(y, dtype=dtype)
     check_finite_rows(y, "y")
     return y
 

@@ -1,0 +1,236 @@
+"""The Sequential API contract: parameters, predict, evaluate, batching, determinism,
+dtypes, threads and the input forms fit accepts."""
+import threading
+
+import numpy as np
+import pytest
+
+import fastnn as fnn
+from fastnn import _reference as ref
+
+from conftest import reference_layers
+
+
+def small_model(dtype="float32", seed=0):
+    return fnn.Sequential([fnn.Dense(6, 16), fnn.ReLU(), fnn.Dense(16, 3)], dtype=dtype,
+                          seed=seed)
+
+
+def data(rng, n=100, dtype=np.float32):
+    X = rng.normal(size=(n, 6)).astype(dtype)
+    return X, (X[:, 0] + X[:, 1] > 0).astype(int) + (X[:, 2] > 1)
+
+
+def test_layout_follows_torch():
+    layer = fnn.Dense(784, 256)
+    assert layer.weight.shape == (256, 784) and layer.bias.shape == (256,)
+    model = fnn.Sequential([layer, fnn.ReLU(), fnn.Dense(256, 10)], seed=0)
+    assert [p.shape for p in model.parameters()] == [(256, 784), (256,), (10, 256), (10,)]
+    assert all(p.dtype == np.float32 for p in model.parameters())
+    assert fnn.__version__
+
+
+@pytest.mark.parametrize("init,std", [("he", np.sqrt(2 / 400)),
+                                      ("glorot", np.sqrt(2 / 600)),
+                                      ("he_uniform", np.sqrt(2 / 400)),
+                                      ("glorot_normal", np.sqrt(2 / 600))])
+def test_initialisation_scale(init, std):
+    model = fnn.Sequential([fnn.Dense(400, 200, init=init)], seed=0)
+    w, b = model.parameters()
+    assert w.std() == pytest.approx(std, rel=0.02)
+    assert abs(w.mean()) < 0.01 * std * 10 and not b.any()
+
+
+def test_parameters_are_live(rng):
+    model = small_model()
+    X, _ = data(rng)
+    w1, b1, w2, b2 = model.parameters()
+    w2[...] = 0
+    b2[...] = [1, 2, 3]
+    np.testing.assert_array_equal(model.predict(X), np.tile([1, 2, 3], (len(X), 1)))
+    model.layers[2].bias = [4, 5, 6]  # assignment copies into the same array
+    assert model.parameters()[3] is b2
+    np.testing.assert_array_equal(model.predict(X[:2]), [[4, 5, 6], [4, 5, 6]])
+
+
+def test_predict_matches_reference_in_batches(rng):
+    model = fnn.Sequential([fnn.Dense(6, 8), fnn.Tanh(), fnn.Dense(8, 3), fnn.Softmax()],
+                           dtype="float64", seed=1)
+    X = rng.normal(size=(2500, 6))
+    _, expected = ref.mlp_forward(reference_layers(model), X)
+    np.testing.assert_allclose(model.predict(X, batch_size=333), expected, rtol=1e-13)
+    assert model.predict(X[:0]).shape == (0, 3)
+
+
+def test_evaluate_reports_loss_and_accuracy(rng):
+    model = small_model("float64")
+    X, y = data(rng, dtype=np.float64)
+    result = model.evaluate(X, y, "cross_entropy")
+    out = model.predict(X)
+    value, _ = ref.loss("cross_entropy", out, y)
+    assert result["loss"] == pytest.approx(value, rel=1e-12)
+    assert result["accuracy"] == np.mean(out.argmax(axis=1) == y)
+    assert set(model.evaluate(X, rng.normal(size=(100, 3)), "mse")) == {"loss"}
+
+
+def test_binary_classification_accepts_1d_targets(rng):
+    model = fnn.Sequential([fnn.Dense(6, 8), fnn.ReLU(), fnn.Dense(8, 1), fnn.Sigmoid()],
+                           seed=0)
+    X, y = data(rng)
+    y = (y > 0).astype(float)
+    before = model.evaluate(X, y, "binary_cross_entropy")
+    model.fit(X, y, loss="binary_cross_entropy", optimizer=fnn.optim.SGD(lr=0.5), epochs=20)
+    after = model.evaluate(X, y, "binary_cross_entropy")
+    assert after["loss"] < before["loss"] and after["accuracy"] > 0.9
+    probs = model.predict(X)
+    assert ((probs > 0) & (probs < 1)).all()
+
+
+def test_batch_sizes_are_one_call(rng):
+    """Batch GD, per-example SGD and mini-batch SGD: one update per batch, in order."""
+    X, y = data(rng, n=30, dtype=np.float64)
+    for batch_size, steps in [(30, 1), (1000, 1), (1, 30), (8, 4)]:
+        model = small_model("float64")
+        opt = fnn.optim.SGD(lr=0.1)
+        model.fit(X, y, optimizer=opt, epochs=1, batch_size=batch_size, shuffle=False)
+        assert opt.steps == steps
+    # batch GD equals one step on the gradient of the mean loss over all rows
+    model = small_model("float64")
+    grads = model.gradients(X, y)
+    expected = [p - 0.1 * g for p, g in zip(model.parameters(), grads)]
+    model.fit(X, y, optimizer=fnn.optim.SGD(lr=0.1), batch_size=len(X), shuffle=False)
+    for p, e in zip(model.parameters(), expected):
+        np.testing.assert_allclose(p, e, rtol=1e-13, atol=1e-15)
+
+
+def test_shuffle_is_reproducible_from_seed(rng):
+    X, y = data(rng, n=200)
+    results = []
+    with fnn.threads(1):
+        for seed in (7, 7, 8):
+            model = small_model(seed=seed)
+            model.fit(X, y, optimizer=fnn.optim.SGD(lr=0.1, momentum=0.9), epochs=3,
+                      batch_size=16)
+            results.append(model.parameters())
+    for a, b in zip(results[0], results[1]):
+        np.testing.assert_array_equal(a, b)
+    assert any((a != b).any() for a, b in zip(results[0], results[2]))
+
+
+def test_shuffled_epochs_differ_from_ordered(rng):
+    X, y = data(rng, n=200)
+    a, b = small_model(seed=3), small_model(seed=3)
+    a.fit(X, y, optimizer=fnn.optim.SGD(lr=0.1), epochs=1, batch_size=16, shuffle=True)
+    b.fit(X, y, optimizer=fnn.optim.SGD(lr=0.1), epochs=1, batch_size=16, shuffle=False)
+    assert any((p != q).any() for p, q in zip(a.parameters(), b.parameters()))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_one_and_two_threads_agree(rng, dtype):
+    X = rng.normal(size=(3000, 6)).astype(dtype)
+    y = (X[:, 0] > 0).astype(int)
+    params = []
+    for n in (1, 2):
+        with fnn.threads(n):
+            model = fnn.Sequential([fnn.Dense(6, 400), fnn.ReLU(), fnn.Dense(400, 300),
+                                    fnn.Sigmoid(), fnn.Dense(300, 2)], dtype=dtype, seed=0)
+            model.fit(X, y, optimizer=fnn.optim.SGD(lr=0.05, momentum=0.9), epochs=2,
+                      batch_size=512)
+            params.append(model.parameters() + [model.predict(X)])
+    tol = 1e-4 if dtype == "float32" else 1e-10
+    for a, b in zip(*params):
+        np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
+
+
+def test_input_conversion_and_readonly_memmap(rng, tmp_path):
+    X, y = data(rng, dtype=np.float64)
+    expected = small_model(seed=5)
+    expected.fit(X.astype(np.float32), y, optimizer=fnn.optim.SGD(lr=0.1), shuffle=False)
+    path = tmp_path / "X.npy"
+    np.save(path, X.astype(np.float32))
+    mapped = np.load(path, mmap_mode="r")
+    assert not mapped.flags.writeable
+    fortran = np.asfortranarray(X)
+    strided = np.repeat(X, 2, axis=0)[::2]
+    for form in (X, mapped, fortran, strided, X.tolist()):
+        model = small_model(seed=5)
+        model.fit(form, y, optimizer=fnn.optim.SGD(lr=0.1), shuffle=False)
+        for p, q in zip(model.parameters(), expected.parameters()):
+            np.testing.assert_array_equal(p, q)
+    np.testing.assert_array_equal(np.load(path), mapped)  # never written to
+
+
+def test_integer_inputs_and_float_labels(rng):
+    X = rng.integers(0, 255, size=(50, 6)).astype(np.uint8)
+    y = rng.integers(0, 3, 50)
+    model = small_model(seed=0)
+    a = model.gradients(X, y)
+    b = model.gradients(X.astype(np.float32), y.astype(np.float64))
+    for p, q in zip(a, b):
+        np.testing.assert_array_equal(p, q)
+
+
+def test_history(rng):
+    X, y = data(rng)
+    model = small_model()
+    history = model.fit(X, y, optimizer=fnn.optim.SGD(lr=0.1), epochs=3)
+    assert history.epoch == [0, 1, 2]
+    assert len(history["loss"]) == 3 and history["loss"][-1] < history["loss"][0]
+    assert history["lr"] == [0.1] * 3 and all(s > 0 for s in history["samples_per_second"])
+
+
+def test_verbose_prints_a_line_per_epoch(rng, capsys):
+    X, y = data(rng)
+    small_model().fit(X, y, epochs=2, verbose=1)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 and lines[1].startswith("epoch 2/2") and "loss" in lines[1]
+
+
+def test_divergence_raises_and_keeps_finite_parameters(rng):
+    X, y = data(rng, dtype=np.float64)
+    model = small_model("float64")
+    with pytest.raises(FloatingPointError, match=r"epoch \d+, batch \d+"):
+        model.fit(X * 1e3, y, optimizer=fnn.optim.SGD(lr=1e30), epochs=5, batch_size=10)
+    assert all(np.isfinite(p).all() for p in model.parameters())
+
+
+def test_fit_releases_the_gil(rng):
+    """Another Python thread keeps running while fit trains."""
+    X = rng.normal(size=(20000, 50)).astype(np.float32)
+    y = rng.integers(0, 10, 20000)
+    model = fnn.Sequential([fnn.Dense(50, 256), fnn.ReLU(), fnn.Dense(256, 10)], seed=0)
+    ticks = []
+    done = threading.Event()
+
+    def count():
+        while not done.is_set():
+            ticks.append(1)
+            done.wait(0.001)
+
+    thread = threading.Thread(target=count)
+    thread.start()
+    try:
+        history = model.fit(X, y, epochs=3, batch_size=32)
+    finally:
+        done.set()
+        thread.join()
+    assert sum(history["seconds"]) > 0.05
+    assert len(ticks) > 10
+
+
+def test_concurrent_predict_equals_serial(rng):
+    model = small_model()
+    X, _ = data(rng, n=5000)
+    expected = model.predict(X)
+    results = [None] * 8
+
+    def work(i):
+        results[i] = model.predict(X, batch_size=100)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for r in results:
+        np.testing.assert_array_equal(r, expected)
