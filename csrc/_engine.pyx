@@ -8,9 +8,14 @@ Design, in five points:
    `capacity` rows, plus the gathered input batch, targets and a vector of ones. They
    are (re)allocated only when a call needs more rows: nothing is allocated per step.
    Parameters are the layers' own numpy arrays (live); the Engine holds their pointers.
-3. Threads: BLAS calls (the matrix products) are made only from the driver thread and
-   are threaded by BLAS itself; elementwise kernels use OpenMP (prange) over n_threads,
-   or one thread when small. No BLAS call happens inside an OpenMP region.
+3. Threads: the matrix products are threaded by BLAS, called from the driver thread
+   only. The elementwise work between them (bias, activations, loss, optimizer passes)
+   runs on the driver thread too: an OpenMP region there wakes a second thread pool
+   whose spinning workers fight BLAS's for the cores. Measured on 2 cores (OpenBLAS
+   pthreads + libgomp, default OMP_WAIT_POLICY): epochs 7-35x slower; with passive
+   waiting no faster than one thread. So no BLAS call ever runs inside an OpenMP
+   region, and no OpenMP region runs between BLAS calls. (OpenMP serves the
+   standalone passes: input validation, kernels called on their own.)
 4. A training step: gather the batch (shuffled order), forward through the trained
    layers, fused loss + gradient, stop if the loss is not finite (parameters untouched),
    backward (no input gradient below the first layer with parameters), then one fused
@@ -46,6 +51,7 @@ OPTIMIZER_KINDS = {"sgd": SGD}
 
 cdef enum:
     MAX_HYPER = 16
+    STEP_THREADS = 1    # elementwise threads inside the BLAS-threaded loop (see point 3)
 
 
 cdef struct LayerPlan:
@@ -372,7 +378,7 @@ cdef class Engine:
         self._keep.append(states)
 
     def train_epoch(self, X, targets, labels, order, Py_ssize_t batch_size, int loss_kind,
-                    int n_run, int n_threads):
+                    int n_run):
         """Train one epoch. Returns (loss_sum, index of the batch whose loss was not finite,
         or -1). Raises KeyboardInterrupt (or another signal's error) between steps."""
         cdef Py_ssize_t n_samples = X.shape[0]
@@ -389,16 +395,16 @@ cdef class Engine:
             with nogil:
                 status = train_epoch(&self.net, <double*> x, <double*> t, lab, ordp, n_samples,
                                      batch_size, loss_kind, n_run, &loss_sum, &failed,
-                                     n_threads)
+                                     STEP_THREADS)
         else:
             with nogil:
                 status = train_epoch(&self.net, <float*> x, <float*> t, lab, ordp, n_samples,
                                      batch_size, loss_kind, n_run, &loss_sum, &failed,
-                                     n_threads)
+                                     STEP_THREADS)
         return loss_sum, failed if status else -1
 
     def run(self, X, out, targets, labels, int loss_kind, bint want_grads, int n_run,
-            Py_ssize_t batch_size, int n_threads):
+            Py_ssize_t batch_size):
         """Predict into `out` (loss_kind -1) or evaluate the loss over X in batches;
         with want_grads, the gradients of the mean loss land in self.grads.
         Returns (loss_sum, n_correct)."""
@@ -414,11 +420,13 @@ cdef class Engine:
         if self.dtype == np.float64:
             with nogil:
                 run_batches(&self.net, <double*> x, <double*> t, lab, n_samples, n_run,
-                            <double*> o, loss_kind, want_grads, &loss_sum, &correct, n_threads)
+                            <double*> o, loss_kind, want_grads, &loss_sum, &correct,
+                            STEP_THREADS)
         else:
             with nogil:
                 run_batches(&self.net, <float*> x, <float*> t, lab, n_samples, n_run,
-                            <float*> o, loss_kind, want_grads, &loss_sum, &correct, n_threads)
+                            <float*> o, loss_kind, want_grads, &loss_sum, &correct,
+                            STEP_THREADS)
         return loss_sum, correct
 
     cdef void* _block(self, list buffers, Py_ssize_t n_rows, Py_ssize_t width, dtype):

@@ -2,7 +2,7 @@
 
 cdef enum:
     # Below this many elements a parallel region costs more than it saves.
-    PARALLEL_MIN_ELEMENTS = 1048576
+    PARALLEL_MIN_ELEMENTS = 32768
 
 
 cdef inline int threads_for(Py_ssize_t n_elements, int n_threads) noexcept nogil:

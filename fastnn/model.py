@@ -11,7 +11,6 @@ import time
 import numpy as np
 
 from . import _engine
-from ._threads import get_num_threads
 from ._validation import as_features, check_int
 from .layers import Dense, Layer
 from .losses import get_loss
@@ -143,7 +142,7 @@ class Sequential:
                 start = time.perf_counter()
                 try:
                     loss_sum, failed = self._engine.train_epoch(
-                        X, targets, labels, order, batch_size, kind, n_run, get_num_threads())
+                        X, targets, labels, order, batch_size, kind, n_run)
                 finally:
                     optimizer.steps = self._engine.step
                 if failed >= 0:
@@ -172,7 +171,7 @@ class Sequential:
             return out
         with self._lock:
             self._engine.run(X, out, None, None, -1, False, len(self.layers),
-                             min(batch_size, X.shape[0]), get_num_threads())
+                             min(batch_size, X.shape[0]))
         return out
 
     def evaluate(self, X, y, loss="cross_entropy", batch_size=1024):
@@ -201,7 +200,7 @@ class Sequential:
         with self._lock:
             loss_sum, correct = self._engine.run(
                 X, None, targets, labels, kind, want_grads, n_run,
-                min(batch_size, X.shape[0]), get_num_threads())
+                min(batch_size, X.shape[0]))
         return loss_sum, correct, (X.shape[0], self.n_outputs)
 
     def _trained_layers(self, loss):
