@@ -36,7 +36,7 @@ from _activations cimport activation_backward, activation_forward
 from _dense cimport dense_backward, dense_forward
 from _kinds cimport (DENSE, IDENTITY, RELU, LEAKY_RELU, SIGMOID, TANH, SOFTMAX,
                      CROSS_ENTROPY_LABELS, CROSS_ENTROPY_PROBS, BINARY_CROSS_ENTROPY, MSE, L1,
-                     SGD)
+                     SGD, ADAM, RMSPROP, ADAGRAD)
 from _losses cimport count_correct, loss_forward_backward
 from _optimizers cimport (GradientDestination, TO_GRAD, destination_array,
                           gradient_destination, optimizer_finish)
@@ -47,7 +47,7 @@ LAYER_KINDS = {"dense": DENSE, "identity": IDENTITY, "relu": RELU, "leaky_relu":
 LOSS_KINDS = {"cross_entropy_labels": CROSS_ENTROPY_LABELS,
               "cross_entropy_probs": CROSS_ENTROPY_PROBS,
               "binary_cross_entropy": BINARY_CROSS_ENTROPY, "mse": MSE, "l1": L1}
-OPTIMIZER_KINDS = {"sgd": SGD}
+OPTIMIZER_KINDS = {"sgd": SGD, "adam": ADAM, "rmsprop": RMSPROP, "adagrad": ADAGRAD}
 
 cdef enum:
     MAX_HYPER = 16

@@ -18,3 +18,6 @@ cdef enum LossKind:
 
 cdef enum OptimizerKind:
     SGD = 0
+    ADAM = 1            # Adam and AdamW (decoupled weight decay)
+    RMSPROP = 2
+    ADAGRAD = 3

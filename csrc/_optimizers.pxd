@@ -13,17 +13,37 @@ finishes the update in at most one pass over the parameter (`optimizer_finish`):
 documents; `step` counts the updates already made (0 on the first, where torch creates
 its state); state0..2 are per-parameter buffers of the parameter's size (unused: NULL).
 
+Below, t = step + 1 is torch's 1-based step count, and every state starts at zero
+(Adagrad's sum at initial_accumulator_value, set by its Python class).
+
 SGD, hyper = (lr, momentum, dampening, nesterov, weight_decay), state0 = momentum buffer b:
     g = g + weight_decay * p
     b = g (first step) or momentum * b + (1 - dampening) * g
     g = g + momentum * b (nesterov) or b           (when momentum != 0)
     p = p - lr * g
+
+Adam/AdamW, hyper = (lr, beta1, beta2, eps, weight_decay, amsgrad, decoupled),
+state0 = m, state1 = v, state2 = v_max (amsgrad):
+    p = p * (1 - lr * weight_decay)  (decoupled, AdamW)  or  g = g + weight_decay * p (Adam)
+    m = beta1 m + (1 - beta1) g;  v = beta2 v + (1 - beta2) g^2;  v_max = max(v_max, v)
+    p = p - lr / (1 - beta1^t) * m / (sqrt(v or v_max) / sqrt(1 - beta2^t) + eps)
+
+RMSprop, hyper = (lr, alpha, eps, weight_decay, momentum, centered),
+state0 = v, state1 = momentum buffer b, state2 = mean gradient a (centered):
+    g = g + weight_decay * p;  v = alpha v + (1 - alpha) g^2
+    a = alpha a + (1 - alpha) g;  d = sqrt(v - a^2) + eps (centered) or sqrt(v) + eps
+    b = momentum b + g / d;  p = p - lr b   (momentum > 0)  or  p = p - lr g / d
+
+Adagrad, hyper = (lr, lr_decay, weight_decay, eps), state0 = sum s:
+    g = g + weight_decay * p;  s = s + g^2
+    p = p - lr / (1 + (t - 1) lr_decay) * g / (sqrt(s) + eps)
 """
 from cython cimport floating
 from cython.parallel cimport prange
+from libc.math cimport pow, sqrt, sqrtf
 
 from _blas cimport axpy
-from _kinds cimport SGD
+from _kinds cimport ADAGRAD, ADAM, RMSPROP, SGD
 from _parallel cimport threads_for
 
 cdef enum Destination:
@@ -97,6 +117,80 @@ cdef inline void sgd_momentum_finish(const double* hyper, floating alpha, floati
     axpy(<int> n, -<floating> hyper[0], buf, p)
 
 
+cdef inline floating fsqrt(floating x) noexcept nogil:
+    if floating is float:
+        return sqrtf(x)
+    else:
+        return sqrt(x)
+
+
+cdef inline void adam_update(const double* hyper, long long step, floating* p,
+                             const floating* g, floating* m, floating* v, floating* vmax,
+                             Py_ssize_t n, int n_threads) noexcept nogil:
+    cdef floating lr = <floating> hyper[0]
+    cdef floating beta1 = <floating> hyper[1], beta2 = <floating> hyper[2]
+    cdef floating eps = <floating> hyper[3], wd = <floating> hyper[4]
+    cdef bint amsgrad = hyper[5] != 0, decoupled = hyper[6] != 0
+    cdef double t = step + 1
+    cdef floating step_size = <floating> (hyper[0] / (1 - pow(hyper[1], t)))
+    cdef floating bc2_sqrt = <floating> sqrt(1 - pow(hyper[2], t))
+    cdef floating decay = 1 - lr * wd
+    cdef Py_ssize_t i
+    cdef floating d, denom
+    for i in prange(n, schedule="static", num_threads=threads_for(n, n_threads)):
+        d = g[i]
+        if decoupled:
+            p[i] = p[i] * decay
+        elif wd != 0:
+            d = d + wd * p[i]
+        m[i] = beta1 * m[i] + (1 - beta1) * d
+        v[i] = beta2 * v[i] + (1 - beta2) * d * d
+        if amsgrad:
+            if v[i] > vmax[i]:
+                vmax[i] = v[i]
+            denom = fsqrt(vmax[i]) / bc2_sqrt + eps
+        else:
+            denom = fsqrt(v[i]) / bc2_sqrt + eps
+        p[i] = p[i] - step_size * (m[i] / denom)
+
+
+cdef inline void rmsprop_update(const double* hyper, floating* p, const floating* g,
+                                floating* sq, floating* buf, floating* avg, Py_ssize_t n,
+                                int n_threads) noexcept nogil:
+    cdef floating lr = <floating> hyper[0], alpha = <floating> hyper[1]
+    cdef floating eps = <floating> hyper[2], wd = <floating> hyper[3]
+    cdef floating momentum = <floating> hyper[4]
+    cdef bint centered = hyper[5] != 0
+    cdef Py_ssize_t i
+    cdef floating d, denom
+    for i in prange(n, schedule="static", num_threads=threads_for(n, n_threads)):
+        d = g[i] if wd == 0 else g[i] + wd * p[i]
+        sq[i] = alpha * sq[i] + (1 - alpha) * d * d
+        if centered:
+            avg[i] = alpha * avg[i] + (1 - alpha) * d
+            denom = fsqrt(sq[i] - avg[i] * avg[i]) + eps
+        else:
+            denom = fsqrt(sq[i]) + eps
+        if momentum > 0:
+            buf[i] = momentum * buf[i] + d / denom
+            p[i] = p[i] - lr * buf[i]
+        else:
+            p[i] = p[i] - lr * (d / denom)
+
+
+cdef inline void adagrad_update(const double* hyper, long long step, floating* p,
+                                const floating* g, floating* total, Py_ssize_t n,
+                                int n_threads) noexcept nogil:
+    cdef floating clr = <floating> (hyper[0] / (1 + step * hyper[1]))
+    cdef floating wd = <floating> hyper[2], eps = <floating> hyper[3]
+    cdef Py_ssize_t i
+    cdef floating d
+    for i in prange(n, schedule="static", num_threads=threads_for(n, n_threads)):
+        d = g[i] if wd == 0 else g[i] + wd * p[i]
+        total[i] = total[i] + d * d
+        p[i] = p[i] - clr * (d / (fsqrt(total[i]) + eps))
+
+
 cdef inline void optimizer_finish(int kind, const double* hyper, long long step,
                                   GradientDestination dest, floating* p, const floating* g,
                                   floating* state0, floating* state1, floating* state2,
@@ -110,6 +204,12 @@ cdef inline void optimizer_finish(int kind, const double* hyper, long long step,
             sgd_momentum_finish(hyper, <floating> dest.alpha, p, state0, n)
         else:
             sgd_update(hyper, step, p, g, state0, n, n_threads)
+    elif kind == ADAM:
+        adam_update(hyper, step, p, g, state0, state1, state2, n, n_threads)
+    elif kind == RMSPROP:
+        rmsprop_update(hyper, p, g, state0, state1, state2, n, n_threads)
+    elif kind == ADAGRAD:
+        adagrad_update(hyper, step, p, g, state0, n, n_threads)
 
 
 cdef inline void* destination_array(int where, void* param, void* grad,

@@ -95,6 +95,54 @@ def sgd_step(p, g, buf, step, lr, momentum=0.0, dampening=0.0, nesterov=False,
     return p - lr * g, buf
 
 
+def adam_step(p, g, state, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+              amsgrad=False, decoupled=False):
+    """One torch.optim.Adam (decoupled: AdamW) update; state = [m, v, v_max] or None."""
+    m, v, vmax = state or (np.zeros_like(p), np.zeros_like(p), np.zeros_like(p))
+    t = step + 1
+    if decoupled:
+        p = p * (1 - lr * weight_decay)
+    else:
+        g = g + weight_decay * p
+    m = betas[0] * m + (1 - betas[0]) * g
+    v = betas[1] * v + (1 - betas[1]) * g * g
+    vmax = np.maximum(vmax, v)
+    denom = np.sqrt(vmax if amsgrad else v) / np.sqrt(1 - betas[1] ** t) + eps
+    return p - lr / (1 - betas[0] ** t) * m / denom, [m, v, vmax]
+
+
+def adamw_step(p, g, state, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
+               amsgrad=False):
+    """One torch.optim.AdamW update (its own defaults)."""
+    return adam_step(p, g, state, step, lr, betas, eps, weight_decay, amsgrad, decoupled=True)
+
+
+def rmsprop_step(p, g, state, step, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0,
+                 momentum=0.0, centered=False):
+    """One torch.optim.RMSprop update; state = [v, buf, grad_avg] or None."""
+    v, buf, avg = state or (np.zeros_like(p), np.zeros_like(p), np.zeros_like(p))
+    g = g + weight_decay * p
+    v = alpha * v + (1 - alpha) * g * g
+    if centered:
+        avg = alpha * avg + (1 - alpha) * g
+        denom = np.sqrt(v - avg * avg) + eps
+    else:
+        denom = np.sqrt(v) + eps
+    if momentum > 0:
+        buf = momentum * buf + g / denom
+        return p - lr * buf, [v, buf, avg]
+    return p - lr * g / denom, [v, buf, avg]
+
+
+def adagrad_step(p, g, state, step, lr=1e-2, lr_decay=0.0, weight_decay=0.0,
+                 initial_accumulator_value=0.0, eps=1e-10):
+    """One torch.optim.Adagrad update; state = [sum] or None."""
+    total = state[0] if state else np.full_like(p, initial_accumulator_value)
+    g = g + weight_decay * p
+    total = total + g * g
+    return p - lr / (1 + step * lr_decay) * g / (np.sqrt(total) + eps), [total]
+
+
 def mlp_forward(layers, x):
     """Forward through [(kind, params)], params (W, b) for "dense", slope for
     "leaky_relu", None otherwise; returns every layer's input and the output."""

@@ -12,7 +12,7 @@ import numpy as np
 
 from . import _engine
 
-__all__ = ["Optimizer", "SGD"]
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad"]
 
 
 def _check_number(value, name, minimum=0.0):
@@ -47,13 +47,16 @@ class Optimizer:
         raise NotImplementedError
 
     def _bind(self, params):
-        """Attach to a model's parameter list, creating zeroed state on first use."""
+        """Attach to a model's parameter list, creating fresh state on first use."""
         if self._params is not None and len(self._params) == len(params) and all(
                 a is b for a, b in zip(self._params, params)):
             return
         self._params = list(params)
-        self.state = [[np.zeros_like(p) for _ in range(self.n_state)] for p in params]
+        self.state = [[np.full_like(p, self._initial_state) for _ in range(self.n_state)]
+                      for p in params]
         self.steps = 0
+
+    _initial_state = 0.0
 
     def _engine_args(self):
         return _engine.OPTIMIZER_KINDS[self.kind], self.hyperparameters(), self.state
@@ -106,3 +109,137 @@ class SGD(Optimizer):
     def _config(self):
         return {"lr": self.lr, "momentum": self.momentum, "dampening": self.dampening,
                 "nesterov": self.nesterov, "weight_decay": self.weight_decay}
+
+
+def _check_betas(betas):
+    try:
+        beta1, beta2 = betas
+    except (TypeError, ValueError):
+        raise ValueError(f"Invalid betas: {betas!r}") from None
+    for i, beta in enumerate((beta1, beta2)):
+        if isinstance(beta, bool) or not isinstance(beta, numbers.Real) or not 0 <= beta < 1:
+            raise ValueError(f"Invalid beta parameter at index {i}: {beta!r}")
+    return float(beta1), float(beta2)
+
+
+class Adam(Optimizer):
+    r"""Adam, as torch.optim.Adam (Kingma & Ba, 2015). At step t, for each parameter p:
+
+    .. math::
+        g &\leftarrow g + \lambda p \\
+        m_t &= \beta_1 m_{t-1} + (1 - \beta_1) g, \quad
+        v_t = \beta_2 v_{t-1} + (1 - \beta_2) g^2 \\
+        \hat v &= \max(\hat v_{t-1}, v_t) \ (\text{amsgrad}), \quad v_t \ (\text{otherwise}) \\
+        p &\leftarrow p - \frac{\gamma}{1 - \beta_1^t} \,
+            \frac{m_t}{\sqrt{\hat v} / \sqrt{1 - \beta_2^t} + \epsilon}
+
+    Args:
+        lr: gamma. betas: (beta1, beta2). eps: epsilon. weight_decay: lambda (an L2
+        term added to the gradient). amsgrad: use the running maximum of v.
+    """
+
+    kind = "adam"
+    n_state = 3
+    _decoupled = False
+
+    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                 amsgrad=False):
+        super().__init__(lr)
+        self.betas = _check_betas(betas)
+        self.eps = _check_number(eps, "epsilon value")
+        self.weight_decay = _check_number(weight_decay, "weight_decay value")
+        self.amsgrad = bool(amsgrad)
+
+    def hyperparameters(self):
+        return (self.lr, self.betas[0], self.betas[1], self.eps, self.weight_decay,
+                float(self.amsgrad), float(self._decoupled))
+
+    def _config(self):
+        return {"lr": self.lr, "betas": self.betas, "eps": self.eps,
+                "weight_decay": self.weight_decay, "amsgrad": self.amsgrad}
+
+
+class AdamW(Adam):
+    r"""AdamW, as torch.optim.AdamW (Loshchilov & Hutter, 2019): Adam with decoupled
+    weight decay, p <- p (1 - gamma lambda) before the Adam step, instead of adding
+    lambda p to the gradient. Same arguments as Adam; weight_decay defaults to 1e-2."""
+
+    _decoupled = True
+
+    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
+                 amsgrad=False):
+        super().__init__(lr, betas, eps, weight_decay, amsgrad)
+
+
+class RMSprop(Optimizer):
+    r"""RMSprop, as torch.optim.RMSprop. At each step, for each parameter p:
+
+    .. math::
+        g &\leftarrow g + \lambda p, \quad v = \alpha v + (1 - \alpha) g^2 \\
+        \tilde v &= v - a^2 \text{ with } a = \alpha a + (1 - \alpha) g \ (\text{centered}),
+            \quad v \ (\text{otherwise}) \\
+        b &= \mu b + g / (\sqrt{\tilde v} + \epsilon), \quad p \leftarrow p - \gamma b
+            \quad (\mu > 0); \qquad p \leftarrow p - \gamma g / (\sqrt{\tilde v} + \epsilon)
+            \quad (\mu = 0)
+
+    Args:
+        lr: gamma. alpha: smoothing constant. eps: epsilon. weight_decay: lambda.
+        momentum: mu. centered: normalise by the estimated variance of the gradient.
+    """
+
+    kind = "rmsprop"
+    n_state = 3
+
+    def __init__(self, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
+                 centered=False):
+        super().__init__(lr)
+        self.alpha = _check_number(alpha, "alpha value")
+        self.eps = _check_number(eps, "epsilon value")
+        self.weight_decay = _check_number(weight_decay, "weight_decay value")
+        self.momentum = _check_number(momentum, "momentum value")
+        self.centered = bool(centered)
+
+    def hyperparameters(self):
+        return (self.lr, self.alpha, self.eps, self.weight_decay, self.momentum,
+                float(self.centered))
+
+    def _config(self):
+        return {"lr": self.lr, "alpha": self.alpha, "eps": self.eps,
+                "weight_decay": self.weight_decay, "momentum": self.momentum,
+                "centered": self.centered}
+
+
+class Adagrad(Optimizer):
+    r"""Adagrad, as torch.optim.Adagrad. At step t, for each parameter p:
+
+    .. math::
+        g \leftarrow g + \lambda p, \quad s \leftarrow s + g^2, \quad
+        p \leftarrow p - \frac{\gamma}{1 + (t - 1) \eta} \, \frac{g}{\sqrt{s} + \epsilon}
+
+    Args:
+        lr: gamma. lr_decay: eta. weight_decay: lambda.
+        initial_accumulator_value: the starting value of s. eps: epsilon.
+    """
+
+    kind = "adagrad"
+    n_state = 1
+
+    def __init__(self, lr=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0,
+                 eps=1e-10):
+        super().__init__(lr)
+        self.lr_decay = _check_number(lr_decay, "lr_decay value")
+        self.weight_decay = _check_number(weight_decay, "weight_decay value")
+        self.initial_accumulator_value = _check_number(
+            initial_accumulator_value, "initial_accumulator_value")
+        self.eps = _check_number(eps, "epsilon value")
+
+    @property
+    def _initial_state(self):
+        return self.initial_accumulator_value
+
+    def hyperparameters(self):
+        return (self.lr, self.lr_decay, self.weight_decay, self.eps)
+
+    def _config(self):
+        return {"lr": self.lr, "lr_decay": self.lr_decay, "weight_decay": self.weight_decay,
+                "initial_accumulator_value": self.initial_accumulator_value, "eps": self.eps}

@@ -107,3 +107,82 @@ def test_lr_change_between_fits_takes_effect(rng):
 def test_sgd_rejects_bad_hyperparameters(kwargs, message):
     with pytest.raises(ValueError, match=message):
         fnn.optim.SGD(**kwargs)
+
+
+# -- Adam, AdamW, RMSprop, Adagrad: several steps against the documented algorithm ----------
+
+OTHER_OPTIMIZERS = [
+    (fnn.optim.Adam, ref.adam_step, dict(lr=0.01)),
+    (fnn.optim.Adam, ref.adam_step, dict(lr=0.01, betas=(0.8, 0.99), weight_decay=0.1)),
+    (fnn.optim.Adam, ref.adam_step, dict(lr=0.01, amsgrad=True, eps=1e-6)),
+    (fnn.optim.AdamW, ref.adamw_step, dict(lr=0.01)),
+    (fnn.optim.AdamW, ref.adamw_step, dict(lr=0.02, weight_decay=0.3, amsgrad=True)),
+    (fnn.optim.RMSprop, ref.rmsprop_step, dict(lr=0.01)),
+    (fnn.optim.RMSprop, ref.rmsprop_step, dict(lr=0.01, alpha=0.9, weight_decay=0.05)),
+    (fnn.optim.RMSprop, ref.rmsprop_step, dict(lr=0.01, momentum=0.9)),
+    (fnn.optim.RMSprop, ref.rmsprop_step, dict(lr=0.01, centered=True, momentum=0.5)),
+    (fnn.optim.Adagrad, ref.adagrad_step, dict(lr=0.05)),
+    (fnn.optim.Adagrad, ref.adagrad_step,
+     dict(lr=0.05, lr_decay=0.1, weight_decay=0.01, initial_accumulator_value=0.5)),
+]
+
+
+def reference_fit_with(step_fn, settings, model, X, y, loss, batch_size, epochs):
+    layers = reference_layers(model)
+    params = [p for _, ps in layers if _ == "dense" for p in ps if p is not None]
+    states = [None] * len(params)
+    step = 0
+    for _ in range(epochs):
+        for start in range(0, len(X), batch_size):
+            _, grads = ref.mlp_loss_and_gradients(layers, X[start:start + batch_size],
+                                                  y[start:start + batch_size], loss)
+            for i, g in enumerate(grads):
+                new, states[i] = step_fn(params[i], g, states[i], step, **settings)
+                params[i][...] = new
+            step += 1
+    return params
+
+
+@pytest.mark.parametrize("cls,step_fn,settings", OTHER_OPTIMIZERS,
+                         ids=[f"{c.__name__}-{i}" for i, (c, _, _) in
+                              enumerate(OTHER_OPTIMIZERS)])
+def test_optimizer_matches_documented_algorithm(rng, cls, step_fn, settings):
+    X, y = rng.normal(size=(48, 6)), rng.integers(0, 3, 48)
+    model = make_model()
+    expected = reference_fit_with(step_fn, settings, model, X, y, "cross_entropy", 16, 3)
+    optimizer = cls(**settings)
+    model.fit(X, y, optimizer=optimizer, epochs=3, batch_size=16, shuffle=False)
+    assert optimizer.steps == 9
+    for got, want in zip(model.parameters(), expected):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+
+
+def test_torch_defaults():
+    assert fnn.optim.Adam()._config() == dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
+                                              weight_decay=0.0, amsgrad=False)
+    assert fnn.optim.AdamW().weight_decay == 1e-2
+    assert fnn.optim.RMSprop()._config() == dict(lr=1e-2, alpha=0.99, eps=1e-8,
+                                                 weight_decay=0.0, momentum=0.0,
+                                                 centered=False)
+    assert fnn.optim.Adagrad()._config() == dict(lr=1e-2, lr_decay=0.0, weight_decay=0.0,
+                                                 initial_accumulator_value=0.0, eps=1e-10)
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda: fnn.optim.Adam(betas=(1.0, 0.9)), "Invalid beta parameter at index 0: 1.0"),
+    (lambda: fnn.optim.Adam(betas=(0.9, -0.1)), "Invalid beta parameter at index 1"),
+    (lambda: fnn.optim.AdamW(eps=-1), "Invalid epsilon value: -1"),
+    (lambda: fnn.optim.RMSprop(alpha=-0.5), "Invalid alpha value: -0.5"),
+    (lambda: fnn.optim.Adagrad(lr_decay=-1), "Invalid lr_decay value: -1"),
+])
+def test_bad_optimizer_arguments(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+def test_adam_trains_mnist_like_problem(rng):
+    X = rng.normal(size=(600, 6))
+    y = (X[:, 0] + X[:, 1] > 0).astype(int) + (X[:, 2] > 0.5)
+    model = make_model("float32")
+    model.fit(X, y, optimizer=fnn.optim.Adam(lr=0.01), epochs=30, batch_size=32)
+    assert model.evaluate(X, y)["accuracy"] > 0.95
