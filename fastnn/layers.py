@@ -9,7 +9,8 @@ import numpy as np
 from . import _engine
 from ._validation import check_int
 
-__all__ = ["Layer", "Dense", "Identity", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softmax"]
+__all__ = ["Layer", "Dense", "Identity", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softmax",
+           "get_activation"]
 
 _INITS = ("he", "he_uniform", "glorot", "glorot_normal")
 
@@ -177,3 +178,14 @@ class Softmax(Layer):
     """Row-wise softmax. As the last layer with cross_entropy it is fused into the loss:
     training sees the logits, predict returns probabilities."""
     kind = "softmax"
+
+
+ACTIVATIONS = {cls.kind: cls for cls in (Identity, ReLU, LeakyReLU, Sigmoid, Tanh, Softmax)}
+
+
+def get_activation(name):
+    """An activation layer from its name: "identity", "relu", "leaky_relu", "sigmoid",
+    "tanh" or "softmax"."""
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; expected one of {sorted(ACTIVATIONS)}")
+    return ACTIVATIONS[name]()

@@ -12,7 +12,7 @@ import numpy as np
 
 from . import _engine
 from ._validation import as_features, check_int
-from .layers import Dense, Layer
+from .layers import Dense, Layer, get_activation
 from .losses import get_loss
 from .optim import SGD, Optimizer
 
@@ -46,7 +46,8 @@ class Sequential:
     """Layers applied in order, compiled into one engine.
 
     Args:
-        layers: a list of fastnn layers; at least one Dense. Widths must chain.
+        layers: a list of fastnn layers (an activation may be given by name, "relu");
+            at least one Dense. Widths must chain.
         dtype: "float32" (default) or "float64": the parameters' and computation's type.
         seed: seeds the weight initialisation and the shuffling in fit. With the same
             seed, data and one thread, training is bitwise reproducible.
@@ -58,10 +59,11 @@ class Sequential:
     """
 
     def __init__(self, layers, dtype="float32", seed=None):
-        layers = list(layers)
+        layers = [get_activation(layer) if isinstance(layer, str) else layer for layer in layers]
         for i, layer in enumerate(layers):
             if not isinstance(layer, Layer):
-                raise TypeError(f"layer {i} is a {type(layer).__name__}, not a fastnn layer")
+                raise TypeError(f"layer {i} is a {type(layer).__name__}, not a fastnn layer "
+                                f"or an activation name")
         dense = [layer for layer in layers if isinstance(layer, Dense)]
         if not dense:
             raise ValueError("a Sequential model needs at least one Dense layer")

@@ -41,6 +41,14 @@ def test_initialisation_scale(init, std):
     assert abs(w.mean()) < 0.01 * std * 10 and not b.any()
 
 
+def test_activations_by_name(rng):
+    by_name = fnn.Sequential([fnn.Dense(6, 8), "tanh", fnn.Dense(8, 3), "softmax"], seed=0)
+    by_class = fnn.Sequential([fnn.Dense(6, 8), fnn.Tanh(), fnn.Dense(8, 3), fnn.Softmax()],
+                              seed=0)
+    X, _ = data(rng)
+    np.testing.assert_array_equal(by_name.predict(X), by_class.predict(X))
+
+
 def test_parameters_are_live(rng):
     model = small_model()
     X, _ = data(rng)
