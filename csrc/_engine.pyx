@@ -379,9 +379,11 @@ cdef class Engine:
 
     def train_epoch(self, X, targets, labels, order, Py_ssize_t batch_size, int loss_kind,
                     int n_run):
-        """Train one epoch. Returns (loss_sum, index of the batch whose loss was not finite,
-        or -1). Raises KeyboardInterrupt (or another signal's error) between steps."""
-        cdef Py_ssize_t n_samples = X.shape[0]
+        """Train on the rows X[order] (all of X, in order, when order is None) in batches.
+
+        Returns (loss_sum, index of the batch whose loss was not finite, or -1). Raises
+        KeyboardInterrupt (or another signal's error) between steps."""
+        cdef Py_ssize_t n_samples = X.shape[0] if order is None else order.shape[0]
         cdef void* x = data_ptr(X)
         cdef void* t = data_ptr(targets)
         cdef int64_t* lab = <int64_t*> data_ptr(labels)
@@ -390,6 +392,8 @@ cdef class Engine:
         cdef Py_ssize_t failed = -1
         cdef int status
         self._check_run(X, n_run)
+        if order is not None and (order.dtype != np.int64 or not order.flags.c_contiguous):
+            raise TypeError("order must be a C-contiguous int64 array")
         self.reserve(batch_size)
         if self.dtype == np.float64:
             with nogil:

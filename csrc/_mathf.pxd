@@ -1,11 +1,20 @@
-"""exp/log/tanh in the precision of the data: single-precision libm calls for float32."""
+"""exp/log/tanh in the precision of the data.
+
+float32 exp and tanh are branch-free versions (vmath.h) that the compiler vectorizes,
+accurate to 2e-7 relative; float64 uses libm.
+"""
 from cython cimport floating
-from libc.math cimport exp, expf, log, logf, log1p, log1pf, tanh, tanhf
+from libc.math cimport exp, log, logf, log1p, log1pf, tanh
+
+
+cdef extern from "vmath.h":
+    float fastnn_expf(float x) noexcept nogil
+    float fastnn_tanhf(float x) noexcept nogil
 
 
 cdef inline floating fexp(floating x) noexcept nogil:
     if floating is float:
-        return expf(x)
+        return fastnn_expf(x)
     else:
         return exp(x)
 
@@ -26,7 +35,7 @@ cdef inline floating flog1p(floating x) noexcept nogil:
 
 cdef inline floating ftanh(floating x) noexcept nogil:
     if floating is float:
-        return tanhf(x)
+        return fastnn_tanhf(x)
     else:
         return tanh(x)
 

@@ -29,6 +29,10 @@ class Layer:
     def _build(self, in_width, dtype, rng):
         """Prepare parameters of `dtype`, initialised from `rng`, for inputs of in_width."""
 
+    def _config(self):
+        """The constructor arguments, as JSON-able values, with the layer kind."""
+        return {"kind": self.kind}
+
     def _spec(self, in_width):
         """(kind code, n_in, n_out, slope, weight, bias) for the engine."""
         return (_engine.LAYER_KINDS[self.kind], in_width, self.output_width(in_width),
@@ -118,6 +122,11 @@ class Dense(Layer):
     def parameters(self):
         return [self._weight] if self._bias is None else [self._weight, self._bias]
 
+    def _config(self):
+        return {"kind": self.kind, "in_features": self.in_features,
+                "out_features": self.out_features, "bias": self._bias is not None,
+                "init": self.init}
+
     def output_width(self, in_width):
         return self.out_features
 
@@ -159,6 +168,9 @@ class LeakyReLU(Layer):
         kind, n_in, n_out, _, w, b = super()._spec(in_width)
         return kind, n_in, n_out, self.negative_slope, w, b
 
+    def _config(self):
+        return {"kind": self.kind, "negative_slope": self.negative_slope}
+
     def __repr__(self):
         return f"LeakyReLU(negative_slope={self.negative_slope})"
 
@@ -189,3 +201,14 @@ def get_activation(name):
     if name not in ACTIVATIONS:
         raise ValueError(f"unknown activation {name!r}; expected one of {sorted(ACTIVATIONS)}")
     return ACTIVATIONS[name]()
+
+
+def layer_from_config(config):
+    """The layer that Layer._config() described."""
+    config = dict(config)
+    kind = config.pop("kind")
+    if kind == "dense":
+        return Dense(**config)
+    if kind not in ACTIVATIONS:
+        raise ValueError(f"unknown layer kind {kind!r}")
+    return ACTIVATIONS[kind](**config)

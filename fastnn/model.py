@@ -14,7 +14,7 @@ from . import _engine
 from ._validation import as_features, check_int
 from .layers import Dense, Layer, get_activation
 from .losses import get_loss
-from .optim import SGD, Optimizer
+from .optim import SGD, LRSchedule, Optimizer
 
 __all__ = ["Sequential", "History"]
 
@@ -24,7 +24,9 @@ _INT32_MAX = 2**31 - 1  # BLAS dimensions are 32-bit ints
 
 class History:
     """What fit measured, one entry per epoch: `history["loss"]` (mean training loss over
-    the epoch's batches, each before its update), "lr", "seconds", "samples_per_second"."""
+    the epoch's batches, each before its update), "lr" (the epoch's learning rate),
+    "seconds", "samples_per_second", and with validation data "val_loss" and, for
+    classification losses, "val_accuracy"."""
 
     def __init__(self):
         self.epoch = []
@@ -36,7 +38,7 @@ class History:
     def _append(self, epoch, **values):
         self.epoch.append(epoch)
         for key, value in values.items():
-            self.history[key].append(value)
+            self.history.setdefault(key, []).append(value)
 
     def __repr__(self):
         return f"History(epochs={len(self.epoch)}, loss={self.history['loss']})"
@@ -89,6 +91,7 @@ class Sequential:
         self._engine = _engine.Engine(specs, self.dtype)
         self._lock = threading.Lock()
         self.optimizer = None
+        self.stop_training = False
 
     # -- parameters -----------------------------------------------------------------
 
@@ -99,7 +102,8 @@ class Sequential:
     # -- training -------------------------------------------------------------------
 
     def fit(self, X, y, loss="cross_entropy", optimizer=None, epochs=1, batch_size=32,
-            shuffle=True, verbose=0):
+            shuffle=True, verbose=0, validation_data=None, validation_split=0.0,
+            lr_schedule=None, callbacks=None, initial_epoch=0):
         """Train by mini-batch gradient descent and return a History.
 
         Each epoch visits the rows in batches of batch_size (the last one may be smaller):
@@ -114,7 +118,17 @@ class Sequential:
             loss: a name ("cross_entropy", "binary_cross_entropy", "mse", "l1") or Loss.
             optimizer: a fastnn.optim optimizer; None continues with the model's current
                 optimizer and its state (a new SGD(lr=0.01) if it has none).
-            epochs, batch_size, shuffle: as above. verbose=1 prints a line per epoch.
+            epochs: train until this epoch count (Keras' meaning: with initial_epoch=k,
+                epochs k, ..., epochs - 1 run).
+            batch_size, shuffle: as above.
+            verbose: 0 silent, 1 a line per epoch, 2 also a live progress bar.
+            validation_data: (X_val, y_val), evaluated after every epoch.
+            validation_split: or the fraction of rows, taken from the end of X before any
+                shuffling (as Keras), held out for validation.
+            lr_schedule: a fastnn.optim schedule, stepped after every epoch.
+            callbacks: objects with on_epoch_end(epoch, logs) (see fastnn.callbacks);
+                returning True, or setting model.stop_training, stops training.
+            initial_epoch: the epoch to start from (when resuming).
 
         Raises:
             ValueError/TypeError for bad input (before anything changes);
@@ -123,12 +137,40 @@ class Sequential:
         """
         loss = get_loss(loss)
         epochs = check_int(epochs, "epochs", minimum=0)
+        initial_epoch = check_int(initial_epoch, "initial_epoch", minimum=0)
         batch_size = check_int(batch_size, "batch_size")
         if optimizer is not None and not isinstance(optimizer, Optimizer):
             raise TypeError(f"optimizer must be a fastnn.optim optimizer, "
                             f"got {type(optimizer).__name__}")
+        if lr_schedule is not None and not isinstance(lr_schedule, LRSchedule):
+            raise TypeError(f"lr_schedule must be a fastnn.optim schedule, "
+                            f"got {type(lr_schedule).__name__}")
+        callbacks = list(callbacks or [])
         X = as_features(X, self.n_features, self.dtype)
+        if not 0 <= validation_split < 1:
+            raise ValueError(f"validation_split must be in [0, 1), got {validation_split!r}")
+        if validation_split and validation_data is not None:
+            raise ValueError("give validation_data or validation_split, not both")
+        y = np.asarray(y)
+        if y.ndim == 0 or len(y) != len(X):
+            raise ValueError(f"X has {len(X)} rows but y has shape {y.shape}")
+        if validation_split:
+            split = int(len(X) * (1 - validation_split))
+            if split < 1 or split == len(X):
+                raise ValueError(f"validation_split={validation_split} leaves no rows for "
+                                 f"training or none for validation ({len(X)} rows)")
+            validation_data = (X[split:], y[split:])
+            X, y = X[:split], y[:split]
         kind, targets, labels = loss.prepare(y, X.shape[0], self.n_outputs, self.dtype)
+        validation = None
+        if validation_data is not None:
+            try:
+                X_val, y_val = validation_data
+            except (TypeError, ValueError):
+                raise ValueError("validation_data must be a pair (X_val, y_val)") from None
+            X_val = as_features(X_val, self.n_features, self.dtype)
+            validation = (X_val, loss.prepare(y_val, X_val.shape[0], self.n_outputs,
+                                              self.dtype))
         batch_size = min(batch_size, X.shape[0])
         n_run = self._trained_layers(loss)
         optimizer = optimizer or self.optimizer or SGD(lr=0.01)
@@ -138,29 +180,92 @@ class Sequential:
         try:
             optimizer._bind(self.parameters())
             self.optimizer = optimizer
-            for epoch in range(epochs):
+            if lr_schedule is not None:
+                lr_schedule._attach(optimizer)
+            self.stop_training = False
+            for callback in callbacks:
+                getattr(callback, "on_train_begin", lambda model: None)(self)
+            for epoch in range(initial_epoch, epochs):
+                lr = optimizer.lr  # the schedule may have changed it since the last epoch
                 self._engine.set_optimizer(*optimizer._engine_args(), optimizer.steps)
-                order = self._rng.permutation(X.shape[0]) if shuffle else None
                 start = time.perf_counter()
-                try:
-                    loss_sum, failed = self._engine.train_epoch(
-                        X, targets, labels, order, batch_size, kind, n_run)
-                finally:
-                    optimizer.steps = self._engine.step
-                if failed >= 0:
-                    raise FloatingPointError(
-                        f"the loss became NaN or inf at epoch {epoch}, batch {failed}; "
-                        f"the parameters are those before that batch (try a smaller lr)")
+                loss_sum = self._train_epoch(X, targets, labels, batch_size, kind, n_run,
+                                             shuffle, epoch, epochs, verbose == 2)
                 seconds = time.perf_counter() - start
-                mean_loss = loss_sum / loss.mean_divisor(X.shape[0], self.n_outputs)
-                history._append(epoch, loss=mean_loss, lr=optimizer.lr, seconds=seconds,
-                                samples_per_second=X.shape[0] / seconds)
+                logs = {"loss": loss_sum / loss.mean_divisor(X.shape[0], self.n_outputs),
+                        "lr": lr, "seconds": seconds,
+                        "samples_per_second": X.shape[0] / seconds}
+                if validation is not None:
+                    X_val, (v_kind, v_targets, v_labels) = validation
+                    v_sum, v_correct = self._engine.run(
+                        X_val, None, v_targets, v_labels, v_kind, False, n_run,
+                        min(1024, X_val.shape[0]))
+                    divisor = loss.mean_divisor(X_val.shape[0], self.n_outputs)
+                    logs["val_loss"] = v_sum / divisor
+                    if loss.classification:
+                        logs["val_accuracy"] = v_correct / divisor
+                history._append(epoch, **logs)
                 if verbose:
-                    print(f"epoch {epoch + 1}/{epochs}  loss {mean_loss:.6g}  "
-                          f"{seconds:.2f}s  {X.shape[0] / seconds:,.0f} samples/s", flush=True)
+                    self._print_epoch(epoch, epochs, logs)
+                if lr_schedule is not None:
+                    lr_schedule.step(logs.get("val_loss", logs["loss"]))
+                for callback in callbacks:
+                    if callback.on_epoch_end(epoch, logs):
+                        self.stop_training = True
+                if self.stop_training:
+                    break
+            for callback in callbacks:
+                getattr(callback, "on_train_end", lambda model: None)(self)
         finally:
             self._lock.release()
         return history
+
+    def _train_epoch(self, X, targets, labels, batch_size, kind, n_run, shuffle, epoch,
+                     epochs, progress):
+        """One epoch in the engine; with `progress`, in about 30 chunks of whole batches
+        so a bar can be drawn between them. Returns the summed training loss."""
+        n = X.shape[0]
+        order = self._rng.permutation(n) if shuffle else None
+        n_batches = -(-n // batch_size)
+        chunk = batch_size * (max(1, n_batches // 30) if progress else n_batches)
+        loss_sum = 0.0
+        for first in range(0, n, chunk):
+            last = min(n, first + chunk)
+            if order is not None:
+                args = (X, targets, labels, order[first:last])
+            else:
+                args = (X[first:last], None if targets is None else targets[first:last],
+                        None if labels is None else labels[first:last], None)
+            try:
+                part, failed = self._engine.train_epoch(*args, batch_size, kind, n_run)
+            finally:
+                self.optimizer.steps = self._engine.step
+            if failed >= 0:
+                raise FloatingPointError(
+                    f"the loss became NaN or inf at epoch {epoch}, batch "
+                    f"{first // batch_size + failed}; the parameters are those before that "
+                    f"batch (try a smaller learning rate)")
+            loss_sum += part
+            if progress:
+                done = last * 30 // n
+                print(f"\repoch {epoch + 1}/{epochs} [{'=' * done}{' ' * (30 - done)}] "
+                      f"{last}/{n}", end="", flush=True)
+        if progress:
+            print("\r", end="")
+        return loss_sum
+
+    @staticmethod
+    def _print_epoch(epoch, epochs, logs):
+        extra = "".join(f"  {key} {logs[key]:.4g}" for key in ("val_loss", "val_accuracy")
+                        if key in logs)
+        print(f"epoch {epoch + 1}/{epochs}  loss {logs['loss']:.6g}{extra}  lr {logs['lr']:.3g}"
+              f"  {logs['seconds']:.2f}s  {logs['samples_per_second']:,.0f} samples/s",
+              flush=True)
+
+    def save(self, path, include_optimizer=True):
+        """Write the model to one .npz file (see fastnn.serialization); fastnn.load reads it."""
+        from .serialization import save
+        save(self, path, include_optimizer)
 
     # -- inference ------------------------------------------------------------------
 

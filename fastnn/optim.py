@@ -12,7 +12,8 @@ import numpy as np
 
 from . import _engine
 
-__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad"]
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "LRSchedule", "StepLR",
+           "ExponentialLR", "CosineAnnealingLR", "ReduceLROnPlateau"]
 
 
 def _check_number(value, name, minimum=0.0):
@@ -243,3 +244,107 @@ class Adagrad(Optimizer):
     def _config(self):
         return {"lr": self.lr, "lr_decay": self.lr_decay, "weight_decay": self.weight_decay,
                 "initial_accumulator_value": self.initial_accumulator_value, "eps": self.eps}
+
+
+# -- learning-rate schedules (stepped once per epoch, as torch.optim.lr_scheduler) -------
+
+class LRSchedule:
+    """Base class: sets optimizer.lr from the epoch count. `step(metric)` is called by fit
+    after each epoch; `epoch` counts the steps taken (torch's last_epoch)."""
+
+    def __init__(self):
+        self.optimizer = None
+        self.base_lr = None
+        self.epoch = 0
+
+    def _attach(self, optimizer):
+        if self.optimizer is not optimizer:
+            self.optimizer, self.base_lr, self.epoch = optimizer, optimizer.lr, 0
+
+    def step(self, metric=None):
+        self.epoch += 1
+        self.optimizer.lr = self.lr_at(self.epoch)
+
+    def lr_at(self, epoch):
+        raise NotImplementedError
+
+    def state_dict(self):
+        return {k: v for k, v in vars(self).items() if k != "optimizer"}
+
+    def load_state_dict(self, state):
+        vars(self).update(state)
+
+
+class StepLR(LRSchedule):
+    """lr = base_lr * gamma ** (epoch // step_size)."""
+
+    def __init__(self, step_size, gamma=0.1):
+        super().__init__()
+        if isinstance(step_size, bool) or not isinstance(step_size, int) or step_size < 1:
+            raise ValueError(f"Invalid step_size: {step_size!r}")
+        self.step_size = step_size
+        self.gamma = _check_number(gamma, "gamma")
+
+    def lr_at(self, epoch):
+        return self.base_lr * self.gamma ** (epoch // self.step_size)
+
+
+class ExponentialLR(LRSchedule):
+    """lr = base_lr * gamma ** epoch."""
+
+    def __init__(self, gamma):
+        super().__init__()
+        self.gamma = _check_number(gamma, "gamma")
+
+    def lr_at(self, epoch):
+        return self.base_lr * self.gamma ** epoch
+
+
+class CosineAnnealingLR(LRSchedule):
+    """lr = eta_min + (base_lr - eta_min) * (1 + cos(pi * epoch / T_max)) / 2."""
+
+    def __init__(self, T_max, eta_min=0.0):
+        super().__init__()
+        if isinstance(T_max, bool) or not isinstance(T_max, int) or T_max < 1:
+            raise ValueError(f"Invalid T_max: {T_max!r}")
+        self.T_max = T_max
+        self.eta_min = _check_number(eta_min, "eta_min")
+
+    def lr_at(self, epoch):
+        return self.eta_min + (self.base_lr - self.eta_min) * (
+            1 + np.cos(np.pi * epoch / self.T_max)) / 2
+
+
+class ReduceLROnPlateau(LRSchedule):
+    """Multiply lr by `factor` once the monitored loss (validation loss when fit has
+    validation data, else the training loss) has not improved for more than `patience`
+    epochs, as torch's ReduceLROnPlateau (threshold_mode "rel", no cooldown, min_lr 0).
+    mode "min": improved means metric < best * (1 - threshold); "max": > best * (1 +
+    threshold)."""
+
+    def __init__(self, mode="min", factor=0.1, patience=10, threshold=1e-4):
+        super().__init__()
+        if mode not in ("min", "max"):
+            raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+        if not 0 <= factor < 1:
+            raise ValueError("Factor should be < 1.0.")
+        self.mode, self.factor = mode, float(factor)
+        self.patience, self.threshold = int(patience), float(threshold)
+        self.best = np.inf if mode == "min" else -np.inf
+        self.num_bad_epochs = 0
+
+    def step(self, metric=None):
+        if metric is None:
+            raise ValueError("ReduceLROnPlateau needs the monitored loss")
+        self.epoch += 1
+        better = metric < self.best * (1 - self.threshold) if self.mode == "min" else \
+            metric > self.best * (1 + self.threshold)
+        if better:
+            self.best, self.num_bad_epochs = metric, 0
+        else:
+            self.num_bad_epochs += 1
+        if self.num_bad_epochs > self.patience:
+            new_lr = self.optimizer.lr * self.factor
+            if self.optimizer.lr - new_lr > 1e-8:
+                self.optimizer.lr = new_lr
+            self.num_bad_epochs = 0

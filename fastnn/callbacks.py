@@ -1,0 +1,72 @@
+"""Callbacks: objects fit calls at the end of every epoch.
+
+A callback has `on_epoch_end(epoch, logs)`; returning True (or setting
+model.stop_training = True) stops training after that epoch. `logs` holds the epoch's
+"loss", "lr", "seconds", "samples_per_second" and, with validation data,
+"val_loss" (and "val_accuracy" for classification). Optional hooks:
+`on_train_begin(model)` and `on_train_end(model)`.
+"""
+import numpy as np
+
+__all__ = ["Callback", "EarlyStopping"]
+
+
+class Callback:
+    def on_train_begin(self, model):
+        pass
+
+    def on_epoch_end(self, epoch, logs):
+        return False
+
+    def on_train_end(self, model):
+        pass
+
+
+class EarlyStopping(Callback):
+    """Stop when `monitor` has not improved by more than min_delta for `patience` epochs.
+
+    Args:
+        monitor: a key of the epoch logs ("val_loss", "loss", "val_accuracy", ...);
+            quantities named "*accuracy" are maximised, others minimised.
+        patience: epochs without improvement before stopping.
+        min_delta: the smallest change that counts as an improvement.
+        restore_best_weights: at the end of training, put back the parameters of the
+            best epoch.
+    """
+
+    def __init__(self, monitor="val_loss", patience=5, min_delta=0.0,
+                 restore_best_weights=True):
+        self.monitor = monitor
+        self.patience = int(patience)
+        self.min_delta = abs(float(min_delta))
+        self.restore_best_weights = bool(restore_best_weights)
+        self.sign = -1.0 if monitor.endswith("accuracy") else 1.0  # minimise sign * value
+
+    def on_train_begin(self, model):
+        self.model = model
+        self.best = np.inf
+        self.best_epoch = None
+        self.best_weights = None
+        self.wait = 0
+        self.stopped_epoch = None
+
+    def on_epoch_end(self, epoch, logs):
+        if self.monitor not in logs:
+            raise ValueError(f"EarlyStopping monitors {self.monitor!r}, which the epoch logs "
+                             f"lack (they have {sorted(logs)}); pass validation data?")
+        value = self.sign * logs[self.monitor]
+        if value < self.best - self.min_delta:
+            self.best, self.best_epoch, self.wait = value, epoch, 0
+            if self.restore_best_weights:
+                self.best_weights = [p.copy() for p in self.model.parameters()]
+            return False
+        self.wait += 1
+        if self.wait >= self.patience:
+            self.stopped_epoch = epoch
+            return True
+        return False
+
+    def on_train_end(self, model):
+        if self.restore_best_weights and self.best_weights is not None:
+            for p, best in zip(model.parameters(), self.best_weights):
+                p[...] = best
