@@ -32,13 +32,14 @@ cdef inline void dense_forward(const floating* x, const floating* weight, const 
 cdef inline void dense_backward(const floating* x, const floating* weight,
                                 const floating* grad_out, floating* grad_x,
                                 floating* dest_weight, floating* dest_bias,
-                                floating alpha, floating beta, const floating* ones,
-                                int n, int n_in, int n_out) noexcept nogil:
+                                floating alpha, floating beta, floating beta_bias,
+                                const floating* ones, int n, int n_in,
+                                int n_out) noexcept nogil:
     """Backward pass of an affine layer from grad_out = dL/d(out), (n x n_out).
 
     grad_x      = grad_out @ weight                                  (n x n_in), if not NULL
     dest_weight = alpha * grad_out.T @ x    + beta * dest_weight     (n_out x n_in)
-    dest_bias   = alpha * grad_out.T @ ones + beta * dest_bias       (n_out), if not NULL
+    dest_bias   = alpha * grad_out.T @ ones + beta_bias * dest_bias  (n_out), if not NULL
 
     alpha/beta let the product land where it is consumed: beta = 1 accumulates a
     gradient over chunks, and an optimizer can fold its update into the product (plain
@@ -50,4 +51,4 @@ cdef inline void dense_backward(const floating* x, const floating* weight,
              <floating> 0, grad_x, n_in)
     gemm(True, False, n_out, n_in, n, alpha, grad_out, n_out, x, n_in, beta, dest_weight, n_in)
     if dest_bias != NULL:
-        gemv(True, n, n_out, alpha, grad_out, n_out, ones, beta, dest_bias)
+        gemv(True, n, n_out, alpha, grad_out, n_out, ones, beta_bias, dest_bias)

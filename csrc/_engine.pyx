@@ -33,6 +33,7 @@ from libc.string cimport memcpy
 import numpy as np
 
 from _activations cimport activation_backward, activation_forward
+from _blas cimport axpy
 from _dense cimport dense_backward, dense_forward
 from _kinds cimport (DENSE, IDENTITY, RELU, LEAKY_RELU, SIGMOID, TANH, SOFTMAX,
                      CROSS_ENTROPY_LABELS, CROSS_ENTROPY_PROBS, BINARY_CROSS_ENTROPY, MSE, L1,
@@ -70,6 +71,7 @@ cdef struct LayerPlan:
 
 cdef struct ParamPlan:
     Py_ssize_t size
+    double l2           # coupled decay from the layer's L2 penalty (2 lambda; 0 for biases)
     void* value
     void* grad
     void* state[3]
@@ -120,12 +122,15 @@ cdef void forward(Net* net, const floating* x, Py_ssize_t n, int n_run, floating
         inp = out
 
 
-cdef void* destination(Net* net, int param, GradientDestination dest) noexcept nogil:
-    """The array that parameter `param`'s gradient product is written to."""
+cdef void* destination(Net* net, int param, bint update, GradientDestination* dest) noexcept nogil:
+    """The array that parameter `param`'s gradient product is written to; when training
+    (`update`), dest becomes that parameter's destination, alpha and beta."""
     cdef ParamPlan* P
     if param < 0:
         return NULL
     P = &net.params[param]
+    if update:
+        dest[0] = gradient_destination(net.opt_kind, net.hyper, net.step, P.l2)
     return destination_array(dest.where, P.value, P.grad, P.state[0])
 
 
@@ -136,7 +141,7 @@ cdef void finish_update(Net* net, int param, GradientDestination dest,
     if param < 0:
         return
     P = &net.params[param]
-    optimizer_finish(net.opt_kind, net.hyper, net.step, dest, <floating*> P.value,
+    optimizer_finish(net.opt_kind, net.hyper, P.l2, net.step, dest, <floating*> P.value,
                      <floating*> P.grad, <floating*> P.state[0], <floating*> P.state[1],
                      <floating*> P.state[2], P.size, n_threads)
 
@@ -151,18 +156,24 @@ cdef void backward(Net* net, const floating* x, Py_ssize_t n, int n_run,
     cdef LayerPlan* L
     cdef const floating* inp
     cdef floating* grad_in
+    cdef floating* dest_w
+    cdef floating* dest_b
+    cdef GradientDestination wdest = dest, bdest = dest
     for l in range(n_run - 1, -1, -1):
         L = &net.layers[l]
         inp = x if l == 0 else <floating*> net.layers[l - 1].out
         grad_in = <floating*> net.layers[l - 1].grad if L.need_grad_in else NULL
         if L.kind == DENSE:
-            dense_backward(inp, <floating*> L.weight, <floating*> L.grad, grad_in,
-                           <floating*> destination(net, L.weight_param, dest),
-                           <floating*> destination(net, L.bias_param, dest), <floating> dest.alpha,
-                           <floating> dest.beta, <floating*> net.ones, <int> n, L.n_in, L.n_out)
+            # weight and bias land alike, but with the L2 term in the weight's beta
+            dest_w = <floating*> destination(net, L.weight_param, update, &wdest)
+            dest_b = <floating*> destination(net, L.bias_param, update, &bdest)
+            dense_backward(inp, <floating*> L.weight, <floating*> L.grad, grad_in, dest_w,
+                           dest_b, <floating> wdest.alpha, <floating> wdest.beta,
+                           <floating> bdest.beta, <floating*> net.ones, <int> n, L.n_in,
+                           L.n_out)
             if update:
-                finish_update(net, L.weight_param, dest, <floating*> NULL, n_threads)
-                finish_update(net, L.bias_param, dest, <floating*> NULL, n_threads)
+                finish_update(net, L.weight_param, wdest, <floating*> NULL, n_threads)
+                finish_update(net, L.bias_param, bdest, <floating*> NULL, n_threads)
         elif grad_in != NULL:
             activation_backward(L.kind, L.slope, inp, <floating*> L.out, <floating*> L.grad,
                                 grad_in, n, L.n_out, n_threads)
@@ -196,7 +207,8 @@ cdef int train_epoch(Net* net, const floating* X, const floating* T, const int64
     cdef const floating* tb = NULL
     cdef const int64_t* lb = NULL
     cdef double batch_loss
-    cdef GradientDestination dest
+    cdef GradientDestination dest    # backward sets it per parameter from the optimizer
+    dest.where, dest.alpha, dest.beta = TO_GRAD, 1.0, 0.0
     start = 0
     while start < n_samples:
         check_signals()
@@ -225,7 +237,6 @@ cdef int train_epoch(Net* net, const floating* X, const floating* T, const int64
             failed_batch[0] = batch
             return 1
         loss_sum[0] += batch_loss
-        dest = gradient_destination(net.opt_kind, net.hyper, net.step)
         backward(net, xb, n, n_run, dest, True, n_threads)
         net.step += 1
         start += n
@@ -241,7 +252,7 @@ cdef int run_batches(Net* net, const floating* X, const floating* T, const int64
     parameters' gradient arrays as the gradient of the mean over all n_samples)."""
     cdef LayerPlan* last = &net.layers[n_run - 1]
     cdef Py_ssize_t width = last.n_out, n_in = net.layers[0].n_in
-    cdef Py_ssize_t start = 0, n
+    cdef Py_ssize_t start = 0, n, i
     cdef const floating* tb
     cdef const int64_t* lb
     cdef floating scale = <floating> loss_scale(loss_kind, n_samples, width)
@@ -264,15 +275,21 @@ cdef int run_batches(Net* net, const floating* X, const floating* T, const int64
                 dest.beta = 0.0 if start == 0 else 1.0
                 backward(net, X + start * n_in, n, n_run, dest, False, n_threads)
         start += n
+    if want_grads:  # the L2 penalty's gradient, l2 * W, once for the whole mean
+        for i in range(net.n_params):
+            if net.params[i].l2 != 0:
+                axpy(<int> net.params[i].size, <floating> net.params[i].l2,
+                     <floating*> net.params[i].value, <floating*> net.params[i].grad)
     return 0
 
 
 cdef class Engine:
     """Compiled plan of a Sequential model: layer kinds, parameter pointers, buffers.
 
-    specs: one tuple (kind, n_in, n_out, slope, weight, bias) per layer, with weight and
-    bias C-contiguous arrays of `dtype` (None for layers without them). Those arrays are
-    used in place. The gradient arrays, in parameter order, are `self.grads`.
+    specs: one tuple (kind, n_in, n_out, slope, weight, bias, l2) per layer, with weight
+    and bias C-contiguous arrays of `dtype` (None for layers without them), used in
+    place, and l2 the coefficient c of the weight's penalty gradient c * W (2 lambda).
+    The gradient arrays, in parameter order, are `self.grads`.
     """
     cdef Net net
     cdef readonly object dtype
@@ -297,7 +314,7 @@ cdef class Engine:
         self._keep = []
         self._buffers = []
         params = []
-        for l, (kind, n_in, n_out, slope, weight, bias) in enumerate(specs):
+        for l, (kind, n_in, n_out, slope, weight, bias, l2) in enumerate(specs):
             L = &self.net.layers[l]
             L.kind, L.n_in, L.n_out, L.slope = kind, n_in, n_out, slope
             L.weight, L.bias = data_ptr(weight), data_ptr(bias)
@@ -309,7 +326,7 @@ cdef class Engine:
                 if arr.dtype != self.dtype or not arr.flags.c_contiguous:
                     raise TypeError("parameters must be C-contiguous arrays of the engine dtype")
                 grad = np.zeros_like(arr)
-                params.append((arr, grad))
+                params.append((arr, grad, l2 if arr is weight else 0.0))
                 self.grads.append(grad)
                 self._keep.append(arr)
                 below_has_params = True
@@ -321,8 +338,9 @@ cdef class Engine:
         self.net.params = <ParamPlan*> calloc(max(len(params), 1), sizeof(ParamPlan))
         if self.net.params == NULL:
             raise MemoryError()
-        for i, (value, grad) in enumerate(params):
+        for i, (value, grad, l2) in enumerate(params):
             self.net.params[i].size = value.size
+            self.net.params[i].l2 = l2
             self.net.params[i].value = data_ptr(value)
             self.net.params[i].grad = data_ptr(grad)
 

@@ -49,15 +49,17 @@ def dense_forward(const floating[:, ::1] x, const floating[:, ::1] weight,
 def dense_backward(const floating[:, ::1] x, const floating[:, ::1] weight,
                    const floating[:, ::1] grad_out, floating[:, ::1] grad_x,
                    floating[:, ::1] dest_weight, floating[::1] dest_bias,
-                   double alpha=1, double beta=0):
+                   double alpha=1, double beta=0, beta_bias=None):
     """Affine-layer backward pass (grad_x and dest_bias may be None)."""
     cdef Py_ssize_t n = x.shape[0]
     cdef floating[::1] ones = np.ones(n, dtype=np.float32 if floating is float else np.float64)
+    cdef double bias_beta = beta if beta_bias is None else beta_bias
     with nogil:
         _dense_backward(&x[0, 0], &weight[0, 0], &grad_out[0, 0],
                         NULL if grad_x is None else &grad_x[0, 0], &dest_weight[0, 0],
                         NULL if dest_bias is None else &dest_bias[0], <floating> alpha,
-                        <floating> beta, &ones[0],
+                        <floating> beta, <floating> bias_beta,
+                        &ones[0],
                         <int> n, <int> x.shape[1], <int> weight.shape[0])
 
 
@@ -93,12 +95,13 @@ def loss(int kind, const floating[:, ::1] out, const floating[:, ::1] targets,
 
 def optimizer_step(int kind, const double[::1] hyper, long long step, floating[::1] param,
                    const floating[::1] grad, floating[::1] state0=None,
-                   floating[::1] state1=None, floating[::1] state2=None, int n_threads=1):
+                   floating[::1] state1=None, floating[::1] state2=None, int n_threads=1,
+                   double l2=0):
     """One in-place update of `param` from the gradient `grad`, by the engine's route: the
     gradient lands where the optimizer asks (here C = alpha * grad + beta * C stands in
     for the GEMM that produces it), then the optimizer finishes its update."""
     cdef Py_ssize_t i, n = param.shape[0]
-    cdef GradientDestination dest = gradient_destination(kind, &hyper[0], step)
+    cdef GradientDestination dest = gradient_destination(kind, &hyper[0], step, l2)
     cdef floating* s0 = NULL if state0 is None else &state0[0]
     cdef floating* target = <floating*> destination_array(dest.where, &param[0],
                                                           <floating*> &grad[0], s0)
@@ -107,7 +110,7 @@ def optimizer_step(int kind, const double[::1] hyper, long long step, floating[:
         for i in range(n):
             target[i] = alpha * grad[i] + beta * target[i]
     with nogil:
-        optimizer_finish(kind, &hyper[0], step, dest, &param[0], &grad[0], s0,
+        optimizer_finish(kind, &hyper[0], l2, step, dest, &param[0], &grad[0], s0,
                          NULL if state1 is None else &state1[0],
                          NULL if state2 is None else &state2[0], n, n_threads)
 

@@ -14,7 +14,10 @@ documents; `step` counts the updates already made (0 on the first, where torch c
 its state); state0..2 are per-parameter buffers of the parameter's size (unused: NULL).
 
 Below, t = step + 1 is torch's 1-based step count, and every state starts at zero
-(Adagrad's sum at initial_accumulator_value, set by its Python class).
+(Adagrad's sum at initial_accumulator_value, set by its Python class). Every kernel also
+takes `l2`, a per-parameter coupled decay added to the gradient, g = g + l2 * p, on top
+of the optimizer's own weight_decay: it is how a layer's L2 penalty lambda * sum(W^2)
+enters the update (l2 = 2 lambda for weights, 0 for biases).
 
 SGD, hyper = (lr, momentum, dampening, nesterov, weight_decay), state0 = momentum buffer b:
     g = g + weight_decay * p
@@ -59,13 +62,13 @@ cdef struct GradientDestination:
 
 
 cdef inline GradientDestination gradient_destination(int kind, const double* hyper,
-                                                     long long step) noexcept nogil:
+                                                     long long step, double l2) noexcept nogil:
     """Where the product dL/dW of the coming update lands, and its alpha/beta."""
     cdef GradientDestination d
     d.where, d.alpha, d.beta = TO_GRAD, 1.0, 0.0
     if kind == SGD:
         if hyper[1] == 0:
-            d.where, d.alpha, d.beta = TO_PARAM, -hyper[0], 1.0 - hyper[0] * hyper[4]
+            d.where, d.alpha, d.beta = TO_PARAM, -hyper[0], 1.0 - hyper[0] * (hyper[4] + l2)
         elif hyper[3] == 0:
             d.where = TO_STATE0
             if step > 0:
@@ -73,7 +76,7 @@ cdef inline GradientDestination gradient_destination(int kind, const double* hyp
     return d
 
 
-cdef inline void sgd_update(const double* hyper, long long step, floating* p,
+cdef inline void sgd_update(const double* hyper, double l2, long long step, floating* p,
                             const floating* g, floating* buf, Py_ssize_t n,
                             int n_threads) noexcept nogil:
     """The complete SGD update from a plain gradient g (torch.optim.SGD's algorithm)."""
@@ -81,7 +84,7 @@ cdef inline void sgd_update(const double* hyper, long long step, floating* p,
     cdef floating momentum = <floating> hyper[1]
     cdef floating damp = 1 - <floating> hyper[2]
     cdef bint nesterov = hyper[3] != 0
-    cdef floating wd = <floating> hyper[4]
+    cdef floating wd = <floating> (hyper[4] + l2)
     cdef bint first = step == 0
     cdef Py_ssize_t i
     cdef floating d
@@ -104,14 +107,14 @@ cdef inline void sgd_update(const double* hyper, long long step, floating* p,
         p[i] = p[i] - lr * d
 
 
-cdef inline void sgd_momentum_finish(const double* hyper, floating alpha, floating* p,
-                                     floating* buf, Py_ssize_t n) noexcept nogil:
+cdef inline void sgd_momentum_finish(const double* hyper, double l2, floating alpha,
+                                     floating* p, floating* buf, Py_ssize_t n) noexcept nogil:
     """After buf = momentum * buf + alpha * g (the GEMM): fold in weight decay, step p.
 
     Two AXPYs rather than an OpenMP loop: this pass runs between GEMMs, and BLAS's own
     threads do it without waking a second thread pool to compete with BLAS's.
     """
-    cdef floating decay = alpha * <floating> hyper[4]
+    cdef floating decay = alpha * <floating> (hyper[4] + l2)
     if decay != 0:
         axpy(<int> n, decay, p, buf)
     axpy(<int> n, -<floating> hyper[0], buf, p)
@@ -124,13 +127,14 @@ cdef inline floating fsqrt(floating x) noexcept nogil:
         return sqrt(x)
 
 
-cdef inline void adam_update(const double* hyper, long long step, floating* p,
+cdef inline void adam_update(const double* hyper, double l2, long long step, floating* p,
                              const floating* g, floating* m, floating* v, floating* vmax,
                              Py_ssize_t n, int n_threads) noexcept nogil:
     cdef floating lr = <floating> hyper[0]
     cdef floating beta1 = <floating> hyper[1], beta2 = <floating> hyper[2]
-    cdef floating eps = <floating> hyper[3], wd = <floating> hyper[4]
     cdef bint amsgrad = hyper[5] != 0, decoupled = hyper[6] != 0
+    cdef floating eps = <floating> hyper[3], wd = <floating> hyper[4]
+    cdef floating coupled = <floating> (l2 if decoupled else hyper[4] + l2)
     cdef double t = step + 1
     cdef floating step_size = <floating> (hyper[0] / (1 - pow(hyper[1], t)))
     cdef floating bc2_sqrt = <floating> sqrt(1 - pow(hyper[2], t))
@@ -139,10 +143,10 @@ cdef inline void adam_update(const double* hyper, long long step, floating* p,
     cdef floating d, denom
     for i in prange(n, schedule="static", num_threads=threads_for(n, n_threads)):
         d = g[i]
+        if coupled != 0:  # the gradient's own terms use p as the forward pass saw it
+            d = d + coupled * p[i]
         if decoupled:
             p[i] = p[i] * decay
-        elif wd != 0:
-            d = d + wd * p[i]
         m[i] = beta1 * m[i] + (1 - beta1) * d
         v[i] = beta2 * v[i] + (1 - beta2) * d * d
         if amsgrad:
@@ -154,11 +158,11 @@ cdef inline void adam_update(const double* hyper, long long step, floating* p,
         p[i] = p[i] - step_size * (m[i] / denom)
 
 
-cdef inline void rmsprop_update(const double* hyper, floating* p, const floating* g,
+cdef inline void rmsprop_update(const double* hyper, double l2, floating* p, const floating* g,
                                 floating* sq, floating* buf, floating* avg, Py_ssize_t n,
                                 int n_threads) noexcept nogil:
     cdef floating lr = <floating> hyper[0], alpha = <floating> hyper[1]
-    cdef floating eps = <floating> hyper[2], wd = <floating> hyper[3]
+    cdef floating eps = <floating> hyper[2], wd = <floating> (hyper[3] + l2)
     cdef floating momentum = <floating> hyper[4]
     cdef bint centered = hyper[5] != 0
     cdef Py_ssize_t i
@@ -178,11 +182,11 @@ cdef inline void rmsprop_update(const double* hyper, floating* p, const floating
             p[i] = p[i] - lr * (d / denom)
 
 
-cdef inline void adagrad_update(const double* hyper, long long step, floating* p,
+cdef inline void adagrad_update(const double* hyper, double l2, long long step, floating* p,
                                 const floating* g, floating* total, Py_ssize_t n,
                                 int n_threads) noexcept nogil:
     cdef floating clr = <floating> (hyper[0] / (1 + step * hyper[1]))
-    cdef floating wd = <floating> hyper[2], eps = <floating> hyper[3]
+    cdef floating wd = <floating> (hyper[2] + l2), eps = <floating> hyper[3]
     cdef Py_ssize_t i
     cdef floating d
     for i in prange(n, schedule="static", num_threads=threads_for(n, n_threads)):
@@ -191,7 +195,7 @@ cdef inline void adagrad_update(const double* hyper, long long step, floating* p
         p[i] = p[i] - clr * (d / (fsqrt(total[i]) + eps))
 
 
-cdef inline void optimizer_finish(int kind, const double* hyper, long long step,
+cdef inline void optimizer_finish(int kind, const double* hyper, double l2, long long step,
                                   GradientDestination dest, floating* p, const floating* g,
                                   floating* state0, floating* state1, floating* state2,
                                   Py_ssize_t n, int n_threads) noexcept nogil:
@@ -201,15 +205,15 @@ cdef inline void optimizer_finish(int kind, const double* hyper, long long step,
         return
     if kind == SGD:
         if dest.where == TO_STATE0:
-            sgd_momentum_finish(hyper, <floating> dest.alpha, p, state0, n)
+            sgd_momentum_finish(hyper, l2, <floating> dest.alpha, p, state0, n)
         else:
-            sgd_update(hyper, step, p, g, state0, n, n_threads)
+            sgd_update(hyper, l2, step, p, g, state0, n, n_threads)
     elif kind == ADAM:
-        adam_update(hyper, step, p, g, state0, state1, state2, n, n_threads)
+        adam_update(hyper, l2, step, p, g, state0, state1, state2, n, n_threads)
     elif kind == RMSPROP:
-        rmsprop_update(hyper, p, g, state0, state1, state2, n, n_threads)
+        rmsprop_update(hyper, l2, p, g, state0, state1, state2, n, n_threads)
     elif kind == ADAGRAD:
-        adagrad_update(hyper, step, p, g, state0, n, n_threads)
+        adagrad_update(hyper, l2, step, p, g, state0, n, n_threads)
 
 
 cdef inline void* destination_array(int where, void* param, void* grad,

@@ -34,9 +34,13 @@ class Layer:
         return {"kind": self.kind}
 
     def _spec(self, in_width):
-        """(kind code, n_in, n_out, slope, weight, bias) for the engine."""
+        """(kind code, n_in, n_out, slope, weight, bias, l2 coefficient) for the engine."""
         return (_engine.LAYER_KINDS[self.kind], in_width, self.output_width(in_width),
-                0.0, None, None)
+                0.0, None, None, 0.0)
+
+    def penalty(self):
+        """The layer's regularization term of the loss (0 for most layers)."""
+        return 0.0
 
     def __repr__(self):
         return f"{type(self).__name__}()"
@@ -53,15 +57,22 @@ class Dense(Layer):
             (bound sqrt(6 / in_features)), "glorot" (uniform, bound
             sqrt(6 / (in_features + out_features))), "glorot_normal"
             (std sqrt(2 / (in_features + out_features))).
+        l2: lambda of an L2 penalty: the loss gains lambda * sum(weight ** 2) and the
+            weight's gradient 2 * lambda * weight; the bias is not penalised. (This is
+            the textbook penalty, distinct from an optimizer's decoupled weight decay.)
 
     Shape: (n, in_features) -> (n, out_features).
     """
 
     kind = "dense"
 
-    def __init__(self, in_features, out_features, bias=True, init="he"):
+    def __init__(self, in_features, out_features, bias=True, init="he", l2=0.0):
         self.in_features = check_int(in_features, "in_features")
         self.out_features = check_int(out_features, "out_features")
+        if isinstance(l2, bool) or not isinstance(l2, (int, float, np.floating)) \
+                or not np.isfinite(l2) or l2 < 0:
+            raise ValueError(f"l2 must be a finite number >= 0, got {l2!r}")
+        self.l2 = float(l2)
         if init not in _INITS:
             raise ValueError(f"unknown init {init!r}; expected one of {_INITS}")
         self.init = init
@@ -125,7 +136,7 @@ class Dense(Layer):
     def _config(self):
         return {"kind": self.kind, "in_features": self.in_features,
                 "out_features": self.out_features, "bias": self._bias is not None,
-                "init": self.init}
+                "init": self.init, "l2": self.l2}
 
     def output_width(self, in_width):
         return self.out_features
@@ -138,11 +149,18 @@ class Dense(Layer):
 
     def _spec(self, in_width):
         return (_engine.LAYER_KINDS["dense"], self.in_features, self.out_features, 0.0,
-                self._weight, self._bias)
+                self._weight, self._bias, 2 * self.l2)
+
+    def penalty(self):
+        if not self.l2:
+            return 0.0
+        w = self._weight.ravel()
+        return self.l2 * float(np.dot(w, w))
 
     def __repr__(self):
+        l2 = f", l2={self.l2}" if self.l2 else ""
         return (f"Dense({self.in_features}, {self.out_features}, "
-                f"bias={self._bias is not None}, init={self.init!r})")
+                f"bias={self._bias is not None}, init={self.init!r}{l2})")
 
 
 class Identity(Layer):
@@ -165,8 +183,8 @@ class LeakyReLU(Layer):
         self.negative_slope = float(negative_slope)
 
     def _spec(self, in_width):
-        kind, n_in, n_out, _, w, b = super()._spec(in_width)
-        return kind, n_in, n_out, self.negative_slope, w, b
+        kind, n_in, n_out, _, w, b, l2 = super()._spec(in_width)
+        return kind, n_in, n_out, self.negative_slope, w, b, l2
 
     def _config(self):
         return {"kind": self.kind, "negative_slope": self.negative_slope}

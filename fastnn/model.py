@@ -99,6 +99,10 @@ class Sequential:
         """[W1, b1, W2, b2, ...]: the live arrays; editing them in place edits the model."""
         return [p for layer in self.layers for p in layer.parameters()]
 
+    def penalty(self):
+        """The regularization part of the loss: the sum of the layers' L2 penalties."""
+        return sum(layer.penalty() for layer in self.layers)
+
     # -- training -------------------------------------------------------------------
 
     def fit(self, X, y, loss="cross_entropy", optimizer=None, epochs=1, batch_size=32,
@@ -192,8 +196,8 @@ class Sequential:
                 loss_sum = self._train_epoch(X, targets, labels, batch_size, kind, n_run,
                                              shuffle, epoch, epochs, verbose == 2)
                 seconds = time.perf_counter() - start
-                logs = {"loss": loss_sum / loss.mean_divisor(X.shape[0], self.n_outputs),
-                        "lr": lr, "seconds": seconds,
+                logs = {"loss": loss_sum / loss.mean_divisor(X.shape[0], self.n_outputs)
+                        + self.penalty(), "lr": lr, "seconds": seconds,
                         "samples_per_second": X.shape[0] / seconds}
                 if validation is not None:
                     X_val, (v_kind, v_targets, v_labels) = validation
@@ -201,7 +205,7 @@ class Sequential:
                         X_val, None, v_targets, v_labels, v_kind, False, n_run,
                         min(1024, X_val.shape[0]))
                     divisor = loss.mean_divisor(X_val.shape[0], self.n_outputs)
-                    logs["val_loss"] = v_sum / divisor
+                    logs["val_loss"] = v_sum / divisor + self.penalty()
                     if loss.classification:
                         logs["val_accuracy"] = v_correct / divisor
                 history._append(epoch, **logs)
@@ -282,14 +286,15 @@ class Sequential:
         return out
 
     def evaluate(self, X, y, loss="cross_entropy", batch_size=1024):
-        """{"loss": mean loss, "accuracy": fraction correct (classification losses)}.
+        """{"loss": mean loss (plus the L2 penalty), "accuracy": fraction correct
+        (classification losses)}.
 
         Accuracy: argmax equals the label for cross_entropy; logit > 0 equals target > 0.5,
         per element, for binary_cross_entropy.
         """
         loss = get_loss(loss)
         loss_sum, correct, n_values = self._loss_pass(X, y, loss, batch_size, False)
-        result = {"loss": loss_sum / loss.mean_divisor(*n_values)}
+        result = {"loss": loss_sum / loss.mean_divisor(*n_values) + self.penalty()}
         if loss.classification:  # counted per sample (cross-entropy) or per element
             result["accuracy"] = correct / loss.mean_divisor(*n_values)
         return result

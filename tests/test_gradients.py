@@ -115,3 +115,19 @@ def test_trailing_softmax_is_fused_with_cross_entropy(rng):
         np.testing.assert_array_equal(a, b)
     probs = with_softmax.predict(X)
     np.testing.assert_allclose(probs, ref.activation("softmax", plain.predict(X)), rtol=1e-14)
+
+
+def test_l2_penalty_gradient(rng):
+    """loss = data loss + lambda * sum(W^2) per layer; gradient 2 lambda W; bias free."""
+    model = fnn.Sequential([fnn.Dense(4, 6, l2=0.3), fnn.Tanh(), fnn.Dense(6, 3, l2=0.05)],
+                           dtype="float64", seed=8)
+    X, y = rng.normal(size=(9, 4)), rng.integers(0, 3, 9)
+    check(model, X, y, "cross_entropy")
+    plain = model.evaluate(X, y)["loss"] - model.penalty()
+    w1, _, w2, _ = model.parameters()
+    assert model.penalty() == pytest.approx(0.3 * (w1 ** 2).sum() + 0.05 * (w2 ** 2).sum())
+    _, reference = ref.mlp_loss_and_gradients(reference_layers(model), X, y, "cross_entropy")
+    got = model.gradients(X, y)
+    np.testing.assert_allclose(got[0], reference[0] + 0.6 * w1, rtol=1e-12)
+    np.testing.assert_allclose(got[1], reference[1], rtol=1e-12)  # bias: no penalty
+    assert plain == pytest.approx(ref.loss("cross_entropy", model.predict(X), y)[0])

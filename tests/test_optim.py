@@ -130,6 +130,9 @@ OTHER_OPTIMIZERS = [
 def reference_fit_with(step_fn, settings, model, X, y, loss, batch_size, epochs):
     layers = reference_layers(model)
     params = [p for _, ps in layers if _ == "dense" for p in ps if p is not None]
+    # each weight's L2 penalty adds 2 lambda W to its gradient
+    l2 = [2 * layer.l2 if i == 0 else 0.0 for layer in model.layers if layer.kind == "dense"
+          for i, _ in enumerate(layer.parameters())]
     states = [None] * len(params)
     step = 0
     for _ in range(epochs):
@@ -137,7 +140,8 @@ def reference_fit_with(step_fn, settings, model, X, y, loss, batch_size, epochs)
             _, grads = ref.mlp_loss_and_gradients(layers, X[start:start + batch_size],
                                                   y[start:start + batch_size], loss)
             for i, g in enumerate(grads):
-                new, states[i] = step_fn(params[i], g, states[i], step, **settings)
+                new, states[i] = step_fn(params[i], g + l2[i] * params[i], states[i], step,
+                                         **settings)
                 params[i][...] = new
             step += 1
     return params
@@ -186,3 +190,28 @@ def test_adam_trains_mnist_like_problem(rng):
     model = make_model("float32")
     model.fit(X, y, optimizer=fnn.optim.Adam(lr=0.01), epochs=30, batch_size=32)
     assert model.evaluate(X, y)["accuracy"] > 0.95
+
+
+def sgd_as_step(p, g, state, step, **settings):
+    new, buf = ref.sgd_step(p, g, state, step, **settings)
+    return new, buf
+
+
+@pytest.mark.parametrize("cls,step_fn,settings", [
+    (fnn.optim.SGD, sgd_as_step, dict(lr=0.05)),
+    (fnn.optim.SGD, sgd_as_step, dict(lr=0.05, weight_decay=0.01)),
+    (fnn.optim.SGD, sgd_as_step, dict(lr=0.05, momentum=0.9, weight_decay=0.01)),
+    (fnn.optim.SGD, sgd_as_step, dict(lr=0.05, momentum=0.9, nesterov=True)),
+    (fnn.optim.Adam, ref.adam_step, dict(lr=0.01, weight_decay=0.01)),
+    (fnn.optim.AdamW, ref.adamw_step, dict(lr=0.01)),
+    (fnn.optim.RMSprop, ref.rmsprop_step, dict(lr=0.01, momentum=0.5)),
+    (fnn.optim.Adagrad, ref.adagrad_step, dict(lr=0.05)),
+])
+def test_l2_penalty_in_every_update_path(rng, cls, step_fn, settings):
+    X, y = rng.normal(size=(48, 6)), rng.integers(0, 3, 48)
+    model = fnn.Sequential([fnn.Dense(6, 12, l2=0.02), fnn.ReLU(), fnn.Dense(12, 3, l2=0.1)],
+                           dtype="float64", seed=5)
+    expected = reference_fit_with(step_fn, settings, model, X, y, "cross_entropy", 16, 3)
+    model.fit(X, y, optimizer=cls(**settings), epochs=3, batch_size=16, shuffle=False)
+    for got, want in zip(model.parameters(), expected):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
