@@ -26,7 +26,7 @@ Design, in five points:
 from cpython.exc cimport PyErr_CheckSignals
 from cython cimport floating
 from libc.math cimport isfinite
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint64_t
 from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy
 
@@ -35,7 +35,8 @@ import numpy as np
 from _activations cimport activation_backward, activation_forward
 from _blas cimport axpy
 from _dense cimport dense_backward, dense_forward
-from _kinds cimport (DENSE, IDENTITY, RELU, LEAKY_RELU, SIGMOID, TANH, SOFTMAX,
+from _dropout cimport dropout_backward, dropout_forward
+from _kinds cimport (DENSE, DROPOUT, IDENTITY, RELU, LEAKY_RELU, SIGMOID, TANH, SOFTMAX,
                      CROSS_ENTROPY_LABELS, CROSS_ENTROPY_PROBS, BINARY_CROSS_ENTROPY, MSE, L1,
                      SGD, ADAM, RMSPROP, ADAGRAD)
 from _losses cimport count_correct, loss_forward_backward
@@ -44,7 +45,7 @@ from _optimizers cimport (GradientDestination, TO_GRAD, destination_array,
 
 # The codes of _kinds.pxd, by the names the Python layer uses.
 LAYER_KINDS = {"dense": DENSE, "identity": IDENTITY, "relu": RELU, "leaky_relu": LEAKY_RELU,
-               "sigmoid": SIGMOID, "tanh": TANH, "softmax": SOFTMAX}
+               "sigmoid": SIGMOID, "tanh": TANH, "softmax": SOFTMAX, "dropout": DROPOUT}
 LOSS_KINDS = {"cross_entropy_labels": CROSS_ENTROPY_LABELS,
               "cross_entropy_probs": CROSS_ENTROPY_PROBS,
               "binary_cross_entropy": BINARY_CROSS_ENTROPY, "mse": MSE, "l1": L1}
@@ -66,6 +67,7 @@ cdef struct LayerPlan:
     int bias_param
     void* out           # (capacity, n_out) output block
     void* grad          # (capacity, n_out) dL/d(out)
+    void* mask          # (capacity, n_out) dropout scale factors (dropout layers only)
     bint need_grad_in   # whether a layer below has parameters
 
 
@@ -87,6 +89,7 @@ cdef struct Net:
     void* xbuf          # (capacity, n_in of layer 0) gathered inputs
     void* tbuf          # (capacity, n_out of last layer) gathered float targets
     int64_t* lbuf       # (capacity,) gathered labels
+    uint64_t rng        # dropout's splitmix64 state
     int opt_kind
     double hyper[MAX_HYPER]
     long long step      # optimizer updates made so far
@@ -105,8 +108,9 @@ cdef int check_signals() except -1 nogil:
 
 
 cdef void forward(Net* net, const floating* x, Py_ssize_t n, int n_run, floating* last_out,
-                  int n_threads) noexcept nogil:
-    """Run layers [0, n_run) on n rows of x; the last writes to last_out if not NULL."""
+                  bint training, int n_threads) noexcept nogil:
+    """Run layers [0, n_run) on n rows of x; the last writes to last_out if not NULL.
+    Dropout draws masks when `training`, else passes its input through."""
     cdef int l
     cdef LayerPlan* L
     cdef const floating* inp = x
@@ -117,6 +121,11 @@ cdef void forward(Net* net, const floating* x, Py_ssize_t n, int n_run, floating
         if L.kind == DENSE:
             dense_forward(inp, <floating*> L.weight, <floating*> L.bias, out, <int> n,
                           L.n_in, L.n_out, n_threads)
+        elif L.kind == DROPOUT:
+            if training:
+                dropout_forward(inp, out, <floating*> L.mask, n * L.n_out, L.slope, &net.rng)
+            else:
+                memcpy(out, inp, n * L.n_out * sizeof(floating))
         else:
             activation_forward(L.kind, L.slope, inp, out, n, L.n_out, n_threads)
         inp = out
@@ -150,8 +159,9 @@ cdef void backward(Net* net, const floating* x, Py_ssize_t n, int n_run,
                    GradientDestination dest, bint update, int n_threads) noexcept nogil:
     """Backpropagate layers[n_run - 1].grad; each parameter's gradient product lands
     where `dest` says (the gradient arrays, or folded into an optimizer update). With
-    `update`, each layer's optimizer update is completed as soon as its gradient exists,
-    while that layer's arrays are still in cache (lower layers no longer need it)."""
+    `update` (training), each layer's optimizer update is completed as soon as its
+    gradient exists, while that layer's arrays are still in cache (lower layers no
+    longer need it), and dropout uses its masks; otherwise dropout is the identity."""
     cdef int l
     cdef LayerPlan* L
     cdef const floating* inp
@@ -174,6 +184,11 @@ cdef void backward(Net* net, const floating* x, Py_ssize_t n, int n_run,
             if update:
                 finish_update(net, L.weight_param, wdest, <floating*> NULL, n_threads)
                 finish_update(net, L.bias_param, bdest, <floating*> NULL, n_threads)
+        elif grad_in != NULL and L.kind == DROPOUT:
+            if update:  # training: the masks of this step's forward pass
+                dropout_backward(<floating*> L.grad, <floating*> L.mask, grad_in, n * L.n_out)
+            else:       # evaluation: dropout is the identity
+                memcpy(grad_in, L.grad, n * L.n_out * sizeof(floating))
         elif grad_in != NULL:
             activation_backward(L.kind, L.slope, inp, <floating*> L.out, <floating*> L.grad,
                                 grad_in, n, L.n_out, n_threads)
@@ -229,7 +244,7 @@ cdef int train_epoch(Net* net, const floating* X, const floating* T, const int64
                 tb = T + start * width
             if labels != NULL:
                 lb = labels + start
-        forward(net, xb, n, n_run, <floating*> NULL, n_threads)
+        forward(net, xb, n, n_run, <floating*> NULL, True, n_threads)
         batch_loss = loss_forward_backward(loss_kind, <floating*> last.out, tb, lb,
                                            <floating*> last.grad, n, width,
                                            <floating> loss_scale(loss_kind, n, width), n_threads)
@@ -262,7 +277,7 @@ cdef int run_batches(Net* net, const floating* X, const floating* T, const int64
         check_signals()
         n = min(net.capacity, n_samples - start)
         forward(net, X + start * n_in, n, n_run,
-                (out + start * width) if out != NULL else <floating*> NULL, n_threads)
+                (out + start * width) if out != NULL else <floating*> NULL, False, n_threads)
         if loss_kind >= 0:
             tb = (T + start * width) if T != NULL else NULL
             lb = (labels + start) if labels != NULL else NULL
@@ -362,6 +377,8 @@ cdef class Engine:
         for l in range(n):
             layers[l].out = self._block(buffers, capacity, layers[l].n_out, self.dtype)
             layers[l].grad = self._block(buffers, capacity, layers[l].n_out, self.dtype)
+            layers[l].mask = self._block(buffers, capacity, layers[l].n_out, self.dtype) \
+                if layers[l].kind == DROPOUT else NULL
         self.net.xbuf = self._block(buffers, capacity, layers[0].n_in, self.dtype)
         self.net.tbuf = self._block(buffers, capacity, layers[n - 1].n_out, self.dtype)
         self.net.lbuf = <int64_t*> self._block(buffers, capacity, 1, np.int64)
@@ -369,6 +386,10 @@ cdef class Engine:
         buffers[len(buffers) - 1].fill(1)
         self._buffers = buffers
         self.net.capacity = capacity
+
+    def seed_dropout(self, uint64_t seed):
+        """Restart the dropout mask stream from `seed` (fit does so every epoch)."""
+        self.net.rng = seed
 
     @property
     def step(self):

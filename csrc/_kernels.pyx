@@ -4,12 +4,13 @@ import numpy as np
 
 from cython cimport floating
 from cython.parallel cimport prange
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint64_t
 from libc.stdlib cimport free, malloc
 
 from _activations cimport activation_backward, activation_forward
 from _blas cimport gemm as _gemm, gemv as _gemv
 from _dense cimport dense_backward as _dense_backward, dense_forward as _dense_forward
+from _dropout cimport dropout_backward as _dropout_backward, dropout_forward as _dropout_forward
 from _losses cimport count_correct, loss_forward_backward
 from _optimizers cimport (GradientDestination, TO_GRAD, destination_array,
                           gradient_destination, optimizer_finish)
@@ -76,6 +77,16 @@ def activation_grad(int kind, double slope, const floating[:, ::1] z, const floa
     with nogil:
         activation_backward(kind, slope, &z[0, 0], &a[0, 0], &g[0, 0], &dz[0, 0], z.shape[0],
                             z.shape[1], n_threads)
+
+
+def dropout(const floating[:, ::1] z, floating[:, ::1] a, floating[:, ::1] mask,
+            const floating[:, ::1] g, floating[:, ::1] dz, double p, uint64_t seed):
+    """Training-mode dropout forward (a, mask) and backward (dz from g)."""
+    cdef uint64_t state = seed
+    cdef Py_ssize_t size = z.shape[0] * z.shape[1]
+    with nogil:
+        _dropout_forward(&z[0, 0], &a[0, 0], &mask[0, 0], size, p, &state)
+        _dropout_backward(&g[0, 0], &mask[0, 0], &dz[0, 0], size)
 
 
 def loss(int kind, const floating[:, ::1] out, const floating[:, ::1] targets,

@@ -8,6 +8,7 @@ cdef enum LayerKind:
     SIGMOID = 4
     TANH = 5
     SOFTMAX = 6
+    DROPOUT = 7         # slope holds p
 
 cdef enum LossKind:
     CROSS_ENTROPY_LABELS = 0

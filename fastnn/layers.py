@@ -10,7 +10,7 @@ from . import _engine
 from ._validation import check_int
 
 __all__ = ["Layer", "Dense", "Identity", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softmax",
-           "get_activation"]
+           "Dropout", "get_activation"]
 
 _INITS = ("he", "he_uniform", "glorot", "glorot_normal")
 
@@ -210,6 +210,30 @@ class Softmax(Layer):
     kind = "softmax"
 
 
+class Dropout(Layer):
+    """Inverted dropout: during fit, each value is zeroed with probability p and the
+    others scaled by 1 / (1 - p), so the expected output equals the input; predict,
+    evaluate and gradients use the identity. Masks are drawn from the model's seed, so
+    training is reproducible (one thread)."""
+    kind = "dropout"
+
+    def __init__(self, p=0.5):
+        if isinstance(p, bool) or not isinstance(p, (int, float, np.floating)) \
+                or not 0 <= p < 1:
+            raise ValueError(f"dropout probability must be in [0, 1), got {p!r}")
+        self.p = float(p)
+
+    def _spec(self, in_width):
+        kind, n_in, n_out, _, w, b, l2 = super()._spec(in_width)
+        return kind, n_in, n_out, self.p, w, b, l2
+
+    def _config(self):
+        return {"kind": self.kind, "p": self.p}
+
+    def __repr__(self):
+        return f"Dropout(p={self.p})"
+
+
 ACTIVATIONS = {cls.kind: cls for cls in (Identity, ReLU, LeakyReLU, Sigmoid, Tanh, Softmax)}
 
 
@@ -227,6 +251,8 @@ def layer_from_config(config):
     kind = config.pop("kind")
     if kind == "dense":
         return Dense(**config)
+    if kind == "dropout":
+        return Dropout(**config)
     if kind not in ACTIVATIONS:
         raise ValueError(f"unknown layer kind {kind!r}")
     return ACTIVATIONS[kind](**config)

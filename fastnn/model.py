@@ -230,6 +230,8 @@ class Sequential:
         so a bar can be drawn between them. Returns the summed training loss."""
         n = X.shape[0]
         order = self._rng.permutation(n) if shuffle else None
+        if any(layer.kind == "dropout" for layer in self.layers):
+            self._engine.seed_dropout(int(self._rng.integers(2**63)))
         n_batches = -(-n // batch_size)
         chunk = batch_size * (max(1, n_batches // 30) if progress else n_batches)
         loss_sum = 0.0

@@ -180,3 +180,20 @@ def test_first_nonfinite_row():
     assert _kernels.first_nonfinite_row(a) == 3
     a[1, 2] = -np.inf
     assert _kernels.first_nonfinite_row(a, 2) == 1
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("p", [0.0, 0.2, 0.5, 0.9])
+def test_dropout_keeps_the_mean(rng, dtype, p):
+    z = (1 + rng.random((400, 500))).astype(dtype)
+    g = rng.normal(size=z.shape).astype(dtype)
+    a, mask, dz = np.empty_like(z), np.empty_like(z), np.empty_like(z)
+    _kernels.dropout(z, a, mask, g, dz, p, 12345)
+    assert set(np.unique(mask)) <= {0, dtype(1 / (1 - p))}
+    assert (mask == 0).mean() == pytest.approx(p, abs=0.005)
+    assert a.mean() == pytest.approx(z.mean(), rel=0.01)
+    np.testing.assert_array_equal(a, z * mask)
+    np.testing.assert_array_equal(dz, g * mask)  # the derivative of z * mask
+    a2 = np.empty_like(z)
+    _kernels.dropout(z, a2, mask, g, dz, p, 12345)
+    np.testing.assert_array_equal(a, a2)  # the same seed, the same mask

@@ -207,3 +207,46 @@ def test_loading_bad_files_raises_value_error(Xy, tmp_path):
                  "missing.npz"):
         with pytest.raises(ValueError, match="fastnn model file"):
             fnn.load(tmp_path / name)
+
+
+def test_dropout_is_identity_outside_fit_and_reproducible(Xy):
+    X, y = Xy
+    plain = fnn.Sequential([fnn.Dense(6, 32), fnn.ReLU(), fnn.Dense(32, 3)], seed=1)
+    dropped = fnn.Sequential([fnn.Dense(6, 32), fnn.ReLU(), fnn.Dropout(0.5), fnn.Dense(32, 3)],
+                             seed=1)
+    np.testing.assert_array_equal(plain.predict(X), dropped.predict(X))
+    for a, b in zip(plain.gradients(X, y), dropped.gradients(X, y)):
+        np.testing.assert_array_equal(a, b)
+    runs = []
+    with fnn.threads(1):
+        for seed in (3, 3, 4):
+            m = fnn.Sequential([fnn.Dense(6, 32), fnn.ReLU(), fnn.Dropout(0.3),
+                                fnn.Dense(32, 3)], seed=seed)
+            m.fit(X, y, epochs=3)
+            runs.append(m.parameters())
+    for a, b in zip(runs[0], runs[1]):
+        np.testing.assert_array_equal(a, b)
+    assert any((a != b).any() for a, b in zip(runs[0], runs[2]))
+
+
+def test_dropout_zero_trains_like_no_dropout(Xy):
+    X, y = Xy
+    a = fnn.Sequential([fnn.Dense(6, 16), fnn.ReLU(), fnn.Dense(16, 3)], seed=2)
+    b = fnn.Sequential([fnn.Dense(6, 16), fnn.ReLU(), fnn.Dropout(0.0), fnn.Dense(16, 3)],
+                       seed=2)
+    a.fit(X, y, epochs=2, shuffle=False)
+    b.fit(X, y, epochs=2, shuffle=False)
+    for p, q in zip(a.parameters(), b.parameters()):
+        np.testing.assert_array_equal(p, q)
+
+
+def test_dropout_regularizes_and_saves(Xy, tmp_path):
+    X, y = Xy
+    m = fnn.Sequential([fnn.Dense(6, 64), fnn.ReLU(), fnn.Dropout(0.2), fnn.Dense(64, 3)],
+                       seed=0)
+    m.fit(X, y, optimizer=fnn.optim.Adam(lr=0.01), epochs=30, batch_size=32)
+    assert m.evaluate(X, y)["accuracy"] > 0.9
+    m.save(tmp_path / "d.npz")
+    np.testing.assert_array_equal(fnn.load(tmp_path / "d.npz").predict(X), m.predict(X))
+    with pytest.raises(ValueError, match=r"dropout probability must be in \[0, 1\)"):
+        fnn.Dropout(1.0)
