@@ -35,8 +35,10 @@ import numpy as np
 from _activations cimport activation_backward, activation_forward
 from _blas cimport axpy
 from _dense cimport dense_backward, dense_forward
+from _batchnorm cimport (batchnorm_backward, batchnorm_eval_backward, batchnorm_eval_forward,
+                         batchnorm_train_forward)
 from _dropout cimport dropout_backward, dropout_forward
-from _kinds cimport (DENSE, DROPOUT, IDENTITY, RELU, LEAKY_RELU, SIGMOID, TANH, SOFTMAX,
+from _kinds cimport (BATCHNORM, DENSE, DROPOUT, IDENTITY, RELU, LEAKY_RELU, SIGMOID, TANH, SOFTMAX,
                      CROSS_ENTROPY_LABELS, CROSS_ENTROPY_PROBS, BINARY_CROSS_ENTROPY, MSE, L1,
                      SGD, ADAM, RMSPROP, ADAGRAD)
 from _losses cimport count_correct, loss_forward_backward
@@ -45,7 +47,8 @@ from _optimizers cimport (GradientDestination, TO_GRAD, destination_array,
 
 # The codes of _kinds.pxd, by the names the Python layer uses.
 LAYER_KINDS = {"dense": DENSE, "identity": IDENTITY, "relu": RELU, "leaky_relu": LEAKY_RELU,
-               "sigmoid": SIGMOID, "tanh": TANH, "softmax": SOFTMAX, "dropout": DROPOUT}
+               "sigmoid": SIGMOID, "tanh": TANH, "softmax": SOFTMAX, "dropout": DROPOUT,
+               "batchnorm": BATCHNORM}
 LOSS_KINDS = {"cross_entropy_labels": CROSS_ENTROPY_LABELS,
               "cross_entropy_probs": CROSS_ENTROPY_PROBS,
               "binary_cross_entropy": BINARY_CROSS_ENTROPY, "mse": MSE, "l1": L1}
@@ -68,6 +71,10 @@ cdef struct LayerPlan:
     void* out           # (capacity, n_out) output block
     void* grad          # (capacity, n_out) dL/d(out)
     void* mask          # (capacity, n_out) dropout scale factors (dropout layers only)
+    # batch norm: running mean, running variance, batch mean, batch 1/std, dgamma, dbeta
+    void* bn[6]
+    double eps
+    double momentum
     bint need_grad_in   # whether a layer below has parameters
 
 
@@ -121,6 +128,16 @@ cdef void forward(Net* net, const floating* x, Py_ssize_t n, int n_run, floating
         if L.kind == DENSE:
             dense_forward(inp, <floating*> L.weight, <floating*> L.bias, out, <int> n,
                           L.n_in, L.n_out, n_threads)
+        elif L.kind == BATCHNORM:
+            if training:
+                batchnorm_train_forward(inp, out, <floating*> L.weight, <floating*> L.bias,
+                                        <floating*> L.bn[2], <floating*> L.bn[3],
+                                        <floating*> L.bn[0], <floating*> L.bn[1], n, L.n_out,
+                                        L.eps, L.momentum)
+            else:
+                batchnorm_eval_forward(inp, out, <floating*> L.weight, <floating*> L.bias,
+                                       <floating*> L.bn[0], <floating*> L.bn[1], n, L.n_out,
+                                       L.eps)
         elif L.kind == DROPOUT:
             if training:
                 dropout_forward(inp, out, <floating*> L.mask, n * L.n_out, L.slope, &net.rng)
@@ -155,6 +172,23 @@ cdef void finish_update(Net* net, int param, GradientDestination dest,
                      <floating*> P.state[2], P.size, n_threads)
 
 
+cdef void land(Net* net, int param, const floating* grad, bint update,
+               GradientDestination dest, int n_threads) noexcept nogil:
+    """Put a gradient computed elementwise (not by a GEMM) where the optimizer wants it,
+    dest = alpha * grad + beta * dest, as the GEMM does for Dense; then finish the update."""
+    cdef Py_ssize_t i
+    cdef floating* target
+    cdef floating alpha, beta
+    if param < 0:
+        return
+    target = <floating*> destination(net, param, update, &dest)
+    alpha, beta = <floating> dest.alpha, <floating> dest.beta
+    for i in range(net.params[param].size):
+        target[i] = alpha * grad[i] + (beta * target[i] if beta != 0 else 0)
+    if update:
+        finish_update(net, param, dest, <floating*> NULL, n_threads)
+
+
 cdef void backward(Net* net, const floating* x, Py_ssize_t n, int n_run,
                    GradientDestination dest, bint update, int n_threads) noexcept nogil:
     """Backpropagate layers[n_run - 1].grad; each parameter's gradient product lands
@@ -184,6 +218,18 @@ cdef void backward(Net* net, const floating* x, Py_ssize_t n, int n_run,
             if update:
                 finish_update(net, L.weight_param, wdest, <floating*> NULL, n_threads)
                 finish_update(net, L.bias_param, bdest, <floating*> NULL, n_threads)
+        elif L.kind == BATCHNORM:
+            if update:
+                batchnorm_backward(inp, <floating*> L.grad, <floating*> L.weight,
+                                   <floating*> L.bn[2], <floating*> L.bn[3],
+                                   <floating*> L.bn[4], <floating*> L.bn[5], grad_in, n, L.n_out)
+            else:
+                batchnorm_eval_backward(inp, <floating*> L.grad, <floating*> L.weight,
+                                        <floating*> L.bn[0], <floating*> L.bn[1],
+                                        <floating*> L.bn[4], <floating*> L.bn[5], grad_in, n,
+                                        L.n_out, L.eps)
+            land(net, L.weight_param, <floating*> L.bn[4], update, wdest, n_threads)
+            land(net, L.bias_param, <floating*> L.bn[5], update, bdest, n_threads)
         elif grad_in != NULL and L.kind == DROPOUT:
             if update:  # training: the masks of this step's forward pass
                 dropout_backward(<floating*> L.grad, <floating*> L.mask, grad_in, n * L.n_out)
@@ -301,9 +347,11 @@ cdef int run_batches(Net* net, const floating* X, const floating* T, const int64
 cdef class Engine:
     """Compiled plan of a Sequential model: layer kinds, parameter pointers, buffers.
 
-    specs: one tuple (kind, n_in, n_out, slope, weight, bias, l2) per layer, with weight
-    and bias C-contiguous arrays of `dtype` (None for layers without them), used in
-    place, and l2 the coefficient c of the weight's penalty gradient c * W (2 lambda).
+    specs: one tuple (kind, n_in, n_out, slope, weight, bias, l2, extra) per layer, with
+    weight and bias C-contiguous arrays of `dtype` (None for layers without them), used
+    in place, l2 the coefficient c of the weight's penalty gradient c * W (2 lambda), and
+    extra a dict of layer-specific settings (batch norm: eps, momentum, running_mean,
+    running_var; the running statistics are updated in place) or None.
     The gradient arrays, in parameter order, are `self.grads`.
     """
     cdef Net net
@@ -329,9 +377,19 @@ cdef class Engine:
         self._keep = []
         self._buffers = []
         params = []
-        for l, (kind, n_in, n_out, slope, weight, bias, l2) in enumerate(specs):
+        for l, (kind, n_in, n_out, slope, weight, bias, l2, extra) in enumerate(specs):
             L = &self.net.layers[l]
             L.kind, L.n_in, L.n_out, L.slope = kind, n_in, n_out, slope
+            if kind == BATCHNORM:
+                L.eps, L.momentum = extra["eps"], extra["momentum"]
+                scratch = [extra["running_mean"], extra["running_var"]] + [
+                    np.zeros(n_out, dtype=self.dtype) for _ in range(4)]
+                for k, arr in enumerate(scratch):
+                    if arr.dtype != self.dtype or not arr.flags.c_contiguous \
+                            or arr.shape != (n_out,):
+                        raise TypeError("batch-norm statistics must match the layer")
+                    L.bn[k] = data_ptr(arr)
+                self._keep.extend(scratch)
             L.weight, L.bias = data_ptr(weight), data_ptr(bias)
             L.weight_param = L.bias_param = -1
             L.need_grad_in = below_has_params

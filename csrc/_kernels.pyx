@@ -8,6 +8,7 @@ from libc.stdint cimport int64_t, uint64_t
 from libc.stdlib cimport free, malloc
 
 from _activations cimport activation_backward, activation_forward
+from _batchnorm cimport batchnorm_backward, batchnorm_train_forward
 from _blas cimport gemm as _gemm, gemv as _gemv
 from _dense cimport dense_backward as _dense_backward, dense_forward as _dense_forward
 from _dropout cimport dropout_backward as _dropout_backward, dropout_forward as _dropout_forward
@@ -77,6 +78,27 @@ def activation_grad(int kind, double slope, const floating[:, ::1] z, const floa
     with nogil:
         activation_backward(kind, slope, &z[0, 0], &a[0, 0], &g[0, 0], &dz[0, 0], z.shape[0],
                             z.shape[1], n_threads)
+
+
+def batchnorm_train(const floating[:, ::1] x, floating[:, ::1] y, const floating[::1] gamma,
+                    const floating[::1] beta, floating[::1] mean, floating[::1] invstd,
+                    floating[::1] running_mean, floating[::1] running_var, double eps,
+                    double momentum):
+    """Training-mode batch norm forward; writes y, the batch statistics and the running ones."""
+    with nogil:
+        batchnorm_train_forward(&x[0, 0], &y[0, 0], &gamma[0], &beta[0], &mean[0], &invstd[0],
+                                &running_mean[0], &running_var[0], x.shape[0], x.shape[1],
+                                eps, momentum)
+
+
+def batchnorm_train_grad(const floating[:, ::1] x, const floating[:, ::1] g,
+                         const floating[::1] gamma, const floating[::1] mean,
+                         const floating[::1] invstd, floating[::1] dgamma, floating[::1] dbeta,
+                         floating[:, ::1] dx):
+    """Training-mode batch norm backward: dgamma, dbeta and dx from g = dL/dy."""
+    with nogil:
+        batchnorm_backward(&x[0, 0], &g[0, 0], &gamma[0], &mean[0], &invstd[0], &dgamma[0],
+                           &dbeta[0], &dx[0, 0], x.shape[0], x.shape[1])
 
 
 def dropout(const floating[:, ::1] z, floating[:, ::1] a, floating[:, ::1] mask,

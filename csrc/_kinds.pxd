@@ -9,6 +9,7 @@ cdef enum LayerKind:
     TANH = 5
     SOFTMAX = 6
     DROPOUT = 7         # slope holds p
+    BATCHNORM = 8
 
 cdef enum LossKind:
     CROSS_ENTROPY_LABELS = 0

@@ -58,7 +58,7 @@ class EarlyStopping(Callback):
         if value < self.best - self.min_delta:
             self.best, self.best_epoch, self.wait = value, epoch, 0
             if self.restore_best_weights:
-                self.best_weights = [p.copy() for p in self.model.parameters()]
+                self.best_weights = [a.copy() for a in self._state(self.model)]
             return False
         self.wait += 1
         if self.wait >= self.patience:
@@ -68,5 +68,10 @@ class EarlyStopping(Callback):
 
     def on_train_end(self, model):
         if self.restore_best_weights and self.best_weights is not None:
-            for p, best in zip(model.parameters(), self.best_weights):
-                p[...] = best
+            for a, best in zip(self._state(model), self.best_weights):
+                a[...] = best
+
+    @staticmethod
+    def _state(model):
+        """Everything that defines the model's predictions: parameters and buffers."""
+        return model.parameters() + model.buffers()

@@ -10,7 +10,7 @@ from . import _engine
 from ._validation import check_int
 
 __all__ = ["Layer", "Dense", "Identity", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softmax",
-           "Dropout", "get_activation"]
+           "Dropout", "BatchNorm1d", "get_activation"]
 
 _INITS = ("he", "he_uniform", "glorot", "glorot_normal")
 
@@ -34,9 +34,14 @@ class Layer:
         return {"kind": self.kind}
 
     def _spec(self, in_width):
-        """(kind code, n_in, n_out, slope, weight, bias, l2 coefficient) for the engine."""
+        """(kind code, n_in, n_out, slope, weight, bias, l2 coefficient, extra settings)
+        for the engine."""
         return (_engine.LAYER_KINDS[self.kind], in_width, self.output_width(in_width),
-                0.0, None, None, 0.0)
+                0.0, None, None, 0.0, None)
+
+    def buffers(self):
+        """State that is not learned by gradient but saved with the model."""
+        return []
 
     def penalty(self):
         """The layer's regularization term of the loss (0 for most layers)."""
@@ -149,7 +154,7 @@ class Dense(Layer):
 
     def _spec(self, in_width):
         return (_engine.LAYER_KINDS["dense"], self.in_features, self.out_features, 0.0,
-                self._weight, self._bias, 2 * self.l2)
+                self._weight, self._bias, 2 * self.l2, None)
 
     def penalty(self):
         if not self.l2:
@@ -183,8 +188,8 @@ class LeakyReLU(Layer):
         self.negative_slope = float(negative_slope)
 
     def _spec(self, in_width):
-        kind, n_in, n_out, _, w, b, l2 = super()._spec(in_width)
-        return kind, n_in, n_out, self.negative_slope, w, b, l2
+        kind, n_in, n_out, _, w, b, l2, extra = super()._spec(in_width)
+        return kind, n_in, n_out, self.negative_slope, w, b, l2, extra
 
     def _config(self):
         return {"kind": self.kind, "negative_slope": self.negative_slope}
@@ -224,14 +229,69 @@ class Dropout(Layer):
         self.p = float(p)
 
     def _spec(self, in_width):
-        kind, n_in, n_out, _, w, b, l2 = super()._spec(in_width)
-        return kind, n_in, n_out, self.p, w, b, l2
+        kind, n_in, n_out, _, w, b, l2, extra = super()._spec(in_width)
+        return kind, n_in, n_out, self.p, w, b, l2, extra
 
     def _config(self):
         return {"kind": self.kind, "p": self.p}
 
     def __repr__(self):
         return f"Dropout(p={self.p})"
+
+
+class BatchNorm1d(Layer):
+    """Batch normalization over the features, as torch.nn.BatchNorm1d.
+
+    In fit: y = weight * (x - mean) / sqrt(var + eps) + bias with the batch's mean and
+    biased variance, and running_mean/running_var move toward them by `momentum`
+    (the running variance takes the unbiased batch variance). Elsewhere (predict,
+    evaluate, gradients) the running statistics are used. `weight` (ones) and `bias`
+    (zeros) are learnable when affine=True and appear in parameters().
+
+    Shape: (n, num_features) -> (n, num_features); fit needs batches of 2 rows or more.
+    """
+    kind = "batchnorm"
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True):
+        self.num_features = check_int(num_features, "num_features")
+        if not np.isfinite(eps) or eps <= 0:
+            raise ValueError(f"eps must be positive, got {eps!r}")
+        if not 0 <= momentum <= 1:
+            raise ValueError(f"momentum must be in [0, 1], got {momentum!r}")
+        self.eps, self.momentum, self.affine = float(eps), float(momentum), bool(affine)
+        self._allocate(np.float32)
+
+    def _allocate(self, dtype):
+        n = self.num_features
+        self.weight = np.ones(n, dtype) if self.affine else None
+        self.bias = np.zeros(n, dtype) if self.affine else None
+        self.running_mean = np.zeros(n, dtype)
+        self.running_var = np.ones(n, dtype)
+
+    def _build(self, in_width, dtype, rng):
+        if in_width != self.num_features:
+            raise ValueError(f"BatchNorm1d({self.num_features}) receives {in_width} features")
+        self._allocate(dtype)
+
+    def parameters(self):
+        return [self.weight, self.bias] if self.affine else []
+
+    def buffers(self):
+        return [self.running_mean, self.running_var]
+
+    def _spec(self, in_width):
+        extra = {"eps": self.eps, "momentum": self.momentum,
+                 "running_mean": self.running_mean, "running_var": self.running_var}
+        return (_engine.LAYER_KINDS["batchnorm"], in_width, in_width, 0.0, self.weight,
+                self.bias, 0.0, extra)
+
+    def _config(self):
+        return {"kind": self.kind, "num_features": self.num_features, "eps": self.eps,
+                "momentum": self.momentum, "affine": self.affine}
+
+    def __repr__(self):
+        return (f"BatchNorm1d({self.num_features}, eps={self.eps}, momentum={self.momentum}, "
+                f"affine={self.affine})")
 
 
 ACTIVATIONS = {cls.kind: cls for cls in (Identity, ReLU, LeakyReLU, Sigmoid, Tanh, Softmax)}
@@ -253,6 +313,8 @@ def layer_from_config(config):
         return Dense(**config)
     if kind == "dropout":
         return Dropout(**config)
+    if kind == "batchnorm":
+        return BatchNorm1d(**config)
     if kind not in ACTIVATIONS:
         raise ValueError(f"unknown layer kind {kind!r}")
     return ACTIVATIONS[kind](**config)

@@ -99,6 +99,11 @@ class Sequential:
         """[W1, b1, W2, b2, ...]: the live arrays; editing them in place edits the model."""
         return [p for layer in self.layers for p in layer.parameters()]
 
+    def buffers(self):
+        """Saved state that is not learned by gradient (batch norm's running statistics),
+        live arrays like parameters()."""
+        return [b for layer in self.layers for b in layer.buffers()]
+
     def penalty(self):
         """The regularization part of the loss: the sum of the layers' L2 penalties."""
         return sum(layer.penalty() for layer in self.layers)
@@ -176,6 +181,10 @@ class Sequential:
             validation = (X_val, loss.prepare(y_val, X_val.shape[0], self.n_outputs,
                                               self.dtype))
         batch_size = min(batch_size, X.shape[0])
+        if any(layer.kind == "batchnorm" for layer in self.layers) and (
+                batch_size == 1 or X.shape[0] % batch_size == 1):
+            raise ValueError(f"BatchNorm1d needs batches of at least 2 rows; batch_size="
+                             f"{batch_size} with {X.shape[0]} rows leaves a batch of 1")
         n_run = self._trained_layers(loss)
         optimizer = optimizer or self.optimizer or SGD(lr=0.01)
         history = History()

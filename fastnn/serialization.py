@@ -2,7 +2,8 @@
 
 The file holds a JSON document (architecture, dtype, seed, the shuffling generator's
 state, the optimizer's class, settings and step count) stored as bytes under "config",
-and the arrays: parameters "param_<i>" and optimizer state "opt_<i>_<j>". Loading uses
+and the arrays: parameters "param_<i>", buffers (batch norm's running statistics)
+"buffer_<i>" and optimizer state "opt_<i>_<j>". Loading uses
 allow_pickle=False, so a file can never execute code. Writing goes to a temporary file
 in the same folder, then renames it over the target: an interrupted save never leaves a
 truncated file in place of a good one.
@@ -34,6 +35,7 @@ def save(model, path, include_optimizer=True):
         "rng": model._rng.bit_generator.state,
     }
     arrays = {f"param_{i}": p for i, p in enumerate(model.parameters())}
+    arrays.update({f"buffer_{i}": b for i, b in enumerate(model.buffers())})
     opt = model.optimizer
     if include_optimizer and opt is not None and opt.state is not None:
         config["optimizer"] = {"class": type(opt).__name__, "config": opt._config(),
@@ -74,6 +76,7 @@ def load(path):
         model = Sequential([layers_module.layer_from_config(c) for c in config["layers"]],
                            dtype=config["dtype"], seed=config["seed"])
         _copy_arrays(model.parameters(), arrays, "param_{}", path)
+        _copy_arrays(model.buffers(), arrays, "buffer_{}", path)
         model._rng.bit_generator.state = config["rng"]
         if "optimizer" in config:
             saved = config["optimizer"]

@@ -1,0 +1,100 @@
+"""BatchNorm1d: training-mode gradients by finite differences, running statistics as
+torch updates them, evaluation with the running statistics."""
+import numpy as np
+import pytest
+
+import fastnn as fnn
+from fastnn import _kernels
+
+from test_gradients import check
+
+
+def bn_train(x, gamma, beta, eps=1e-5):
+    n, m = x.shape
+    y = np.empty_like(x)
+    mean, invstd = np.empty(m), np.empty(m)
+    _kernels.batchnorm_train(x, y, gamma, beta, mean, invstd, np.zeros(m), np.ones(m), eps,
+                             0.1)
+    return y, mean, invstd
+
+
+def test_training_forward_matches_definition(rng):
+    x = rng.normal(2, 3, size=(20, 5))
+    gamma, beta = rng.normal(size=5), rng.normal(size=5)
+    y, mean, invstd = bn_train(x, gamma, beta)
+    expected = gamma * (x - x.mean(0)) / np.sqrt(x.var(0) + 1e-5) + beta
+    np.testing.assert_allclose(y, expected, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(invstd, 1 / np.sqrt(x.var(0) + 1e-5), rtol=1e-12)
+
+
+def test_training_backward_by_finite_differences(rng):
+    x = rng.normal(size=(7, 4))
+    gamma, beta = rng.normal(size=4), rng.normal(size=4)
+    weights = rng.normal(size=x.shape)  # L = sum(weights * y)
+
+    def L(x_, gamma_, beta_):
+        return float((weights * bn_train(x_, gamma_, beta_)[0]).sum())
+
+    _, mean, invstd = bn_train(x, gamma, beta)
+    dgamma, dbeta, dx = np.empty(4), np.empty(4), np.empty_like(x)
+    _kernels.batchnorm_train_grad(x, weights, gamma, mean, invstd, dgamma, dbeta, dx)
+    eps = 1e-6
+    for analytic, arr in ((dx, x), (dgamma, gamma), (dbeta, beta)):
+        numeric = np.zeros_like(arr)
+        for idx in np.ndindex(arr.shape):
+            old = arr[idx]
+            arr[idx] = old + eps
+            up = L(x, gamma, beta)
+            arr[idx] = old - eps
+            down = L(x, gamma, beta)
+            arr[idx] = old
+            numeric[idx] = (up - down) / (2 * eps)
+        err = np.linalg.norm(analytic - numeric) / np.linalg.norm(numeric)
+        assert err < 1e-6
+
+
+def test_running_statistics_follow_torch(rng):
+    X = rng.normal(1, 2, size=(64, 6))
+    y = rng.integers(0, 3, 64)
+    model = fnn.Sequential([fnn.BatchNorm1d(6, momentum=0.2), fnn.Dense(6, 3)],
+                           dtype="float64", seed=0)
+    model.fit(X, y, optimizer=fnn.optim.SGD(lr=0.1), epochs=1, batch_size=16, shuffle=False)
+    rm, rv = np.zeros(6), np.ones(6)
+    for start in range(0, 64, 16):
+        batch = X[start:start + 16]
+        rm = 0.8 * rm + 0.2 * batch.mean(0)
+        rv = 0.8 * rv + 0.2 * batch.var(0, ddof=1)  # unbiased, as torch
+    running_mean, running_var = model.buffers()
+    np.testing.assert_allclose(running_mean, rm, rtol=1e-12)
+    np.testing.assert_allclose(running_var, rv, rtol=1e-12)
+    gamma, beta, w, b = model.parameters()
+    expected = (gamma * (X - rm) / np.sqrt(rv + 1e-5) + beta) @ w.T + b
+    np.testing.assert_allclose(model.predict(X), expected, rtol=1e-12)
+
+
+def test_evaluation_mode_gradients(rng):
+    model = fnn.Sequential([fnn.Dense(4, 6), fnn.BatchNorm1d(6), fnn.Tanh(), fnn.Dense(6, 3)],
+                           dtype="float64", seed=1)
+    mean, var = model.buffers()
+    mean[...] = rng.normal(size=6)
+    var[...] = rng.random(6) + 0.5
+    X = rng.normal(size=(8, 4))
+    check(model, X, rng.integers(0, 3, 8), "cross_entropy")
+
+
+def test_batchnorm_trains_saves_and_rejects_batches_of_one(rng, tmp_path):
+    X = rng.normal(5, 10, size=(400, 6)).astype(np.float32)
+    y = (X[:, 0] > 5).astype(int)
+    model = fnn.Sequential([fnn.Dense(6, 32), fnn.BatchNorm1d(32), fnn.ReLU(),
+                            fnn.Dense(32, 2)], seed=0)
+    model.fit(X, y, optimizer=fnn.optim.SGD(lr=0.05, momentum=0.9), epochs=10, batch_size=32)
+    assert model.evaluate(X, y)["accuracy"] > 0.95
+    model.save(tmp_path / "bn.npz")
+    loaded = fnn.load(tmp_path / "bn.npz")
+    np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
+    for a, b in zip(loaded.buffers(), model.buffers()):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="leaves a batch of 1"):
+        model.fit(X[:33], y[:33], batch_size=32)
+    with pytest.raises(ValueError, match="receives 6 features"):
+        fnn.Sequential([fnn.BatchNorm1d(5), fnn.Dense(6, 2)])
