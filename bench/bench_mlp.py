@@ -39,17 +39,23 @@ def load_data(n_samples):
         return X, rng.integers(0, 10, n_samples), "synthetic (MNIST not found)"
 
 
-def time_fit(widths, X, y, batch_size, optimizer):
+def mlp_layers(widths, extra=()):
+    """Dense layers of these widths with ReLU between, each hidden ReLU followed by the
+    layers `extra` makes for its width (e.g. a Dropout or a BatchNorm1d)."""
+    layers = []
+    for n_in, n_out in zip(widths[:-1], widths[1:]):
+        layers += [fnn.Dense(n_in, n_out), fnn.ReLU()] + [make(n_out) for make in extra]
+    return layers[:-1 - len(extra)]
+
+
+def time_fit(widths, X, y, batch_size, optimizer, extra=()):
     """Seconds of one warm epoch of fastnn, as fit's History reports it.
 
     A short fit first allocates the engine's buffers and the optimizer's state (done
     once per model); the timed epoch then excludes that and fit's one-off validation of
     X (measured separately: `validation_seconds`).
     """
-    layers = []
-    for n_in, n_out in zip(widths[:-1], widths[1:]):
-        layers += [fnn.Dense(n_in, n_out), fnn.ReLU()]
-    model = fnn.Sequential(layers[:-1], seed=0)
+    model = fnn.Sequential(mlp_layers(widths, extra), seed=0)
     model.fit(X[:2 * batch_size], y[:2 * batch_size], optimizer=optimizer(),
               batch_size=batch_size)
     return model.fit(X, y, epochs=1, batch_size=batch_size)["seconds"][0]

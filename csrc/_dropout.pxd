@@ -9,6 +9,8 @@ The mask is kept as the scale factors (0 or 1 / (1 - p)): backward is one multip
 from cython cimport floating
 from libc.stdint cimport uint64_t
 
+from _mathf cimport select
+
 
 cdef inline uint64_t splitmix64(uint64_t* state) noexcept nogil:
     cdef uint64_t z
@@ -21,13 +23,21 @@ cdef inline uint64_t splitmix64(uint64_t* state) noexcept nogil:
 
 cdef inline void dropout_forward(const floating* z, floating* a, floating* mask,
                                  Py_ssize_t size, double p, uint64_t* state) noexcept nogil:
-    """a = z * mask with mask = 0 (probability p) or 1 / (1 - p); mask is written."""
+    """a = z * mask with mask = 0 (probability p) or 1 / (1 - p); mask is written.
+
+    Each 64-bit draw gives two 32-bit uniforms: an element is dropped when its uniform
+    is below p * 2^32 (so P(drop) = p to within 2^-32).
+    """
     cdef Py_ssize_t i
     cdef floating keep_scale = <floating> (1.0 / (1.0 - p))
-    cdef double u
+    cdef uint64_t threshold = <uint64_t> (p * 4294967296.0), r = 0
+    cdef uint64_t low32 = 4294967295
     for i in range(size):
-        u = (splitmix64(state) >> 11) * (1.0 / 9007199254740992.0)  # uniform [0, 1), 53 bits
-        mask[i] = keep_scale if u >= p else 0
+        if i % 2 == 0:
+            r = splitmix64(state)
+        else:
+            r = r >> 32
+        mask[i] = select((r & low32) >= threshold, keep_scale, <floating> 0)
     for i in range(size):
         a[i] = z[i] * mask[i]
 

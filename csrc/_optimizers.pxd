@@ -47,6 +47,7 @@ from libc.math cimport pow, sqrt, sqrtf
 
 from _blas cimport axpy
 from _kinds cimport ADAGRAD, ADAM, RMSPROP, SGD
+from _mathf cimport select
 from _parallel cimport threads_for
 
 cdef enum Destination:
@@ -130,32 +131,25 @@ cdef inline floating fsqrt(floating x) noexcept nogil:
 cdef inline void adam_update(const double* hyper, double l2, long long step, floating* p,
                              const floating* g, floating* m, floating* v, floating* vmax,
                              Py_ssize_t n, int n_threads) noexcept nogil:
-    cdef floating lr = <floating> hyper[0]
+    # Straight-line loop bodies (selects on loop-invariant flags) so they vectorize.
     cdef floating beta1 = <floating> hyper[1], beta2 = <floating> hyper[2]
+    cdef floating eps = <floating> hyper[3]
     cdef bint amsgrad = hyper[5] != 0, decoupled = hyper[6] != 0
-    cdef floating eps = <floating> hyper[3], wd = <floating> hyper[4]
     cdef floating coupled = <floating> (l2 if decoupled else hyper[4] + l2)
+    cdef floating decay = <floating> (1 - hyper[0] * hyper[4]) if decoupled else 1
     cdef double t = step + 1
     cdef floating step_size = <floating> (hyper[0] / (1 - pow(hyper[1], t)))
     cdef floating bc2_sqrt = <floating> sqrt(1 - pow(hyper[2], t))
-    cdef floating decay = 1 - lr * wd
     cdef Py_ssize_t i
-    cdef floating d, denom
+    cdef floating d, old, vhat
     for i in prange(n, schedule="static", num_threads=threads_for(n, n_threads)):
-        d = g[i]
-        if coupled != 0:  # the gradient's own terms use p as the forward pass saw it
-            d = d + coupled * p[i]
-        if decoupled:
-            p[i] = p[i] * decay
+        old = p[i]  # the gradient's own terms use p as the forward pass saw it
+        d = g[i] + coupled * old
         m[i] = beta1 * m[i] + (1 - beta1) * d
         v[i] = beta2 * v[i] + (1 - beta2) * d * d
-        if amsgrad:
-            if v[i] > vmax[i]:
-                vmax[i] = v[i]
-            denom = fsqrt(vmax[i]) / bc2_sqrt + eps
-        else:
-            denom = fsqrt(v[i]) / bc2_sqrt + eps
-        p[i] = p[i] - step_size * (m[i] / denom)
+        vmax[i] = select(v[i] > vmax[i], v[i], vmax[i])
+        vhat = select(amsgrad, vmax[i], v[i])
+        p[i] = old * decay - step_size * (m[i] / (fsqrt(vhat) / bc2_sqrt + eps))
 
 
 cdef inline void rmsprop_update(const double* hyper, double l2, floating* p, const floating* g,
@@ -164,22 +158,17 @@ cdef inline void rmsprop_update(const double* hyper, double l2, floating* p, con
     cdef floating lr = <floating> hyper[0], alpha = <floating> hyper[1]
     cdef floating eps = <floating> hyper[2], wd = <floating> (hyper[3] + l2)
     cdef floating momentum = <floating> hyper[4]
-    cdef bint centered = hyper[5] != 0
+    cdef bint centered = hyper[5] != 0, use_momentum = hyper[4] > 0
     cdef Py_ssize_t i
-    cdef floating d, denom
+    cdef floating d, q, step_dir
     for i in prange(n, schedule="static", num_threads=threads_for(n, n_threads)):
-        d = g[i] if wd == 0 else g[i] + wd * p[i]
+        d = g[i] + wd * p[i]
         sq[i] = alpha * sq[i] + (1 - alpha) * d * d
-        if centered:
-            avg[i] = alpha * avg[i] + (1 - alpha) * d
-            denom = fsqrt(sq[i] - avg[i] * avg[i]) + eps
-        else:
-            denom = fsqrt(sq[i]) + eps
-        if momentum > 0:
-            buf[i] = momentum * buf[i] + d / denom
-            p[i] = p[i] - lr * buf[i]
-        else:
-            p[i] = p[i] - lr * (d / denom)
+        avg[i] = select(centered, alpha * avg[i] + (1 - alpha) * d, avg[i])
+        q = d / (fsqrt(select(centered, sq[i] - avg[i] * avg[i], sq[i])) + eps)
+        buf[i] = select(use_momentum, momentum * buf[i] + q, buf[i])
+        step_dir = select(use_momentum, buf[i], q)
+        p[i] = p[i] - lr * step_dir
 
 
 cdef inline void adagrad_update(const double* hyper, double l2, long long step, floating* p,
@@ -190,7 +179,7 @@ cdef inline void adagrad_update(const double* hyper, double l2, long long step, 
     cdef Py_ssize_t i
     cdef floating d
     for i in prange(n, schedule="static", num_threads=threads_for(n, n_threads)):
-        d = g[i] if wd == 0 else g[i] + wd * p[i]
+        d = g[i] + wd * p[i]
         total[i] = total[i] + d * d
         p[i] = p[i] - clr * (d / (fsqrt(total[i]) + eps))
 

@@ -37,7 +37,11 @@ class Layer:
         """(kind code, n_in, n_out, slope, weight, bias, l2 coefficient, extra settings)
         for the engine."""
         return (_engine.LAYER_KINDS[self.kind], in_width, self.output_width(in_width),
-                0.0, None, None, 0.0, None)
+                self._slope(), None, None, 0.0, None)
+
+    def _slope(self):
+        """The one scalar setting an elementwise kernel reads (LeakyReLU's slope, Dropout's p)."""
+        return 0.0
 
     def buffers(self):
         """State that is not learned by gradient but saved with the model."""
@@ -187,9 +191,8 @@ class LeakyReLU(Layer):
             raise ValueError(f"negative_slope must be a finite number, got {negative_slope!r}")
         self.negative_slope = float(negative_slope)
 
-    def _spec(self, in_width):
-        kind, n_in, n_out, _, w, b, l2, extra = super()._spec(in_width)
-        return kind, n_in, n_out, self.negative_slope, w, b, l2, extra
+    def _slope(self):
+        return self.negative_slope
 
     def _config(self):
         return {"kind": self.kind, "negative_slope": self.negative_slope}
@@ -228,9 +231,8 @@ class Dropout(Layer):
             raise ValueError(f"dropout probability must be in [0, 1), got {p!r}")
         self.p = float(p)
 
-    def _spec(self, in_width):
-        kind, n_in, n_out, _, w, b, l2, extra = super()._spec(in_width)
-        return kind, n_in, n_out, self.p, w, b, l2, extra
+    def _slope(self):
+        return self.p
 
     def _config(self):
         return {"kind": self.kind, "p": self.p}

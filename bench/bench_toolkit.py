@@ -1,0 +1,60 @@
+"""The training toolkit's cost: optimizers against plain SGD, and dropout / batch-norm
+networks against the GEMM floor of the same matrix products.
+
+    python bench/bench_toolkit.py          # 784-256-128-10, batch sizes 32 and 512
+"""
+import argparse
+import sys
+
+import numpy as np
+
+import fastnn as fnn
+from bench_mlp import blas_description, load_data, time_fit, time_floor
+
+OPTIMIZERS = {
+    "SGD": lambda: fnn.optim.SGD(lr=0.01),
+    "SGD momentum": lambda: fnn.optim.SGD(lr=0.01, momentum=0.9),
+    "Adam": lambda: fnn.optim.Adam(lr=1e-3),
+    "AdamW": lambda: fnn.optim.AdamW(lr=1e-3),
+    "RMSprop": lambda: fnn.optim.RMSprop(lr=1e-3),
+    "Adagrad": lambda: fnn.optim.Adagrad(lr=1e-2),
+}
+NETWORKS = {
+    "plain": (),
+    "dropout 0.2": (lambda width: fnn.Dropout(0.2),),
+    "batch norm": (lambda width: fnn.BatchNorm1d(width),),
+}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batch-sizes", default="32,512")
+    args = parser.parse_args(argv)
+    fnn.set_num_threads(None)
+    widths = [784, 256, 128, 10]
+    X, y, source = load_data(60000)
+    print(f"BLAS: {blas_description()}; {fnn.get_num_threads()} threads; data: {source}; "
+          f"784-256-128-10, one warm epoch, min of {args.repeats} interleaved repeats")
+    for batch_size in [int(b) for b in args.batch_sizes.split(",")]:
+        floor, times = [], {}
+        for _ in range(args.repeats):
+            floor.append(time_floor(widths, X, batch_size))
+            for name, make in OPTIMIZERS.items():
+                times.setdefault(name, []).append(time_fit(widths, X, y, batch_size, make))
+            for name, extra in NETWORKS.items():
+                if name != "plain":
+                    times.setdefault(name, []).append(
+                        time_fit(widths, X, y, batch_size, OPTIMIZERS["SGD"], extra))
+        f, sgd = min(floor), min(times["SGD"])
+        print(f"\nbatch {batch_size}: GEMM floor {f:.3f} s")
+        print(f"{'':<22} {'epoch s':>8} {'/ floor':>8} {'/ SGD':>7}")
+        for name, values in times.items():
+            label = name if name in OPTIMIZERS else f"SGD, {name}"
+            t = min(values)
+            print(f"{label:<22} {t:8.3f} {t / f:8.2f} {t / sgd:7.2f}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
