@@ -141,15 +141,22 @@ cdef inline void adam_update(const double* hyper, double l2, long long step, flo
     cdef floating step_size = <floating> (hyper[0] / (1 - pow(hyper[1], t)))
     cdef floating bc2_sqrt = <floating> sqrt(1 - pow(hyper[2], t))
     cdef Py_ssize_t i
-    cdef floating d, old, vhat
-    for i in prange(n, schedule="static", num_threads=threads_for(n, n_threads)):
-        old = p[i]  # the gradient's own terms use p as the forward pass saw it
+    cdef floating d, old
+    if amsgrad:
+        for i in prange(n, schedule="static", num_threads=threads_for(n, n_threads)):
+            old = p[i]  # the gradient's own terms use p as the forward pass saw it
+            d = g[i] + coupled * old
+            m[i] = beta1 * m[i] + (1 - beta1) * d
+            v[i] = beta2 * v[i] + (1 - beta2) * d * d
+            vmax[i] = select(v[i] > vmax[i], v[i], vmax[i])
+            p[i] = old * decay - step_size * (m[i] / (fsqrt(vmax[i]) / bc2_sqrt + eps))
+        return
+    for i in prange(n, schedule="static", num_threads=threads_for(n, n_threads)):  # no v_max
+        old = p[i]
         d = g[i] + coupled * old
         m[i] = beta1 * m[i] + (1 - beta1) * d
         v[i] = beta2 * v[i] + (1 - beta2) * d * d
-        vmax[i] = select(v[i] > vmax[i], v[i], vmax[i])
-        vhat = select(amsgrad, vmax[i], v[i])
-        p[i] = old * decay - step_size * (m[i] / (fsqrt(vhat) / bc2_sqrt + eps))
+        p[i] = old * decay - step_size * (m[i] / (fsqrt(v[i]) / bc2_sqrt + eps))
 
 
 cdef inline void rmsprop_update(const double* hyper, double l2, floating* p, const floating* g,
