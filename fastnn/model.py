@@ -88,6 +88,10 @@ class Sequential:
             if width > _INT32_MAX:
                 raise ValueError(f"layer {i} is wider than BLAS supports ({width})")
         self.n_outputs = width
+        for i, p in enumerate(self.parameters()):
+            if p.size > _INT32_MAX:  # BLAS and the update kernels count in 32-bit ints
+                raise ValueError(f"parameter {i} has {p.size} entries, more than BLAS's "
+                                 f"32-bit limit of {_INT32_MAX}")
         self._engine = _engine.Engine(specs, self.dtype)
         self._lock = threading.Lock()
         self.optimizer = None

@@ -242,3 +242,32 @@ def test_concurrent_predict_equals_serial(rng):
         t.join()
     for r in results:
         np.testing.assert_array_equal(r, expected)
+
+
+def test_ctrl_c_stops_fit_within_a_batch_and_keeps_finite_parameters(rng):
+    import os
+    import signal
+    X = rng.normal(size=(50000, 100)).astype(np.float32)
+    y = rng.integers(0, 10, 50000)
+    model = fnn.Sequential([fnn.Dense(100, 512), fnn.ReLU(), fnn.Dense(512, 10)], seed=0)
+    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    start = __import__("time").perf_counter()
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(X, y, epochs=1000, batch_size=64)
+    assert __import__("time").perf_counter() - start < 5
+    assert model.optimizer.steps > 0
+    assert all(np.isfinite(p).all() for p in model.parameters())
+    model.fit(X[:100], y[:100], epochs=1)  # the model is usable afterwards
+
+
+def test_parameter_size_guard_without_allocating():
+    class Huge(fnn.Dense):
+        def reset_parameters(self, rng, dtype):  # stand-in for a 2**31-entry weight
+            self._weight = np.lib.stride_tricks.as_strided(np.zeros(1, dtype),
+                                                           (self.out_features,
+                                                            self.in_features), (0, 0))
+            self._bias = np.zeros(self.out_features, dtype)
+
+    with pytest.raises(ValueError, match="more than BLAS's 32-bit limit"):
+        fnn.Sequential([Huge(2**16, 2**15 + 1)])
