@@ -1,0 +1,87 @@
+"""Property-based checks (hypothesis): for random layer sizes, batch sizes, dtypes, input
+layouts and thread counts, predict, gradients and one SGD step agree with the NumPy
+reference of the same formulas."""
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import fastnn as fnn
+from fastnn import _reference as ref
+
+from conftest import reference_layers
+
+ACTS = ["relu", "leaky_relu", "sigmoid", "tanh", "identity"]
+
+
+@st.composite
+def problems(draw):
+    widths = draw(st.lists(st.integers(1, 300), min_size=2, max_size=4))
+    acts = [draw(st.sampled_from(ACTS)) for _ in widths[2:]]
+    n = draw(st.integers(1, 60))
+    batch = draw(st.sampled_from([1, 7, n, n + 5, max(1, n // 3)]))
+    dtype = draw(st.sampled_from(["float32", "float64"]))
+    layout = draw(st.sampled_from(["C", "F", "sliced", "reversed"]))
+    threads = draw(st.sampled_from([1, 2]))
+    loss = draw(st.sampled_from(["cross_entropy", "mse"]))
+    seed = draw(st.integers(0, 2**16))
+    return widths, acts, n, batch, dtype, layout, threads, loss, seed
+
+
+def layout_of(X, layout):
+    if layout == "F":
+        return np.asfortranarray(X)
+    if layout == "sliced":
+        return np.repeat(X, 2, axis=1)[:, ::2]
+    if layout == "reversed":
+        return X[::-1].copy()[::-1]
+    return X
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(problems())
+def test_engine_agrees_with_reference(problem):
+    widths, acts, n, batch, dtype, layout, threads, loss, seed = problem
+    rng = np.random.default_rng(seed)
+    layers = [fnn.Dense(widths[0], widths[1])]
+    for act, (a, b) in zip(acts, zip(widths[1:-1], widths[2:])):
+        layers += [act, fnn.Dense(a, b)]
+    model = fnn.Sequential(layers, dtype=dtype, seed=seed)
+    X = rng.normal(size=(n, widths[0]))
+    y = rng.integers(0, widths[-1], n) if loss == "cross_entropy" else \
+        rng.normal(size=(n, widths[-1]))
+    tol = dict(rtol=2e-3, atol=2e-4) if dtype == "float32" else dict(rtol=1e-9, atol=1e-11)
+    with fnn.threads(threads):
+        Xl = layout_of(X.astype(dtype), layout)
+        spec = reference_layers(model)
+        _, expected_out = ref.mlp_forward(spec, Xl.astype(np.float64))
+        np.testing.assert_allclose(model.predict(Xl), expected_out, **tol)
+        _, expected_grads = ref.mlp_loss_and_gradients(spec, Xl.astype(np.float64), y, loss)
+        for got, want in zip(model.gradients(Xl, y, loss), expected_grads):
+            np.testing.assert_allclose(got, want, **tol)
+        # one epoch of SGD, in order: matches the reference batch by batch
+        params = [p.astype(np.float64) for p in model.parameters()]
+        b = min(batch, n)
+        for start in range(0, n, b):
+            spec_now = _spec_with(spec, params)
+            _, grads = ref.mlp_loss_and_gradients(spec_now, Xl[start:start + b].astype(
+                np.float64), y[start:start + b], loss)
+            params = [p - 0.05 * g for p, g in zip(params, grads)]
+        model.fit(Xl, y, loss=loss, optimizer=fnn.optim.SGD(lr=0.05), batch_size=batch,
+                  shuffle=False)
+        for got, want in zip(model.parameters(), params):
+            np.testing.assert_allclose(got, want, **tol)
+
+
+def _spec_with(spec, params):
+    """The reference layer list with the dense parameters replaced, in order."""
+    it = iter(params)
+    out = []
+    for kind, ps in spec:
+        if kind == "dense":
+            w = next(it)
+            b = next(it) if ps[1] is not None else None
+            out.append(("dense", (w, b)))
+        else:
+            out.append((kind, ps))
+    return out
