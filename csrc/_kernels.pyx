@@ -18,18 +18,19 @@ from _optimizers cimport (GradientDestination, TO_GRAD, destination_array,
 from _parallel cimport threads_for
 
 
-
 def gemm(bint trans_a, bint trans_b, double alpha, const floating[:, :] a,
          const floating[:, :] b, double beta, floating[:, ::1] c):
     """c = alpha * op(a) @ op(b) + beta * c; a and b may be row-strided views (unit column
     stride), so the leading-dimension handling is exercised."""
     cdef int m = c.shape[0], n = c.shape[1]
     cdef int k = a.shape[0] if trans_a else a.shape[1]
+    cdef int lda = <int> (a.strides[0] // sizeof(floating))
+    cdef int ldb = <int> (b.strides[0] // sizeof(floating))
     if a.strides[1] != sizeof(floating) or b.strides[1] != sizeof(floating):
         raise ValueError("columns must be contiguous")
     with nogil:
-        _gemm(trans_a, trans_b, m, n, k, <floating> alpha, &a[0, 0], <int> (a.strides[0] // sizeof(floating)),
-              &b[0, 0], <int> (b.strides[0] // sizeof(floating)), <floating> beta, &c[0, 0], n)
+        _gemm(trans_a, trans_b, m, n, k, <floating> alpha, &a[0, 0], lda, &b[0, 0], ldb,
+              <floating> beta, &c[0, 0], n)
 
 
 def gemv(bint trans_a, double alpha, const floating[:, ::1] a, const floating[::1] x,

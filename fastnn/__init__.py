@@ -9,15 +9,15 @@ __version__ = "0.1.0"
 
 from . import callbacks, losses, optim
 from ._threads import get_num_threads, set_num_threads, threads
+from .callbacks import Callback, EarlyStopping
 from .layers import BatchNorm1d, Dense, Dropout, Identity, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
 from .losses import BCEWithLogitsLoss, CrossEntropyLoss, L1Loss, MSELoss
-from .callbacks import Callback, EarlyStopping
 from .model import History, Sequential
 from .serialization import load
 
 __all__ = [
-    "__version__", "Sequential", "History", "Dense", "Dropout", "BatchNorm1d", "Identity", "ReLU", "LeakyReLU",
-    "Sigmoid", "Tanh", "Softmax", "CrossEntropyLoss", "BCEWithLogitsLoss", "MSELoss",
-    "L1Loss", "losses", "optim", "callbacks", "Callback", "EarlyStopping", "load",
-    "get_num_threads", "set_num_threads", "threads",
+    "__version__", "Sequential", "History", "Dense", "Dropout", "BatchNorm1d", "Identity",
+    "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softmax", "CrossEntropyLoss",
+    "BCEWithLogitsLoss", "MSELoss", "L1Loss", "losses", "optim", "callbacks", "Callback",
+    "EarlyStopping", "load", "get_num_threads", "set_num_threads", "threads",
 ]

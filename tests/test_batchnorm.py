@@ -2,11 +2,10 @@
 torch updates them, evaluation with the running statistics."""
 import numpy as np
 import pytest
+from test_gradients import check
 
 import fastnn as fnn
 from fastnn import _kernels
-
-from test_gradients import check
 
 
 def bn_train(x, gamma, beta, eps=1e-5):

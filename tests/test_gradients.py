@@ -2,11 +2,10 @@
 and agreement of model.gradients with the NumPy reference of the same network."""
 import numpy as np
 import pytest
+from conftest import ACTIVATIONS, reference_layers
 
 import fastnn as fnn
 from fastnn import _reference as ref
-
-from conftest import ACTIVATIONS, reference_layers
 
 
 def numerical_gradients(model, X, y, loss, eps=1e-6):

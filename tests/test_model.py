@@ -4,11 +4,10 @@ import threading
 
 import numpy as np
 import pytest
+from conftest import reference_layers
 
 import fastnn as fnn
 from fastnn import _reference as ref
-
-from conftest import reference_layers
 
 
 def small_model(dtype="float32", seed=0):

@@ -2,12 +2,11 @@
 shuffle=False against a NumPy reference that trains the same network batch by batch."""
 import numpy as np
 import pytest
+from conftest import reference_layers
+from test_kernels import SGD_SETTINGS
 
 import fastnn as fnn
 from fastnn import _reference as ref
-
-from conftest import reference_layers
-from test_kernels import SGD_SETTINGS
 
 
 def reference_fit(model, X, y, loss, batch_size, epochs, **sgd):

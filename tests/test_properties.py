@@ -2,14 +2,12 @@
 layouts and thread counts, predict, gradients and one SGD step agree with the NumPy
 reference of the same formulas."""
 import numpy as np
-import pytest
+from conftest import reference_layers
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fastnn as fnn
 from fastnn import _reference as ref
-
-from conftest import reference_layers
 
 ACTS = ["relu", "leaky_relu", "sigmoid", "tanh", "identity"]
 
