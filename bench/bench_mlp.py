@@ -29,14 +29,17 @@ MNIST = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "m
 
 
 def load_data(n_samples):
-    """MNIST's training set when found beside the checkout, else synthetic of that shape."""
-    try:
-        X, y = load_mnist(MNIST)
-        return X[:n_samples], y[:n_samples], "MNIST"
-    except (OSError, ValueError):
-        rng = np.random.default_rng(0)
-        X = rng.random((n_samples, 784), dtype=np.float32)
-        return X, rng.integers(0, 10, n_samples), "synthetic (MNIST not found)"
+    """MNIST's training set when found (beside the checkout, in $FASTNN_DATA or the cache
+    folder), else synthetic data of that shape."""
+    for folder in (MNIST, None):  # beside the checkout, then $FASTNN_DATA or the cache
+        try:
+            X, y = load_mnist(folder)
+            return X[:n_samples], y[:n_samples], "MNIST"
+        except (OSError, ValueError):
+            continue
+    rng = np.random.default_rng(0)
+    X = rng.random((n_samples, 784), dtype=np.float32)
+    return X, rng.integers(0, 10, n_samples), "synthetic (MNIST not found)"
 
 
 def mlp_layers(widths, extra=()):

@@ -8,7 +8,7 @@ import struct
 
 import numpy as np
 
-__all__ = ["read_idx", "load_mnist"]
+__all__ = ["load_mnist", "read_idx", "data_folder"]
 
 _FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -53,19 +53,44 @@ def _find(folder, stem):
         path = os.path.join(folder, name)
         if os.path.exists(path):
             return path
-    raise FileNotFoundError(f"{stem}[.gz] not found in {folder}")
+    raise FileNotFoundError(
+        f"{stem}[.gz] not found in {folder}: put the four IDX files of the dataset there "
+        f"(or pass path=..., or set FASTNN_DATA to their folder)")
 
 
-def load_mnist(path, split="train"):
-    """(X, y) from the four standard IDX files in folder `path`.
+KINDS = ("mnist", "fashion_mnist")
 
-    X: float32 (n, 784) scaled to [0, 1]; y: int64 (n,). split: "train" or "test".
+
+def data_folder(path=None, kind="mnist"):
+    """Where load_mnist looks: `path`, else $FASTNN_DATA, else ~/.cache/fastnn/<kind>."""
+    if path is not None:
+        return os.fspath(path)
+    root = os.environ.get("FASTNN_DATA")
+    if root:
+        return root
+    return os.path.join(os.path.expanduser("~"), ".cache", "fastnn", kind)
+
+
+def load_mnist(path=None, kind="mnist", split="train"):
+    """(X, y) from the four standard IDX files of MNIST or Fashion-MNIST (gzip or not).
+
+    Args:
+        path: the folder holding the files; None looks in $FASTNN_DATA, then in
+            ~/.cache/fastnn/<kind>.
+        kind: "mnist" or "fashion_mnist" (same file names and format).
+        split: "train" (60,000 rows) or "test" (10,000).
+
+    Returns X float32 (n, 784) scaled to [0, 1] and y int64 (n,). Raises
+    FileNotFoundError saying where to put the files, ValueError for malformed files.
     """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     if split not in _FILES:
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    folder = data_folder(path, kind)
     images_stem, labels_stem = _FILES[split]
-    images = read_idx(_find(path, images_stem))
-    labels = read_idx(_find(path, labels_stem))
+    images = read_idx(_find(folder, images_stem))
+    labels = read_idx(_find(folder, labels_stem))
     if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
         raise ValueError(f"images {images.shape} and labels {labels.shape} do not match")
     X = images.reshape(images.shape[0], -1).astype(np.float32) / np.float32(255)

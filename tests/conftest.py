@@ -23,7 +23,7 @@ def mnist():
             pytest.fail(f"MNIST not found in {MNIST_DIR}")
         pytest.skip(f"MNIST not found in {MNIST_DIR}")
     from fastnn.datasets import load_mnist
-    return load_mnist(MNIST_DIR, "train"), load_mnist(MNIST_DIR, "test")
+    return load_mnist(MNIST_DIR, split="train"), load_mnist(MNIST_DIR, split="test")
 
 
 @pytest.fixture

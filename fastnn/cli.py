@@ -1,0 +1,93 @@
+"""The `fastnn` command: `info`, `train` and `bench`."""
+import argparse
+import os
+import platform
+import sys
+import time
+
+from . import __version__
+
+
+def _blas():
+    from threadpoolctl import threadpool_info
+    libs = [i for i in threadpool_info() if i["user_api"] == "blas"]
+    lib = next((i for i in libs if "scipy" in i.get("filepath", "")), libs[0] if libs else {})
+    return (f"{lib.get('internal_api', '?')} {lib.get('version', '?')} "
+            f"(kernel {lib.get('architecture', '?')}, {lib.get('num_threads', '?')} threads)")
+
+
+def info(args):
+    from . import _threads
+    print(f"fastnn {__version__} (python {platform.python_version()}, {platform.machine()})")
+    print(f"BLAS: {_blas()}, from scipy.linalg.cython_blas")
+    print(f"threads: {_threads.get_num_threads()} (cores available: "
+          f"{_threads.available_cores()}, OMP_NUM_THREADS="
+          f"{os.environ.get('OMP_NUM_THREADS', 'unset')})")
+    print("compiled dtypes: float32, float64")
+    return 0
+
+
+def train(args):
+    import fastnn as fnn
+
+    from .datasets import load_mnist
+    try:
+        X, y = load_mnist(args.data_path, args.data, "train")
+        X_test, y_test = load_mnist(args.data_path, args.data, "test")
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"fastnn train: {exc}", file=sys.stderr)
+        return 2
+    hidden = [int(h) for h in args.hidden.split(",") if h]
+    widths = [X.shape[1]] + hidden + [10]
+    layers = []
+    for n_in, n_out in zip(widths[:-1], widths[1:]):
+        layers += [fnn.Dense(n_in, n_out), "relu"]
+    model = fnn.Sequential(layers[:-1], seed=args.seed)
+    if args.optimizer == "sgd":
+        optimizer = fnn.optim.SGD(lr=args.lr, momentum=args.momentum)
+    else:
+        optimizer = fnn.optim.Adam(lr=args.lr)
+    start = time.perf_counter()
+    model.fit(X, y, optimizer=optimizer, epochs=args.epochs, batch_size=args.batch_size,
+              verbose=1, validation_data=(X_test, y_test))
+    result = model.evaluate(X_test, y_test)
+    print(f"test accuracy {result['accuracy']:.4f}, test loss {result['loss']:.4f}, "
+          f"{time.perf_counter() - start:.1f} s")
+    if args.save:
+        model.save(args.save)
+        print(f"saved to {args.save}")
+    return 0
+
+
+def bench(args):
+    here = os.path.dirname(os.path.abspath(__file__))
+    bench_dir = os.path.join(os.path.dirname(here), "bench")
+    if not os.path.exists(os.path.join(bench_dir, "bench_mlp.py")):
+        print("fastnn bench: the benchmark scripts live in the source tree's bench/ folder; "
+              "run `python bench/bench_mlp.py` from a checkout", file=sys.stderr)
+        return 2
+    sys.path.insert(0, bench_dir)
+    import bench_mlp
+    return bench_mlp.main((["--quick"] if args.quick else []) + args.rest)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="fastnn", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("info", help="version, BLAS, threads, compiled dtypes")
+    t = commands.add_parser("train", help="train an MLP on MNIST or Fashion-MNIST")
+    t.add_argument("--data", choices=["mnist", "fashion_mnist"], default="mnist")
+    t.add_argument("--data-path", default=None, help="folder of the IDX files")
+    t.add_argument("--hidden", default="256,128", help="hidden widths, comma-separated")
+    t.add_argument("--epochs", type=int, default=5)
+    t.add_argument("--batch-size", type=int, default=128)
+    t.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
+    t.add_argument("--lr", type=float, default=0.05)
+    t.add_argument("--momentum", type=float, default=0.9)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--save", default=None, help="write the trained model to this .npz")
+    b = commands.add_parser("bench", help="time fastnn against the GEMM floor and peers")
+    b.add_argument("--quick", action="store_true")
+    b.add_argument("rest", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    return {"info": info, "train": train, "bench": bench}[args.command](args)

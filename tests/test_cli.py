@@ -1,0 +1,47 @@
+"""The fastnn command and the dataset lookup."""
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import MNIST_DIR
+
+from fastnn import cli
+from fastnn.datasets import data_folder, load_mnist
+
+
+def test_info(capsys):
+    assert cli.main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "fastnn 0." in out and "BLAS: openblas" in out and "float32, float64" in out
+
+
+@pytest.mark.slow
+def test_train_on_mnist_and_save(mnist, tmp_path):
+    path = tmp_path / "m.npz"
+    result = subprocess.run(
+        [sys.executable, "-m", "fastnn", "train", "--data-path", MNIST_DIR, "--hidden", "64",
+         "--epochs", "1", "--save", str(path)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert lines[0].startswith("epoch 1/1") and "val_accuracy" in lines[0]
+    accuracy = float(lines[-2].split()[2].rstrip(","))
+    assert accuracy > 0.9 and path.exists()
+
+
+def test_train_says_where_to_put_missing_data(tmp_path, capsys):
+    assert cli.main(["train", "--data-path", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path) in err and "put the four IDX files" in err
+
+
+def test_lookup_order(tmp_path, monkeypatch):
+    monkeypatch.setenv("FASTNN_DATA", str(tmp_path))
+    assert data_folder() == str(tmp_path)
+    assert data_folder("/explicit") == "/explicit"
+    monkeypatch.delenv("FASTNN_DATA")
+    assert data_folder(kind="fashion_mnist").endswith(os.path.join("fastnn", "fashion_mnist"))
+    with pytest.raises(ValueError, match="kind must be one of"):
+        load_mnist(tmp_path, kind="cifar")
+    with pytest.raises(ValueError, match="split must be"):
+        load_mnist(tmp_path, split="validation")
