@@ -1,0 +1,32 @@
+"""The examples run and reach what the README says they reach."""
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+from conftest import MNIST_DIR, ROOT
+
+
+def run(script, *args):
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "examples", script), *args],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_regression_example():
+    out = run("regression.py")
+    rmse = float(re.search(r"RMSE ([0-9.]+)", out).group(1))
+    assert rmse < 0.05
+
+
+def test_sigmoid_neuron_example(mnist):
+    out = run("sigmoid_neuron.py", MNIST_DIR)
+    assert float(re.search(r"test accuracy ([0-9.]+)", out).group(1)) > 0.98
+
+
+@pytest.mark.slow
+def test_mnist_example_reaches_98_percent(mnist):
+    out = run("mnist_mlp.py", MNIST_DIR)
+    assert float(re.search(r"test accuracy ([0-9.]+)", out).group(1)) >= 0.98
