@@ -38,6 +38,17 @@ def _restore_threads():
     fnn.set_num_threads(n)
 
 
+def run_python(args, cwd, timeout=600):
+    """Run python with `args` so it imports the same fastnn as the tests (installed or
+    built in place), from a neutral working directory; returns the CompletedProcess."""
+    import subprocess
+    import sys
+    package_root = os.path.dirname(os.path.dirname(fnn.__file__))
+    env = dict(os.environ, PYTHONPATH=package_root)
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=cwd, env=env)
+
+
 def reference_layers(model):
     """The model's layers as fastnn._reference expects them, with float64 copies."""
     out = []

@@ -1,10 +1,8 @@
 """The fastnn command and the dataset lookup."""
 import os
-import subprocess
-import sys
 
 import pytest
-from conftest import MNIST_DIR
+from conftest import MNIST_DIR, run_python
 
 from fastnn import cli
 from fastnn.datasets import data_folder, load_mnist
@@ -19,9 +17,8 @@ def test_info(capsys):
 @pytest.mark.slow
 def test_train_on_mnist_and_save(mnist, tmp_path):
     path = tmp_path / "m.npz"
-    result = subprocess.run(
-        [sys.executable, "-m", "fastnn", "train", "--data-path", MNIST_DIR, "--hidden", "64",
-         "--epochs", "1", "--save", str(path)], capture_output=True, text=True, timeout=300)
+    result = run_python(["-m", "fastnn", "train", "--data-path", MNIST_DIR, "--hidden", "64",
+                         "--epochs", "1", "--save", str(path)], cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
     assert lines[0].startswith("epoch 1/1") and "val_accuracy" in lines[0]

@@ -1,16 +1,13 @@
 """The examples run and reach what the README says they reach."""
 import os
 import re
-import subprocess
-import sys
 
 import pytest
-from conftest import MNIST_DIR, ROOT
+from conftest import MNIST_DIR, ROOT, run_python
 
 
 def run(script, *args):
-    result = subprocess.run([sys.executable, os.path.join(ROOT, "examples", script), *args],
-                            capture_output=True, text=True, timeout=600)
+    result = run_python([os.path.join(ROOT, "examples", script), *args], cwd=ROOT)
     assert result.returncode == 0, result.stderr
     return result.stdout
 
