@@ -33,7 +33,7 @@ def load_data(n_samples):
     folder), else synthetic data of that shape."""
     for folder in (MNIST, None):  # beside the checkout, then $FASTNN_DATA or the cache
         try:
-            X, y = load_mnist(folder)
+            X, y = load_mnist(folder, download=False)
             return X[:n_samples], y[:n_samples], "MNIST"
         except (OSError, ValueError):
             continue

@@ -32,8 +32,8 @@ def train(args):
 
     from .datasets import load_mnist
     try:
-        X, y = load_mnist(args.data_path, args.data, "train")
-        X_test, y_test = load_mnist(args.data_path, args.data, "test")
+        X, y = load_mnist(args.data_path, args.data, "train", download=args.download)
+        X_test, y_test = load_mnist(args.data_path, args.data, "test", download=args.download)
     except (FileNotFoundError, ValueError) as exc:
         print(f"fastnn train: {exc}", file=sys.stderr)
         return 2
@@ -78,6 +78,8 @@ def main(argv=None):
     t = commands.add_parser("train", help="train an MLP on MNIST or Fashion-MNIST")
     t.add_argument("--data", choices=["mnist", "fashion_mnist"], default="mnist")
     t.add_argument("--data-path", default=None, help="folder of the IDX files")
+    t.add_argument("--no-download", dest="download", action="store_false",
+                   help="fail instead of downloading missing MNIST files")
     t.add_argument("--hidden", default="256,128", help="hidden widths, comma-separated")
     t.add_argument("--epochs", type=int, default=5)
     t.add_argument("--batch-size", type=int, default=128)

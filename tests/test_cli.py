@@ -27,7 +27,7 @@ def test_train_on_mnist_and_save(mnist, tmp_path):
 
 
 def test_train_says_where_to_put_missing_data(tmp_path, capsys):
-    assert cli.main(["train", "--data-path", str(tmp_path)]) == 2
+    assert cli.main(["train", "--data-path", str(tmp_path), "--no-download"]) == 2
     err = capsys.readouterr().err
     assert str(tmp_path) in err and "put the four IDX files" in err
 
