@@ -6,9 +6,8 @@ networks against the GEMM floor of the same matrix products.
 import argparse
 import sys
 
-from bench_mlp import blas_description, load_data, time_fit, time_floor
-
 import fastnn as fnn
+from fastnn.benchmark import blas_description, load_data, time_fit, time_floor
 
 OPTIMIZERS = {
     "SGD": lambda: fnn.optim.SGD(lr=0.01),

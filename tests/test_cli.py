@@ -42,3 +42,17 @@ def test_lookup_order(tmp_path, monkeypatch):
         load_mnist(tmp_path, kind="cifar")
     with pytest.raises(ValueError, match="split must be"):
         load_mnist(tmp_path, split="validation")
+
+
+@pytest.mark.slow
+def test_bench_command_writes_json(tmp_path):
+    path = tmp_path / "bench.json"
+    result = run_python(["-m", "fastnn", "bench", "--quick", "--threads", "1",
+                         "--batch-sizes", "512", "--optimizers", "sgd", "--no-torch",
+                         "--json", str(path)], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "kernel=" in result.stdout and "ratio" in result.stdout
+    data = __import__("json").loads(path.read_text())
+    (row,) = data["rows"]
+    assert row["threads"] == 1 and row["batch_size"] == 512 and row["ratio"] > 0.5
+    assert row["samples_per_s"] == pytest.approx(60000 / row["fastnn_s"])

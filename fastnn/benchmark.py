@@ -1,0 +1,201 @@
+"""Time one training epoch of fastnn against the GEMM floor (and torch, if installed).
+
+The GEMM floor is the time of only the matrix products that the same training step
+needs (forward x @ W.T, weight gradient g.T @ x, input gradient g @ W for all but the
+first layer), made through the same BLAS from compiled code with nothing else. The
+ratio fastnn / floor says how much the rest of the step costs (bias, activations,
+loss, optimizer update, batch gathering). Repeats are interleaved and the minimum of
+each is reported, so a noisy machine affects both sides alike.
+
+    fastnn bench                        # both networks, batch 32/128/512, all threads
+    fastnn bench --quick                # 784-256-128-10 only, 2 repeats
+    fastnn bench --threads 1,all --json results.json
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE fastnn bench   # newest OpenBLAS kernels
+
+(`python bench/bench_mlp.py` in a checkout runs the same.) MNIST is used when found
+(../shared/data/mnist beside a checkout, $FASTNN_DATA, or the cache folder; never
+downloaded for this), else synthetic data of the same shape, and the output says which.
+"""
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+from threadpoolctl import threadpool_info
+
+import fastnn as fnn
+from fastnn import _kernels
+from fastnn.datasets import load_mnist
+
+NETWORKS = {"784-256-128-10": [784, 256, 128, 10], "784-1024-1024-10": [784, 1024, 1024, 10]}
+# ../shared/data/mnist beside a checkout (this file's or the working directory's)
+MNIST_CANDIDATES = [os.path.join(root, "..", "shared", "data", "mnist") for root in
+                    (os.path.dirname(os.path.dirname(os.path.abspath(__file__))), os.getcwd())]
+
+
+def load_data(n_samples):
+    """MNIST's training set when found (beside the checkout, in $FASTNN_DATA or the cache
+    folder), else synthetic data of that shape."""
+    for folder in MNIST_CANDIDATES + [None]:  # then $FASTNN_DATA or the cache
+        try:
+            X, y = load_mnist(folder, download=False)
+            return X[:n_samples], y[:n_samples], "MNIST"
+        except (OSError, ValueError):
+            continue
+    rng = np.random.default_rng(0)
+    X = rng.random((n_samples, 784), dtype=np.float32)
+    return X, rng.integers(0, 10, n_samples), "synthetic (MNIST not found)"
+
+
+def mlp_layers(widths, extra=()):
+    """Dense layers of these widths with ReLU between, each hidden ReLU followed by the
+    layers `extra` makes for its width (e.g. a Dropout or a BatchNorm1d)."""
+    layers = []
+    for n_in, n_out in zip(widths[:-1], widths[1:]):
+        layers += [fnn.Dense(n_in, n_out), fnn.ReLU()] + [make(n_out) for make in extra]
+    return layers[:-1 - len(extra)]
+
+
+def time_fit(widths, X, y, batch_size, optimizer, extra=()):
+    """Seconds of one warm epoch of fastnn, as fit's History reports it: the faster of
+    two consecutive epochs.
+
+    A short fit first allocates the engine's buffers and the optimizer's state (done
+    once per model); the timed epochs then exclude that and fit's one-off validation of
+    X (measured separately: `validation_seconds`).
+    """
+    model = fnn.Sequential(mlp_layers(widths, extra), seed=0)
+    model.fit(X[:2 * batch_size], y[:2 * batch_size], optimizer=optimizer(),
+              batch_size=batch_size)
+    return min(model.fit(X, y, epochs=2, batch_size=batch_size)["seconds"])
+
+
+def validation_seconds(X, y):
+    """What one fit call spends before its first batch: validating X and y."""
+    model = fnn.Sequential([fnn.Dense(X.shape[1], 10)], seed=0)
+    start = time.perf_counter()
+    model.fit(X, y, epochs=0)
+    return time.perf_counter() - start
+
+
+def time_floor(widths, X, batch_size):
+    """The faster of two epochs of only the matrix products (see the module docstring)."""
+    return min(_kernels.gemm_floor_epoch(widths, batch_size, len(X), np.float32, X)
+               for _ in range(2))
+
+
+def time_torch(widths, X, y, batch_size):
+    """One epoch of the same network and SGD step in torch (eager), or None."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.manual_seed(0)
+    torch.set_num_threads(fnn.get_num_threads())
+    layers = []
+    for n_in, n_out in zip(widths[:-1], widths[1:]):
+        layers += [torch.nn.Linear(n_in, n_out), torch.nn.ReLU()]
+    model = torch.nn.Sequential(*layers[:-1])
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
+
+    def epoch(perm):
+        for i in range(0, len(perm), batch_size):
+            idx = perm[i:i + batch_size]
+            opt.zero_grad(set_to_none=True)
+            loss_fn(model(Xt[idx]), yt[idx]).backward()
+            opt.step()
+
+    epoch(torch.randperm(len(Xt))[:2 * batch_size])  # warm-up, as for fastnn
+    seconds = []
+    for _ in range(2):  # the faster of two epochs, as for fastnn
+        start = time.perf_counter()
+        epoch(torch.randperm(len(Xt)))
+        seconds.append(time.perf_counter() - start)
+    return min(seconds)
+
+
+def blas_description():
+    """The BLAS fastnn calls: the OpenBLAS that scipy ships (cython_blas)."""
+    libs = [i for i in threadpool_info() if i["user_api"] == "blas"]
+    scipy_libs = [i for i in libs if "scipy" in i.get("filepath", "") and "numpy" not in
+                  i.get("filepath", "")] or libs
+    lib = scipy_libs[0] if scipy_libs else {}
+    return (f"{lib.get('internal_api', '?')} {lib.get('version', '?')} "
+            f"kernel={lib.get('architecture', '?')} threads={lib.get('num_threads', '?')}")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="fastnn bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small network, 2 repeats")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", default="all",
+                        help="comma-separated thread counts; 'all' = the available cores")
+    parser.add_argument("--batch-sizes", default="32,128,512")
+    parser.add_argument("--optimizers", default="sgd,momentum",
+                        help="comma-separated: sgd (plain), momentum (0.9)")
+    parser.add_argument("--no-torch", action="store_true")
+    parser.add_argument("--json", default=None, help="also write the results to this file")
+    args = parser.parse_args(argv)
+
+    repeats = 2 if args.quick else args.repeats
+    networks = {k: v for k, v in NETWORKS.items() if not args.quick or "256" in k}
+    thread_counts = [fnn._threads.available_cores() if t == "all" else int(t)
+                     for t in args.threads.split(",")]
+    X, y, source = load_data(60000)
+    optimizers = {"sgd": lambda: fnn.optim.SGD(lr=0.01),
+                  "momentum": lambda: fnn.optim.SGD(lr=0.01, momentum=0.9)}
+    chosen = args.optimizers.split(",")
+    fnn.set_num_threads(thread_counts[0])
+    print(f"fastnn {fnn.__version__}, python {platform.python_version()}, "
+          f"{platform.machine()}, {os.cpu_count()} cpus")
+    print(f"BLAS: {blas_description()}")
+    print(f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}")
+    print(f"data: {source}, {len(X)} samples, float32, shuffled; each figure the fastest "
+          f"warm epoch of {repeats} interleaved repeats of 2 epochs")
+    print(f"per fit call, before the first batch (validating X, y): "
+          f"{min(validation_seconds(X, y) for _ in range(3)) * 1e3:.1f} ms")
+    print("optimizers: " + "; ".join(f"{k} = {optimizers[k]()}" for k in chosen))
+    print(f"{'network':<18} {'thr':>3} {'batch':>5} {'optimizer':>9} {'fastnn s':>9} "
+          f"{'samples/s':>10} {'floor s':>8} {'ratio':>6} {'torch s':>8} {'torch/fastnn':>12}")
+    rows = []
+    for n_threads in thread_counts:
+        fnn.set_num_threads(n_threads)
+        for name, widths in networks.items():
+            for batch_size in [int(b) for b in args.batch_sizes.split(",")]:
+                floor, fit, torch_t = [], {k: [] for k in chosen}, []
+                for _ in range(repeats):
+                    floor.append(time_floor(widths, X, batch_size))
+                    for k in chosen:
+                        fit[k].append(time_fit(widths, X, y, batch_size, optimizers[k]))
+                    if not args.no_torch and "momentum" in chosen:
+                        t = time_torch(widths, X, y, batch_size)
+                        if t is not None:
+                            torch_t.append(t)
+                g = min(floor)
+                for k in chosen:
+                    f = min(fit[k])
+                    torch_s = min(torch_t) if torch_t and k == "momentum" else None
+                    tt = f"{torch_s:8.3f} {torch_s / f:12.2f}" if torch_s is not None else \
+                        f"{'-' if torch_t or k != 'momentum' else 'n/a':>8} " \
+                        f"{'-' if torch_t or k != 'momentum' else 'not installed':>12}"
+                    print(f"{name:<18} {n_threads:>3} {batch_size:>5} {k:>9} {f:9.3f} "
+                          f"{len(X) / f:10,.0f} {g:8.3f} {f / g:6.2f} {tt}", flush=True)
+                    rows.append({"network": name, "threads": n_threads,
+                                 "batch_size": batch_size, "optimizer": k, "fastnn_s": f,
+                                 "samples_per_s": len(X) / f, "floor_s": g, "ratio": f / g,
+                                 "torch_s": torch_s})
+    if args.json:
+        with open(args.json, "w") as out:
+            json.dump({"fastnn": fnn.__version__, "blas": blas_description(),
+                       "data": source, "repeats": repeats, "rows": rows}, out, indent=1)
+        print(f"results written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
