@@ -180,9 +180,12 @@ def main(argv=None):
                 for k in chosen:
                     f = min(fit[k])
                     torch_s = min(torch_t) if torch_t and k == "momentum" else None
-                    tt = f"{torch_s:8.3f} {torch_s / f:12.2f}" if torch_s is not None else \
-                        f"{'-' if torch_t or k != 'momentum' else 'n/a':>8} " \
-                        f"{'-' if torch_t or k != 'momentum' else 'not installed':>12}"
+                    if torch_s is not None:
+                        tt = f"{torch_s:8.3f} {torch_s / f:12.2f}"
+                    elif k != "momentum":
+                        tt = f"{'-':>8} {'-':>12}"
+                    else:
+                        tt = f"{'n/a':>8} {'skipped' if args.no_torch else 'not installed':>12}"
                     print(f"{name:<18} {n_threads:>3} {batch_size:>5} {k:>9} {f:9.3f} "
                           f"{len(X) / f:10,.0f} {g:8.3f} {f / g:6.2f} {tt}", flush=True)
                     rows.append({"network": name, "threads": n_threads,
