@@ -119,6 +119,69 @@ def time_torch(widths, X, y, batch_size):
     return min(seconds)
 
 
+def time_numpy(widths, X, y, batch_size):
+    """One epoch of the same network and SGD-with-momentum step written in plain NumPy
+    (float32, the textbook forward/backward with matrix products), after a warm-up."""
+    rng = np.random.default_rng(0)
+    Ws = [(rng.normal(0, np.sqrt(2 / a), (b, a))).astype(np.float32)
+          for a, b in zip(widths[:-1], widths[1:])]
+    bs = [np.zeros(b, np.float32) for b in widths[1:]]
+    params = Ws + bs
+    bufs = [np.zeros_like(p) for p in params]
+    onehot = np.eye(widths[-1], dtype=np.float32)
+
+    def step(xb, yb):
+        acts = [xb]
+        for i, (W, b) in enumerate(zip(Ws, bs)):
+            z = acts[-1] @ W.T + b
+            acts.append(np.maximum(z, 0) if i < len(Ws) - 1 else z)
+        logits = acts[-1]
+        p = np.exp(logits - logits.max(axis=1, keepdims=True))
+        p /= p.sum(axis=1, keepdims=True)
+        g = (p - onehot[yb]) / len(xb)
+        grads_W, grads_b = [None] * len(Ws), [None] * len(bs)
+        for i in range(len(Ws) - 1, -1, -1):
+            grads_W[i], grads_b[i] = g.T @ acts[i], g.sum(axis=0)
+            if i:
+                g = (g @ Ws[i]) * (acts[i] > 0)
+        for param, buf, grad in zip(params, bufs, grads_W + grads_b):
+            buf *= 0.9
+            buf += grad
+            param -= 0.01 * buf
+
+    def epoch(perm):
+        for i in range(0, len(perm), batch_size):
+            idx = perm[i:i + batch_size]
+            step(X[idx], y[idx])
+
+    epoch(rng.permutation(len(X))[:2 * batch_size])
+    start = time.perf_counter()
+    epoch(rng.permutation(len(X)))
+    return time.perf_counter() - start
+
+
+def time_sklearn(widths, X, y, batch_size):
+    """One epoch of scikit-learn's MLPClassifier, same network and SGD with momentum, or
+    None when scikit-learn is not installed."""
+    try:
+        import warnings
+
+        from sklearn.exceptions import ConvergenceWarning
+        from sklearn.neural_network import MLPClassifier
+    except ImportError:
+        return None
+    model = MLPClassifier(hidden_layer_sizes=tuple(widths[1:-1]), solver="sgd",
+                          batch_size=batch_size, learning_rate_init=0.01, momentum=0.9,
+                          nesterovs_momentum=False, alpha=0.0, max_iter=1, shuffle=True,
+                          random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(X[:2 * batch_size], y[:2 * batch_size])  # warm-up (setup, imports)
+        start = time.perf_counter()
+        model.fit(X, y)  # max_iter=1: one epoch
+        return time.perf_counter() - start
+
+
 def blas_description():
     """The BLAS fastnn calls: the OpenBLAS that scipy ships (cython_blas)."""
     libs = [i for i in threadpool_info() if i["user_api"] == "blas"]
@@ -139,6 +202,8 @@ def main(argv=None):
     parser.add_argument("--optimizers", default="sgd,momentum",
                         help="comma-separated: sgd (plain), momentum (0.9)")
     parser.add_argument("--no-torch", action="store_true")
+    parser.add_argument("--peers", default="numpy,sklearn",
+                        help="other peers timed with SGD momentum: numpy, sklearn ('' none)")
     parser.add_argument("--json", default=None, help="also write the results to this file")
     args = parser.parse_args(argv)
 
@@ -150,6 +215,10 @@ def main(argv=None):
     optimizers = {"sgd": lambda: fnn.optim.SGD(lr=0.01),
                   "momentum": lambda: fnn.optim.SGD(lr=0.01, momentum=0.9)}
     chosen = args.optimizers.split(",")
+    peers = [p for p in args.peers.split(",") if p] if "momentum" in chosen else []
+    for peer in peers:
+        if peer not in PEERS:
+            parser.error(f"unknown peer {peer!r}; expected one of {sorted(PEERS)}")
     fnn.set_num_threads(thread_counts[0])
     print(f"fastnn {fnn.__version__}, python {platform.python_version()}, "
           f"{platform.machine()}, {os.cpu_count()} cpus")
@@ -168,6 +237,7 @@ def main(argv=None):
         for name, widths in networks.items():
             for batch_size in [int(b) for b in args.batch_sizes.split(",")]:
                 floor, fit, torch_t = [], {k: [] for k in chosen}, []
+                peer_t = {peer: [] for peer in peers}
                 for _ in range(repeats):
                     floor.append(time_floor(widths, X, batch_size))
                     for k in chosen:
@@ -176,6 +246,9 @@ def main(argv=None):
                         t = time_torch(widths, X, y, batch_size)
                         if t is not None:
                             torch_t.append(t)
+                    for peer in peers:
+                        t = PEERS[peer](widths, X, y, batch_size)
+                        peer_t[peer].append(t)
                 g = min(floor)
                 for k in chosen:
                     f = min(fit[k])
@@ -188,16 +261,27 @@ def main(argv=None):
                         tt = f"{'n/a':>8} {'skipped' if args.no_torch else 'not installed':>12}"
                     print(f"{name:<18} {n_threads:>3} {batch_size:>5} {k:>9} {f:9.3f} "
                           f"{len(X) / f:10,.0f} {g:8.3f} {f / g:6.2f} {tt}", flush=True)
-                    rows.append({"network": name, "threads": n_threads,
-                                 "batch_size": batch_size, "optimizer": k, "fastnn_s": f,
-                                 "samples_per_s": len(X) / f, "floor_s": g, "ratio": f / g,
-                                 "torch_s": torch_s})
+                    row = {"network": name, "threads": n_threads, "batch_size": batch_size,
+                           "optimizer": k, "fastnn_s": f, "samples_per_s": len(X) / f,
+                           "floor_s": g, "ratio": f / g, "torch_s": torch_s}
+                    if k == "momentum":
+                        for peer, times in peer_t.items():
+                            best = None if None in times else min(times)
+                            row[f"{peer}_s"] = best
+                            print(f"{'':<18} {'':>3} {'':>5} {peer:>9} "
+                                  + (f"{best:9.3f} {len(X) / best:10,.0f}   "
+                                     f"{peer}/fastnn {best / f:.2f}" if best is not None
+                                     else f"{'not installed':>20}"), flush=True)
+                    rows.append(row)
     if args.json:
         with open(args.json, "w") as out:
             json.dump({"fastnn": fnn.__version__, "blas": blas_description(),
                        "data": source, "repeats": repeats, "rows": rows}, out, indent=1)
         print(f"results written to {args.json}")
     return 0
+
+
+PEERS = {"numpy": time_numpy, "sklearn": time_sklearn}
 
 
 if __name__ == "__main__":
