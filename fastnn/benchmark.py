@@ -182,6 +182,50 @@ def time_sklearn(widths, X, y, batch_size):
         return time.perf_counter() - start
 
 
+def time_jax(widths, X, y, batch_size):
+    """One epoch of the same network and SGD-with-momentum step as one jit-compiled JAX
+    function (float32, XLA's CPU backend), or None when JAX is not installed. Both batch
+    shapes (full and the last partial one) are compiled before timing."""
+    try:
+        import jax
+        import jax.numpy as jnp
+    except ImportError:
+        return None
+    rng = np.random.default_rng(0)
+    params = [(jnp.asarray(rng.normal(0, np.sqrt(2 / a), (b, a)), jnp.float32),
+               jnp.zeros(b, jnp.float32)) for a, b in zip(widths[:-1], widths[1:])]
+    bufs = jax.tree_util.tree_map(jnp.zeros_like, params)
+
+    def loss(params, xb, yb):
+        h = xb
+        for i, (W, b) in enumerate(params):
+            h = h @ W.T + b
+            if i < len(params) - 1:
+                h = jax.nn.relu(h)
+        logp = jax.nn.log_softmax(h)
+        return -jnp.mean(jnp.take_along_axis(logp, yb[:, None], axis=1))
+
+    @jax.jit
+    def step(params, bufs, xb, yb):
+        grads = jax.grad(loss)(params, xb, yb)
+        bufs = jax.tree_util.tree_map(lambda b, g: 0.9 * b + g, bufs, grads)
+        params = jax.tree_util.tree_map(lambda p, b: p - 0.01 * b, params, bufs)
+        return params, bufs
+
+    def epoch(params, bufs, perm):
+        for i in range(0, len(perm), batch_size):
+            idx = perm[i:i + batch_size]
+            params, bufs = step(params, bufs, X[idx], y[idx])
+        jax.block_until_ready(params)
+        return params, bufs
+
+    last = len(X) % batch_size or batch_size
+    params, bufs = epoch(params, bufs, rng.permutation(len(X))[:batch_size + last])
+    start = time.perf_counter()
+    epoch(params, bufs, rng.permutation(len(X)))
+    return time.perf_counter() - start
+
+
 def blas_description():
     """The BLAS fastnn calls: the OpenBLAS that scipy ships (cython_blas)."""
     libs = [i for i in threadpool_info() if i["user_api"] == "blas"]
@@ -202,8 +246,9 @@ def main(argv=None):
     parser.add_argument("--optimizers", default="sgd,momentum",
                         help="comma-separated: sgd (plain), momentum (0.9)")
     parser.add_argument("--no-torch", action="store_true")
-    parser.add_argument("--peers", default="numpy,sklearn",
-                        help="other peers timed with SGD momentum: numpy, sklearn ('' none)")
+    parser.add_argument("--peers", default="numpy,sklearn,jax",
+                        help="other peers timed with SGD momentum: numpy, sklearn, jax "
+                             "('' for none)")
     parser.add_argument("--json", default=None, help="also write the results to this file")
     args = parser.parse_args(argv)
 
@@ -281,7 +326,7 @@ def main(argv=None):
     return 0
 
 
-PEERS = {"numpy": time_numpy, "sklearn": time_sklearn}
+PEERS = {"numpy": time_numpy, "sklearn": time_sklearn, "jax": time_jax}
 
 
 if __name__ == "__main__":
