@@ -250,6 +250,9 @@ def main(argv=None):
                         help="other peers timed with SGD momentum: numpy, sklearn, jax "
                              "('' for none)")
     parser.add_argument("--json", default=None, help="also write the results to this file")
+    parser.add_argument("--plot", default=None,
+                        help="draw samples/s against batch size per tool to this PNG "
+                             "(needs matplotlib)")
     args = parser.parse_args(argv)
 
     repeats = 2 if args.quick else args.repeats
@@ -307,7 +310,8 @@ def main(argv=None):
                     print(f"{name:<18} {n_threads:>3} {batch_size:>5} {k:>9} {f:9.3f} "
                           f"{len(X) / f:10,.0f} {g:8.3f} {f / g:6.2f} {tt}", flush=True)
                     row = {"network": name, "threads": n_threads, "batch_size": batch_size,
-                           "optimizer": k, "fastnn_s": f, "samples_per_s": len(X) / f,
+                           "optimizer": k, "samples": len(X), "fastnn_s": f,
+                           "samples_per_s": len(X) / f,
                            "floor_s": g, "ratio": f / g, "torch_s": torch_s}
                     if k == "momentum":
                         for peer, times in peer_t.items():
@@ -318,12 +322,51 @@ def main(argv=None):
                                      f"{peer}/fastnn {best / f:.2f}" if best is not None
                                      else f"{'not installed':>20}"), flush=True)
                     rows.append(row)
+    if args.plot:
+        plot(rows, args.plot, source)
     if args.json:
         with open(args.json, "w") as out:
             json.dump({"fastnn": fnn.__version__, "blas": blas_description(),
                        "data": source, "repeats": repeats, "rows": rows}, out, indent=1)
         print(f"results written to {args.json}")
     return 0
+
+
+def plot(rows, path, source):
+    """Samples/s against batch size, one line per tool, one panel per network and thread
+    count; says so and returns when matplotlib is not installed."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("--plot: matplotlib is not installed (pip install matplotlib)")
+        return
+    panels = sorted({(r["network"], r["threads"]) for r in rows})
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
+    for ax, (network, threads) in zip(axes[0], panels):
+        mine = [r for r in rows if r["network"] == network and r["threads"] == threads]
+        lines = {f"fastnn ({r['optimizer']})": {} for r in mine}
+        for r in mine:
+            lines[f"fastnn ({r['optimizer']})"][r["batch_size"]] = r["samples_per_s"]
+            if r["optimizer"] == "momentum":
+                for tool in ["torch"] + list(PEERS):
+                    seconds = r.get(f"{tool}_s")
+                    if seconds:
+                        lines.setdefault(tool, {})[r["batch_size"]] = r["samples"] / seconds
+        for label, points in lines.items():
+            sizes = sorted(points)
+            ax.plot(sizes, [points[b] for b in sizes], marker="o", label=label)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("batch size")
+        ax.set_ylabel("samples / s (one epoch)")
+        ax.set_title(f"{network}, {threads} thread(s)")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"fastnn {fnn.__version__} - {blas_description()} - {source}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    print(f"plot written to {path}")
 
 
 PEERS = {"numpy": time_numpy, "sklearn": time_sklearn, "jax": time_jax}

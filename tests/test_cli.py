@@ -56,3 +56,16 @@ def test_bench_command_writes_json(tmp_path):
     (row,) = data["rows"]
     assert row["threads"] == 1 and row["batch_size"] == 512 and row["ratio"] > 0.5
     assert row["samples_per_s"] == pytest.approx(60000 / row["fastnn_s"])
+
+
+def test_bench_plot(tmp_path):
+    pytest.importorskip("matplotlib")
+    from fastnn.benchmark import plot
+    rows = [{"network": "784-256-128-10", "threads": 2, "batch_size": b, "optimizer": opt,
+             "samples": 60000, "fastnn_s": s, "samples_per_s": 60000 / s, "floor_s": s,
+             "ratio": 1.0, "torch_s": 2 * s if opt == "momentum" else None,
+             "numpy_s": 1.5 * s, "sklearn_s": None, "jax_s": 1.2 * s}
+            for b, s in [(32, 0.6), (128, 0.4), (512, 0.35)] for opt in ("sgd", "momentum")]
+    path = tmp_path / "bench.png"
+    plot(rows, path, "synthetic")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
