@@ -8,7 +8,7 @@ loss, optimizer update, batch gathering). Repeats are interleaved and the minimu
 each is reported, so a noisy machine affects both sides alike.
 
     fastnn bench                        # both networks, batch 32/128/512, all threads
-    fastnn bench --quick                # 784-256-128-10 only, 2 repeats
+    fastnn bench --quick                # a subset: 784-256-128-10, batch 32 and 512, 1 repeat
     fastnn bench --threads 1,all --json results.json
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE fastnn bench   # newest OpenBLAS kernels
 
@@ -238,11 +238,13 @@ def blas_description():
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="fastnn bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small network, 2 repeats")
+    parser.add_argument("--quick", action="store_true",
+                        help="a subset: small network, batch sizes 32 and 512, one repeat")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", default="all",
                         help="comma-separated thread counts; 'all' = the available cores")
-    parser.add_argument("--batch-sizes", default="32,128,512")
+    parser.add_argument("--batch-sizes", default=None,
+                        help="comma-separated (default 32,128,512; --quick: 32,512)")
     parser.add_argument("--optimizers", default="sgd,momentum",
                         help="comma-separated: sgd (plain), momentum (0.9)")
     parser.add_argument("--no-torch", action="store_true")
@@ -255,7 +257,9 @@ def main(argv=None):
                              "(needs matplotlib)")
     args = parser.parse_args(argv)
 
-    repeats = 2 if args.quick else args.repeats
+    repeats = 1 if args.quick else args.repeats
+    batch_sizes = [int(b) for b in (args.batch_sizes or
+                                    ("32,512" if args.quick else "32,128,512")).split(",")]
     networks = {k: v for k, v in NETWORKS.items() if not args.quick or "256" in k}
     thread_counts = [fnn._threads.available_cores() if t == "all" else int(t)
                      for t in args.threads.split(",")]
@@ -283,7 +287,7 @@ def main(argv=None):
     for n_threads in thread_counts:
         fnn.set_num_threads(n_threads)
         for name, widths in networks.items():
-            for batch_size in [int(b) for b in args.batch_sizes.split(",")]:
+            for batch_size in batch_sizes:
                 floor, fit, torch_t = [], {k: [] for k in chosen}, []
                 peer_t = {peer: [] for peer in peers}
                 for _ in range(repeats):
