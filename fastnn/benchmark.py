@@ -240,7 +240,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="fastnn bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
                         help="a subset: small network, batch sizes 32 and 512, one repeat")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=None, help="default 3; --quick: 1")
     parser.add_argument("--threads", default="all",
                         help="comma-separated thread counts; 'all' = the available cores")
     parser.add_argument("--batch-sizes", default=None,
@@ -257,7 +257,7 @@ def main(argv=None):
                              "(needs matplotlib)")
     args = parser.parse_args(argv)
 
-    repeats = 1 if args.quick else args.repeats
+    repeats = args.repeats or (1 if args.quick else 3)
     batch_sizes = [int(b) for b in (args.batch_sizes or
                                     ("32,512" if args.quick else "32,128,512")).split(",")]
     networks = {k: v for k, v in NETWORKS.items() if not args.quick or "256" in k}
