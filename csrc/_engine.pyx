@@ -43,7 +43,7 @@ from _kinds cimport (BATCHNORM, DENSE, DROPOUT, IDENTITY, RELU, LEAKY_RELU, SIGM
                      SGD, ADAM, RMSPROP, ADAGRAD)
 from _losses cimport count_correct, loss_forward_backward
 from _optimizers cimport (GradientDestination, TO_GRAD, destination_array,
-                          gradient_destination, optimizer_finish)
+                          gradient_destination, optimizer_finish, uses_scaled_momentum)
 
 # The codes of _kinds.pxd, by the names the Python layer uses.
 LAYER_KINDS = {"dense": DENSE, "identity": IDENTITY, "relu": RELU, "leaky_relu": LEAKY_RELU,
@@ -100,6 +100,7 @@ cdef struct Net:
     int opt_kind
     double hyper[MAX_HYPER]
     long long step      # optimizer updates made so far
+    double mom_scale    # SGD momentum buffers hold b / mom_scale (see _optimizers.pxd)
 
 
 cdef void* data_ptr(object arr):
@@ -156,7 +157,7 @@ cdef void* destination(Net* net, int param, bint update, GradientDestination* de
         return NULL
     P = &net.params[param]
     if update:
-        dest[0] = gradient_destination(net.opt_kind, net.hyper, net.step, P.l2)
+        dest[0] = gradient_destination(net.opt_kind, net.hyper, net.step, P.l2, net.mom_scale)
     return destination_array(dest.where, P.value, P.grad, P.state[0])
 
 
@@ -242,6 +243,20 @@ cdef void backward(Net* net, const floating* x, Py_ssize_t n, int n_run,
             break
 
 
+cdef void unscale_momentum(Net* net, floating* tag) noexcept nogil:
+    """Fold the momentum scale into the buffers (c *= s), so they hold torch's b again."""
+    cdef Py_ssize_t i, j, size
+    cdef floating s = <floating> net.mom_scale
+    cdef floating* buf
+    if net.mom_scale != 1.0 and uses_scaled_momentum(net.opt_kind, net.hyper):
+        for i in range(net.n_params):
+            buf = <floating*> net.params[i].state[0]
+            size = net.params[i].size
+            for j in range(size):
+                buf[j] = buf[j] * s
+    net.mom_scale = 1.0
+
+
 cdef void gather(const floating* src, const int64_t* order, Py_ssize_t start, Py_ssize_t n,
                  Py_ssize_t width, floating* dst) noexcept nogil:
     cdef Py_ssize_t i
@@ -298,7 +313,11 @@ cdef int train_epoch(Net* net, const floating* X, const floating* T, const int64
             failed_batch[0] = batch
             return 1
         loss_sum[0] += batch_loss
+        if net.mom_scale * net.hyper[1] < 1e-3:  # keep alpha = (1 - d) / s moderate
+            unscale_momentum(net, <floating*> NULL)
         backward(net, xb, n, n_run, dest, True, n_threads)
+        if uses_scaled_momentum(net.opt_kind, net.hyper):
+            net.mom_scale = net.mom_scale * net.hyper[1] if net.step > 0 else 1.0
         net.step += 1
         start += n
         batch += 1
@@ -463,6 +482,7 @@ cdef class Engine:
             raise ValueError(f"expected state for {self.net.n_params} parameters")
         self.net.opt_kind = kind
         self.net.step = step
+        self.net.mom_scale = 1.0
         for i, h in enumerate(hyper):
             self.net.hyper[i] = h
         for i, state in enumerate(states):
@@ -492,16 +512,22 @@ cdef class Engine:
         if order is not None and (order.dtype != np.int64 or not order.flags.c_contiguous):
             raise TypeError("order must be a C-contiguous int64 array")
         self.reserve(batch_size)
-        if self.dtype == np.float64:
-            with nogil:
-                status = train_epoch(&self.net, <double*> x, <double*> t, lab, ordp, n_samples,
-                                     batch_size, loss_kind, n_run, &loss_sum, &failed,
-                                     STEP_THREADS)
-        else:
-            with nogil:
-                status = train_epoch(&self.net, <float*> x, <float*> t, lab, ordp, n_samples,
-                                     batch_size, loss_kind, n_run, &loss_sum, &failed,
-                                     STEP_THREADS)
+        try:
+            if self.dtype == np.float64:
+                with nogil:
+                    status = train_epoch(&self.net, <double*> x, <double*> t, lab, ordp,
+                                         n_samples, batch_size, loss_kind, n_run, &loss_sum,
+                                         &failed, STEP_THREADS)
+            else:
+                with nogil:
+                    status = train_epoch(&self.net, <float*> x, <float*> t, lab, ordp,
+                                         n_samples, batch_size, loss_kind, n_run, &loss_sum,
+                                         &failed, STEP_THREADS)
+        finally:  # however it ends, the momentum buffers hold torch's b again
+            if self.dtype == np.float64:
+                unscale_momentum(&self.net, <double*> NULL)
+            else:
+                unscale_momentum(&self.net, <float*> NULL)
         return loss_sum, failed if status else -1
 
     def run(self, X, out, targets, labels, int loss_kind, bint want_grads, int n_run,

@@ -13,7 +13,7 @@ from _blas cimport gemm as _gemm, gemv as _gemv
 from _dense cimport dense_backward as _dense_backward, dense_forward as _dense_forward
 from _dropout cimport dropout_backward as _dropout_backward, dropout_forward as _dropout_forward
 from _losses cimport count_correct, loss_forward_backward
-from _optimizers cimport (GradientDestination, TO_GRAD, destination_array,
+from _optimizers cimport (GradientDestination, TO_GRAD, TO_STATE0, destination_array,
                           gradient_destination, optimizer_finish)
 from _parallel cimport threads_for
 
@@ -135,7 +135,7 @@ def optimizer_step(int kind, const double[::1] hyper, long long step, floating[:
     gradient lands where the optimizer asks (here C = alpha * grad + beta * C stands in
     for the GEMM that produces it), then the optimizer finishes its update."""
     cdef Py_ssize_t i, n = param.shape[0]
-    cdef GradientDestination dest = gradient_destination(kind, &hyper[0], step, l2)
+    cdef GradientDestination dest = gradient_destination(kind, &hyper[0], step, l2, 1.0)
     cdef floating* s0 = NULL if state0 is None else &state0[0]
     cdef floating* target = <floating*> destination_array(dest.where, &param[0],
                                                           <floating*> &grad[0], s0)
@@ -147,6 +147,9 @@ def optimizer_step(int kind, const double[::1] hyper, long long step, floating[:
         optimizer_finish(kind, &hyper[0], l2, step, dest, &param[0], &grad[0], s0,
                          NULL if state1 is None else &state1[0],
                          NULL if state2 is None else &state2[0], n, n_threads)
+        if dest.where == TO_STATE0:  # back from the scaled buffer c to torch's b
+            for i in range(n):
+                s0[i] = s0[i] * <floating> dest.scale
 
 
 cdef inline bint row_has_nonfinite(const floating* row, Py_ssize_t m) noexcept nogil:

@@ -5,8 +5,12 @@ so an optimizer chooses where that product lands (`gradient_destination`) and th
 finishes the update in at most one pass over the parameter (`optimizer_finish`):
 
   SGD, momentum = 0:  C = p,      alpha = -lr, beta = 1 - lr * weight_decay: no pass left.
-  SGD, momentum, not nesterov:  C = buffer, alpha = 1 - dampening, beta = momentum (first
-                      step: alpha = 1, beta = 0); pass: b += alpha * wd * p; p -= lr * b.
+  SGD, momentum, not nesterov:  the buffer is kept as c = b / s, s = momentum^k, so the
+                      product needs no beta pass: C = c, alpha = (1 - dampening) / s_new,
+                      beta = 1 with s_new = momentum * s (first step: s = 1, alpha = 1,
+                      beta = 0); pass: c += alpha * wd * p; p -= lr * s_new * c. The driver
+                      folds s back into c (c *= s) when s gets small and at every epoch's
+                      end, so the stored state is torch's buffer b between calls.
   anything else:      C = grad, alpha = 1, beta = 0; pass: the full update from grad.
 
 `hyper` holds an optimizer's hyperparameters as doubles in the order its Python class
@@ -60,21 +64,29 @@ cdef struct GradientDestination:
     int where           # a Destination
     double alpha
     double beta
+    double scale        # TO_STATE0: the buffer's scale s after this step (b = s * c)
 
 
 cdef inline GradientDestination gradient_destination(int kind, const double* hyper,
-                                                     long long step, double l2) noexcept nogil:
-    """Where the product dL/dW of the coming update lands, and its alpha/beta."""
+                                                     long long step, double l2,
+                                                     double scale) noexcept nogil:
+    """Where the product dL/dW of the coming update lands, and its alpha/beta; `scale` is
+    the momentum buffer's current scale s (see the header)."""
     cdef GradientDestination d
-    d.where, d.alpha, d.beta = TO_GRAD, 1.0, 0.0
+    d.where, d.alpha, d.beta, d.scale = TO_GRAD, 1.0, 0.0, 1.0
     if kind == SGD:
         if hyper[1] == 0:
             d.where, d.alpha, d.beta = TO_PARAM, -hyper[0], 1.0 - hyper[0] * (hyper[4] + l2)
         elif hyper[3] == 0:
             d.where = TO_STATE0
             if step > 0:
-                d.alpha, d.beta = 1.0 - hyper[2], hyper[1]
+                d.scale = hyper[1] * scale
+                d.alpha, d.beta = (1.0 - hyper[2]) / d.scale, 1.0
     return d
+
+
+cdef inline bint uses_scaled_momentum(int kind, const double* hyper) noexcept nogil:
+    return kind == SGD and hyper[1] != 0 and hyper[3] == 0
 
 
 cdef inline void sgd_update(const double* hyper, double l2, long long step, floating* p,
@@ -109,8 +121,9 @@ cdef inline void sgd_update(const double* hyper, double l2, long long step, floa
 
 
 cdef inline void sgd_momentum_finish(const double* hyper, double l2, floating alpha,
-                                     floating* p, floating* buf, Py_ssize_t n) noexcept nogil:
-    """After buf = momentum * buf + alpha * g (the GEMM): fold in weight decay, step p.
+                                     double scale, floating* p, floating* buf,
+                                     Py_ssize_t n) noexcept nogil:
+    """After c = c + alpha * g (the GEMM; b = scale * c): fold in weight decay, step p.
 
     Two AXPYs rather than an OpenMP loop: this pass runs between GEMMs, and BLAS's own
     threads do it without waking a second thread pool to compete with BLAS's.
@@ -118,7 +131,7 @@ cdef inline void sgd_momentum_finish(const double* hyper, double l2, floating al
     cdef floating decay = alpha * <floating> (hyper[4] + l2)
     if decay != 0:
         axpy(<int> n, decay, p, buf)
-    axpy(<int> n, -<floating> hyper[0], buf, p)
+    axpy(<int> n, <floating> (-hyper[0] * scale), buf, p)
 
 
 cdef inline floating fsqrt(floating x) noexcept nogil:
@@ -201,7 +214,7 @@ cdef inline void optimizer_finish(int kind, const double* hyper, double l2, long
         return
     if kind == SGD:
         if dest.where == TO_STATE0:
-            sgd_momentum_finish(hyper, l2, <floating> dest.alpha, p, state0, n)
+            sgd_momentum_finish(hyper, l2, <floating> dest.alpha, dest.scale, p, state0, n)
         else:
             sgd_update(hyper, l2, step, p, g, state0, n, n_threads)
     elif kind == ADAM:

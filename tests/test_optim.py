@@ -214,3 +214,28 @@ def test_l2_penalty_in_every_update_path(rng, cls, step_fn, settings):
     model.fit(X, y, optimizer=cls(**settings), epochs=3, batch_size=16, shuffle=False)
     for got, want in zip(model.parameters(), expected):
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("settings", [dict(lr=0.01, momentum=0.9),
+                                      dict(lr=0.01, momentum=0.5, dampening=0.2,
+                                           weight_decay=0.01)])
+def test_momentum_over_hundreds_of_steps_in_one_epoch(rng, settings):
+    """The engine keeps momentum buffers scaled (b = s * c) and folds s back in every few
+    dozen steps and at the epoch's end: 200 per-example steps cross that several times."""
+    X, y = rng.normal(size=(200, 6)), rng.integers(0, 3, 200)
+    model = fnn.Sequential([fnn.Dense(6, 3)], dtype="float64", seed=1)
+    layers = reference_layers(model)
+    params = [p for _, ps in layers for p in ps]
+    bufs = [None, None]
+    for step in range(200):
+        _, grads = ref.mlp_loss_and_gradients(layers, X[step:step + 1], y[step:step + 1],
+                                              "cross_entropy")
+        for i, g in enumerate(grads):
+            new, bufs[i] = ref.sgd_step(params[i], g, bufs[i], step, **settings)
+            params[i][...] = new
+    optimizer = fnn.optim.SGD(**settings)
+    model.fit(X, y, optimizer=optimizer, epochs=1, batch_size=1, shuffle=False)
+    for got, want in zip(model.parameters(), params):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-13)
+    for (got,), want in zip(optimizer.state, bufs):  # the stored state is torch's buffer
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-13)
