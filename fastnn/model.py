@@ -213,14 +213,8 @@ class Sequential:
                         + self.penalty(), "lr": lr, "seconds": seconds,
                         "samples_per_second": X.shape[0] / seconds}
                 if validation is not None:
-                    X_val, (v_kind, v_targets, v_labels) = validation
-                    v_sum, v_correct = self._engine.run(
-                        X_val, None, v_targets, v_labels, v_kind, False, n_run,
-                        min(1024, X_val.shape[0]))
-                    divisor = loss.mean_divisor(X_val.shape[0], self.n_outputs)
-                    logs["val_loss"] = v_sum / divisor + self.penalty()
-                    if loss.classification:
-                        logs["val_accuracy"] = v_correct / divisor
+                    metrics = self._metrics(*validation, loss, n_run, 1024)
+                    logs.update({f"val_{key}": value for key, value in metrics.items()})
                 history._append(epoch, **logs)
                 if verbose:
                     self._print_epoch(epoch, epochs, logs)
@@ -308,27 +302,37 @@ class Sequential:
         per element, for binary_cross_entropy.
         """
         loss = get_loss(loss)
-        loss_sum, correct, n_values = self._loss_pass(X, y, loss, batch_size, False)
-        result = {"loss": loss_sum / loss.mean_divisor(*n_values) + self.penalty()}
-        if loss.classification:  # counted per sample (cross-entropy) or per element
-            result["accuracy"] = correct / loss.mean_divisor(*n_values)
-        return result
+        X, prepared, n_run, batch_size = self._prepare(X, y, loss, batch_size)
+        with self._lock:
+            return self._metrics(X, prepared, loss, n_run, batch_size)
 
     def gradients(self, X, y, loss="cross_entropy", batch_size=1024):
         """Gradients of the mean loss over all of X, in the order of parameters() (copies)."""
-        self._loss_pass(X, y, get_loss(loss), batch_size, True)
-        return [g.copy() for g in self._engine.grads]
+        X, (kind, targets, labels), n_run, batch_size = self._prepare(X, y, get_loss(loss),
+                                                                      batch_size)
+        with self._lock:
+            self._engine.run(X, None, targets, labels, kind, True, n_run,
+                             min(batch_size, X.shape[0]))
+            return [g.copy() for g in self._engine.grads]
 
-    def _loss_pass(self, X, y, loss, batch_size, want_grads):
+    def _prepare(self, X, y, loss, batch_size):
+        """Validated inputs for a loss pass: (X, loss.prepare(...), layers run, batch)."""
         batch_size = check_int(batch_size, "batch_size")
         X = as_features(X, self.n_features, self.dtype)
-        kind, targets, labels = loss.prepare(y, X.shape[0], self.n_outputs, self.dtype)
-        n_run = self._trained_layers(loss)
-        with self._lock:
-            loss_sum, correct = self._engine.run(
-                X, None, targets, labels, kind, want_grads, n_run,
-                min(batch_size, X.shape[0]))
-        return loss_sum, correct, (X.shape[0], self.n_outputs)
+        prepared = loss.prepare(y, X.shape[0], self.n_outputs, self.dtype)
+        return X, prepared, self._trained_layers(loss), batch_size
+
+    def _metrics(self, X, prepared, loss, n_run, batch_size):
+        """{"loss": mean loss plus the L2 penalty, "accuracy" for classification} over X,
+        already validated; the caller holds the model's lock."""
+        kind, targets, labels = prepared
+        loss_sum, correct = self._engine.run(X, None, targets, labels, kind, False, n_run,
+                                             min(batch_size, X.shape[0]))
+        divisor = loss.mean_divisor(X.shape[0], self.n_outputs)  # samples or elements
+        result = {"loss": loss_sum / divisor + self.penalty()}
+        if loss.classification:
+            result["accuracy"] = correct / divisor
+        return result
 
     def _trained_layers(self, loss):
         """How many layers training runs: all but a final layer the loss fuses."""
