@@ -40,6 +40,7 @@ from _batchnorm cimport (batchnorm_backward, batchnorm_eval_backward, batchnorm_
 from _dropout cimport dropout_backward, dropout_forward
 from _kinds cimport (BATCHNORM, DENSE, DROPOUT, IDENTITY, RELU, LEAKY_RELU, SIGMOID, TANH, SOFTMAX,
                      CROSS_ENTROPY_LABELS, CROSS_ENTROPY_PROBS, BINARY_CROSS_ENTROPY, MSE, L1,
+                     POISSON,
                      SGD, ADAM, RMSPROP, ADAGRAD)
 from _losses cimport count_correct, loss_forward_backward
 from _optimizers cimport (GradientDestination, TO_GRAD, destination_array,
@@ -51,7 +52,8 @@ LAYER_KINDS = {"dense": DENSE, "identity": IDENTITY, "relu": RELU, "leaky_relu":
                "batchnorm": BATCHNORM}
 LOSS_KINDS = {"cross_entropy_labels": CROSS_ENTROPY_LABELS,
               "cross_entropy_probs": CROSS_ENTROPY_PROBS,
-              "binary_cross_entropy": BINARY_CROSS_ENTROPY, "mse": MSE, "l1": L1}
+              "binary_cross_entropy": BINARY_CROSS_ENTROPY, "mse": MSE, "l1": L1,
+              "poisson_nll": POISSON}
 OPTIMIZER_KINDS = {"sgd": SGD, "adam": ADAM, "rmsprop": RMSPROP, "adagrad": ADAGRAD}
 
 cdef enum:
@@ -101,6 +103,9 @@ cdef struct Net:
     double hyper[MAX_HYPER]
     long long step      # optimizer updates made so far
     double mom_scale    # SGD momentum buffers hold b / mom_scale (see _optimizers.pxd)
+    bint per_row        # scikit-learn's conventions (Engine.use_per_row_scaling)
+    double l2_scale     # the L2 coefficients' factor in the current step (1, or 1/rows)
+    double penalty_sum  # per_row: the sum over steps of 0.5 * l2 * |W|^2 before each step
 
 
 cdef void* data_ptr(object arr):
@@ -157,7 +162,8 @@ cdef void* destination(Net* net, int param, bint update, GradientDestination* de
         return NULL
     P = &net.params[param]
     if update:
-        dest[0] = gradient_destination(net.opt_kind, net.hyper, net.step, P.l2, net.mom_scale)
+        dest[0] = gradient_destination(net.opt_kind, net.hyper, net.step, P.l2 * net.l2_scale,
+                                       net.mom_scale)
     return destination_array(dest.where, P.value, P.grad, P.state[0])
 
 
@@ -168,7 +174,8 @@ cdef void finish_update(Net* net, int param, GradientDestination dest,
     if param < 0:
         return
     P = &net.params[param]
-    optimizer_finish(net.opt_kind, net.hyper, P.l2, net.step, dest, <floating*> P.value,
+    optimizer_finish(net.opt_kind, net.hyper, P.l2 * net.l2_scale, net.step, dest,
+                     <floating*> P.value,
                      <floating*> P.grad, <floating*> P.state[0], <floating*> P.state[1],
                      <floating*> P.state[2], P.size, n_threads)
 
@@ -264,11 +271,30 @@ cdef void gather(const floating* src, const int64_t* order, Py_ssize_t start, Py
         memcpy(dst + i * width, src + order[start + i] * width, width * sizeof(floating))
 
 
-cdef double loss_scale(int loss_kind, Py_ssize_t n, Py_ssize_t width) noexcept nogil:
-    """The factor that turns summed losses into the mean (reduction "mean")."""
+cdef double loss_scale(int loss_kind, Py_ssize_t n, Py_ssize_t width,
+                       bint per_row) noexcept nogil:
+    """The factor that turns summed losses into the mean (reduction "mean"); per_row
+    (scikit-learn): the mean over rows of the sum over outputs, and half the squares."""
+    if per_row:
+        return 0.5 / n if loss_kind == MSE else 1.0 / n
     if loss_kind == CROSS_ENTROPY_LABELS or loss_kind == CROSS_ENTROPY_PROBS:
         return 1.0 / n
     return 1.0 / (n * width)
+
+
+cdef double half_l2_penalty(Net* net, floating* tag) noexcept nogil:
+    """0.5 * sum over penalised parameters of l2 * |W|^2 (scikit-learn's alpha term)."""
+    cdef Py_ssize_t i, j
+    cdef double total = 0, squares
+    cdef const floating* w
+    for i in range(net.n_params):
+        if net.params[i].l2 != 0:
+            w = <floating*> net.params[i].value
+            squares = 0
+            for j in range(net.params[i].size):
+                squares += <double> w[j] * w[j]
+            total += 0.5 * net.params[i].l2 * squares
+    return total
 
 
 cdef int train_epoch(Net* net, const floating* X, const floating* T, const int64_t* labels,
@@ -306,13 +332,16 @@ cdef int train_epoch(Net* net, const floating* X, const floating* T, const int64
             if labels != NULL:
                 lb = labels + start
         forward(net, xb, n, n_run, <floating*> NULL, True, n_threads)
-        batch_loss = loss_forward_backward(loss_kind, <floating*> last.out, tb, lb,
-                                           <floating*> last.grad, n, width,
-                                           <floating> loss_scale(loss_kind, n, width), n_threads)
+        batch_loss = loss_forward_backward(
+            loss_kind, <floating*> last.out, tb, lb, <floating*> last.grad, n, width,
+            <floating> loss_scale(loss_kind, n, width, net.per_row), n_threads)
         if not isfinite(batch_loss):
             failed_batch[0] = batch
             return 1
         loss_sum[0] += batch_loss
+        if net.per_row:
+            net.l2_scale = 1.0 / n
+            net.penalty_sum += half_l2_penalty(net, <floating*> NULL)
         if net.mom_scale * net.hyper[1] < 1e-3:  # keep alpha = (1 - d) / s moderate
             unscale_momentum(net, <floating*> NULL)
         backward(net, xb, n, n_run, dest, True, n_threads)
@@ -335,7 +364,7 @@ cdef int run_batches(Net* net, const floating* X, const floating* T, const int64
     cdef Py_ssize_t start = 0, n, i
     cdef const floating* tb
     cdef const int64_t* lb
-    cdef floating scale = <floating> loss_scale(loss_kind, n_samples, width)
+    cdef floating scale = <floating> loss_scale(loss_kind, n_samples, width, net.per_row)
     cdef GradientDestination dest
     dest.where, dest.alpha, dest.beta = TO_GRAD, 1.0, 0.0
     while start < n_samples:
@@ -358,7 +387,9 @@ cdef int run_batches(Net* net, const floating* X, const floating* T, const int64
     if want_grads:  # the L2 penalty's gradient, l2 * W, once for the whole mean
         for i in range(net.n_params):
             if net.params[i].l2 != 0:
-                axpy(<int> net.params[i].size, <floating> net.params[i].l2,
+                axpy(<int> net.params[i].size,
+                     <floating> (net.params[i].l2 / n_samples if net.per_row
+                                 else net.params[i].l2),
                      <floating*> net.params[i].value, <floating*> net.params[i].grad)
     return 0
 
@@ -390,6 +421,7 @@ cdef class Engine:
         self.net.layers = <LayerPlan*> calloc(max(n, 1), sizeof(LayerPlan))
         self.net.params = NULL
         self.net.capacity = 0
+        self.net.l2_scale = 1.0
         if self.net.layers == NULL:
             raise MemoryError()
         self.grads = []
@@ -464,6 +496,24 @@ cdef class Engine:
         self._buffers = buffers
         self.net.capacity = capacity
 
+    def use_per_row_scaling(self, bint per_row):
+        """scikit-learn's MLP conventions (True) or torch's (False, the default).
+
+        per_row: loss gradients are those of the mean over rows of the per-row sum over
+        outputs (half the squares for MSE); each L2 coefficient is divided by the rows of
+        the step's batch; and every training step adds 0.5 * l2 * |W|^2 (parameters as the
+        step found them) to `penalty_sum`."""
+        self.net.per_row = per_row
+        self.net.l2_scale = 1.0
+
+    @property
+    def penalty_sum(self):
+        """Summed over training steps since the last reset (per_row only), see above."""
+        return self.net.penalty_sum
+
+    def reset_penalty_sum(self):
+        self.net.penalty_sum = 0
+
     def seed_dropout(self, uint64_t seed):
         """Restart the dropout mask stream from `seed` (fit does so every epoch)."""
         self.net.rng = seed
@@ -483,8 +533,8 @@ cdef class Engine:
         self.net.opt_kind = kind
         self.net.step = step
         self.net.mom_scale = 1.0
-        for i, h in enumerate(hyper):
-            self.net.hyper[i] = h
+        for i in range(MAX_HYPER):  # unset trailing flags read as 0
+            self.net.hyper[i] = hyper[i] if i < len(hyper) else 0.0
         for i, state in enumerate(states):
             for j in range(3):
                 arr = state[j] if j < len(state) else None

@@ -127,7 +127,7 @@ def loss(int kind, const floating[:, ::1] out, const floating[:, ::1] targets,
     return total, correct
 
 
-def optimizer_step(int kind, const double[::1] hyper, long long step, floating[::1] param,
+def optimizer_step(int kind, hyper_given, long long step, floating[::1] param,
                    const floating[::1] grad, floating[::1] state0=None,
                    floating[::1] state1=None, floating[::1] state2=None, int n_threads=1,
                    double l2=0):
@@ -135,6 +135,9 @@ def optimizer_step(int kind, const double[::1] hyper, long long step, floating[:
     gradient lands where the optimizer asks (here C = alpha * grad + beta * C stands in
     for the GEMM that produces it), then the optimizer finishes its update."""
     cdef Py_ssize_t i, n = param.shape[0]
+    padded = np.zeros(16)  # the engine's MAX_HYPER: trailing flags read 0
+    padded[:len(hyper_given)] = hyper_given
+    cdef double[::1] hyper = padded
     cdef GradientDestination dest = gradient_destination(kind, &hyper[0], step, l2, 1.0)
     cdef floating* s0 = NULL if state0 is None else &state0[0]
     cdef floating* target = <floating*> destination_array(dest.where, &param[0],

@@ -17,6 +17,7 @@ cdef enum LossKind:
     BINARY_CROSS_ENTROPY = 2
     MSE = 3
     L1 = 4
+    POISSON = 5         # Poisson NLL on the log of the rate
 
 cdef enum OptimizerKind:
     SGD = 0

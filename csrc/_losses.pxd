@@ -11,6 +11,7 @@ when grad is not NULL. The caller picks scale so the gradient is that of the mea
   binary cross-entropy (logits): l = max(x, 0) - x t + log1p(exp(-|x|)); grad = sigmoid(x) - t
   mse:  l = (x - t)^2;  grad = 2 (x - t)
   l1:   l = |x - t|;    grad = sign(x - t)
+  poisson (x = log rate):  l = exp(x) - x t;  grad = exp(x) - t
 """
 from cython cimport floating
 from cython.parallel cimport prange
@@ -19,7 +20,7 @@ from libc.stdint cimport int64_t
 
 from _activations cimport sigmoid
 from _kinds cimport (CROSS_ENTROPY_LABELS, CROSS_ENTROPY_PROBS, BINARY_CROSS_ENTROPY,
-                     MSE, L1)
+                     MSE, L1, POISSON)
 from _mathf cimport fexp, flog, flog1p
 from _parallel cimport threads_for
 
@@ -60,8 +61,13 @@ cdef inline double cross_entropy_row(const floating* x, const floating* t, int64
 
 cdef inline double elementwise_loss(int kind, floating x, floating t, floating* grad,
                                     floating scale) noexcept nogil:
-    """One element of binary cross-entropy (on logits), MSE or L1."""
-    cdef floating d
+    """One element of binary cross-entropy (on logits), MSE, L1 or Poisson."""
+    cdef floating d, rate
+    if kind == POISSON:
+        rate = fexp(x)
+        if grad != NULL:
+            grad[0] = scale * (rate - t)
+        return rate - x * t
     if kind == BINARY_CROSS_ENTROPY:
         if grad != NULL:
             grad[0] = scale * (sigmoid(x) - t)

@@ -29,11 +29,13 @@ SGD, hyper = (lr, momentum, dampening, nesterov, weight_decay), state0 = momentu
     g = g + momentum * b (nesterov) or b           (when momentum != 0)
     p = p - lr * g
 
-Adam/AdamW, hyper = (lr, beta1, beta2, eps, weight_decay, amsgrad, decoupled),
+Adam/AdamW, hyper = (lr, beta1, beta2, eps, weight_decay, amsgrad, decoupled[, eps_raw]),
 state0 = m, state1 = v, state2 = v_max (amsgrad):
     p = p * (1 - lr * weight_decay)  (decoupled, AdamW)  or  g = g + weight_decay * p (Adam)
     m = beta1 m + (1 - beta1) g;  v = beta2 v + (1 - beta2) g^2;  v_max = max(v_max, v)
     p = p - lr / (1 - beta1^t) * m / (sqrt(v or v_max) / sqrt(1 - beta2^t) + eps)
+    (eps_raw, scikit-learn's and Keras' placement: eps is added to sqrt(v) itself,
+    i.e. the eps above becomes eps / sqrt(1 - beta2^t))
 
 RMSprop, hyper = (lr, alpha, eps, weight_decay, momentum, centered),
 state0 = v, state1 = momentum buffer b, state2 = mean gradient a (centered):
@@ -146,7 +148,8 @@ cdef inline void adam_update(const double* hyper, double l2, long long step, flo
                              Py_ssize_t n, int n_threads) noexcept nogil:
     # Straight-line loop bodies (selects on loop-invariant flags) so they vectorize.
     cdef floating beta1 = <floating> hyper[1], beta2 = <floating> hyper[2]
-    cdef floating eps = <floating> hyper[3]
+    cdef floating eps = <floating> (hyper[3] / sqrt(1 - pow(hyper[2], step + 1.0))
+                                    if hyper[7] != 0 else hyper[3])
     cdef bint amsgrad = hyper[5] != 0, decoupled = hyper[6] != 0
     cdef floating coupled = <floating> (l2 if decoupled else hyper[4] + l2)
     cdef floating decay = <floating> (1 - hyper[0] * hyper[4]) if decoupled else 1

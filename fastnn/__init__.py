@@ -11,13 +11,13 @@ from . import callbacks, losses, optim
 from ._threads import get_num_threads, set_num_threads, threads
 from .callbacks import Callback, EarlyStopping
 from .layers import BatchNorm1d, Dense, Dropout, Identity, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
-from .losses import BCEWithLogitsLoss, CrossEntropyLoss, L1Loss, MSELoss
+from .losses import BCEWithLogitsLoss, CrossEntropyLoss, L1Loss, MSELoss, PoissonNLLLoss
 from .model import History, Sequential
 from .serialization import load
 
 __all__ = [
     "__version__", "Sequential", "History", "Dense", "Dropout", "BatchNorm1d", "Identity",
     "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softmax", "CrossEntropyLoss",
-    "BCEWithLogitsLoss", "MSELoss", "L1Loss", "losses", "optim", "callbacks", "Callback",
+    "BCEWithLogitsLoss", "MSELoss", "L1Loss", "PoissonNLLLoss", "losses", "optim", "callbacks", "Callback",
     "EarlyStopping", "load", "get_num_threads", "set_num_threads", "threads",
 ]

@@ -62,7 +62,7 @@ def loss(name, x, target):
     """(mean loss, gradient of the mean w.r.t. x), as torch.nn defines each loss.
 
     name: "cross_entropy" (target: int labels (N,) or probabilities (N, C)),
-    "binary_cross_entropy" (on logits), "mse", "l1".
+    "binary_cross_entropy" (on logits), "mse", "l1", "poisson_nll" (on the log rate).
     """
     n = x.shape[0]
     if name == "cross_entropy":
@@ -82,6 +82,8 @@ def loss(name, x, target):
         return np.mean((x - target) ** 2), 2 * (x - target) / x.size
     if name == "l1":
         return np.mean(np.abs(x - target)), np.sign(x - target) / x.size
+    if name == "poisson_nll":
+        return np.mean(np.exp(x) - x * target), (np.exp(x) - target) / x.size
     raise ValueError(name)
 
 

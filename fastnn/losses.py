@@ -10,7 +10,8 @@ from . import _engine
 from ._validation import check_finite_rows
 from .layers import Sigmoid, Softmax
 
-__all__ = ["Loss", "CrossEntropyLoss", "BCEWithLogitsLoss", "MSELoss", "L1Loss", "get_loss"]
+__all__ = ["Loss", "CrossEntropyLoss", "BCEWithLogitsLoss", "MSELoss", "L1Loss",
+           "PoissonNLLLoss", "get_loss"]
 
 
 class Loss:
@@ -84,11 +85,29 @@ class L1Loss(Loss):
     name = "l1"
 
 
-_BY_NAME = {cls.name: cls for cls in (CrossEntropyLoss, BCEWithLogitsLoss, MSELoss, L1Loss)}
+class PoissonNLLLoss(Loss):
+    """Poisson negative log-likelihood of counts t >= 0 given the log of the rate x, as
+    torch.nn.PoissonNLLLoss(log_input=True, full=False): mean(exp(x) - x t); gradient
+    (exp(x) - t) / (N C). The model's output is the log rate: predict's exp is the rate."""
+
+    name = "poisson_nll"
+
+    def prepare(self, y, n_samples, n_outputs, dtype):
+        code, targets, labels = super().prepare(y, n_samples, n_outputs, dtype)
+        bad = np.flatnonzero((targets < 0).any(axis=1))
+        if bad.size:
+            raise ValueError(f"{self.name} targets must be non-negative; row {bad[0]} is "
+                             f"{targets[bad[0]]}")
+        return code, targets, labels
+
+
+_BY_NAME = {cls.name: cls for cls in (CrossEntropyLoss, BCEWithLogitsLoss, MSELoss, L1Loss,
+                                      PoissonNLLLoss)}
 
 
 def get_loss(loss):
-    """A Loss instance from a name ("cross_entropy", "binary_cross_entropy", "mse", "l1")."""
+    """A Loss instance from a name ("cross_entropy", "binary_cross_entropy", "mse", "l1",
+    "poisson_nll")."""
     if isinstance(loss, Loss):
         return loss
     if isinstance(loss, type) and issubclass(loss, Loss) and loss.name in _BY_NAME:

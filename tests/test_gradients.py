@@ -47,6 +47,8 @@ def targets_for(loss, rng, n, c):
         return t / t.sum(axis=1, keepdims=True)
     if loss == "binary_cross_entropy":
         return (rng.random((n, c)) > 0.5).astype(float)
+    if loss == "poisson_nll":
+        return rng.poisson(1.5, (n, c)).astype(float)
     return rng.normal(size=(n, c))
 
 
@@ -59,7 +61,7 @@ def test_each_activation(rng, activation):
 
 
 @pytest.mark.parametrize("loss", ["cross_entropy", "cross_entropy_probs",
-                                  "binary_cross_entropy", "mse", "l1"])
+                                  "binary_cross_entropy", "mse", "l1", "poisson_nll"])
 def test_each_loss(rng, loss):
     model = fnn.Sequential([fnn.Dense(4, 5), fnn.Tanh(), fnn.Dense(5, 3)],
                            dtype="float64", seed=2)
@@ -92,7 +94,8 @@ def test_activation_before_first_dense(rng):
     check(model, X, rng.integers(0, 3, 6), "cross_entropy")
 
 
-@pytest.mark.parametrize("loss", ["cross_entropy", "binary_cross_entropy", "mse", "l1"])
+@pytest.mark.parametrize("loss", ["cross_entropy", "binary_cross_entropy", "mse", "l1",
+                                  "poisson_nll"])
 def test_gradients_match_reference(rng, loss):
     model = fnn.Sequential([fnn.Dense(6, 16), fnn.ReLU(), fnn.Dense(16, 8), fnn.Sigmoid(),
                             fnn.Dense(8, 3)], dtype="float64", seed=6)

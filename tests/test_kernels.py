@@ -67,7 +67,8 @@ def test_activations_saturate_without_overflow(dtype):
 
 
 LOSS_CASES = [("cross_entropy", "labels"), ("cross_entropy", "probs"),
-              ("binary_cross_entropy", "probs"), ("mse", "values"), ("l1", "values")]
+              ("binary_cross_entropy", "probs"), ("mse", "values"), ("l1", "values"),
+              ("poisson_nll", "probs")]
 
 
 def _loss_inputs(rng, name, target_kind, dtype, n=11, c=4, scale=3.0):
@@ -78,6 +79,8 @@ def _loss_inputs(rng, name, target_kind, dtype, n=11, c=4, scale=3.0):
         t = rng.random((n, c))
         if name == "cross_entropy":
             t /= t.sum(axis=1, keepdims=True)
+        if name == "poisson_nll":
+            t = rng.poisson(2.0, (n, c)) * 1.0
         t[0] = 0.3  # rows need not sum to one: the gradient uses sum(t)
         return x, t.astype(dtype), None
     return x, rng.normal(size=(n, c)).astype(dtype), None
