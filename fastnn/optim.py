@@ -59,6 +59,17 @@ class Optimizer:
 
     _initial_state = 0.0
 
+    def _rebind(self, params):
+        """Attach to new arrays that hold the same parameters (a rebuilt or unpickled
+        model), keeping the state and step count."""
+        if self.state is None or len(self.state) != len(params) or any(
+                a.shape != p.shape or a.dtype != p.dtype
+                for arrays, p in zip(self.state, params) for a in arrays):
+            self._params = None
+            self._bind(params)
+            return
+        self._params = list(params)
+
     def _engine_args(self):
         return _engine.OPTIMIZER_KINDS[self.kind], self.hyperparameters(), self.state
 
