@@ -10,7 +10,7 @@ from setuptools import Extension, setup
 
 
 def openmp_flags():
-    """Return the compile/link flags for OpenMP, or [] with a loud warning if the compiler lacks it."""
+    """The compile/link flags for OpenMP, or [] with a loud warning if the compiler lacks it."""
     flag = "-fopenmp"
     code = "#include <omp.h>\nint main(void) { return omp_get_max_threads() > 0 ? 0 : 1; }\n"
     cc = os.environ.get("CC", "cc")

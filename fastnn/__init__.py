@@ -18,6 +18,7 @@ from .serialization import load
 __all__ = [
     "__version__", "Sequential", "History", "Dense", "Dropout", "BatchNorm1d", "Identity",
     "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softmax", "CrossEntropyLoss",
-    "BCEWithLogitsLoss", "MSELoss", "L1Loss", "PoissonNLLLoss", "losses", "optim", "callbacks", "Callback",
-    "EarlyStopping", "load", "get_num_threads", "set_num_threads", "threads",
+    "BCEWithLogitsLoss", "MSELoss", "L1Loss", "PoissonNLLLoss", "losses", "optim",
+    "callbacks", "Callback", "EarlyStopping", "load", "get_num_threads", "set_num_threads",
+    "threads",
 ]

@@ -143,7 +143,7 @@ class _BaseMLP(BaseEstimator):
         """A Sequential holding these weights; coefs_/intercepts_ become views of its
         arrays (coefs_[i] is layer i's weight transposed, shape (n_in, n_out))."""
         layers = []
-        for i, (coef, intercept) in enumerate(zip(coefs, intercepts)):
+        for i, coef in enumerate(coefs):
             dense = Dense(coef.shape[0], coef.shape[1], l2=self.alpha / 2)
             layers.append(dense)
             if i < len(coefs) - 1:
@@ -296,7 +296,7 @@ class _BaseMLP(BaseEstimator):
         else:
             if self.batch_size > n_samples:
                 warnings.warn("Got `batch_size` less than 1 or larger than sample size. "
-                              "It is going to be clipped")
+                              "It is going to be clipped", stacklevel=4)
             batch_size = int(np.clip(self.batch_size, 1, n_samples))
         sample_idx = np.arange(n_samples)
         n_run = len(model.layers) - (_OUTPUT[self.out_activation_] is not None)
@@ -342,9 +342,9 @@ class _BaseMLP(BaseEstimator):
                 if self.n_iter_ == self.max_iter:
                     warnings.warn(f"Stochastic Optimizer: Maximum iterations "
                                   f"({self.max_iter}) reached and the optimization hasn't "
-                                  f"converged yet.", ConvergenceWarning)
+                                  f"converged yet.", ConvergenceWarning, stacklevel=4)
         except KeyboardInterrupt:
-            warnings.warn("Training interrupted by user.")
+            warnings.warn("Training interrupted by user.", stacklevel=4)
         if self.early_stopping:  # restore the best weights
             for coef, best in zip(self.coefs_, self._best_coefs):
                 coef[...] = best
@@ -421,7 +421,7 @@ class _BaseMLP(BaseEstimator):
         if result.status != 0:
             warnings.warn(f"lbfgs failed to converge after {result.nit} iterations "
                           f"(status={result.status}): {result.message}. Increase max_iter or "
-                          f"scale the data.", ConvergenceWarning)
+                          f"scale the data.", ConvergenceWarning, stacklevel=4)
         self.n_iter_ = min(result.nit, self.max_iter)
         loss_and_gradient(result.x)  # the weights of the result
         self.loss_ = float(result.fun)
