@@ -73,8 +73,9 @@ cdef struct LayerPlan:
     void* out           # (capacity, n_out) output block
     void* grad          # (capacity, n_out) dL/d(out)
     void* mask          # (capacity, n_out) dropout scale factors (dropout layers only)
-    # batch norm: running mean, running variance, batch mean, batch 1/std, dgamma, dbeta
-    void* bn[6]
+    # batch norm: running mean, running variance, batch mean, batch 1/std, dgamma, dbeta,
+    # and the running mean and variance as the step found them (restored if it fails)
+    void* bn[8]
     double eps
     double momentum
     bint need_grad_in   # whether a layer below has parameters
@@ -264,6 +265,25 @@ cdef void unscale_momentum(Net* net, floating* tag) noexcept nogil:
     net.mom_scale = 1.0
 
 
+cdef void keep_running_stats(Net* net, bint restore, floating* tag) noexcept nogil:
+    """Copy batch norm's running statistics aside before a training step (restore=False),
+    or back when the step's loss was not finite (restore=True), so a failed step leaves
+    them as they were, like the parameters."""
+    cdef int l
+    cdef LayerPlan* L
+    cdef size_t size
+    for l in range(net.n_layers):
+        L = &net.layers[l]
+        if L.kind == BATCHNORM:
+            size = L.n_out * sizeof(floating)
+            if restore:
+                memcpy(L.bn[0], L.bn[6], size)
+                memcpy(L.bn[1], L.bn[7], size)
+            else:
+                memcpy(L.bn[6], L.bn[0], size)
+                memcpy(L.bn[7], L.bn[1], size)
+
+
 cdef void gather(const floating* src, const int64_t* order, Py_ssize_t start, Py_ssize_t n,
                  Py_ssize_t width, floating* dst) noexcept nogil:
     cdef Py_ssize_t i
@@ -331,11 +351,13 @@ cdef int train_epoch(Net* net, const floating* X, const floating* T, const int64
                 tb = T + start * width
             if labels != NULL:
                 lb = labels + start
+        keep_running_stats(net, False, <floating*> NULL)
         forward(net, xb, n, n_run, <floating*> NULL, True, n_threads)
         batch_loss = loss_forward_backward(
             loss_kind, <floating*> last.out, tb, lb, <floating*> last.grad, n, width,
             <floating> loss_scale(loss_kind, n, width, net.per_row), n_threads)
         if not isfinite(batch_loss):
+            keep_running_stats(net, True, <floating*> NULL)
             failed_batch[0] = batch
             return 1
         loss_sum[0] += batch_loss
@@ -434,7 +456,7 @@ cdef class Engine:
             if kind == BATCHNORM:
                 L.eps, L.momentum = extra["eps"], extra["momentum"]
                 scratch = [extra["running_mean"], extra["running_var"]] + [
-                    np.zeros(n_out, dtype=self.dtype) for _ in range(4)]
+                    np.zeros(n_out, dtype=self.dtype) for _ in range(6)]
                 for k, arr in enumerate(scratch):
                     if arr.dtype != self.dtype or not arr.flags.c_contiguous \
                             or arr.shape != (n_out,):

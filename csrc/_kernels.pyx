@@ -18,6 +18,12 @@ from _optimizers cimport (GradientDestination, TO_GRAD, TO_STATE0, destination_a
 from _parallel cimport threads_for
 
 
+cdef extern from "build_info.h":
+    int FASTNN_OPENMP
+
+OPENMP = bool(FASTNN_OPENMP)  # whether the extensions were built with OpenMP
+
+
 def gemm(bint trans_a, bint trans_b, double alpha, const floating[:, :] a,
          const floating[:, :] b, double beta, floating[:, ::1] c):
     """c = alpha * op(a) @ op(b) + beta * c; a and b may be row-strided views (unit column

@@ -39,6 +39,20 @@ def as_features(X, n_features, dtype, allow_empty=False):
     return X
 
 
+INT32_MAX = 2**31 - 1  # BLAS dimensions are 32-bit ints
+
+
+def check_batch_rows(batch_size, X):
+    """Refuse, before any work, a batch (min(batch_size, rows of X)) that one BLAS call
+    could not take: its row count is a 32-bit int. X is not converted here."""
+    rows = X.shape[0] if isinstance(X, np.ndarray) and X.ndim else len(X) \
+        if hasattr(X, "__len__") else 0
+    if min(batch_size, rows) > INT32_MAX:
+        raise ValueError(f"batch_size={batch_size} on {rows} rows makes matrix products of "
+                         f"{min(batch_size, rows)} rows, beyond BLAS's 32-bit limit of "
+                         f"{INT32_MAX}; use a batch_size of at most {INT32_MAX}")
+
+
 def check_int(value, name, minimum=1):
     """value as an int >= minimum, else ValueError naming it (bools are not ints here)."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:

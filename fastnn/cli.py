@@ -23,6 +23,9 @@ def info(args):
     print(f"threads: {_threads.get_num_threads()} (cores available: "
           f"{_threads.available_cores()}, OMP_NUM_THREADS="
           f"{os.environ.get('OMP_NUM_THREADS', 'unset')})")
+    from . import _kernels
+    print(f"OpenMP: {'compiled in' if _kernels.OPENMP else 'not compiled in (the default)'}"
+          f"; the matrix products are threaded by BLAS")
     print("compiled dtypes: float32, float64")
     return 0
 

@@ -11,7 +11,7 @@ import time
 import numpy as np
 
 from . import _engine
-from ._validation import as_features, check_int
+from ._validation import INT32_MAX, as_features, check_batch_rows, check_int
 from .layers import Dense, Layer, get_activation
 from .losses import get_loss
 from .optim import SGD, LRSchedule, Optimizer
@@ -19,7 +19,6 @@ from .optim import SGD, LRSchedule, Optimizer
 __all__ = ["Sequential", "History"]
 
 _DTYPES = {"float32": np.float32, "float64": np.float64}
-_INT32_MAX = 2**31 - 1  # BLAS dimensions are 32-bit ints
 
 
 class History:
@@ -85,13 +84,13 @@ class Sequential:
                 raise ValueError(f"layer {i}: {exc}") from None
             specs.append(layer._spec(width))
             width = layer.output_width(width)
-            if width > _INT32_MAX:
+            if width > INT32_MAX:
                 raise ValueError(f"layer {i} is wider than BLAS supports ({width})")
         self.n_outputs = width
         for i, p in enumerate(self.parameters()):
-            if p.size > _INT32_MAX:  # BLAS and the update kernels count in 32-bit ints
+            if p.size > INT32_MAX:  # BLAS and the update kernels count in 32-bit ints
                 raise ValueError(f"parameter {i} has {p.size} entries, more than BLAS's "
-                                 f"32-bit limit of {_INT32_MAX}")
+                                 f"32-bit limit of {INT32_MAX}")
         self._engine = _engine.Engine(specs, self.dtype)
         self._lock = threading.Lock()
         self.optimizer = None
@@ -159,6 +158,7 @@ class Sequential:
             raise TypeError(f"lr_schedule must be a fastnn.optim schedule, "
                             f"got {type(lr_schedule).__name__}")
         callbacks = list(callbacks or [])
+        check_batch_rows(batch_size, X)
         X = as_features(X, self.n_features, self.dtype)
         if not 0 <= validation_split < 1:
             raise ValueError(f"validation_split must be in [0, 1), got {validation_split!r}")
@@ -285,6 +285,7 @@ class Sequential:
     def predict(self, X, batch_size=1024):
         """The last layer's outputs, (n_samples, n_outputs), computed in batches."""
         batch_size = check_int(batch_size, "batch_size")
+        check_batch_rows(batch_size, X)
         X = as_features(X, self.n_features, self.dtype, allow_empty=True)
         out = np.empty((X.shape[0], self.n_outputs), dtype=self.dtype)
         if X.shape[0] == 0:
@@ -318,6 +319,7 @@ class Sequential:
     def _prepare(self, X, y, loss, batch_size):
         """Validated inputs for a loss pass: (X, loss.prepare(...), layers run, batch)."""
         batch_size = check_int(batch_size, "batch_size")
+        check_batch_rows(batch_size, X)
         X = as_features(X, self.n_features, self.dtype)
         prepared = loss.prepare(y, X.shape[0], self.n_outputs, self.dtype)
         return X, prepared, self._trained_layers(loss), batch_size

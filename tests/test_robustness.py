@@ -75,3 +75,133 @@ def test_fit_while_another_thread_trains_is_refused_cleanly(rng):
     assert not errors
     assert np.isfinite(out).all()
     assert all(np.isfinite(p).all() for p in model.parameters())
+
+
+# -- inputs beyond 32-bit sizes ---------------------------------------------------------
+
+def test_batch_beyond_blas_range_is_refused_before_any_work():
+    """A matrix product of 2**31 rows cannot be made with 32-bit BLAS: refused up front,
+    before X (a stride-0 stand-in, nothing allocated) would be converted."""
+    big = 2**31
+    X = np.lib.stride_tricks.as_strided(np.zeros(1, np.float32), shape=(big, 4),
+                                        strides=(0, 0))
+    y = np.lib.stride_tricks.as_strided(np.zeros(1, np.int64), shape=(big,), strides=(0,))
+    model = fnn.Sequential([fnn.Dense(4, 3)], seed=0)
+    before = [p.copy() for p in model.parameters()]
+    for call in (lambda: model.fit(X, y, batch_size=big),
+                 lambda: model.predict(X, batch_size=big),
+                 lambda: model.evaluate(X, y, batch_size=big),
+                 lambda: model.gradients(X, y, batch_size=big)):
+        with pytest.raises(ValueError, match="32-bit limit"):
+            call()
+    assert all((a == b).all() for a, b in zip(model.parameters(), before))
+
+
+def test_rows_beyond_2_31_elements_are_addressed_correctly(tmp_path):
+    """Rows past element 2**31 of X are read at their true offsets (64-bit arithmetic):
+    a step on the last rows of a sparse-file memmap of 2**31 + 24 elements equals the
+    same step on those rows copied out. Only the touched pages are ever written."""
+    width, n_rows = 8, 2**31 // 8 + 3
+    X = np.memmap(tmp_path / "X.f32", dtype=np.float32, mode="w+", shape=(n_rows, width))
+    labels = np.memmap(tmp_path / "y.i64", dtype=np.int64, mode="w+", shape=(n_rows,))
+    rng = np.random.default_rng(0)
+    last = np.arange(n_rows - 3, n_rows)
+    X[last] = rng.normal(size=(3, width)).astype(np.float32)
+    labels[last] = [2, 0, 1]
+    results = []
+    for rows, order in ((X, last.astype(np.int64)), (np.array(X[last]), None)):
+        model = fnn.Sequential([fnn.Dense(width, 5), fnn.ReLU(), fnn.Dense(5, 3)], seed=1)
+        opt = fnn.optim.SGD(lr=0.1)
+        opt._bind(model.parameters())
+        model._engine.set_optimizer(*opt._engine_args(), 0)
+        y = np.asarray(labels) if order is not None else np.array(labels[last])
+        loss, failed = model._engine.train_epoch(rows, None, y, order, 3,
+                                                 fnn.losses._engine.LOSS_KINDS[
+                                                     "cross_entropy_labels"], 3)
+        assert failed == -1
+        results.append((loss, [p.copy() for p in model.parameters()]))
+    assert results[0][0] == results[1][0]
+    for a, b in zip(results[0][1], results[1][1]):
+        np.testing.assert_array_equal(a, b)
+    del X, labels
+
+
+# -- batch norm and failed steps --------------------------------------------------------
+
+def test_failed_step_leaves_batchnorm_running_statistics_unchanged(rng):
+    """A step whose loss is not finite changes neither the parameters nor the running
+    statistics (its forward pass had already folded the batch into them)."""
+    model = fnn.Sequential([fnn.Dense(4, 6), fnn.BatchNorm1d(6), fnn.ReLU(),
+                            fnn.Dense(6, 3)], seed=0)
+    X = rng.normal(size=(64, 4)).astype(np.float32)
+    y = rng.integers(0, 3, 64)
+    model.fit(X, y, epochs=1, batch_size=16)  # running statistics move away from 0 / 1
+    model.layers[-1].weight = np.full((3, 6), 3e38, np.float32)  # finite, overflows logits
+    params = [p.copy() for p in model.parameters()]
+    stats = [b.copy() for b in model.buffers()]
+    with pytest.raises(FloatingPointError, match="batch 0"):
+        model.fit(X, y, epochs=1, batch_size=16)
+    for a, b in zip(model.parameters() + model.buffers(), params + stats):
+        np.testing.assert_array_equal(a, b)
+    assert not np.allclose(stats[0], 0)  # the statistics that were kept are real ones
+
+
+# -- threads and OpenMP runtimes --------------------------------------------------------
+
+def test_no_openmp_runtime_of_its_own(tmp_path):
+    """Imported after numpy, scipy, scikit-learn and torch (where installed) and used,
+    fastnn adds no OpenMP runtime to the process (threadpoolctl's view)."""
+    from fastnn import _kernels
+    if _kernels.OPENMP:
+        pytest.skip("built with FASTNN_OPENMP=1 on request")
+    code = """if True:
+        import importlib, json
+        from threadpoolctl import threadpool_info
+        for name in ("numpy", "scipy.linalg", "sklearn.neural_network", "torch"):
+            try:
+                importlib.import_module(name)
+            except ImportError:
+                pass
+        def runtimes():
+            return sorted(i["filepath"] for i in threadpool_info()
+                          if i["user_api"] == "openmp")
+        before = runtimes()
+        import numpy as np, fastnn as fnn
+        model = fnn.Sequential([fnn.Dense(20, 8), fnn.ReLU(), fnn.Dense(8, 3)], seed=0)
+        X = np.random.default_rng(0).random((500, 20), dtype=np.float32)
+        model.fit(X, np.arange(500) % 3, epochs=2, batch_size=50)
+        model.predict(X)
+        print(json.dumps({"before": before, "after": runtimes()}))
+    """
+    from conftest import run_python
+    result = run_python(["-c", code], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    import json
+    seen = json.loads(result.stdout.strip().splitlines()[-1])
+    assert seen["after"] == seen["before"]
+
+
+def test_fit_starts_no_threads_beyond_blas(rng):
+    """During fit the process runs no more OS threads than BLAS's pool (already started)
+    plus the watcher: fastnn's work never adds a second pool to multiply with BLAS's."""
+    import os
+    model = fnn.Sequential([fnn.Dense(64, 256), fnn.ReLU(), fnn.Dense(256, 10)], seed=0)
+    X = rng.random((20000, 64), dtype=np.float32)
+    y = rng.integers(0, 10, 20000)
+    model.predict(X[:10])  # BLAS's threads exist from the first product on
+    threads_before = len(os.listdir("/proc/self/task"))
+    seen, done = [], threading.Event()
+
+    def watch():
+        while not done.is_set():
+            seen.append(len(os.listdir("/proc/self/task")))
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        model.fit(X, y, epochs=3, batch_size=32)
+    finally:
+        done.set()
+        watcher.join()
+    assert len(seen) > 10
+    assert max(seen) <= threads_before + 1  # + the watcher itself
