@@ -4,7 +4,8 @@
  * exp: x = n ln2 + r with |r| <= ln2/2, exp(r) by Cephes' degree-7 polynomial, 2^n built
  * in the exponent bits. Inputs are clamped to [-88, 88]: exp(-88) returns 0 (2^-127 is
  * dropped rather than made subnormal) and exp(88) = 1.65e38; callers only use exp where
- * such values saturate (sigmoid, tanh, softmax). NaN propagates. Relative error < 2e-7.
+ * such values saturate (sigmoid, tanh, softmax). NaN propagates (with no undefined
+ * behaviour on the way). Relative error < 2e-7.
  * tanh: Cephes' odd polynomial for |x| < 0.625, else 1 - 2 / (exp(2|x|) + 1).
  */
 #ifndef FASTNN_VMATH_H
@@ -29,7 +30,10 @@ static inline float fastnn_expf(float x) {
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     p = p * r * r + r + 1.0f;
-    bits = ((int32_t) n + 127) << 23;
+    /* NaN input: p is NaN already; n must still convert to an int without undefined
+     * behaviour (float-to-int of NaN, then a shift of a negative value) */
+    n = n == n ? n : 0.0f;
+    bits = (int32_t) ((uint32_t) ((int32_t) n + 127) << 23);
     memcpy(&scale, &bits, sizeof scale);
     return p * scale;
 }

@@ -1,5 +1,7 @@
-"""Memory and concurrency: no leak across calls, fit's memory does not scale with
-N x width, and a model shared between threads is never corrupted."""
+"""Memory, concurrency and limits: no leak across calls, fit's memory does not scale
+with N x width, a model shared between threads is never corrupted, sizes beyond 32 bits,
+failed steps, and no thread pool of fastnn's own."""
+import os
 import threading
 import tracemalloc
 
@@ -15,6 +17,8 @@ def rss_bytes():
 
 
 @pytest.mark.skipif(not __import__("os").path.exists("/proc/self/statm"), reason="Linux only")
+@pytest.mark.skipif(os.environ.get("FASTNN_UNDER_SANITIZERS") == "1",
+                    reason="AddressSanitizer keeps freed memory in quarantine")
 def test_repeated_calls_do_not_leak(rng):
     X = rng.normal(size=(500, 20)).astype(np.float32)
     y = rng.integers(0, 4, 500)
@@ -184,7 +188,6 @@ def test_no_openmp_runtime_of_its_own(tmp_path):
 def test_fit_starts_no_threads_beyond_blas(rng):
     """During fit the process runs no more OS threads than BLAS's pool (already started)
     plus the watcher: fastnn's work never adds a second pool to multiply with BLAS's."""
-    import os
     model = fnn.Sequential([fnn.Dense(64, 256), fnn.ReLU(), fnn.Dense(256, 10)], seed=0)
     X = rng.random((20000, 64), dtype=np.float32)
     y = rng.integers(0, 10, 20000)

@@ -1,16 +1,25 @@
 #!/usr/bin/env bash
-# Build fastnn's extensions in place with AddressSanitizer and UndefinedBehaviorSanitizer
-# and run the test suite under them. Python itself is not instrumented, so libasan is
+# Build fastnn's extensions with AddressSanitizer and UndefinedBehaviorSanitizer in a
+# temporary copy of this checkout (the checkout's own build is left alone) and run the
+# test suite there under them. Python itself is not instrumented, so libasan is
 # preloaded and leak detection (which would report the interpreter's own) is off.
-#   bash tools/sanitize.sh [pytest args]
+#   bash tools/sanitize.sh [pytest args]        (tests/test_tools.py runs it in CI)
 set -euo pipefail
-cd "$(dirname "$0")/.."
+src="$(cd "$(dirname "$0")/.." && pwd)"
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+cp -r "$src/setup.py" "$src/pyproject.toml" "$src/README.md" "$src/csrc" "$src/fastnn" \
+    "$src/tests" "$src/examples" "$work/"
+cd "$work"
+rm -f fastnn/*.so csrc/*.c
 export CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -g -O1"
 export LDFLAGS="-fsanitize=address,undefined"
-rm -rf build fastnn/*.so
 python3 setup.py build_ext --inplace -q
 export LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so)"
 export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONPATH="$work"
+# the real-data tests read MNIST beside the original checkout
+export FASTNN_MNIST="${FASTNN_MNIST:-$src/../shared/data/mnist}"
+export FASTNN_UNDER_SANITIZERS=1
 python3 -m pytest -q -p no:cacheprovider tests "$@"

@@ -1,0 +1,51 @@
+"""The memory checkers of issue 6, run as part of the suite (so in CI): the whole suite
+under AddressSanitizer + UndefinedBehaviorSanitizer (tools/sanitize.sh) and a training
+run under valgrind memcheck (tools/valgrind.sh). Each is skipped, saying why, where its
+tool is missing, and inside the sanitized run itself."""
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT
+
+import fastnn as fnn
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(os.environ.get("FASTNN_UNDER_SANITIZERS") == "1",
+                                 reason="already inside the sanitized run")]
+
+
+def _sanitizer_runtime():
+    """The path of libasan.so if gcc can link it, else None."""
+    if shutil.which("gcc") is None:
+        return None
+    path = subprocess.run(["gcc", "-print-file-name=libasan.so"], capture_output=True,
+                          text=True).stdout.strip()
+    return path if os.path.isabs(path) and os.path.exists(path) else None
+
+
+def test_suite_under_address_and_undefined_behavior_sanitizers():
+    if _sanitizer_runtime() is None:
+        pytest.skip("gcc with libasan is not installed")
+    # the slow checks are left to the normal run: this one rebuilds and reruns the rest
+    result = subprocess.run(["bash", os.path.join(ROOT, "tools", "sanitize.sh"), "-x",
+                             "-m", "not slow", "-W", "ignore"],
+                            capture_output=True, text=True, timeout=1200)
+    tail = (result.stdout + result.stderr)[-4000:]
+    assert result.returncode == 0, tail
+    assert "ERROR: AddressSanitizer" not in tail and "runtime error" not in tail
+    assert " passed" in tail
+
+
+def test_training_under_valgrind_memcheck():
+    if shutil.which("valgrind") is None:
+        pytest.skip("valgrind is not installed")
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(fnn.__file__)),
+               PYTHON=sys.executable)
+    result = subprocess.run(["bash", os.path.join(ROOT, "tools", "valgrind.sh")],
+                            capture_output=True, text=True, timeout=900, env=env)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert "errors through fastnn's extensions: 0" in output
