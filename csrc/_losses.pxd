@@ -12,17 +12,46 @@ when grad is not NULL. The caller picks scale so the gradient is that of the mea
   mse:  l = (x - t)^2;  grad = 2 (x - t)
   l1:   l = |x - t|;    grad = sign(x - t)
   poisson (x = log rate):  l = exp(x) - x t;  grad = exp(x) - t
+
+Infinite logits take the limits of these formulas, so losses and gradients are finite
+wherever the mathematics is: softmax puts 1/k on each of a row's k entries equal to +inf
+(loss log k at such a label, +inf elsewhere), -inf entries get probability 0, and binary
+cross-entropy of +-inf is 0 or +inf as the target makes it. NaN propagates.
 """
 from cython cimport floating
 from cython.parallel cimport prange
-from libc.math cimport fabs
+from libc.math cimport INFINITY, fabs, log
 from libc.stdint cimport int64_t
 
 from _activations cimport sigmoid
 from _kinds cimport (CROSS_ENTROPY_LABELS, CROSS_ENTROPY_PROBS, BINARY_CROSS_ENTROPY,
                      MSE, L1, POISSON)
-from _mathf cimport fexp, flog, flog1p
+from _mathf cimport fexp, flog, flog1p, select
 from _parallel cimport threads_for
+
+
+cdef inline double cross_entropy_infinite_row(const floating* x, const floating* t,
+                                              int64_t label, floating* grad, Py_ssize_t m,
+                                              floating scale) noexcept nogil:
+    """A row with +inf logits: the limit of softmax puts 1/k on each of its k +inf entries."""
+    cdef Py_ssize_t j, k = 0
+    cdef double loss = 0, tsum = 0
+    for j in range(m):
+        k += x[j] == INFINITY
+    if t == NULL:
+        loss = log(<double> k) if x[label] == INFINITY else INFINITY
+        tsum = 1
+    else:
+        for j in range(m):
+            tsum += t[j]
+            if t[j] != 0:
+                loss += t[j] * (log(<double> k) if x[j] == INFINITY else INFINITY)
+    cdef floating share = <floating> (tsum / k), target
+    if grad != NULL:
+        for j in range(m):
+            target = t[j] if t != NULL else <floating> (j == label)
+            grad[j] = scale * ((share if x[j] == INFINITY else 0) - target)
+    return loss
 
 
 cdef inline double cross_entropy_row(const floating* x, const floating* t, int64_t label,
@@ -37,6 +66,8 @@ cdef inline double cross_entropy_row(const floating* x, const floating* t, int64
     for j in range(1, m):
         if x[j] > xmax:
             xmax = x[j]
+    if xmax == INFINITY:
+        return cross_entropy_infinite_row(x, t, label, grad, m, scale)
     for j in range(m):
         total += fexp(x[j] - xmax)
     lse = xmax + flog(total)
@@ -71,7 +102,10 @@ cdef inline double elementwise_loss(int kind, floating x, floating t, floating* 
     if kind == BINARY_CROSS_ENTROPY:
         if grad != NULL:
             grad[0] = scale * (sigmoid(x) - t)
-        return (x if x > 0 else 0) - x * t + flog1p(fexp(-fabs(x)))
+        # at +-inf the limit: 0 when the target agrees completely, else +inf
+        return select(fabs(x) == INFINITY,
+                      select((t < 1) if x > 0 else (t > 0), <floating> INFINITY, 0),
+                      (x if x > 0 else 0) - x * t + flog1p(fexp(-fabs(x))))
     d = x - t
     if kind == MSE:
         if grad != NULL:

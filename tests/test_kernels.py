@@ -200,3 +200,46 @@ def test_dropout_keeps_the_mean(rng, dtype, p):
     a2 = np.empty_like(z)
     _kernels.dropout(z, a2, mask, g, dz, p, 12345)
     np.testing.assert_array_equal(a, a2)  # the same seed, the same mask
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_infinite_logits_take_their_limits(dtype):
+    """Losses and gradients at +-inf logits are the limits of the formulas: finite
+    wherever the mathematics is, +inf where the loss truly is infinite, never NaN."""
+    inf = np.inf
+    x = np.array([[inf, 0, -inf, inf], [1, -inf, 2, 0], [inf, 3, 0, 0]], dtype)
+    labels = np.array([0, 2, 1])
+    losses, grads = [], []
+    for i in range(3):
+        g = np.empty((1, 4), dtype)
+        total, _ = _kernels.loss(_engine.LOSS_KINDS["cross_entropy_labels"], x[i:i + 1],
+                                 None, labels[i:i + 1], g, 1.0, 1)
+        losses.append(total)
+        grads.append(g[0])
+    assert losses[0] == pytest.approx(np.log(2))  # two +inf entries share the mass
+    assert losses[1] == pytest.approx(np.log(np.exp(1) + np.exp(2) + 1) - 2, rel=1e-6)
+    assert losses[2] == np.inf  # the label's probability is exactly 0
+    np.testing.assert_allclose(grads[0], [-0.5, 0, 0, 0.5])
+    np.testing.assert_allclose(grads[2], [1, -1, 0, 0])
+    assert np.isfinite(grads[1]).all() and grads[1][1] == 0
+    # probability targets: zero weight on an infinite term contributes nothing
+    t = np.array([[0.5, 0, 0, 0.5]], dtype)
+    g = np.empty((1, 4), dtype)
+    total, _ = _kernels.loss(_engine.LOSS_KINDS["cross_entropy_probs"], x[:1], t, None, g,
+                             1.0, 1)
+    assert total == pytest.approx(np.log(2))
+    np.testing.assert_allclose(g[0], [0, 0, 0, 0], atol=1e-7)
+    # binary cross-entropy: 0 when the target agrees completely, else +inf
+    for logit, target, expected in [(inf, 1, 0), (inf, 0, inf), (inf, 0.5, inf),
+                                    (-inf, 0, 0), (-inf, 1, inf), (-inf, 0.25, inf)]:
+        g = np.empty((1, 1), dtype)
+        total, _ = _kernels.loss(_engine.LOSS_KINDS["binary_cross_entropy"],
+                                 np.array([[logit]], dtype), np.array([[target]], dtype), None,
+                                 g, 1.0, 1)
+        assert total == expected, (logit, target)
+        assert g[0, 0] == (1.0 if logit > 0 else 0.0) - target
+    # NaN still propagates
+    g = np.empty((1, 4), dtype)
+    total, _ = _kernels.loss(_engine.LOSS_KINDS["cross_entropy_labels"],
+                             np.array([[np.nan, 0, 1, 2]], dtype), None, labels[:1], g, 1.0, 1)
+    assert np.isnan(total)
