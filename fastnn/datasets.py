@@ -86,9 +86,32 @@ PAYLOAD_SHA256 = {
             "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
     },
 }
+# Fashion-MNIST's mirrors (its S3 archive and its GitHub repository) serve the same gzip
+# files, so the archives are pinned: (SHA-256, MD5). The MD5s are the ones Zalando
+# Research publishes in the dataset's README; the SHA-256s are those many independent
+# projects pin for the same archives, listed next to those MD5s.
+ARCHIVE_SHA256_MD5 = {
+    "fashion_mnist": {
+        "train-images-idx3-ubyte": (
+            "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
+            "8d4fb7e6c68d591d4c3dfef9ec88bf0d"),
+        "train-labels-idx1-ubyte": (
+            "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
+            "25c81989df183df01b3e8a0aad5dffbe"),
+        "t10k-images-idx3-ubyte": (
+            "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
+            "bef4ecab320f06d8554ea6380940ec79"),
+        "t10k-labels-idx1-ubyte": (
+            "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
+            "bb300cfdad3c16e7a12a480ee83cd310"),
+    },
+}
 MIRRORS = {
     "mnist": ["https://ossci-datasets.s3.amazonaws.com/mnist/",
               "https://storage.googleapis.com/cvdf-datasets/mnist/"],
+    "fashion_mnist": ["http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+                      "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/"
+                      "master/data/fashion/"],
 }
 
 
@@ -111,7 +134,7 @@ def load_mnist(path=None, kind="mnist", split="train", download=True, mirrors=No
             ~/.cache/fastnn/<kind>.
         kind: "mnist" or "fashion_mnist" (same file names and format).
         split: "train" (60,000 rows) or "test" (10,000).
-        download: fetch missing MNIST files into that folder (see `fetch`).
+        download: fetch missing files into that folder (see `fetch`).
         mirrors: base URLs to try instead of MIRRORS[kind]. progress: show progress.
 
     Returns X float32 (n, 784) scaled to [0, 1] and y int64 (n,). Raises
@@ -138,14 +161,16 @@ def load_mnist(path=None, kind="mnist", split="train", download=True, mirrors=No
 def fetch(kind, stem, folder, mirrors=None, progress=True):
     """Download `stem`.gz of dataset `kind` into `folder`, trying each mirror in turn.
 
-    The decompressed payload must match PAYLOAD_SHA256; a corrupted or truncated download
-    is rejected and nothing is written. The file appears atomically (temporary file in
+    The download must match its pinned checksum (PAYLOAD_SHA256 of the decompressed
+    content for MNIST, ARCHIVE_SHA256_MD5 of the archive for Fashion-MNIST); a corrupted
+    or truncated download is rejected and nothing is written. The file appears atomically (temporary file in
     the same folder, then rename). Raises FileNotFoundError, saying where to put the
     files, when no mirror delivers a verified copy (offline, say).
     """
     expected = PAYLOAD_SHA256.get(kind, {}).get(stem)
+    archive = ARCHIVE_SHA256_MD5.get(kind, {}).get(stem)
     target = os.path.join(folder, stem + ".gz")
-    if expected is None:
+    if expected is None and archive is None:
         raise FileNotFoundError(f"{stem}.gz is missing from {folder} and fastnn has no "
                                 f"verified checksum to download {kind} with: put the four IDX "
                                 f"files there (or pass path=..., or set FASTNN_DATA)")
@@ -157,14 +182,9 @@ def fetch(kind, stem, folder, mirrors=None, progress=True):
         except (urllib.error.URLError, OSError, ValueError) as exc:
             failures.append(f"{url}: {exc}")
             continue
-        try:
-            payload = gzip.decompress(data)
-        except (OSError, EOFError) as exc:
-            failures.append(f"{url}: not a gzip file ({exc})")
-            continue
-        digest = hashlib.sha256(payload).hexdigest()
-        if digest != expected:
-            failures.append(f"{url}: SHA-256 of the content is {digest}, expected {expected}")
+        problem = _verify(data, expected, archive)
+        if problem:
+            failures.append(f"{url}: {problem}")
             continue
         os.makedirs(folder, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=".fastnn-", suffix=".tmp")
@@ -179,6 +199,25 @@ def fetch(kind, stem, folder, mirrors=None, progress=True):
     raise FileNotFoundError(
         f"could not download {stem}.gz ({'; '.join(failures)}). Put the four IDX files of "
         f"{kind} in {folder} (or pass path=..., or set FASTNN_DATA to their folder)")
+
+
+def _verify(data, payload_sha256, archive_sha256_md5):
+    """None if the downloaded archive matches its pins, else what is wrong."""
+    if archive_sha256_md5 is not None:
+        for algorithm, want in zip(("sha256", "md5"), archive_sha256_md5):
+            digest = hashlib.new(algorithm, data).hexdigest()
+            if digest != want:
+                name = {"sha256": "SHA-256", "md5": "MD5"}[algorithm]
+                return f"{name} of the archive is {digest}, expected {want}"
+    try:
+        payload = gzip.decompress(data)
+    except (OSError, EOFError) as exc:
+        return f"not a gzip file ({exc})"
+    if payload_sha256 is not None:
+        digest = hashlib.sha256(payload).hexdigest()
+        if digest != payload_sha256:
+            return f"SHA-256 of the content is {digest}, expected {payload_sha256}"
+    return None
 
 
 def _download(url, progress, timeout=30):
