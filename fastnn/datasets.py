@@ -164,8 +164,9 @@ def fetch(kind, stem, folder, mirrors=None, progress=True):
     The download must match its pinned checksum (PAYLOAD_SHA256 of the decompressed
     content for MNIST, ARCHIVE_SHA256_MD5 of the archive for Fashion-MNIST); a corrupted
     or truncated download is rejected and nothing is written. The file appears
-    atomically (temporary file in the same folder, then rename). Raises FileNotFoundError, saying where to put the
-    files, when no mirror delivers a verified copy (offline, say).
+    atomically (temporary file in the same folder, then rename). Raises
+    FileNotFoundError, saying where to put the files, when no mirror delivers a verified
+    copy (offline, say).
     """
     expected = PAYLOAD_SHA256.get(kind, {}).get(stem)
     archive = ARCHIVE_SHA256_MD5.get(kind, {}).get(stem)
