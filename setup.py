@@ -43,7 +43,9 @@ def openmp_flags():
 OMP = openmp_flags()
 # No errno or floating-point traps are used: these let the compiler vectorize loops with
 # sqrt and branch-free selects. (No -ffast-math: NaN/inf and rounding stay IEEE.)
-COMPILE_ARGS = ["-O3", "-fno-math-errno", "-fno-trapping-math"] + OMP
+# -ffp-contract=off: no fused multiply-adds, so the instruction-set clones of a loop
+# (csrc/adam.h) round exactly as the baseline build does.
+COMPILE_ARGS = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off"] + OMP
 MODULES = ["_engine", "_kernels"]
 
 extensions = [

@@ -56,6 +56,15 @@ from _kinds cimport ADAGRAD, ADAM, RMSPROP, SGD
 from _mathf cimport select
 from _parallel cimport threads_for
 
+cdef extern from "adam.h":
+    void fastnn_adam_f(float* p, const float* g, float* m, float* v, Py_ssize_t n,
+                       float beta1, float beta2, float coupled, float decay, float step_size,
+                       float bc2_sqrt, float eps) noexcept nogil
+    void fastnn_adam_d(double* p, const double* g, double* m, double* v, Py_ssize_t n,
+                       double beta1, double beta2, double coupled, double decay,
+                       double step_size, double bc2_sqrt, double eps) noexcept nogil
+
+
 cdef enum Destination:
     TO_GRAD = 0
     TO_STATE0 = 1
@@ -167,12 +176,11 @@ cdef inline void adam_update(const double* hyper, double l2, long long step, flo
             vmax[i] = select(v[i] > vmax[i], v[i], vmax[i])
             p[i] = old * decay - step_size * (m[i] / (fsqrt(vmax[i]) / bc2_sqrt + eps))
         return
-    for i in prange(n, schedule="static", num_threads=threads_for(n, n_threads)):  # no v_max
-        old = p[i]
-        d = g[i] + coupled * old
-        m[i] = beta1 * m[i] + (1 - beta1) * d
-        v[i] = beta2 * v[i] + (1 - beta2) * d * d
-        p[i] = old * decay - step_size * (m[i] / (fsqrt(v[i]) / bc2_sqrt + eps))
+    # no v_max: the same loop in C, built for several instruction sets (adam.h)
+    if floating is float:
+        fastnn_adam_f(p, g, m, v, n, beta1, beta2, coupled, decay, step_size, bc2_sqrt, eps)
+    else:
+        fastnn_adam_d(p, g, m, v, n, beta1, beta2, coupled, decay, step_size, bc2_sqrt, eps)
 
 
 cdef inline void rmsprop_update(const double* hyper, double l2, floating* p, const floating* g,

@@ -243,3 +243,28 @@ def test_infinite_logits_take_their_limits(dtype):
     total, _ = _kernels.loss(_engine.LOSS_KINDS["cross_entropy_labels"],
                              np.array([[np.nan, 0, 1, 2]], dtype), None, labels[:1], g, 1.0, 1)
     assert np.isnan(total)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_adam_loop_rounds_as_written(rng, dtype):
+    """The Adam loop is built for several instruction sets (csrc/adam.h, picked at load
+    time); with contraction off, whichever runs rounds each operation as written: equal,
+    bitwise, to NumPy doing the same operations in the same order."""
+    n = 1003  # not a multiple of any vector width: the remainder loop runs too
+    p, g, m = (rng.normal(size=n).astype(dtype) for _ in range(3))
+    v = rng.random(n).astype(dtype)
+    lr, b1, b2, eps, step = 1e-3, 0.9, 0.999, 1e-8, 4
+    state = [m.copy(), v.copy(), np.zeros(n, dtype)]
+    got = p.copy()
+    _kernels.optimizer_step(_engine.OPTIMIZER_KINDS["adam"], [lr, b1, b2, eps, 0, 0, 0],
+                            step, got, g, *state)
+    one = dtype(1)
+    b1_, b2_ = dtype(b1), dtype(b2)
+    step_size = dtype(lr / (1 - b1 ** (step + 1)))
+    bc2_sqrt = dtype(np.sqrt(1 - b2 ** (step + 1)))
+    m_ref = b1_ * m + (one - b1_) * g
+    v_ref = b2_ * v + (one - b2_) * g * g
+    p_ref = p * one - step_size * (m_ref / (np.sqrt(v_ref) / bc2_sqrt + dtype(eps)))
+    np.testing.assert_array_equal(state[0], m_ref)
+    np.testing.assert_array_equal(state[1], v_ref)
+    np.testing.assert_array_equal(got, p_ref)
