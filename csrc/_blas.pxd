@@ -1,4 +1,4 @@
-"""The one home of BLAS: row-major GEMM and GEMV for float32 and float64.
+"""The one home of BLAS: row-major GEMM and GEMV, AXPY and DOT, for float32 and float64.
 
 BLAS is column-major; a row-major matrix is the column-major view of its transpose,
 so a row-major product C = op(A) @ op(B) is computed as the column-major product
@@ -47,3 +47,12 @@ cdef inline void axpy(int n, floating alpha, const floating* x, floating* y) noe
         blas.saxpy(&n, &alpha, <float*> x, &one, y, &one)
     else:
         blas.daxpy(&n, &alpha, <double*> x, &one, y, &one)
+
+
+cdef inline double sum_of_squares(int n, const floating* x) noexcept nogil:
+    """sum(x[i]^2), accumulated in double (dsdot for float32)."""
+    cdef int one = 1
+    if floating is float:
+        return blas.dsdot(&n, <float*> x, &one, <float*> x, &one)
+    else:
+        return blas.ddot(&n, <double*> x, &one, <double*> x, &one)

@@ -33,7 +33,7 @@ from libc.string cimport memcpy
 import numpy as np
 
 from _activations cimport activation_backward, activation_forward
-from _blas cimport axpy
+from _blas cimport axpy, sum_of_squares
 from _dense cimport dense_backward, dense_forward
 from _batchnorm cimport (batchnorm_backward, batchnorm_eval_backward, batchnorm_eval_forward,
                          batchnorm_train_forward)
@@ -304,16 +304,12 @@ cdef double loss_scale(int loss_kind, Py_ssize_t n, Py_ssize_t width,
 
 cdef double half_l2_penalty(Net* net, floating* tag) noexcept nogil:
     """0.5 * sum over penalised parameters of l2 * |W|^2 (scikit-learn's alpha term)."""
-    cdef Py_ssize_t i, j
-    cdef double total = 0, squares
-    cdef const floating* w
+    cdef Py_ssize_t i
+    cdef double total = 0
     for i in range(net.n_params):
         if net.params[i].l2 != 0:
-            w = <floating*> net.params[i].value
-            squares = 0
-            for j in range(net.params[i].size):
-                squares += <double> w[j] * w[j]
-            total += 0.5 * net.params[i].l2 * squares
+            total += 0.5 * net.params[i].l2 * sum_of_squares(
+                <int> net.params[i].size, <floating*> net.params[i].value)
     return total
 
 
