@@ -13,6 +13,11 @@ from _mathf cimport fexp, ftanh, select
 from _parallel cimport threads_for
 
 
+cdef extern from "vmath.h":
+    void fastnn_sigmoid_loop_f(const float* z, float* a, Py_ssize_t n) noexcept nogil
+    void fastnn_tanh_loop_f(const float* z, float* a, Py_ssize_t n) noexcept nogil
+
+
 cdef inline floating sigmoid(floating z) noexcept nogil:
     """1 / (1 + exp(-z)) as exp(-|z|) / (1 + exp(-|z|)) for z < 0: no overflow, no
     cancellation, and no branch (the activation loops vectorize)."""
@@ -62,11 +67,17 @@ cdef inline void activation_forward(int kind, double slope, const floating* z, f
         for i in prange(size, schedule="static", num_threads=nt):
             a[i] = select(z[i] > 0, z[i], s * z[i])
     elif kind == SIGMOID:
-        for i in prange(size, schedule="static", num_threads=nt):
-            a[i] = sigmoid(z[i])
+        if floating is float:  # the same formula, built per instruction set (vmath.h)
+            fastnn_sigmoid_loop_f(z, a, size)
+        else:
+            for i in prange(size, schedule="static", num_threads=nt):
+                a[i] = sigmoid(z[i])
     elif kind == TANH:
-        for i in prange(size, schedule="static", num_threads=nt):
-            a[i] = ftanh(z[i])
+        if floating is float:
+            fastnn_tanh_loop_f(z, a, size)
+        else:
+            for i in prange(size, schedule="static", num_threads=nt):
+                a[i] = ftanh(z[i])
     elif kind == SOFTMAX:
         for i in prange(n, schedule="static", num_threads=nt):
             softmax_row(z + i * m, a + i * m, m)

@@ -8,11 +8,7 @@
 #include <math.h>
 #include <stddef.h>
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-#define FASTNN_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define FASTNN_CLONES
-#endif
+#include "clones.h"
 
 #define FASTNN_ADAM(NAME, T, SQRT)                                                       \
     FASTNN_CLONES static void NAME(T *restrict p, const T *restrict g, T *restrict m,   \

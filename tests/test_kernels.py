@@ -268,3 +268,38 @@ def test_adam_loop_rounds_as_written(rng, dtype):
     np.testing.assert_array_equal(state[0], m_ref)
     np.testing.assert_array_equal(state[1], v_ref)
     np.testing.assert_array_equal(got, p_ref)
+
+
+def _expf_as_written(x):
+    """csrc/vmath.h's fastnn_expf, step by step in NumPy float32."""
+    f = np.float32
+    x = np.minimum(np.maximum(x.astype(np.float32), f(-88.0)), f(88.0))
+    n = (x * f(1.44269504088896341) + f(12582912.0)) - f(12582912.0)
+    r = x - n * f(0.693359375) - n * f(-2.12194440e-4)
+    p = f(1.9875691500e-4)
+    for c in (1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1,
+              5.0000001201e-1):
+        p = p * r + f(c)
+    p = p * r * r + r + f(1.0)
+    bits = ((n.astype(np.int32) + 127).astype(np.uint32) << 23).view(np.float32)
+    return p * bits
+
+
+def test_float32_sigmoid_and_tanh_loops_round_as_written(rng):
+    """The float32 sigmoid/tanh passes are built per instruction set (csrc/vmath.h); each
+    must round every operation as written: bitwise equal to NumPy doing the same steps."""
+    f = np.float32
+    z = (rng.normal(size=(97, 33)) * 6).astype(np.float32)  # odd sizes: remainder loops
+    a = np.empty_like(z)
+    _kernels.activation(_engine.LAYER_KINDS["sigmoid"], 0.0, z, a, 1)
+    e = _expf_as_written(np.where(z < 0, z, -z))
+    s = (1.0 / (1.0 + e.astype(np.float64))).astype(np.float32)
+    np.testing.assert_array_equal(a, np.where(z >= 0, s, e * s))
+    _kernels.activation(_engine.LAYER_KINDS["tanh"], 0.0, z, a, 1)
+    x = z
+    absx, zz = np.abs(x), x * x
+    small = ((((f(-5.70498872745e-3) * zz + f(2.06390887954e-2)) * zz - f(5.37397155531e-2))
+              * zz + f(1.33314422036e-1)) * zz - f(3.33332819422e-1)) * zz * x + x
+    large = f(1.0) - f(2.0) / (_expf_as_written(f(2.0) * absx) + f(1.0))
+    large = np.where(x < 0, -large, large)
+    np.testing.assert_array_equal(a, np.where(absx < f(0.625), small, large))
