@@ -434,3 +434,15 @@ def test_scikit_learn_estimator_checks(estimator, check):
     checks: these MLPs have none, as scikit-learn's)."""
     with quiet():
         check(estimator)
+
+
+def test_verbose_prints_what_scikit_learn_prints(digits, capsys):
+    X, _, y, _ = digits
+    outputs = []
+    for est in both("MLPClassifier", hidden_layer_sizes=(8,), max_iter=3, verbose=True,
+                    random_state=0, early_stopping=True, n_iter_no_change=1, tol=0.5):
+        with quiet():
+            est.fit(X, y)
+        outputs.append(capsys.readouterr().out)
+    assert "Iteration 1, loss = " in outputs[0] and "Validation score: " in outputs[0]
+    assert outputs[0] == outputs[1]
