@@ -56,13 +56,23 @@ from _kinds cimport ADAGRAD, ADAM, RMSPROP, SGD
 from _mathf cimport select
 from _parallel cimport threads_for
 
-cdef extern from "adam.h":
+cdef extern from "updates.h":
     void fastnn_adam_f(float* p, const float* g, float* m, float* v, Py_ssize_t n,
                        float beta1, float beta2, float coupled, float decay, float step_size,
                        float bc2_sqrt, float eps) noexcept nogil
     void fastnn_adam_d(double* p, const double* g, double* m, double* v, Py_ssize_t n,
                        double beta1, double beta2, double coupled, double decay,
                        double step_size, double bc2_sqrt, double eps) noexcept nogil
+    void fastnn_rmsprop_f(float* p, const float* g, float* sq, float* buf, float* avg,
+                          Py_ssize_t n, float lr, float alpha, float eps, float wd,
+                          float momentum, int centered, int use_momentum) noexcept nogil
+    void fastnn_rmsprop_d(double* p, const double* g, double* sq, double* buf, double* avg,
+                          Py_ssize_t n, double lr, double alpha, double eps, double wd,
+                          double momentum, int centered, int use_momentum) noexcept nogil
+    void fastnn_adagrad_f(float* p, const float* g, float* total, Py_ssize_t n, float clr,
+                          float wd, float eps) noexcept nogil
+    void fastnn_adagrad_d(double* p, const double* g, double* total, Py_ssize_t n,
+                          double clr, double wd, double eps) noexcept nogil
 
 
 cdef enum Destination:
@@ -176,7 +186,7 @@ cdef inline void adam_update(const double* hyper, double l2, long long step, flo
             vmax[i] = select(v[i] > vmax[i], v[i], vmax[i])
             p[i] = old * decay - step_size * (m[i] / (fsqrt(vmax[i]) / bc2_sqrt + eps))
         return
-    # no v_max: the same loop in C, built for several instruction sets (adam.h)
+    # no v_max: the same loop in C, built for several instruction sets (updates.h)
     if floating is float:
         fastnn_adam_f(p, g, m, v, n, beta1, beta2, coupled, decay, step_size, bc2_sqrt, eps)
     else:
@@ -190,16 +200,12 @@ cdef inline void rmsprop_update(const double* hyper, double l2, floating* p, con
     cdef floating eps = <floating> hyper[2], wd = <floating> (hyper[3] + l2)
     cdef floating momentum = <floating> hyper[4]
     cdef bint centered = hyper[5] != 0, use_momentum = hyper[4] > 0
-    cdef Py_ssize_t i
-    cdef floating d, q, step_dir
-    for i in prange(n, schedule="static", num_threads=threads_for(n, n_threads)):
-        d = g[i] + wd * p[i]
-        sq[i] = alpha * sq[i] + (1 - alpha) * d * d
-        avg[i] = select(centered, alpha * avg[i] + (1 - alpha) * d, avg[i])
-        q = d / (fsqrt(select(centered, sq[i] - avg[i] * avg[i], sq[i])) + eps)
-        buf[i] = select(use_momentum, momentum * buf[i] + q, buf[i])
-        step_dir = select(use_momentum, buf[i], q)
-        p[i] = p[i] - lr * step_dir
+    if floating is float:  # built for several instruction sets (updates.h)
+        fastnn_rmsprop_f(p, g, sq, buf, avg, n, lr, alpha, eps, wd, momentum, centered,
+                         use_momentum)
+    else:
+        fastnn_rmsprop_d(p, g, sq, buf, avg, n, lr, alpha, eps, wd, momentum, centered,
+                         use_momentum)
 
 
 cdef inline void adagrad_update(const double* hyper, double l2, long long step, floating* p,
@@ -207,12 +213,10 @@ cdef inline void adagrad_update(const double* hyper, double l2, long long step, 
                                 int n_threads) noexcept nogil:
     cdef floating clr = <floating> (hyper[0] / (1 + step * hyper[1]))
     cdef floating wd = <floating> (hyper[2] + l2), eps = <floating> hyper[3]
-    cdef Py_ssize_t i
-    cdef floating d
-    for i in prange(n, schedule="static", num_threads=threads_for(n, n_threads)):
-        d = g[i] + wd * p[i]
-        total[i] = total[i] + d * d
-        p[i] = p[i] - clr * (d / (fsqrt(total[i]) + eps))
+    if floating is float:  # built for several instruction sets (updates.h)
+        fastnn_adagrad_f(p, g, total, n, clr, wd, eps)
+    else:
+        fastnn_adagrad_d(p, g, total, n, clr, wd, eps)
 
 
 cdef inline void optimizer_finish(int kind, const double* hyper, double l2, long long step,

@@ -247,7 +247,7 @@ def test_infinite_logits_take_their_limits(dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_adam_loop_rounds_as_written(rng, dtype):
-    """The Adam loop is built for several instruction sets (csrc/adam.h, picked at load
+    """The Adam loop is built for several instruction sets (csrc/updates.h, picked at load
     time); with contraction off, whichever runs rounds each operation as written: equal,
     bitwise, to NumPy doing the same operations in the same order."""
     n = 1003  # not a multiple of any vector width: the remainder loop runs too

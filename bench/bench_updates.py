@@ -1,7 +1,8 @@
-"""What Adam costs: its update pass alone, and an epoch with Adam next to plain SGD and
-the GEMM floor, on scikit-learn's default network for MNIST (784-100-10, batch 200).
+"""What the adaptive optimizers cost: the Adam, RMSprop and Adagrad update passes alone,
+and an epoch with Adam next to plain SGD and the GEMM floor, on scikit-learn's default
+network for MNIST (784-100-10, batch 200).
 
-    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/bench_adam.py
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/bench_updates.py
 """
 import argparse
 import time
@@ -17,17 +18,21 @@ N_PARAMS = 784 * 100 + 100 + 100 * 10 + 10  # 79,510
 STEPS = 300  # one epoch of 60,000 rows at batch 200
 
 
-def update_seconds(dtype, repeats):
-    """Seconds for STEPS Adam updates of N_PARAMS entries (the kernel alone)."""
+HYPER = {"adam": (fnn.optim.Adam().hyperparameters()),
+         "rmsprop": fnn.optim.RMSprop().hyperparameters(),
+         "adagrad": fnn.optim.Adagrad().hyperparameters()}
+
+
+def update_seconds(dtype, kind, repeats):
+    """Seconds for STEPS updates of N_PARAMS entries by optimizer `kind` (kernel alone)."""
     rng = np.random.default_rng(0)
-    p, g, m, v, vmax = (rng.random(N_PARAMS).astype(dtype) for _ in range(5))
-    hyper = [1e-3, 0.9, 0.999, 1e-8, 0, 0, 0]
+    p, g, s0, s1, s2 = (rng.random(N_PARAMS).astype(dtype) for _ in range(5))
     best = np.inf
     for _ in range(repeats):
         start = time.perf_counter()
         for step in range(STEPS):
-            _kernels.optimizer_step(_engine.OPTIMIZER_KINDS["adam"], hyper, step, p, g, m, v,
-                                    vmax)
+            _kernels.optimizer_step(_engine.OPTIMIZER_KINDS[kind], HYPER[kind], step, p, g,
+                                    s0, s1, s2)
         best = min(best, time.perf_counter() - start)
     return best
 
@@ -54,10 +59,11 @@ def main(argv=None):
                          epoch_seconds(X, y, dtype, lambda: fnn.optim.SGD(lr=0.01)),
                          epoch_seconds(X, y, dtype, lambda: fnn.optim.Adam(lr=1e-3))))
         floor, sgd, adam = np.min(rows, axis=0)
-        update = update_seconds(dtype, args.repeats)
-        print(f"{np.dtype(dtype).name}: {STEPS} Adam updates of {N_PARAMS} entries "
-              f"{update * 1e3:.1f} ms; epoch: floor {floor:.3f} s, SGD {sgd:.3f} s "
-              f"({sgd / floor:.2f}x), Adam {adam:.3f} s ({adam / floor:.2f}x)")
+        updates = ", ".join(f"{kind} {update_seconds(dtype, kind, args.repeats) * 1e3:.1f} ms"
+                            for kind in HYPER)
+        print(f"{np.dtype(dtype).name}: {STEPS} updates of {N_PARAMS} entries: {updates}; "
+              f"epoch: floor {floor:.3f} s, SGD {sgd:.3f} s ({sgd / floor:.2f}x), "
+              f"Adam {adam:.3f} s ({adam / floor:.2f}x)")
 
 
 if __name__ == "__main__":
