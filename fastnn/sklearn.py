@@ -194,11 +194,17 @@ class _BaseMLP(BaseEstimator):
             state.pop(key, None)
         return state
 
-    def _loss_terms(self):
-        """(engine loss code, factor turning the engine's summed loss into scikit-learn's
-        per-row loss)."""
+    def _loss_terms(self, targets):
+        """(engine loss code, layers the engine trains, and the factor and constant that
+        turn the engine's summed loss into scikit-learn's per-row loss on `targets`, the
+        training rows' float targets or None)."""
         factor = 0.5 / self.n_outputs_ if self.out_activation_ == "identity" else 1.0
-        return _engine.LOSS_KINDS[_LOSS[self.out_activation_]], factor
+        constant = 0.0
+        if self.out_activation_ == "exp":  # the Poisson deviance's terms without the model
+            constant = float(np.sum(targets * np.log(np.where(targets > 0, targets, 1))
+                                    - targets)) / len(targets)
+        n_run = len(self._model.layers) - (_OUTPUT[self.out_activation_] is not None)
+        return _engine.LOSS_KINDS[_LOSS[self.out_activation_]], n_run, factor, constant
 
     # -- fit ------------------------------------------------------------------------
 
@@ -282,7 +288,6 @@ class _BaseMLP(BaseEstimator):
             self._optimizer = self._new_optimizer()
         optimizer = self._optimizer
         optimizer._bind(model.parameters())
-        kind, factor = self._loss_terms()
         if self.early_stopping:
             rows, val_rows = self._validation_split(X.shape[0], Y, rng, first_pass)
             X_val = X[val_rows]
@@ -295,10 +300,8 @@ class _BaseMLP(BaseEstimator):
             rows = None
             X_val = y_val = None
         n_samples = X.shape[0] if rows is None else rows.shape[0]
-        constant = 0.0
-        if self.out_activation_ == "exp":  # the deviance's terms without the model
-            t = targets if rows is None else targets[rows]
-            constant = float(np.sum(t * np.log(np.where(t > 0, t, 1)) - t)) / n_samples
+        kind, n_run, factor, constant = self._loss_terms(
+            targets if rows is None or targets is None else targets[rows])
         if self.batch_size == "auto":
             batch_size = min(200, n_samples)
         else:
@@ -307,7 +310,6 @@ class _BaseMLP(BaseEstimator):
                               "It is going to be clipped", stacklevel=4)
             batch_size = int(np.clip(self.batch_size, 1, n_samples))
         sample_idx = np.arange(n_samples)
-        n_run = len(model.layers) - (_OUTPUT[self.out_activation_] is not None)
         self.n_iter_ = 0
         try:
             for _ in range(self.max_iter):
@@ -406,13 +408,8 @@ class _BaseMLP(BaseEstimator):
         engine = model._engine
         params = model.parameters()
         sizes = np.cumsum([0] + [p.size for p in params])
-        kind, factor = self._loss_terms()
+        kind, n_run, factor, constant = self._loss_terms(targets)
         n = X.shape[0]
-        constant = 0.0
-        if self.out_activation_ == "exp":
-            constant = float(np.sum(targets * np.log(np.where(targets > 0, targets, 1))
-                                    - targets)) / n
-        n_run = len(model.layers) - (_OUTPUT[self.out_activation_] is not None)
 
         def loss_and_gradient(packed):
             for p, lo, hi in zip(params, sizes[:-1], sizes[1:]):

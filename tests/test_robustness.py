@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import fastnn as fnn
+from fastnn import _engine
 
 
 def rss_bytes():
@@ -119,9 +120,8 @@ def test_rows_beyond_2_31_elements_are_addressed_correctly(tmp_path):
         opt._bind(model.parameters())
         model._engine.set_optimizer(*opt._engine_args(), 0)
         y = np.asarray(labels) if order is not None else np.array(labels[last])
-        loss, failed = model._engine.train_epoch(rows, None, y, order, 3,
-                                                 fnn.losses._engine.LOSS_KINDS[
-                                                     "cross_entropy_labels"], 3)
+        loss, failed = model._engine.train_epoch(
+            rows, None, y, order, 3, _engine.LOSS_KINDS["cross_entropy_labels"], 3)
         assert failed == -1
         results.append((loss, [p.copy() for p in model.parameters()]))
     assert results[0][0] == results[1][0]
