@@ -5,12 +5,10 @@ derivative: ReLU/LeakyReLU from the sign of z, sigmoid and tanh from a. Softmax 
 row by row (max-shifted, so large logits do not overflow). NaN propagates as in torch.
 """
 from cython cimport floating
-from cython.parallel cimport prange
 from libc.string cimport memcpy
 
 from _kinds cimport LayerKind, IDENTITY, RELU, LEAKY_RELU, SIGMOID, TANH, SOFTMAX
 from _mathf cimport fexp, ftanh, select
-from _parallel cimport threads_for
 
 
 cdef extern from "vmath.h":
@@ -53,57 +51,55 @@ cdef inline void softmax_row_backward(const floating* a, const floating* g, floa
 
 
 cdef inline void activation_forward(int kind, double slope, const floating* z, floating* a,
-                                    Py_ssize_t n, Py_ssize_t m, int n_threads) noexcept nogil:
+                                    Py_ssize_t n, Py_ssize_t m) noexcept nogil:
     """a = f(z) elementwise (softmax: per row) for an (n x m) row-major block."""
     cdef Py_ssize_t i, size = n * m
     cdef floating s = <floating> slope
-    cdef int nt = threads_for(size, n_threads)
     if kind == IDENTITY:
         memcpy(a, z, size * sizeof(floating))
     elif kind == RELU:
-        for i in prange(size, schedule="static", num_threads=nt):
+        for i in range(size):
             a[i] = select(z[i] <= 0, <floating> 0, z[i])
     elif kind == LEAKY_RELU:
-        for i in prange(size, schedule="static", num_threads=nt):
+        for i in range(size):
             a[i] = select(z[i] > 0, z[i], s * z[i])
     elif kind == SIGMOID:
         if floating is float:  # the same formula, built per instruction set (vmath.h)
             fastnn_sigmoid_loop_f(z, a, size)
         else:
-            for i in prange(size, schedule="static", num_threads=nt):
+            for i in range(size):
                 a[i] = sigmoid(z[i])
     elif kind == TANH:
         if floating is float:
             fastnn_tanh_loop_f(z, a, size)
         else:
-            for i in prange(size, schedule="static", num_threads=nt):
+            for i in range(size):
                 a[i] = ftanh(z[i])
     elif kind == SOFTMAX:
-        for i in prange(n, schedule="static", num_threads=nt):
+        for i in range(n):
             softmax_row(z + i * m, a + i * m, m)
 
 
 cdef inline void activation_backward(int kind, double slope, const floating* z,
                                      const floating* a, const floating* g, floating* dz,
-                                     Py_ssize_t n, Py_ssize_t m, int n_threads) noexcept nogil:
+                                     Py_ssize_t n, Py_ssize_t m) noexcept nogil:
     """dz = dL/dz from g = dL/da, for an (n x m) block; softmax uses its row Jacobian."""
     cdef Py_ssize_t i, size = n * m
     cdef floating s = <floating> slope
-    cdef int nt = threads_for(size, n_threads)
     if kind == IDENTITY:
         memcpy(dz, g, size * sizeof(floating))
     elif kind == RELU:
-        for i in prange(size, schedule="static", num_threads=nt):
+        for i in range(size):
             dz[i] = select(z[i] > 0, g[i], <floating> 0)
     elif kind == LEAKY_RELU:
-        for i in prange(size, schedule="static", num_threads=nt):
+        for i in range(size):
             dz[i] = select(z[i] > 0, g[i], s * g[i])
     elif kind == SIGMOID:
-        for i in prange(size, schedule="static", num_threads=nt):
+        for i in range(size):
             dz[i] = g[i] * a[i] * (1 - a[i])
     elif kind == TANH:
-        for i in prange(size, schedule="static", num_threads=nt):
+        for i in range(size):
             dz[i] = g[i] * (1 - a[i] * a[i])
     elif kind == SOFTMAX:
-        for i in prange(n, schedule="static", num_threads=nt):
+        for i in range(n):
             softmax_row_backward(a + i * m, g + i * m, dz + i * m, m)

@@ -10,6 +10,8 @@ Backward (training), with g = dL/dy, sums over the rows:
     dx = gamma / sqrt(var + eps) / n * (n g - dbeta - xhat dgamma).
 gamma/beta may be NULL (affine=False: 1 and 0). Rows are walked in order and the
 per-feature sums kept in m-long arrays, so the inner loops run along contiguous memory.
+Each kernel works on m features of rows `ld` apart: a block of the engine's features is
+the same call with the pointers offset to its first feature.
 """
 from cython cimport floating
 from libc.math cimport sqrt
@@ -19,7 +21,7 @@ cdef inline void batchnorm_train_forward(const floating* x, floating* y, const f
                                          const floating* beta, floating* mean,
                                          floating* invstd, floating* running_mean,
                                          floating* running_var, Py_ssize_t n, Py_ssize_t m,
-                                         double eps, double momentum) noexcept nogil:
+                                         Py_ssize_t ld, double eps, double momentum) noexcept nogil:
     cdef Py_ssize_t i, j
     cdef floating d, scale, shift
     for j in range(m):
@@ -27,12 +29,12 @@ cdef inline void batchnorm_train_forward(const floating* x, floating* y, const f
         invstd[j] = 0  # holds the sum of squared deviations until the last loop
     for i in range(n):
         for j in range(m):
-            mean[j] += x[i * m + j]
+            mean[j] += x[i * ld + j]
     for j in range(m):
         mean[j] /= n
     for i in range(n):
         for j in range(m):
-            d = x[i * m + j] - mean[j]
+            d = x[i * ld + j] - mean[j]
             invstd[j] += d * d
     for j in range(m):
         running_mean[j] = (1 - momentum) * running_mean[j] + momentum * mean[j]
@@ -42,13 +44,13 @@ cdef inline void batchnorm_train_forward(const floating* x, floating* y, const f
         for j in range(m):
             scale = invstd[j] if gamma == NULL else gamma[j] * invstd[j]
             shift = 0 if beta == NULL else beta[j]
-            y[i * m + j] = (x[i * m + j] - mean[j]) * scale + shift
+            y[i * ld + j] = (x[i * ld + j] - mean[j]) * scale + shift
 
 
 cdef inline void batchnorm_eval_forward(const floating* x, floating* y, const floating* gamma,
                                         const floating* beta, const floating* running_mean,
                                         const floating* running_var, Py_ssize_t n,
-                                        Py_ssize_t m, double eps) noexcept nogil:
+                                        Py_ssize_t m, Py_ssize_t ld, double eps) noexcept nogil:
     cdef Py_ssize_t i, j
     cdef floating scale, shift
     for i in range(n):
@@ -57,13 +59,13 @@ cdef inline void batchnorm_eval_forward(const floating* x, floating* y, const fl
             if gamma != NULL:
                 scale = gamma[j] * scale
             shift = 0 if beta == NULL else beta[j]
-            y[i * m + j] = (x[i * m + j] - running_mean[j]) * scale + shift
+            y[i * ld + j] = (x[i * ld + j] - running_mean[j]) * scale + shift
 
 
 cdef inline void batchnorm_backward(const floating* x, const floating* g, const floating* gamma,
                                     const floating* mean, const floating* invstd,
                                     floating* dgamma, floating* dbeta, floating* dx,
-                                    Py_ssize_t n, Py_ssize_t m) noexcept nogil:
+                                    Py_ssize_t n, Py_ssize_t m, Py_ssize_t ld) noexcept nogil:
     """dgamma, dbeta (m) always; dx (n x m) unless NULL. Uses the training statistics."""
     cdef Py_ssize_t i, j
     cdef floating xhat, k
@@ -72,23 +74,23 @@ cdef inline void batchnorm_backward(const floating* x, const floating* g, const 
         dbeta[j] = 0
     for i in range(n):
         for j in range(m):
-            xhat = (x[i * m + j] - mean[j]) * invstd[j]
-            dgamma[j] += g[i * m + j] * xhat
-            dbeta[j] += g[i * m + j]
+            xhat = (x[i * ld + j] - mean[j]) * invstd[j]
+            dgamma[j] += g[i * ld + j] * xhat
+            dbeta[j] += g[i * ld + j]
     if dx == NULL:
         return
     for i in range(n):
         for j in range(m):
-            xhat = (x[i * m + j] - mean[j]) * invstd[j]
+            xhat = (x[i * ld + j] - mean[j]) * invstd[j]
             k = invstd[j] if gamma == NULL else gamma[j] * invstd[j]
-            dx[i * m + j] = k / n * (n * g[i * m + j] - dbeta[j] - xhat * dgamma[j])
+            dx[i * ld + j] = k / n * (n * g[i * ld + j] - dbeta[j] - xhat * dgamma[j])
 
 
 cdef inline void batchnorm_eval_backward(const floating* x, const floating* g,
                                          const floating* gamma, const floating* running_mean,
                                          const floating* running_var, floating* dgamma,
                                          floating* dbeta, floating* dx, Py_ssize_t n,
-                                         Py_ssize_t m, double eps) noexcept nogil:
+                                         Py_ssize_t m, Py_ssize_t ld, double eps) noexcept nogil:
     """Backward of the evaluation transform (an affine map per feature)."""
     cdef Py_ssize_t i, j
     cdef floating invstd, xhat
@@ -98,8 +100,8 @@ cdef inline void batchnorm_eval_backward(const floating* x, const floating* g,
     for i in range(n):
         for j in range(m):
             invstd = <floating> (1 / sqrt(running_var[j] + eps))
-            xhat = (x[i * m + j] - running_mean[j]) * invstd
-            dgamma[j] += g[i * m + j] * xhat
-            dbeta[j] += g[i * m + j]
+            xhat = (x[i * ld + j] - running_mean[j]) * invstd
+            dgamma[j] += g[i * ld + j] * xhat
+            dbeta[j] += g[i * ld + j]
             if dx != NULL:
-                dx[i * m + j] = g[i * m + j] * (invstd if gamma == NULL else gamma[j] * invstd)
+                dx[i * ld + j] = g[i * ld + j] * (invstd if gamma == NULL else gamma[j] * invstd)

@@ -12,34 +12,52 @@ from libc.stdint cimport uint64_t
 from _mathf cimport select
 
 
-cdef inline uint64_t splitmix64(uint64_t* state) noexcept nogil:
-    cdef uint64_t z
-    state[0] += <uint64_t> 0x9E3779B97F4A7C15
-    z = state[0]
+cdef enum:
+    SPLITMIX_GAMMA = 0x9E3779B97F4A7C15
+
+
+cdef inline uint64_t splitmix64_draw(uint64_t state, uint64_t k) noexcept nogil:
+    """The k-th output (k >= 1) of splitmix64 started at `state`: its state then is
+    state + k * gamma, so any draw is computed directly, without the ones before it."""
+    cdef uint64_t z = state + k * <uint64_t> SPLITMIX_GAMMA
     z = (z ^ (z >> 30)) * <uint64_t> 0xBF58476D1CE4E5B9
     z = (z ^ (z >> 27)) * <uint64_t> 0x94D049BB133111EB
     return z ^ (z >> 31)
 
 
+cdef inline uint64_t dropout_advance(uint64_t state, Py_ssize_t size) noexcept nogil:
+    """The generator's state after the masks of `size` elements (one draw per two)."""
+    return state + <uint64_t> ((size + 1) // 2) * <uint64_t> SPLITMIX_GAMMA
+
+
+cdef inline void dropout_forward_block(const floating* z, floating* a, floating* mask,
+                                       Py_ssize_t n, Py_ssize_t m, Py_ssize_t c0,
+                                       Py_ssize_t c1, double p, uint64_t state) noexcept nogil:
+    """a = z * mask with mask = 0 (probability p) or 1 / (1 - p) on columns [c0, c1) of an
+    (n x m) block; mask is written there.
+
+    Element e = i * m + j takes the low (e even) or high (e odd) 32 bits of draw
+    e // 2 + 1 from `state` and is dropped when they are below p * 2^32 (so P(drop) = p to
+    within 2^-32). A block's masks are therefore those of the whole layer, whichever
+    thread draws them.
+    """
+    cdef Py_ssize_t i, j, e
+    cdef floating keep_scale = <floating> (1.0 / (1.0 - p))
+    cdef uint64_t threshold = <uint64_t> (p * 4294967296.0), r
+    cdef uint64_t low32 = 4294967295
+    for i in range(n):
+        for j in range(c0, c1):
+            e = i * m + j
+            r = splitmix64_draw(state, <uint64_t> (e // 2 + 1)) >> (32 * (e & 1))
+            mask[e] = select((r & low32) >= threshold, keep_scale, <floating> 0)
+            a[e] = z[e] * mask[e]
+
+
 cdef inline void dropout_forward(const floating* z, floating* a, floating* mask,
                                  Py_ssize_t size, double p, uint64_t* state) noexcept nogil:
-    """a = z * mask with mask = 0 (probability p) or 1 / (1 - p); mask is written.
-
-    Each 64-bit draw gives two 32-bit uniforms: an element is dropped when its uniform
-    is below p * 2^32 (so P(drop) = p to within 2^-32).
-    """
-    cdef Py_ssize_t i
-    cdef floating keep_scale = <floating> (1.0 / (1.0 - p))
-    cdef uint64_t threshold = <uint64_t> (p * 4294967296.0), r = 0
-    cdef uint64_t low32 = 4294967295
-    for i in range(size):
-        if i % 2 == 0:
-            r = splitmix64(state)
-        else:
-            r = r >> 32
-        mask[i] = select((r & low32) >= threshold, keep_scale, <floating> 0)
-    for i in range(size):
-        a[i] = z[i] * mask[i]
+    """The whole (size) block on one thread; advances `state` past its draws."""
+    dropout_forward_block(z, a, mask, 1, size, 0, size, p, state[0])
+    state[0] = dropout_advance(state[0], size)
 
 
 cdef inline void dropout_backward(const floating* g, const floating* mask, floating* dz,

@@ -1,29 +1,40 @@
-"""The training driver: runs every batch of an epoch in compiled code.
+"""The training driver: runs every batch of an epoch in compiled code, on fastnn's team.
 
-Design, in five points:
+Design, in six points:
 1. Python (fastnn/model.py) validates the input, converts it once per call to a
    C-contiguous array of the model's dtype, and builds one Engine per model. Every
    batch of fit, predict, evaluate and gradients then runs here with the GIL released.
 2. Buffers: the Engine owns, per layer, an output block and a gradient block of
-   `capacity` rows, plus the gathered input batch, targets and a vector of ones. They
-   are (re)allocated only when a call needs more rows: nothing is allocated per step.
-   Parameters are the layers' own numpy arrays (live); the Engine holds their pointers.
-3. Threads: the matrix products are threaded by BLAS, called from the driver thread
-   only. The elementwise work between them (bias, activations, loss, optimizer passes)
-   runs on the driver thread too: an OpenMP region there wakes a second thread pool
-   whose spinning workers fight BLAS's for the cores. Measured on 2 cores (OpenBLAS
-   pthreads + libgomp, default OMP_WAIT_POLICY): epochs 7-35x slower; with passive
-   waiting no faster than one thread. So no BLAS call ever runs inside an OpenMP
-   region, and no OpenMP region runs between BLAS calls. (OpenMP serves the
-   standalone passes: input validation, kernels called on their own.)
-4. A training step: gather the batch (shuffled order), forward through the trained
+   `capacity` rows, plus two gathered input batches (alternate steps), targets and a
+   vector of ones. They are (re)allocated only when a call needs more rows: nothing is
+   allocated per step. Parameters are the layers' own numpy arrays (live).
+3. Threads: one team (csrc/team.h, pthreads) runs every pass of a step; BLAS is pinned
+   to one thread meanwhile, so exactly one pool is ever busy. Thread t owns a block of
+   each layer's output units (rows of W, columns of the activations; multiples of 16):
+   it computes Y[:, own] = A W[own]^T + b[own] and the activation, batch norm and dropout
+   passes of its columns; in backward dW[own] = dZ[:, own]^T A folded into its block's
+   optimizer update, and dA[:, own'] = dZ W[:, own'] for its block of the layer below.
+   Gathering and the loss split the batch's rows. The threads meet at a barrier only
+   where a pass reads another thread's columns: before each Dense layer and around the
+   loss (about two per Dense layer and step). A weight block's update waits for the
+   next barrier, after every thread has read W for the input gradient.
+   Why not BLAS's threads plus OpenMP for the rest: measured on 2 cores, an OpenMP
+   region between BLAS calls wakes a second pool whose spinning threads fight BLAS's
+   (epochs 7-35x slower with libgomp's default policy, no gain with passive waiting);
+   and BLAS threads each product separately, waking its pool ~8 times a step. The
+   measurements behind this design are in docs/design.md.
+4. Plan: the thread count is chosen once per call from the step's work (its matrix
+   products' flops, at least GRAIN_FLOPS per thread), capped by fnn.set_num_threads.
+   A block's results do not depend on which thread computes it; with a fixed count,
+   training is bitwise reproducible, and counts differ only in BLAS's blocking and the
+   order in which the loss's partial sums are added.
+5. A training step: gather the batch (shuffled order), forward through the trained
    layers, fused loss + gradient, stop if the loss is not finite (parameters untouched),
-   backward (no input gradient below the first layer with parameters), then one fused
-   in-place optimizer update per parameter.
-5. Between steps the driver takes the GIL just long enough to check for signals, so
+   backward (no input gradient below the first layer with parameters), each block's
+   optimizer update in the same pass as its gradient product.
+6. Between steps thread 0 takes the GIL just long enough to check for signals, so
    Ctrl-C stops within one batch and leaves the parameters of the last completed step.
 """
-from cpython.exc cimport PyErr_CheckSignals
 from cython cimport floating
 from libc.math cimport isfinite
 from libc.stdint cimport int64_t, uint64_t
@@ -34,10 +45,10 @@ import numpy as np
 
 from _activations cimport activation_backward, activation_forward
 from _blas cimport axpy, sum_of_squares
-from _dense cimport dense_backward, dense_forward
+from _dense cimport dense_forward, dense_input_grad, dense_param_grad
 from _batchnorm cimport (batchnorm_backward, batchnorm_eval_backward, batchnorm_eval_forward,
                          batchnorm_train_forward)
-from _dropout cimport dropout_backward, dropout_forward
+from _dropout cimport dropout_advance, dropout_backward, dropout_forward_block
 from _kinds cimport (BATCHNORM, DENSE, DROPOUT, IDENTITY, RELU, LEAKY_RELU, SIGMOID, TANH, SOFTMAX,
                      CROSS_ENTROPY_LABELS, CROSS_ENTROPY_PROBS, BINARY_CROSS_ENTROPY, MSE, L1,
                      POISSON,
@@ -45,6 +56,16 @@ from _kinds cimport (BATCHNORM, DENSE, DROPOUT, IDENTITY, RELU, LEAKY_RELU, SIGM
 from _losses cimport count_correct, loss_forward_backward
 from _optimizers cimport (GradientDestination, TO_GRAD, destination_array,
                           gradient_destination, optimizer_finish, uses_scaled_momentum)
+
+cdef extern from "team.h" nogil:
+    ctypedef void (*fastnn_job_fn)(void* ctx, int tid, int n_threads) noexcept nogil
+    int fastnn_team_run(int n_threads, fastnn_job_fn job, void* ctx)
+    void fastnn_barrier(int n_threads)
+    void fastnn_blas_register(void* set_fn, void* get_fn)
+    int fastnn_blas_controlled()
+    void fastnn_blas_pin()
+    void fastnn_blas_unpin()
+    int FASTNN_MAX_THREADS
 
 # The codes of _kinds.pxd, by the names the Python layer uses.
 LAYER_KINDS = {"dense": DENSE, "identity": IDENTITY, "relu": RELU, "leaky_relu": LEAKY_RELU,
@@ -55,10 +76,43 @@ LOSS_KINDS = {"cross_entropy_labels": CROSS_ENTROPY_LABELS,
               "binary_cross_entropy": BINARY_CROSS_ENTROPY, "mse": MSE, "l1": L1,
               "poisson_nll": POISSON}
 OPTIMIZER_KINDS = {"sgd": SGD, "adam": ADAM, "rmsprop": RMSPROP, "adagrad": ADAGRAD}
+MAX_THREADS = FASTNN_MAX_THREADS
 
 cdef enum:
     MAX_HYPER = 16
-    STEP_THREADS = 1    # elementwise threads inside the BLAS-threaded loop (see point 3)
+    UNIT_ALIGN = 16     # a thread's block of units starts at a multiple of this (64 bytes)
+
+cdef enum Layout:       # how the threads last wrote a buffer
+    WHOLE = 0           # complete for every thread (after a barrier, or given)
+    COLS = 1            # each thread its block of columns
+    ROWS = 2            # each thread its block of rows
+
+# The least work (flops of a step's matrix products) worth another thread: see point 4
+# and docs/design.md for how it was chosen.
+cdef double GRAIN_FLOPS = 8e6
+
+
+def register_blas(size_t set_num_threads, size_t get_num_threads):
+    """Tell the engine how to pin BLAS (scipy's OpenBLAS) to one thread during its calls:
+    the addresses of openblas_set_num_threads / openblas_get_num_threads (0: unknown)."""
+    fastnn_blas_register(<void*> set_num_threads, <void*> get_num_threads)
+
+
+def blas_controlled():
+    """Whether register_blas was given BLAS's thread functions."""
+    return bool(fastnn_blas_controlled())
+
+
+def set_grain(double flops):
+    """Set the least matrix-product work per thread and step (benchmarks tune it)."""
+    global GRAIN_FLOPS
+    if not flops > 0:
+        raise ValueError(f"grain must be positive, got {flops}")
+    GRAIN_FLOPS = flops
+
+
+def get_grain():
+    return GRAIN_FLOPS
 
 
 cdef struct LayerPlan:
@@ -83,6 +137,8 @@ cdef struct LayerPlan:
 
 cdef struct ParamPlan:
     Py_ssize_t size
+    Py_ssize_t units    # thread t owns entries [lo * row, hi * row), [lo, hi) its units
+    Py_ssize_t row
     double l2           # coupled decay from the layer's L2 penalty (2 lambda; 0 for biases)
     void* value
     void* grad
@@ -96,7 +152,7 @@ cdef struct Net:
     ParamPlan* params
     Py_ssize_t capacity
     void* ones
-    void* xbuf          # (capacity, n_in of layer 0) gathered inputs
+    void* xbuf[2]       # (capacity, n_in of layer 0) gathered inputs, alternate steps
     void* tbuf          # (capacity, n_out of last layer) gathered float targets
     int64_t* lbuf       # (capacity,) gathered labels
     uint64_t rng        # dropout's splitmix64 state
@@ -109,6 +165,39 @@ cdef struct Net:
     double penalty_sum  # per_row: the sum over steps of 0.5 * l2 * |W|^2 before each step
 
 
+# A thread's copy of the step's counters: every thread advances its own alike, and
+# thread 0 writes them back to the Net when the job ends (no shared writes mid-step).
+cdef struct Counters:
+    long long step
+    double mom_scale
+    double l2_scale
+    uint64_t rng
+
+
+# One call on the team: an epoch of training, or a predict/evaluate/gradients run.
+cdef struct Job:
+    Net* net
+    bint f64
+    const void* X
+    const void* T
+    const int64_t* labels
+    const int64_t* order
+    void* out
+    Py_ssize_t n_samples
+    Py_ssize_t batch_size
+    int loss_kind
+    int n_run
+    bint want_grads
+    int stop            # thread 0 -> all: a signal's exception is pending
+    int status          # 0, 1 (a loss was not finite), -1 (stopped by a signal)
+    double loss_sum     # results, written by thread 0
+    Py_ssize_t correct
+    Py_ssize_t failed_batch
+    double loss_part[256]      # per thread (FASTNN_MAX_THREADS)
+    double penalty_part[256]
+    Py_ssize_t correct_part[256]
+
+
 cdef void* data_ptr(object arr):
     """Address of a C-contiguous numpy array's first element (None -> NULL)."""
     if arr is None:
@@ -116,172 +205,324 @@ cdef void* data_ptr(object arr):
     return <void*> <size_t> arr.__array_interface__["data"][0]
 
 
-cdef int check_signals() except -1 nogil:
+cdef inline floating* at(void* base, Py_ssize_t offset, floating* tag) noexcept nogil:
+    """base + offset elements, or NULL for a missing array."""
+    return NULL if base == NULL else (<floating*> base) + offset
+
+
+cdef inline void share(Py_ssize_t n, int tid, int nt, Py_ssize_t align, Py_ssize_t* lo,
+                       Py_ssize_t* hi) noexcept nogil:
+    """Thread tid's contiguous share [lo, hi) of [0, n), its ends multiples of align."""
+    cdef Py_ssize_t blocks = (n + align - 1) // align
+    lo[0] = min(n, (blocks * tid // nt) * align)
+    hi[0] = min(n, (blocks * (tid + 1) // nt) * align)
+
+
+cdef inline bint sync(int* layout, int wanted, int nt) noexcept nogil:
+    """Meet at a barrier unless each thread's next reads are its own writes (the buffer is
+    whole, or written and read by the same blocks); returns whether it met."""
+    if layout[0] == WHOLE or layout[0] == wanted:
+        return False
+    fastnn_barrier(nt)
+    layout[0] = WHOLE
+    return True
+
+
+cdef extern from "Python.h":
+    int PyErr_CheckSignals_status "PyErr_CheckSignals"()  # -1 leaves the exception set
+
+
+cdef int check_signals() noexcept nogil:
+    """Run Python's signal handlers; -1 when one raised (the exception stays set, and the
+    call that started the job raises it: see reraise)."""
     with gil:
-        return PyErr_CheckSignals()
+        return PyErr_CheckSignals_status()
 
 
-cdef void forward(Net* net, const floating* x, Py_ssize_t n, int n_run, floating* last_out,
-                  bint training, int n_threads) noexcept nogil:
-    """Run layers [0, n_run) on n rows of x; the last writes to last_out if not NULL.
-    Dropout draws masks when `training`, else passes its input through."""
-    cdef int l
+cdef int reraise() except -1:
+    """Propagate the exception a signal handler left set (its -1 makes Cython raise it)."""
+    return -1
+
+
+cdef void activation_cols(int kind, double slope, const floating* z, floating* a,
+                          Py_ssize_t n, Py_ssize_t m, Py_ssize_t c0,
+                          Py_ssize_t c1) noexcept nogil:
+    """An elementwise activation on columns [c0, c1) of (n x m) blocks."""
+    cdef Py_ssize_t i
+    if c0 == 0 and c1 == m:
+        activation_forward(kind, slope, z, a, n, m)
+    elif c1 > c0:
+        for i in range(n):
+            activation_forward(kind, slope, z + i * m + c0, a + i * m + c0, 1, c1 - c0)
+
+
+cdef void activation_grad_cols(int kind, double slope, const floating* z, const floating* a,
+                               const floating* g, floating* dz, Py_ssize_t n, Py_ssize_t m,
+                               Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
+    cdef Py_ssize_t i, o
+    if c0 == 0 and c1 == m:
+        activation_backward(kind, slope, z, a, g, dz, n, m)
+    elif c1 > c0:
+        for i in range(n):
+            o = i * m + c0
+            activation_backward(kind, slope, z + o, a + o, g + o, dz + o, 1, c1 - c0)
+
+
+cdef void scale_cols(const floating* src, const floating* mask, floating* dst, Py_ssize_t n,
+                     Py_ssize_t m, Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
+    """dst = src * mask (mask NULL: a copy) on columns [c0, c1) of (n x m) blocks."""
+    cdef Py_ssize_t i, o
+    for i in range(n):
+        o = i * m + c0
+        if mask == NULL:
+            memcpy(dst + o, src + o, (c1 - c0) * sizeof(floating))
+        else:
+            dropout_backward(src + o, mask + o, dst + o, c1 - c0)
+
+
+cdef int forward(Net* net, Counters* c, const floating* x, Py_ssize_t n, int n_run,
+                 floating* last_out, bint training, int tid, int nt) noexcept nogil:
+    """Run layers [0, n_run) on n rows of x (complete); the last writes to last_out if not
+    NULL. Dropout draws masks when `training`, else passes its input through. Returns the
+    layout in which the last layer's output was written."""
+    cdef int l, layout = WHOLE
     cdef LayerPlan* L
     cdef const floating* inp = x
     cdef floating* out
+    cdef Py_ssize_t c0, c1, m
     for l in range(n_run):
         L = &net.layers[l]
+        m = L.n_out
         out = last_out if (l == n_run - 1 and last_out != NULL) else <floating*> L.out
         if L.kind == DENSE:
-            dense_forward(inp, <floating*> L.weight, <floating*> L.bias, out, <int> n,
-                          L.n_in, L.n_out, n_threads)
-        elif L.kind == BATCHNORM:
-            if training:
-                batchnorm_train_forward(inp, out, <floating*> L.weight, <floating*> L.bias,
-                                        <floating*> L.bn[2], <floating*> L.bn[3],
-                                        <floating*> L.bn[0], <floating*> L.bn[1], n, L.n_out,
-                                        L.eps, L.momentum)
-            else:
-                batchnorm_eval_forward(inp, out, <floating*> L.weight, <floating*> L.bias,
-                                       <floating*> L.bn[0], <floating*> L.bn[1], n, L.n_out,
-                                       L.eps)
-        elif L.kind == DROPOUT:
-            if training:
-                dropout_forward(inp, out, <floating*> L.mask, n * L.n_out, L.slope, &net.rng)
-            else:
-                memcpy(out, inp, n * L.n_out * sizeof(floating))
+            sync(&layout, WHOLE, nt)
+            share(m, tid, nt, UNIT_ALIGN, &c0, &c1)
+            dense_forward(inp, at(L.weight, c0 * L.n_in, out), at(L.bias, c0, out), out + c0,
+                          <int> n, L.n_in, <int> (c1 - c0), <int> m)
+            layout = COLS
+        elif L.kind == SOFTMAX:  # works on whole rows
+            sync(&layout, ROWS, nt)
+            share(n, tid, nt, 1, &c0, &c1)
+            activation_forward(SOFTMAX, L.slope, inp + c0 * m, out + c0 * m, c1 - c0, m)
+            layout = ROWS
         else:
-            activation_forward(L.kind, L.slope, inp, out, n, L.n_out, n_threads)
+            sync(&layout, COLS, nt)
+            share(m, tid, nt, UNIT_ALIGN, &c0, &c1)
+            if L.kind == BATCHNORM and c1 > c0:
+                if training:
+                    batchnorm_train_forward(inp + c0, out + c0, at(L.weight, c0, out),
+                                            at(L.bias, c0, out), at(L.bn[2], c0, out),
+                                            at(L.bn[3], c0, out), at(L.bn[0], c0, out),
+                                            at(L.bn[1], c0, out), n, c1 - c0, m, L.eps,
+                                            L.momentum)
+                else:
+                    batchnorm_eval_forward(inp + c0, out + c0, at(L.weight, c0, out),
+                                           at(L.bias, c0, out), at(L.bn[0], c0, out),
+                                           at(L.bn[1], c0, out), n, c1 - c0, m, L.eps)
+            elif L.kind == DROPOUT:
+                if training:
+                    dropout_forward_block(inp, out, <floating*> L.mask, n, m, c0, c1, L.slope,
+                                          c.rng)
+                    c.rng = dropout_advance(c.rng, n * m)
+                else:
+                    scale_cols(inp, <floating*> NULL, out, n, m, c0, c1)
+            elif L.kind != BATCHNORM:
+                activation_cols(L.kind, L.slope, inp, out, n, m, c0, c1)
+            layout = COLS
         inp = out
+    return layout
 
 
-cdef void* destination(Net* net, int param, bint update, GradientDestination* dest) noexcept nogil:
+cdef void* destination(Net* net, Counters* c, int param, bint update, double grad_beta,
+                       GradientDestination* dest) noexcept nogil:
     """The array that parameter `param`'s gradient product is written to; when training
-    (`update`), dest becomes that parameter's destination, alpha and beta."""
+    (`update`), dest becomes that parameter's destination, alpha and beta, else the
+    gradient array with beta = grad_beta (1 accumulates over chunks)."""
     cdef ParamPlan* P
     if param < 0:
         return NULL
     P = &net.params[param]
     if update:
-        dest[0] = gradient_destination(net.opt_kind, net.hyper, net.step, P.l2 * net.l2_scale,
-                                       net.mom_scale)
+        dest[0] = gradient_destination(net.opt_kind, net.hyper, c.step, P.l2 * c.l2_scale,
+                                       c.mom_scale)
+    else:
+        dest.where, dest.alpha, dest.beta = TO_GRAD, 1.0, grad_beta
     return destination_array(dest.where, P.value, P.grad, P.state[0])
 
 
-cdef void finish_update(Net* net, int param, GradientDestination dest,
-                        floating* tag, int n_threads) noexcept nogil:
-    """Complete the optimizer update of parameter `param` (if any)."""
+cdef void finish_update(Net* net, Counters* c, int param, GradientDestination dest,
+                        Py_ssize_t offset, Py_ssize_t count, floating* tag) noexcept nogil:
+    """Complete the optimizer update of entries [offset, offset + count) of `param`."""
     cdef ParamPlan* P
-    if param < 0:
+    if param < 0 or count <= 0:
         return
     P = &net.params[param]
-    optimizer_finish(net.opt_kind, net.hyper, P.l2 * net.l2_scale, net.step, dest,
-                     <floating*> P.value,
-                     <floating*> P.grad, <floating*> P.state[0], <floating*> P.state[1],
-                     <floating*> P.state[2], P.size, n_threads)
+    optimizer_finish(net.opt_kind, net.hyper, P.l2 * c.l2_scale, c.step, dest,
+                     at(P.value, offset, tag), at(P.grad, offset, tag),
+                     at(P.state[0], offset, tag), at(P.state[1], offset, tag),
+                     at(P.state[2], offset, tag), count)
 
 
-cdef void land(Net* net, int param, const floating* grad, bint update,
-               GradientDestination dest, int n_threads) noexcept nogil:
-    """Put a gradient computed elementwise (not by a GEMM) where the optimizer wants it,
-    dest = alpha * grad + beta * dest, as the GEMM does for Dense; then finish the update."""
+cdef void land(Net* net, Counters* c, int param, const floating* grad, Py_ssize_t c0,
+               Py_ssize_t c1, bint update, double grad_beta) noexcept nogil:
+    """Put entries [c0, c1) of a gradient computed elementwise (not by a GEMM) where the
+    optimizer wants them, dest = alpha * grad + beta * dest, as the GEMM does for Dense;
+    then finish their update."""
     cdef Py_ssize_t i
     cdef floating* target
     cdef floating alpha, beta
+    cdef GradientDestination dest
     if param < 0:
         return
-    target = <floating*> destination(net, param, update, &dest)
+    target = <floating*> destination(net, c, param, update, grad_beta, &dest)
     alpha, beta = <floating> dest.alpha, <floating> dest.beta
-    for i in range(net.params[param].size):
+    for i in range(c0, c1):
         target[i] = alpha * grad[i] + (beta * target[i] if beta != 0 else 0)
     if update:
-        finish_update(net, param, dest, <floating*> NULL, n_threads)
+        finish_update(net, c, param, dest, c0, c1 - c0, target)
 
 
-cdef void backward(Net* net, const floating* x, Py_ssize_t n, int n_run,
-                   GradientDestination dest, bint update, int n_threads) noexcept nogil:
-    """Backpropagate layers[n_run - 1].grad; each parameter's gradient product lands
-    where `dest` says (the gradient arrays, or folded into an optimizer update). With
-    `update` (training), each layer's optimizer update is completed as soon as its
-    gradient exists, while that layer's arrays are still in cache (lower layers no
-    longer need it), and dropout uses its masks; otherwise dropout is the identity."""
-    cdef int l
+cdef void dense_update(Net* net, Counters* c, int l, const floating* inp, Py_ssize_t n,
+                       bint update, double grad_beta, int tid, int nt) noexcept nogil:
+    """Thread tid's block of Dense layer l: its rows' gradient product, landed where the
+    optimizer wants it (folded into the update where the formula allows), then the rest
+    of the block's update, while its weights are in this core's cache."""
+    cdef LayerPlan* L = &net.layers[l]
+    cdef Py_ssize_t c0, c1
+    cdef GradientDestination wdest, bdest
+    cdef floating* dest_w = <floating*> destination(net, c, L.weight_param, update, grad_beta,
+                                                   &wdest)
+    cdef floating* dest_b = <floating*> destination(net, c, L.bias_param, update, grad_beta,
+                                                   &bdest)
+    share(L.n_out, tid, nt, UNIT_ALIGN, &c0, &c1)
+    if c1 <= c0:
+        return
+    dense_param_grad(inp, <floating*> L.grad + c0, dest_w + c0 * L.n_in,
+                     NULL if dest_b == NULL else dest_b + c0, <floating> wdest.alpha,
+                     <floating> wdest.beta, <floating> bdest.beta, <floating*> net.ones,
+                     <int> n, L.n_in, <int> (c1 - c0), L.n_out)
+    if update:
+        finish_update(net, c, L.weight_param, wdest, c0 * L.n_in, (c1 - c0) * L.n_in, dest_w)
+        finish_update(net, c, L.bias_param, bdest, c0, c1 - c0, dest_w)
+
+
+cdef void backward(Net* net, Counters* c, const floating* x, Py_ssize_t n, int n_run,
+                   bint update, double grad_beta, int tid, int nt) noexcept nogil:
+    """Backpropagate layers[n_run - 1].grad (complete); each parameter block's gradient
+    lands where the optimizer wants it (update: training) or in the gradient arrays
+    (beta = grad_beta). Dropout uses its masks when training, else is the identity.
+
+    A Dense layer's weight blocks are updated only after the next barrier: until then
+    other threads read all of W for the input gradient of their columns."""
+    cdef int l, layout = WHOLE, pending = -1
     cdef LayerPlan* L
     cdef const floating* inp
     cdef floating* grad_in
-    cdef floating* dest_w
-    cdef floating* dest_b
-    cdef GradientDestination wdest = dest, bdest = dest
+    cdef floating* g
+    cdef Py_ssize_t c0, c1, m
     for l in range(n_run - 1, -1, -1):
         L = &net.layers[l]
+        m = L.n_out
+        g = <floating*> L.grad
         inp = x if l == 0 else <floating*> net.layers[l - 1].out
         grad_in = <floating*> net.layers[l - 1].grad if L.need_grad_in else NULL
         if L.kind == DENSE:
-            # weight and bias land alike, but with the L2 term in the weight's beta
-            dest_w = <floating*> destination(net, L.weight_param, update, &wdest)
-            dest_b = <floating*> destination(net, L.bias_param, update, &bdest)
-            dense_backward(inp, <floating*> L.weight, <floating*> L.grad, grad_in, dest_w,
-                           dest_b, <floating> wdest.alpha, <floating> wdest.beta,
-                           <floating> bdest.beta, <floating*> net.ones, <int> n, L.n_in,
-                           L.n_out)
-            if update:
-                finish_update(net, L.weight_param, wdest, <floating*> NULL, n_threads)
-                finish_update(net, L.bias_param, bdest, <floating*> NULL, n_threads)
-        elif L.kind == BATCHNORM:
-            if update:
-                batchnorm_backward(inp, <floating*> L.grad, <floating*> L.weight,
-                                   <floating*> L.bn[2], <floating*> L.bn[3],
-                                   <floating*> L.bn[4], <floating*> L.bn[5], grad_in, n, L.n_out)
+            if sync(&layout, WHOLE, nt) and pending >= 0:
+                dense_update(net, c, pending, <floating*> net.layers[pending - 1].out, n,
+                             update, grad_beta, tid, nt)
+                pending = -1
+            if grad_in != NULL:
+                share(L.n_in, tid, nt, UNIT_ALIGN, &c0, &c1)
+                dense_input_grad(g, at(L.weight, c0, g), grad_in + c0, <int> n,
+                                 <int> (c1 - c0), L.n_in, <int> m)
+                pending = l
+                layout = COLS
             else:
-                batchnorm_eval_backward(inp, <floating*> L.grad, <floating*> L.weight,
-                                        <floating*> L.bn[0], <floating*> L.bn[1],
-                                        <floating*> L.bn[4], <floating*> L.bn[5], grad_in, n,
-                                        L.n_out, L.eps)
-            land(net, L.weight_param, <floating*> L.bn[4], update, wdest, n_threads)
-            land(net, L.bias_param, <floating*> L.bn[5], update, bdest, n_threads)
-        elif grad_in != NULL and L.kind == DROPOUT:
-            if update:  # training: the masks of this step's forward pass
-                dropout_backward(<floating*> L.grad, <floating*> L.mask, grad_in, n * L.n_out)
-            else:       # evaluation: dropout is the identity
-                memcpy(grad_in, L.grad, n * L.n_out * sizeof(floating))
-        elif grad_in != NULL:
-            activation_backward(L.kind, L.slope, inp, <floating*> L.out, <floating*> L.grad,
-                                grad_in, n, L.n_out, n_threads)
+                dense_update(net, c, l, inp, n, update, grad_beta, tid, nt)
+        elif L.kind == SOFTMAX:
+            if sync(&layout, ROWS, nt) and pending >= 0:
+                dense_update(net, c, pending, <floating*> net.layers[pending - 1].out, n,
+                             update, grad_beta, tid, nt)
+                pending = -1
+            if grad_in != NULL:
+                share(n, tid, nt, 1, &c0, &c1)
+                activation_backward(SOFTMAX, L.slope, inp + c0 * m,
+                                    <floating*> L.out + c0 * m, g + c0 * m, grad_in + c0 * m,
+                                    c1 - c0, m)
+                layout = ROWS
+        else:
+            if sync(&layout, COLS, nt) and pending >= 0:
+                dense_update(net, c, pending, <floating*> net.layers[pending - 1].out, n,
+                             update, grad_beta, tid, nt)
+                pending = -1
+            share(m, tid, nt, UNIT_ALIGN, &c0, &c1)
+            if L.kind == BATCHNORM:
+                if c1 > c0 and update:
+                    batchnorm_backward(inp + c0, g + c0, at(L.weight, c0, g),
+                                       at(L.bn[2], c0, g), at(L.bn[3], c0, g),
+                                       at(L.bn[4], c0, g), at(L.bn[5], c0, g),
+                                       NULL if grad_in == NULL else grad_in + c0, n, c1 - c0, m)
+                elif c1 > c0:
+                    batchnorm_eval_backward(inp + c0, g + c0, at(L.weight, c0, g),
+                                            at(L.bn[0], c0, g), at(L.bn[1], c0, g),
+                                            at(L.bn[4], c0, g), at(L.bn[5], c0, g),
+                                            NULL if grad_in == NULL else grad_in + c0, n,
+                                            c1 - c0, m, L.eps)
+                land(net, c, L.weight_param, <floating*> L.bn[4], c0, c1, update, grad_beta)
+                land(net, c, L.bias_param, <floating*> L.bn[5], c0, c1, update, grad_beta)
+            elif grad_in != NULL and L.kind == DROPOUT:
+                # training: the masks of this step's forward pass; else the identity
+                scale_cols(g, <floating*> L.mask if update else NULL, grad_in, n, m, c0, c1)
+            elif grad_in != NULL:
+                activation_grad_cols(L.kind, L.slope, inp, <floating*> L.out, g, grad_in, n, m,
+                                     c0, c1)
+            layout = COLS
         if not L.need_grad_in:
             break
+    if pending >= 0:
+        fastnn_barrier(nt)
+        dense_update(net, c, pending, <floating*> net.layers[pending - 1].out, n, update,
+                     grad_beta, tid, nt)
 
 
-cdef void unscale_momentum(Net* net, floating* tag) noexcept nogil:
-    """Fold the momentum scale into the buffers (c *= s), so they hold torch's b again."""
-    cdef Py_ssize_t i, j, size
-    cdef floating s = <floating> net.mom_scale
+cdef void unscale_momentum(Net* net, Counters* c, int tid, int nt,
+                           floating* tag) noexcept nogil:
+    """Fold the momentum scale into thread tid's blocks of the buffers (c *= s), so they
+    hold torch's b again."""
+    cdef Py_ssize_t i, j, lo, hi
+    cdef floating s = <floating> c.mom_scale
     cdef floating* buf
-    if net.mom_scale != 1.0 and uses_scaled_momentum(net.opt_kind, net.hyper):
+    cdef ParamPlan* P
+    if c.mom_scale != 1.0 and uses_scaled_momentum(net.opt_kind, net.hyper):
         for i in range(net.n_params):
-            buf = <floating*> net.params[i].state[0]
-            size = net.params[i].size
-            for j in range(size):
+            P = &net.params[i]
+            buf = <floating*> P.state[0]
+            share(P.units, tid, nt, UNIT_ALIGN, &lo, &hi)
+            for j in range(lo * P.row, hi * P.row):
                 buf[j] = buf[j] * s
-    net.mom_scale = 1.0
+    c.mom_scale = 1.0
 
 
-cdef void keep_running_stats(Net* net, bint restore, floating* tag) noexcept nogil:
-    """Copy batch norm's running statistics aside before a training step (restore=False),
-    or back when the step's loss was not finite (restore=True), so a failed step leaves
-    them as they were, like the parameters."""
+cdef void keep_running_stats(Net* net, bint restore, int tid, int nt,
+                             floating* tag) noexcept nogil:
+    """Copy thread tid's features of batch norm's running statistics aside before a
+    training step (restore=False), or back when the step's loss was not finite
+    (restore=True), so a failed step leaves them as they were, like the parameters."""
     cdef int l
     cdef LayerPlan* L
+    cdef Py_ssize_t lo, hi
     cdef size_t size
     for l in range(net.n_layers):
         L = &net.layers[l]
         if L.kind == BATCHNORM:
-            size = L.n_out * sizeof(floating)
+            share(L.n_out, tid, nt, UNIT_ALIGN, &lo, &hi)
+            size = (hi - lo) * sizeof(floating)
             if restore:
-                memcpy(L.bn[0], L.bn[6], size)
-                memcpy(L.bn[1], L.bn[7], size)
+                memcpy(at(L.bn[0], lo, tag), at(L.bn[6], lo, tag), size)
+                memcpy(at(L.bn[1], lo, tag), at(L.bn[7], lo, tag), size)
             else:
-                memcpy(L.bn[6], L.bn[0], size)
-                memcpy(L.bn[7], L.bn[1], size)
+                memcpy(at(L.bn[6], lo, tag), at(L.bn[0], lo, tag), size)
+                memcpy(at(L.bn[7], lo, tag), at(L.bn[1], lo, tag), size)
 
 
 cdef void gather(const floating* src, const int64_t* order, Py_ssize_t start, Py_ssize_t n,
@@ -302,114 +543,205 @@ cdef double loss_scale(int loss_kind, Py_ssize_t n, Py_ssize_t width,
     return 1.0 / (n * width)
 
 
-cdef double half_l2_penalty(Net* net, floating* tag) noexcept nogil:
-    """0.5 * sum over penalised parameters of l2 * |W|^2 (scikit-learn's alpha term)."""
-    cdef Py_ssize_t i
+cdef double half_l2_penalty(Net* net, int tid, int nt, floating* tag) noexcept nogil:
+    """0.5 * sum over penalised parameters of l2 * |W|^2 (scikit-learn's alpha term), over
+    thread tid's blocks."""
+    cdef Py_ssize_t i, lo, hi
+    cdef ParamPlan* P
     cdef double total = 0
     for i in range(net.n_params):
-        if net.params[i].l2 != 0:
-            total += 0.5 * net.params[i].l2 * sum_of_squares(
-                <int> net.params[i].size, <floating*> net.params[i].value)
+        P = &net.params[i]
+        if P.l2 != 0:
+            share(P.units, tid, nt, UNIT_ALIGN, &lo, &hi)
+            if hi > lo:
+                total += 0.5 * P.l2 * sum_of_squares(<int> ((hi - lo) * P.row),
+                                                     at(P.value, lo * P.row, tag))
     return total
 
 
-cdef int train_epoch(Net* net, const floating* X, const floating* T, const int64_t* labels,
-                     const int64_t* order, Py_ssize_t n_samples, Py_ssize_t batch_size,
-                     int loss_kind, int n_run, double* loss_sum,
-                     Py_ssize_t* failed_batch, int n_threads) except -1 nogil:
-    """One epoch of mini-batch training; returns 1 if a batch's loss was not finite."""
-    cdef LayerPlan* last = &net.layers[n_run - 1]
+cdef double sum_parts(const double* parts, int nt) noexcept nogil:
+    """The threads' partial sums, added in thread order (the same in every thread)."""
+    cdef int i
+    cdef double total = 0
+    for i in range(nt):
+        total += parts[i]
+    return total
+
+
+cdef Counters counters_of(Net* net) noexcept nogil:
+    cdef Counters c
+    c.step, c.mom_scale, c.l2_scale, c.rng = net.step, net.mom_scale, net.l2_scale, net.rng
+    return c
+
+
+cdef void store_counters(Net* net, Counters* c) noexcept nogil:
+    net.step, net.mom_scale, net.l2_scale, net.rng = c.step, c.mom_scale, c.l2_scale, c.rng
+
+
+cdef void train_steps(Job* job, int tid, int nt, floating* tag) noexcept nogil:
+    """Thread tid's part of an epoch of mini-batch training (see the module header)."""
+    cdef Net* net = job.net
+    cdef Counters c = counters_of(net)
+    cdef LayerPlan* last = &net.layers[job.n_run - 1]
     cdef Py_ssize_t width = last.n_out, n_in = net.layers[0].n_in
-    cdef Py_ssize_t start, n, i, batch = 0
+    cdef Py_ssize_t start = 0, n, i, r0, r1, batch = 0
+    cdef const floating* X = <const floating*> job.X
+    cdef const floating* T = <const floating*> job.T
     cdef const floating* xb
     cdef const floating* tb = NULL
     cdef const int64_t* lb = NULL
+    cdef floating* xbuf
     cdef double batch_loss
-    cdef GradientDestination dest    # backward sets it per parameter from the optimizer
-    dest.where, dest.alpha, dest.beta = TO_GRAD, 1.0, 0.0
-    start = 0
-    while start < n_samples:
-        check_signals()
-        n = min(batch_size, n_samples - start)
-        if order != NULL:
-            gather(X, order, start, n, n_in, <floating*> net.xbuf)
-            xb = <floating*> net.xbuf
+    cdef int layout
+    while start < job.n_samples:
+        if tid == 0 and check_signals() != 0:
+            job.stop = 1   # seen by every thread after the barrier below
+        n = min(job.batch_size, job.n_samples - start)
+        share(n, tid, nt, 1, &r0, &r1)
+        if job.order != NULL:
+            xbuf = <floating*> net.xbuf[batch % 2]
+            gather(X, job.order, start + r0, r1 - r0, n_in, xbuf + r0 * n_in)
+            xb = xbuf
             if T != NULL:
-                gather(T, order, start, n, width, <floating*> net.tbuf)
+                gather(T, job.order, start + r0, r1 - r0, width, <floating*> net.tbuf + r0 * width)
                 tb = <floating*> net.tbuf
-            if labels != NULL:
-                for i in range(n):
-                    net.lbuf[i] = labels[order[start + i]]
+            if job.labels != NULL:
+                for i in range(r0, r1):
+                    net.lbuf[i] = job.labels[job.order[start + i]]
                 lb = net.lbuf
         else:
             xb = X + start * n_in
-            if T != NULL:
-                tb = T + start * width
-            if labels != NULL:
-                lb = labels + start
-        keep_running_stats(net, False, <floating*> NULL)
-        forward(net, xb, n, n_run, <floating*> NULL, True, n_threads)
-        batch_loss = loss_forward_backward(
-            loss_kind, <floating*> last.out, tb, lb, <floating*> last.grad, n, width,
-            <floating> loss_scale(loss_kind, n, width, net.per_row), n_threads)
-        if not isfinite(batch_loss):
-            keep_running_stats(net, True, <floating*> NULL)
-            failed_batch[0] = batch
-            return 1
-        loss_sum[0] += batch_loss
+            tb = (T + start * width) if T != NULL else NULL
+            lb = (job.labels + start) if job.labels != NULL else NULL
+        fastnn_barrier(nt)  # the batch is gathered, and the last step is done everywhere
+        if job.stop:
+            if tid == 0:
+                job.status = -1
+            break
+        keep_running_stats(net, False, tid, nt, tag)
         if net.per_row:
-            net.l2_scale = 1.0 / n
-            net.penalty_sum += half_l2_penalty(net, <floating*> NULL)
-        if net.mom_scale * net.hyper[1] < 1e-3:  # keep alpha = (1 - d) / s moderate
-            unscale_momentum(net, <floating*> NULL)
-        backward(net, xb, n, n_run, dest, True, n_threads)
+            job.penalty_part[tid] = half_l2_penalty(net, tid, nt, tag)
+        layout = forward(net, &c, xb, n, job.n_run, <floating*> NULL, True, tid, nt)
+        sync(&layout, ROWS, nt)
+        job.loss_part[tid] = loss_forward_backward(
+            job.loss_kind, <floating*> last.out + r0 * width,
+            NULL if tb == NULL else tb + r0 * width, NULL if lb == NULL else lb + r0,
+            <floating*> last.grad + r0 * width, r1 - r0, width,
+            <floating> loss_scale(job.loss_kind, n, width, net.per_row))
+        fastnn_barrier(nt)
+        batch_loss = sum_parts(job.loss_part, nt)
+        if not isfinite(batch_loss):
+            keep_running_stats(net, True, tid, nt, tag)
+            if tid == 0:
+                job.failed_batch, job.status = batch, 1
+            break
+        if tid == 0:
+            job.loss_sum += batch_loss
+            if net.per_row:
+                net.penalty_sum += sum_parts(job.penalty_part, nt)
+        if net.per_row:
+            c.l2_scale = 1.0 / n
+        if c.mom_scale * net.hyper[1] < 1e-3:  # keep alpha = (1 - d) / s moderate
+            unscale_momentum(net, &c, tid, nt, tag)
+        backward(net, &c, xb, n, job.n_run, True, 0.0, tid, nt)
         if uses_scaled_momentum(net.opt_kind, net.hyper):
-            net.mom_scale = net.mom_scale * net.hyper[1] if net.step > 0 else 1.0
-        net.step += 1
+            c.mom_scale = c.mom_scale * net.hyper[1] if c.step > 0 else 1.0
+        c.step += 1
         start += n
         batch += 1
-    return 0
+    fastnn_barrier(nt)  # every thread is done with the Net before thread 0 writes to it
+    if tid == 0:
+        store_counters(net, &c)
 
 
-cdef int run_batches(Net* net, const floating* X, const floating* T, const int64_t* labels,
-                     Py_ssize_t n_samples, int n_run, floating* out, int loss_kind,
-                     bint want_grads, double* loss_sum, Py_ssize_t* correct,
-                     int n_threads) except -1 nogil:
-    """Predict into `out`, or evaluate the loss (and its gradient, summed into the
-    parameters' gradient arrays as the gradient of the mean over all n_samples)."""
-    cdef LayerPlan* last = &net.layers[n_run - 1]
+cdef void run_steps(Job* job, int tid, int nt, floating* tag) noexcept nogil:
+    """Thread tid's part of predicting into job.out, or evaluating the loss (and its
+    gradient, summed into the parameters' gradient arrays as the gradient of the mean
+    over all n_samples), in chunks of the buffers' capacity."""
+    cdef Net* net = job.net
+    cdef Counters c = counters_of(net)
+    cdef LayerPlan* last = &net.layers[job.n_run - 1]
     cdef Py_ssize_t width = last.n_out, n_in = net.layers[0].n_in
-    cdef Py_ssize_t start = 0, n, i
-    cdef const floating* tb
-    cdef const int64_t* lb
-    cdef floating scale = <floating> loss_scale(loss_kind, n_samples, width, net.per_row)
-    cdef GradientDestination dest
-    dest.where, dest.alpha, dest.beta = TO_GRAD, 1.0, 0.0
-    while start < n_samples:
-        check_signals()
-        n = min(net.capacity, n_samples - start)
-        forward(net, X + start * n_in, n, n_run,
-                (out + start * width) if out != NULL else <floating*> NULL, False, n_threads)
-        if loss_kind >= 0:
-            tb = (T + start * width) if T != NULL else NULL
-            lb = (labels + start) if labels != NULL else NULL
-            loss_sum[0] += loss_forward_backward(
-                loss_kind, <floating*> last.out, tb, lb,
-                <floating*> last.grad if want_grads else <floating*> NULL, n, width, scale,
-                n_threads)
-            correct[0] += count_correct(loss_kind, <floating*> last.out, tb, lb, n, width)
-            if want_grads:
-                dest.beta = 0.0 if start == 0 else 1.0
-                backward(net, X + start * n_in, n, n_run, dest, False, n_threads)
+    cdef Py_ssize_t start = 0, n, r0, r1
+    cdef int i
+    cdef const floating* X = <const floating*> job.X
+    cdef const floating* T = <const floating*> job.T
+    cdef floating* out = <floating*> job.out
+    cdef floating scale = <floating> loss_scale(job.loss_kind, job.n_samples, width,
+                                                net.per_row)
+    cdef int layout
+    while start < job.n_samples:
+        if tid == 0 and check_signals() != 0:
+            job.stop = 1
+        n = min(job.batch_size, job.n_samples - start)
+        fastnn_barrier(nt)  # the last chunk is done everywhere
+        if job.stop:
+            if tid == 0:
+                job.status = -1
+            break
+        layout = forward(net, &c, X + start * n_in, n, job.n_run,
+                         (out + start * width) if out != NULL else <floating*> NULL, False,
+                         tid, nt)
+        if job.loss_kind >= 0:
+            sync(&layout, ROWS, nt)
+            share(n, tid, nt, 1, &r0, &r1)
+            job.loss_part[tid] = loss_forward_backward(
+                job.loss_kind, <floating*> last.out + r0 * width,
+                NULL if T == NULL else T + (start + r0) * width,
+                NULL if job.labels == NULL else job.labels + start + r0,
+                <floating*> last.grad + r0 * width if job.want_grads else <floating*> NULL,
+                r1 - r0, width, scale)
+            job.correct_part[tid] = count_correct(
+                job.loss_kind, <floating*> last.out + r0 * width,
+                NULL if T == NULL else T + (start + r0) * width,
+                NULL if job.labels == NULL else job.labels + start + r0, r1 - r0, width)
+            fastnn_barrier(nt)
+            if tid == 0:
+                job.loss_sum += sum_parts(job.loss_part, nt)
+                for i in range(nt):
+                    job.correct += job.correct_part[i]
+            if job.want_grads:
+                backward(net, &c, X + start * n_in, n, job.n_run, False,
+                         0.0 if start == 0 else 1.0, tid, nt)
         start += n
-    if want_grads:  # the L2 penalty's gradient, l2 * W, once for the whole mean
-        for i in range(net.n_params):
-            if net.params[i].l2 != 0:
-                axpy(<int> net.params[i].size,
-                     <floating> (net.params[i].l2 / n_samples if net.per_row
-                                 else net.params[i].l2),
-                     <floating*> net.params[i].value, <floating*> net.params[i].grad)
-    return 0
+    fastnn_barrier(nt)
+
+
+cdef void train_job(void* ctx, int tid, int nt) noexcept nogil:
+    cdef Job* job = <Job*> ctx
+    if job.f64:
+        train_steps(job, tid, nt, <double*> NULL)
+    else:
+        train_steps(job, tid, nt, <float*> NULL)
+
+
+cdef void run_job(void* ctx, int tid, int nt) noexcept nogil:
+    cdef Job* job = <Job*> ctx
+    if job.f64:
+        run_steps(job, tid, nt, <double*> NULL)
+    else:
+        run_steps(job, tid, nt, <float*> NULL)
+
+
+cdef int plan_threads(Net* net, Py_ssize_t rows, int n_run, int passes,
+                      int max_threads) noexcept nogil:
+    """Threads for a call: one per GRAIN_FLOPS of a step's matrix products (`passes`
+    products per Dense layer: 3 when training, 1 forward only), within [1, max_threads]."""
+    cdef double flops = 0
+    cdef int l, n
+    for l in range(n_run):
+        if net.layers[l].kind == DENSE:
+            flops += 2.0 * rows * net.layers[l].n_in * net.layers[l].n_out * passes
+    n = <int> min(<double> max_threads, flops / GRAIN_FLOPS)
+    return max(1, min(n, FASTNN_MAX_THREADS))
+
+
+cdef int run_on_team(Job* job, fastnn_job_fn fn, int n_threads) noexcept nogil:
+    """Run a job with BLAS pinned to one thread; returns the threads it ran on."""
+    fastnn_blas_pin()
+    n_threads = fastnn_team_run(n_threads, fn, job)
+    fastnn_blas_unpin()
+    return n_threads
 
 
 cdef class Engine:
@@ -427,6 +759,7 @@ cdef class Engine:
     cdef readonly list grads
     cdef list _keep      # every array whose pointer the plan holds
     cdef list _buffers
+    cdef int _last_threads
 
     def __cinit__(self, list specs, dtype):
         cdef LayerPlan* L
@@ -482,6 +815,9 @@ cdef class Engine:
             raise MemoryError()
         for i, (value, grad, l2) in enumerate(params):
             self.net.params[i].size = value.size
+            # threads own blocks of the layer's units: rows of a weight, entries of a vector
+            self.net.params[i].units = value.shape[0]
+            self.net.params[i].row = value.size // max(value.shape[0], 1)
             self.net.params[i].l2 = l2
             self.net.params[i].value = data_ptr(value)
             self.net.params[i].grad = data_ptr(grad)
@@ -506,7 +842,8 @@ cdef class Engine:
             layers[l].grad = self._block(buffers, capacity, layers[l].n_out, self.dtype)
             layers[l].mask = self._block(buffers, capacity, layers[l].n_out, self.dtype) \
                 if layers[l].kind == DROPOUT else NULL
-        self.net.xbuf = self._block(buffers, capacity, layers[0].n_in, self.dtype)
+        for k in range(2):
+            self.net.xbuf[k] = self._block(buffers, capacity, layers[0].n_in, self.dtype)
         self.net.tbuf = self._block(buffers, capacity, layers[n - 1].n_out, self.dtype)
         self.net.lbuf = <int64_t*> self._block(buffers, capacity, 1, np.int64)
         self.net.ones = self._block(buffers, capacity, 1, self.dtype)
@@ -562,67 +899,92 @@ cdef class Engine:
                 self.net.params[i].state[j] = data_ptr(arr)
         self._keep.append(states)
 
+    @property
+    def last_threads(self):
+        """The threads the last train_epoch or run call ran on (its plan)."""
+        return self._last_threads
+
+    def plan_threads(self, Py_ssize_t rows, int n_run, bint training, int max_threads):
+        """The threads a call on batches of `rows` rows would run on (see point 4)."""
+        return plan_threads(&self.net, rows, n_run, 3 if training else 1, max_threads)
+
     def train_epoch(self, X, targets, labels, order, Py_ssize_t batch_size, int loss_kind,
-                    int n_run):
-        """Train on the rows X[order] (all of X, in order, when order is None) in batches.
+                    int n_run, int max_threads=1):
+        """Train on the rows X[order] (all of X, in order, when order is None) in batches,
+        on at most max_threads threads.
 
         Returns (loss_sum, index of the batch whose loss was not finite, or -1). Raises
         KeyboardInterrupt (or another signal's error) between steps."""
-        cdef Py_ssize_t n_samples = X.shape[0] if order is None else order.shape[0]
-        cdef void* x = data_ptr(X)
-        cdef void* t = data_ptr(targets)
-        cdef int64_t* lab = <int64_t*> data_ptr(labels)
-        cdef int64_t* ordp = <int64_t*> data_ptr(order)
-        cdef double loss_sum = 0
-        cdef Py_ssize_t failed = -1
-        cdef int status
+        cdef Job job
+        cdef Counters c
+        cdef int n_threads
         self._check_run(X, n_run)
         if order is not None and (order.dtype != np.int64 or not order.flags.c_contiguous):
             raise TypeError("order must be a C-contiguous int64 array")
         self.reserve(batch_size)
+        self._start_job(&job, X, targets, labels, None, loss_kind, n_run, batch_size)
+        job.order = <int64_t*> data_ptr(order)
+        job.n_samples = X.shape[0] if order is None else order.shape[0]
+        n_threads = plan_threads(&self.net, batch_size, n_run, 3, max_threads)
         try:
-            if self.dtype == np.float64:
-                with nogil:
-                    status = train_epoch(&self.net, <double*> x, <double*> t, lab, ordp,
-                                         n_samples, batch_size, loss_kind, n_run, &loss_sum,
-                                         &failed, STEP_THREADS)
-            else:
-                with nogil:
-                    status = train_epoch(&self.net, <float*> x, <float*> t, lab, ordp,
-                                         n_samples, batch_size, loss_kind, n_run, &loss_sum,
-                                         &failed, STEP_THREADS)
+            with nogil:
+                self._last_threads = run_on_team(&job, train_job, n_threads)
         finally:  # however it ends, the momentum buffers hold torch's b again
-            if self.dtype == np.float64:
-                unscale_momentum(&self.net, <double*> NULL)
+            c = counters_of(&self.net)
+            if job.f64:
+                unscale_momentum(&self.net, &c, 0, 1, <double*> NULL)
             else:
-                unscale_momentum(&self.net, <float*> NULL)
-        return loss_sum, failed if status else -1
+                unscale_momentum(&self.net, &c, 0, 1, <float*> NULL)
+            store_counters(&self.net, &c)
+        if job.status < 0:
+            reraise()
+        return job.loss_sum, job.failed_batch if job.status == 1 else -1
 
     def run(self, X, out, targets, labels, int loss_kind, bint want_grads, int n_run,
-            Py_ssize_t batch_size):
-        """Predict into `out` (loss_kind -1) or evaluate the loss over X in batches;
-        with want_grads, the gradients of the mean loss land in self.grads.
-        Returns (loss_sum, n_correct)."""
-        cdef Py_ssize_t n_samples = X.shape[0]
-        cdef void* x = data_ptr(X)
-        cdef void* o = data_ptr(out)
-        cdef void* t = data_ptr(targets)
-        cdef int64_t* lab = <int64_t*> data_ptr(labels)
-        cdef double loss_sum = 0
-        cdef Py_ssize_t correct = 0
+            Py_ssize_t batch_size, int max_threads=1):
+        """Predict into `out` (loss_kind -1) or evaluate the loss over X in batches, on at
+        most max_threads threads; with want_grads, the gradients of the mean loss land in
+        self.grads. Returns (loss_sum, n_correct)."""
+        cdef Job job
+        cdef int n_threads
+        cdef Py_ssize_t i, n_samples = X.shape[0]
         self._check_run(X, n_run)
         self.reserve(batch_size)
-        if self.dtype == np.float64:
-            with nogil:
-                run_batches(&self.net, <double*> x, <double*> t, lab, n_samples, n_run,
-                            <double*> o, loss_kind, want_grads, &loss_sum, &correct,
-                            STEP_THREADS)
-        else:
-            with nogil:
-                run_batches(&self.net, <float*> x, <float*> t, lab, n_samples, n_run,
-                            <float*> o, loss_kind, want_grads, &loss_sum, &correct,
-                            STEP_THREADS)
-        return loss_sum, correct
+        self._start_job(&job, X, targets, labels, out, loss_kind, n_run, batch_size)
+        job.want_grads = want_grads and loss_kind >= 0
+        n_threads = plan_threads(&self.net, min(batch_size, n_samples), n_run,
+                                 3 if job.want_grads else 1, max_threads)
+        with nogil:
+            self._last_threads = run_on_team(&job, run_job, n_threads)
+        if job.status < 0:
+            reraise()
+        if job.want_grads:  # the L2 penalty's gradient, l2 * W, once for the whole mean
+            for i in range(self.net.n_params):
+                if self.net.params[i].l2 == 0:
+                    continue
+                scale = (self.net.params[i].l2 / n_samples if self.net.per_row
+                         else self.net.params[i].l2)
+                if job.f64:
+                    axpy(<int> self.net.params[i].size, <double> scale,
+                         <double*> self.net.params[i].value, <double*> self.net.params[i].grad)
+                else:
+                    axpy(<int> self.net.params[i].size, <float> scale,
+                         <float*> self.net.params[i].value, <float*> self.net.params[i].grad)
+        return job.loss_sum, job.correct
+
+    cdef _start_job(self, Job* job, X, targets, labels, out, int loss_kind, int n_run,
+                    Py_ssize_t batch_size):
+        """Fill in a Job's inputs and zero its results."""
+        job.net = &self.net
+        job.f64 = self.dtype == np.float64
+        job.X, job.T, job.out = data_ptr(X), data_ptr(targets), data_ptr(out)
+        job.labels = <int64_t*> data_ptr(labels)
+        job.order = NULL
+        job.n_samples = X.shape[0]
+        job.batch_size, job.loss_kind, job.n_run = batch_size, loss_kind, n_run
+        job.want_grads = False
+        job.stop = job.status = 0
+        job.loss_sum, job.correct, job.failed_batch = 0, 0, -1
 
     cdef void* _block(self, list buffers, Py_ssize_t n_rows, Py_ssize_t width, dtype):
         """A new zeroed (n_rows, width) buffer, kept alive in `buffers`."""

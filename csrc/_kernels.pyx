@@ -3,7 +3,6 @@ reference (fastnn/_reference.py). The training driver calls the same kernels dir
 import numpy as np
 
 from cython cimport floating
-from cython.parallel cimport prange
 from libc.stdint cimport int64_t, uint64_t
 from libc.stdlib cimport free, malloc
 
@@ -15,13 +14,6 @@ from _dropout cimport dropout_backward as _dropout_backward, dropout_forward as 
 from _losses cimport count_correct, loss_forward_backward
 from _optimizers cimport (GradientDestination, TO_GRAD, TO_STATE0, destination_array,
                           gradient_destination, optimizer_finish)
-from _parallel cimport threads_for
-
-
-cdef extern from "build_info.h":
-    int FASTNN_OPENMP
-
-OPENMP = bool(FASTNN_OPENMP)  # whether the extensions were built with OpenMP
 
 
 def gemm(bint trans_a, bint trans_b, double alpha, const floating[:, :] a,
@@ -48,11 +40,12 @@ def gemv(bint trans_a, double alpha, const floating[:, ::1] a, const floating[::
 
 
 def dense_forward(const floating[:, ::1] x, const floating[:, ::1] weight,
-                  const floating[::1] bias, floating[:, ::1] out, int n_threads=1):
+                  const floating[::1] bias, floating[:, ::1] out):
     """out = x @ weight.T + bias (bias may be None)."""
     with nogil:
         _dense_forward(&x[0, 0], &weight[0, 0], NULL if bias is None else &bias[0], &out[0, 0],
-                       <int> x.shape[0], <int> x.shape[1], <int> weight.shape[0], n_threads)
+                       <int> x.shape[0], <int> x.shape[1], <int> weight.shape[0],
+                       <int> weight.shape[0])
 
 
 def dense_backward(const floating[:, ::1] x, const floating[:, ::1] weight,
@@ -72,19 +65,18 @@ def dense_backward(const floating[:, ::1] x, const floating[:, ::1] weight,
                         <int> n, <int> x.shape[1], <int> weight.shape[0])
 
 
-def activation(int kind, double slope, const floating[:, ::1] z, floating[:, ::1] a,
-               int n_threads=1):
+def activation(int kind, double slope, const floating[:, ::1] z, floating[:, ::1] a):
     """a = f(z) for activation `kind`."""
     with nogil:
-        activation_forward(kind, slope, &z[0, 0], &a[0, 0], z.shape[0], z.shape[1], n_threads)
+        activation_forward(kind, slope, &z[0, 0], &a[0, 0], z.shape[0], z.shape[1])
 
 
 def activation_grad(int kind, double slope, const floating[:, ::1] z, const floating[:, ::1] a,
-                    const floating[:, ::1] g, floating[:, ::1] dz, int n_threads=1):
+                    const floating[:, ::1] g, floating[:, ::1] dz):
     """dz = dL/dz from g = dL/da."""
     with nogil:
         activation_backward(kind, slope, &z[0, 0], &a[0, 0], &g[0, 0], &dz[0, 0], z.shape[0],
-                            z.shape[1], n_threads)
+                            z.shape[1])
 
 
 def batchnorm_train(const floating[:, ::1] x, floating[:, ::1] y, const floating[::1] gamma,
@@ -95,7 +87,7 @@ def batchnorm_train(const floating[:, ::1] x, floating[:, ::1] y, const floating
     with nogil:
         batchnorm_train_forward(&x[0, 0], &y[0, 0], &gamma[0], &beta[0], &mean[0], &invstd[0],
                                 &running_mean[0], &running_var[0], x.shape[0], x.shape[1],
-                                eps, momentum)
+                                x.shape[1], eps, momentum)
 
 
 def batchnorm_train_grad(const floating[:, ::1] x, const floating[:, ::1] g,
@@ -105,7 +97,7 @@ def batchnorm_train_grad(const floating[:, ::1] x, const floating[:, ::1] g,
     """Training-mode batch norm backward: dgamma, dbeta and dx from g = dL/dy."""
     with nogil:
         batchnorm_backward(&x[0, 0], &g[0, 0], &gamma[0], &mean[0], &invstd[0], &dgamma[0],
-                           &dbeta[0], &dx[0, 0], x.shape[0], x.shape[1])
+                           &dbeta[0], &dx[0, 0], x.shape[0], x.shape[1], x.shape[1])
 
 
 def dropout(const floating[:, ::1] z, floating[:, ::1] a, floating[:, ::1] mask,
@@ -119,7 +111,7 @@ def dropout(const floating[:, ::1] z, floating[:, ::1] a, floating[:, ::1] mask,
 
 
 def loss(int kind, const floating[:, ::1] out, const floating[:, ::1] targets,
-         const int64_t[::1] labels, floating[:, ::1] grad, double scale, int n_threads=1):
+         const int64_t[::1] labels, floating[:, ::1] grad, double scale):
     """(sum of losses, n_correct); writes scale * gradient into grad unless it is None."""
     cdef double total
     cdef Py_ssize_t correct
@@ -128,14 +120,14 @@ def loss(int kind, const floating[:, ::1] out, const floating[:, ::1] targets,
     cdef floating* g = NULL if grad is None else &grad[0, 0]
     with nogil:
         total = loss_forward_backward(kind, &out[0, 0], t, lab, g, out.shape[0], out.shape[1],
-                                      <floating> scale, n_threads)
+                                      <floating> scale)
         correct = count_correct(kind, &out[0, 0], t, lab, out.shape[0], out.shape[1])
     return total, correct
 
 
 def optimizer_step(int kind, hyper_given, long long step, floating[::1] param,
                    const floating[::1] grad, floating[::1] state0=None,
-                   floating[::1] state1=None, floating[::1] state2=None, int n_threads=1,
+                   floating[::1] state1=None, floating[::1] state2=None,
                    double l2=0):
     """One in-place update of `param` from the gradient `grad`, by the engine's route: the
     gradient lands where the optimizer asks (here C = alpha * grad + beta * C stands in
@@ -155,7 +147,7 @@ def optimizer_step(int kind, hyper_given, long long step, floating[::1] param,
     with nogil:
         optimizer_finish(kind, &hyper[0], l2, step, dest, &param[0], &grad[0], s0,
                          NULL if state1 is None else &state1[0],
-                         NULL if state2 is None else &state2[0], n, n_threads)
+                         NULL if state2 is None else &state2[0], n)
         if dest.where == TO_STATE0:  # back from the scaled buffer c to torch's b
             for i in range(n):
                 s0[i] = s0[i] * <floating> dest.scale
@@ -170,14 +162,14 @@ cdef inline bint row_has_nonfinite(const floating* row, Py_ssize_t m) noexcept n
     return bad
 
 
-def first_nonfinite_row(const floating[:, ::1] a, int n_threads=1):
+def first_nonfinite_row(const floating[:, ::1] a):
     """Index of the first row of `a` holding NaN or inf, or -1 if every value is finite."""
     cdef Py_ssize_t i, n = a.shape[0], m = a.shape[1]
     cdef Py_ssize_t n_bad = 0, first = -1
     if n == 0 or m == 0:
         return -1
     with nogil:
-        for i in prange(n, schedule="static", num_threads=threads_for(n * m, n_threads)):
+        for i in range(n):
             n_bad += row_has_nonfinite(&a[i, 0], m)
         if n_bad:
             for i in range(n):

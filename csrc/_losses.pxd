@@ -19,7 +19,6 @@ wherever the mathematics is: softmax puts 1/k on each of a row's k entries equal
 cross-entropy of +-inf is 0 or +inf as the target makes it. NaN propagates.
 """
 from cython cimport floating
-from cython.parallel cimport prange
 from libc.math cimport INFINITY, fabs, log
 from libc.stdint cimport int64_t
 
@@ -27,7 +26,6 @@ from _activations cimport sigmoid
 from _kinds cimport (CROSS_ENTROPY_LABELS, CROSS_ENTROPY_PROBS, BINARY_CROSS_ENTROPY,
                      MSE, L1, POISSON)
 from _mathf cimport fexp, flog, flog1p, select
-from _parallel cimport threads_for
 
 
 cdef inline double cross_entropy_infinite_row(const floating* x, const floating* t,
@@ -118,22 +116,20 @@ cdef inline double elementwise_loss(int kind, floating x, floating t, floating* 
 
 cdef inline double loss_forward_backward(int kind, const floating* out, const floating* targets,
                                          const int64_t* labels, floating* grad, Py_ssize_t n,
-                                         Py_ssize_t m, floating scale,
-                                         int n_threads) noexcept nogil:
+                                         Py_ssize_t m, floating scale) noexcept nogil:
     """Sum of the losses over an (n x m) block of outputs; writes the scaled gradient."""
     cdef Py_ssize_t i
     cdef double total = 0
-    cdef int nt = threads_for(n * m, n_threads)
     if kind == CROSS_ENTROPY_LABELS:
-        for i in prange(n, schedule="static", num_threads=nt):
+        for i in range(n):
             total += cross_entropy_row(out + i * m, <floating*> NULL, labels[i],
                                        NULL if grad == NULL else grad + i * m, m, scale)
     elif kind == CROSS_ENTROPY_PROBS:
-        for i in prange(n, schedule="static", num_threads=nt):
+        for i in range(n):
             total += cross_entropy_row(out + i * m, targets + i * m, 0,
                                        NULL if grad == NULL else grad + i * m, m, scale)
     else:
-        for i in prange(n * m, schedule="static", num_threads=nt):
+        for i in range(n * m):
             total += elementwise_loss(kind, out[i], targets[i],
                                       NULL if grad == NULL else grad + i, scale)
     return total

@@ -48,13 +48,11 @@ Adagrad, hyper = (lr, lr_decay, weight_decay, eps), state0 = sum s:
     p = p - lr / (1 + (t - 1) lr_decay) * g / (sqrt(s) + eps)
 """
 from cython cimport floating
-from cython.parallel cimport prange
 from libc.math cimport pow, sqrt, sqrtf
 
 from _blas cimport axpy
 from _kinds cimport ADAGRAD, ADAM, RMSPROP, SGD
 from _mathf cimport select
-from _parallel cimport threads_for
 
 cdef extern from "updates.h":
     void fastnn_adam_f(float* p, const float* g, float* m, float* v, Py_ssize_t n,
@@ -111,8 +109,7 @@ cdef inline bint uses_scaled_momentum(int kind, const double* hyper) noexcept no
 
 
 cdef inline void sgd_update(const double* hyper, double l2, long long step, floating* p,
-                            const floating* g, floating* buf, Py_ssize_t n,
-                            int n_threads) noexcept nogil:
+                            const floating* g, floating* buf, Py_ssize_t n) noexcept nogil:
     """The complete SGD update from a plain gradient g (torch.optim.SGD's algorithm)."""
     cdef floating lr = <floating> hyper[0]
     cdef floating momentum = <floating> hyper[1]
@@ -122,13 +119,12 @@ cdef inline void sgd_update(const double* hyper, double l2, long long step, floa
     cdef bint first = step == 0
     cdef Py_ssize_t i
     cdef floating d
-    cdef int nt = threads_for(n, n_threads)
     if momentum == 0:
-        for i in prange(n, schedule="static", num_threads=nt):
+        for i in range(n):
             d = g[i] if wd == 0 else g[i] + wd * p[i]
             p[i] = p[i] - lr * d
         return
-    for i in prange(n, schedule="static", num_threads=nt):
+    for i in range(n):
         d = g[i] if wd == 0 else g[i] + wd * p[i]
         if first:
             buf[i] = d
@@ -164,7 +160,7 @@ cdef inline floating fsqrt(floating x) noexcept nogil:
 
 cdef inline void adam_update(const double* hyper, double l2, long long step, floating* p,
                              const floating* g, floating* m, floating* v, floating* vmax,
-                             Py_ssize_t n, int n_threads) noexcept nogil:
+                             Py_ssize_t n) noexcept nogil:
     # Straight-line loop bodies (selects on loop-invariant flags) so they vectorize.
     cdef floating beta1 = <floating> hyper[1], beta2 = <floating> hyper[2]
     cdef floating eps = <floating> (hyper[3] / sqrt(1 - pow(hyper[2], step + 1.0))
@@ -178,7 +174,7 @@ cdef inline void adam_update(const double* hyper, double l2, long long step, flo
     cdef Py_ssize_t i
     cdef floating d, old
     if amsgrad:
-        for i in prange(n, schedule="static", num_threads=threads_for(n, n_threads)):
+        for i in range(n):
             old = p[i]  # the gradient's own terms use p as the forward pass saw it
             d = g[i] + coupled * old
             m[i] = beta1 * m[i] + (1 - beta1) * d
@@ -194,8 +190,7 @@ cdef inline void adam_update(const double* hyper, double l2, long long step, flo
 
 
 cdef inline void rmsprop_update(const double* hyper, double l2, floating* p, const floating* g,
-                                floating* sq, floating* buf, floating* avg, Py_ssize_t n,
-                                int n_threads) noexcept nogil:
+                                floating* sq, floating* buf, floating* avg, Py_ssize_t n) noexcept nogil:
     cdef floating lr = <floating> hyper[0], alpha = <floating> hyper[1]
     cdef floating eps = <floating> hyper[2], wd = <floating> (hyper[3] + l2)
     cdef floating momentum = <floating> hyper[4]
@@ -209,8 +204,7 @@ cdef inline void rmsprop_update(const double* hyper, double l2, floating* p, con
 
 
 cdef inline void adagrad_update(const double* hyper, double l2, long long step, floating* p,
-                                const floating* g, floating* total, Py_ssize_t n,
-                                int n_threads) noexcept nogil:
+                                const floating* g, floating* total, Py_ssize_t n) noexcept nogil:
     cdef floating clr = <floating> (hyper[0] / (1 + step * hyper[1]))
     cdef floating wd = <floating> (hyper[2] + l2), eps = <floating> hyper[3]
     if floating is float:  # built for several instruction sets (updates.h)
@@ -222,7 +216,7 @@ cdef inline void adagrad_update(const double* hyper, double l2, long long step, 
 cdef inline void optimizer_finish(int kind, const double* hyper, double l2, long long step,
                                   GradientDestination dest, floating* p, const floating* g,
                                   floating* state0, floating* state1, floating* state2,
-                                  Py_ssize_t n, int n_threads) noexcept nogil:
+                                  Py_ssize_t n) noexcept nogil:
     """Complete the update of the n entries of p once the gradient product has landed
     where gradient_destination said."""
     if dest.where == TO_PARAM:
@@ -231,13 +225,13 @@ cdef inline void optimizer_finish(int kind, const double* hyper, double l2, long
         if dest.where == TO_STATE0:
             sgd_momentum_finish(hyper, l2, <floating> dest.alpha, dest.scale, p, state0, n)
         else:
-            sgd_update(hyper, l2, step, p, g, state0, n, n_threads)
+            sgd_update(hyper, l2, step, p, g, state0, n)
     elif kind == ADAM:
-        adam_update(hyper, l2, step, p, g, state0, state1, state2, n, n_threads)
+        adam_update(hyper, l2, step, p, g, state0, state1, state2, n)
     elif kind == RMSPROP:
-        rmsprop_update(hyper, l2, p, g, state0, state1, state2, n, n_threads)
+        rmsprop_update(hyper, l2, p, g, state0, state1, state2, n)
     elif kind == ADAGRAD:
-        adagrad_update(hyper, l2, step, p, g, state0, n, n_threads)
+        adagrad_update(hyper, l2, step, p, g, state0, n)
 
 
 cdef inline void* destination_array(int where, void* param, void* grad,

@@ -1,15 +1,90 @@
-"""One thread count for fastnn's OpenMP kernels and for BLAS, set together.
+"""Threads: one count for fastnn's team, and BLAS kept to one thread inside fastnn's calls.
 
-fastnn's elementwise kernels receive the count explicitly; BLAS (the OpenBLAS that
-scipy ships, used for every matrix product) is limited through threadpoolctl. The two
-never run at once, so a count of n means at most n busy threads.
+fastnn's engine runs every pass of a step on its own team of threads (csrc/team.h), sized
+to the work per call and capped by `set_num_threads`; while it runs, the BLAS that scipy
+ships (scipy.linalg.cython_blas, used for every matrix product) is pinned to one thread,
+so each team thread makes its own one-thread products and BLAS's pool stays asleep.
+This module finds that BLAS's thread functions once, at import, and hands them to the
+engine. `set_num_threads` also limits BLAS (through threadpoolctl) for the rest of the
+process, so numpy/scipy code around fastnn uses the same count.
 """
+import ctypes
 import os
 from contextlib import contextmanager
 
-from threadpoolctl import threadpool_limits
+from threadpoolctl import threadpool_info, threadpool_limits
+
+from . import _engine
 
 _n_threads = None  # None until set: the cores available to the process
+
+# OpenBLAS's thread functions under the prefixes and suffixes its builds use
+# (scipy's wheels: "scipy_openblas_set_num_threads").
+_AFFIXES = [(p, s) for p in ("scipy_", "") for s in ("", "64_", "_64")]
+
+
+class _DlInfo(ctypes.Structure):
+    _fields_ = [("dli_fname", ctypes.c_char_p), ("dli_fbase", ctypes.c_void_p),
+                ("dli_sname", ctypes.c_char_p), ("dli_saddr", ctypes.c_void_p)]
+
+
+def scipy_blas():
+    """(path, set_num_threads, get_num_threads) of the OpenBLAS behind
+    scipy.linalg.cython_blas, or None when it is another BLAS.
+
+    The functions are looked up through cython_blas's own handle, so the library found is
+    the one its products call (numpy may load another OpenBLAS of a similar name)."""
+    try:
+        import scipy.linalg.cython_blas as cython_blas
+        lib = ctypes.CDLL(cython_blas.__file__)
+    except (ImportError, OSError):
+        return None
+    for prefix, suffix in _AFFIXES:
+        setter = getattr(lib, f"{prefix}openblas_set_num_threads{suffix}", None)
+        getter = getattr(lib, f"{prefix}openblas_get_num_threads{suffix}", None)
+        if setter is not None and getter is not None:
+            info = _DlInfo()
+            try:
+                found = ctypes.CDLL(None).dladdr(ctypes.cast(setter, ctypes.c_void_p),
+                                                 ctypes.byref(info))
+            except (AttributeError, OSError):
+                found = 0
+            path = os.path.realpath(info.dli_fname.decode()) if found else None
+            return (path, ctypes.cast(setter, ctypes.c_void_p).value,
+                    ctypes.cast(getter, ctypes.c_void_p).value)
+    return None
+
+
+_BLAS = scipy_blas()
+if _BLAS is not None:
+    _engine.register_blas(_BLAS[1], _BLAS[2])
+
+
+def blas_info():
+    """threadpoolctl's description of the BLAS fastnn calls (scipy's, matched by its file;
+    numpy's OpenBLAS is another library), or of the first BLAS loaded when unknown."""
+    libs = [i for i in threadpool_info() if i["user_api"] == "blas"]
+    ours = [i for i in libs if _BLAS is not None and _BLAS[0] is not None
+            and os.path.realpath(i.get("filepath", "")) == _BLAS[0]]
+    return (ours or libs or [{}])[0]
+
+
+def describe_blas():
+    """One line: the BLAS fastnn calls, its version, kernel and thread setting."""
+    lib = blas_info()
+    return (f"{lib.get('internal_api', '?')} {lib.get('version', '?')} "
+            f"kernel={lib.get('architecture', '?')} threads={lib.get('num_threads', '?')}")
+
+
+@contextmanager
+def single_threaded_blas():
+    """BLAS at one thread for a block of fastnn calls. The engine does this itself for
+    scipy's OpenBLAS (no cost per call); for another BLAS, threadpoolctl does it here."""
+    if _engine.blas_controlled():
+        yield
+    else:
+        with threadpool_limits(limits=1, user_api="blas"):
+            yield
 
 
 def available_cores():
@@ -36,16 +111,16 @@ def _check_count(n):
         return available_cores()
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise ValueError(f"number of threads must be a positive int, -1 or None; got {n!r}")
-    return n
+    return min(n, _engine.MAX_THREADS)
 
 
 def get_num_threads():
-    """The number of threads fastnn uses (OpenMP kernels and BLAS)."""
+    """The most threads fastnn's calls use (each call may use fewer: see the design)."""
     return available_cores() if _n_threads is None else _n_threads
 
 
 def set_num_threads(n):
-    """Use n threads (None or -1: all available cores) for OpenMP kernels and BLAS."""
+    """Use at most n threads (None or -1: all available cores) in fastnn and in BLAS."""
     global _n_threads
     n = _check_count(n)
     threadpool_limits(limits=n, user_api="blas")

@@ -2,12 +2,11 @@
 import numpy as np
 
 from . import _kernels
-from ._threads import get_num_threads
 
 
 def check_finite_rows(a, name):
     """Raise ValueError naming the first row of the 2-D float array `a` with NaN or inf."""
-    row = _kernels.first_nonfinite_row(a, get_num_threads())
+    row = _kernels.first_nonfinite_row(a)
     if row >= 0:
         raise ValueError(f"{name} contains NaN or inf (first in row {row}: {a[row]})")
 

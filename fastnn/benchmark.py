@@ -28,6 +28,7 @@ from threadpoolctl import threadpool_info
 
 import fastnn as fnn
 from fastnn import _kernels
+from fastnn._threads import describe_blas
 from fastnn.datasets import load_mnist
 
 NETWORKS = {"784-256-128-10": [784, 256, 128, 10], "784-1024-1024-10": [784, 1024, 1024, 10]}
@@ -228,12 +229,7 @@ def time_jax(widths, X, y, batch_size):
 
 def blas_description():
     """The BLAS fastnn calls: the OpenBLAS that scipy ships (cython_blas)."""
-    libs = [i for i in threadpool_info() if i["user_api"] == "blas"]
-    scipy_libs = [i for i in libs if "scipy" in i.get("filepath", "") and "numpy" not in
-                  i.get("filepath", "")] or libs
-    lib = scipy_libs[0] if scipy_libs else {}
-    return (f"{lib.get('internal_api', '?')} {lib.get('version', '?')} "
-            f"kernel={lib.get('architecture', '?')} threads={lib.get('num_threads', '?')}")
+    return describe_blas()
 
 
 def main(argv=None):

@@ -8,24 +8,22 @@ import time
 from . import __version__
 
 
-def _blas():
-    from threadpoolctl import threadpool_info
-    libs = [i for i in threadpool_info() if i["user_api"] == "blas"]
-    lib = next((i for i in libs if "scipy" in i.get("filepath", "")), libs[0] if libs else {})
-    return (f"{lib.get('internal_api', '?')} {lib.get('version', '?')} "
-            f"(kernel {lib.get('architecture', '?')}, {lib.get('num_threads', '?')} threads)")
-
-
 def info(args):
-    from . import _threads
+    from . import _engine, _threads
     print(f"fastnn {__version__} (python {platform.python_version()}, {platform.machine()})")
-    print(f"BLAS: {_blas()}, from scipy.linalg.cython_blas")
-    print(f"threads: {_threads.get_num_threads()} (cores available: "
+    blas = _threads.blas_info()
+    print(f"BLAS: {blas.get('internal_api', '?')} {blas.get('version', '?')} (kernel "
+          f"{blas.get('architecture', '?')}, {blas.get('num_threads', '?')} threads outside "
+          f"fastnn), from scipy.linalg.cython_blas: {blas.get('filepath', '?')}")
+    print(f"threads: up to {_threads.get_num_threads()} (cores available: "
           f"{_threads.available_cores()}, OMP_NUM_THREADS="
-          f"{os.environ.get('OMP_NUM_THREADS', 'unset')})")
-    from . import _kernels
-    print(f"OpenMP: {'compiled in' if _kernels.OPENMP else 'not compiled in (the default)'}"
-          f"; the matrix products are threaded by BLAS")
+          f"{os.environ.get('OMP_NUM_THREADS', 'unset')}); each call runs on a team sized "
+          f"to its work (one thread per {_engine.get_grain() / 1e6:g} MFLOP of a step's "
+          f"products)")
+    pinned = ("pinned to 1 thread during fastnn's calls" if _engine.blas_controlled()
+              else "limited to 1 thread by threadpoolctl during fastnn's calls")
+    print(f"thread design: fastnn's own pthreads team runs every pass; BLAS {pinned}; "
+          f"no OpenMP")
     print("compiled dtypes: float32, float64")
     return 0
 

@@ -11,6 +11,7 @@ import time
 import numpy as np
 
 from . import _engine
+from ._threads import get_num_threads, single_threaded_blas
 from ._validation import INT32_MAX, as_features, check_batch_rows, check_int
 from .layers import Dense, Layer, get_activation
 from .losses import get_loss
@@ -95,6 +96,12 @@ class Sequential:
         self._lock = threading.Lock()
         self.optimizer = None
         self.stop_training = False
+
+    @property
+    def last_threads(self):
+        """The threads fastnn's last fit, predict, evaluate or gradients call ran on: the
+        plan sized to the work (at most fnn.get_num_threads())."""
+        return self._engine.last_threads
 
     # -- parameters -----------------------------------------------------------------
 
@@ -250,7 +257,9 @@ class Sequential:
                 args = (X[first:last], None if targets is None else targets[first:last],
                         None if labels is None else labels[first:last], None)
             try:
-                part, failed = self._engine.train_epoch(*args, batch_size, kind, n_run)
+                with single_threaded_blas():
+                    part, failed = self._engine.train_epoch(*args, batch_size, kind, n_run,
+                                                            get_num_threads())
             finally:
                 self.optimizer.steps = self._engine.step
             if failed >= 0:
@@ -290,9 +299,9 @@ class Sequential:
         out = np.empty((X.shape[0], self.n_outputs), dtype=self.dtype)
         if X.shape[0] == 0:
             return out
-        with self._lock:
+        with self._lock, single_threaded_blas():
             self._engine.run(X, out, None, None, -1, False, len(self.layers),
-                             min(batch_size, X.shape[0]))
+                             min(batch_size, X.shape[0]), get_num_threads())
         return out
 
     def evaluate(self, X, y, loss="cross_entropy", batch_size=1024):
@@ -311,9 +320,9 @@ class Sequential:
         """Gradients of the mean loss over all of X, in the order of parameters() (copies)."""
         X, (kind, targets, labels), n_run, batch_size = self._prepare(X, y, get_loss(loss),
                                                                       batch_size)
-        with self._lock:
+        with self._lock, single_threaded_blas():
             self._engine.run(X, None, targets, labels, kind, True, n_run,
-                             min(batch_size, X.shape[0]))
+                             min(batch_size, X.shape[0]), get_num_threads())
             return [g.copy() for g in self._engine.grads]
 
     def _prepare(self, X, y, loss, batch_size):
@@ -328,8 +337,10 @@ class Sequential:
         """{"loss": mean loss plus the L2 penalty, "accuracy" for classification} over X,
         already validated; the caller holds the model's lock."""
         kind, targets, labels = prepared
-        loss_sum, correct = self._engine.run(X, None, targets, labels, kind, False, n_run,
-                                             min(batch_size, X.shape[0]))
+        with single_threaded_blas():
+            loss_sum, correct = self._engine.run(X, None, targets, labels, kind, False, n_run,
+                                                 min(batch_size, X.shape[0]),
+                                                 get_num_threads())
         divisor = loss.mean_divisor(X.shape[0], self.n_outputs)  # samples or elements
         result = {"loss": loss_sum / divisor + self.penalty()}
         if loss.classification:

@@ -49,7 +49,7 @@ from sklearn.utils.multiclass import type_of_target, unique_labels
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
 from . import _engine
-from ._threads import threads
+from ._threads import get_num_threads, threads
 from .layers import Dense, Identity, ReLU, Sigmoid, Softmax, Tanh
 from .model import Sequential
 from .optim import SGD, Adam
@@ -324,7 +324,8 @@ class _BaseMLP(BaseEstimator):
                 engine.reset_penalty_sum()
                 try:
                     loss_sum, failed = engine.train_epoch(X, targets, labels, order,
-                                                          batch_size, kind, n_run)
+                                                          batch_size, kind, n_run,
+                                                          get_num_threads())
                 finally:
                     optimizer.steps = engine.step
                 if failed >= 0:
@@ -414,7 +415,8 @@ class _BaseMLP(BaseEstimator):
         def loss_and_gradient(packed):
             for p, lo, hi in zip(params, sizes[:-1], sizes[1:]):
                 p[...] = packed[lo:hi].reshape(p.shape)
-            loss_sum, _ = engine.run(X, None, targets, labels, kind, True, n_run, min(n, 1024))
+            loss_sum, _ = engine.run(X, None, targets, labels, kind, True, n_run, min(n, 1024),
+                                     get_num_threads())
             penalty = sum(float(np.dot(c.ravel(), c.ravel())) for c in self.coefs_)
             loss = loss_sum * factor / n + 0.5 * self.alpha * penalty / n + constant
             return loss, np.concatenate([g.ravel() for g in engine.grads]).astype(np.float64)

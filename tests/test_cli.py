@@ -9,9 +9,20 @@ from fastnn.datasets import data_folder, load_mnist
 
 
 def test_info(capsys):
+    """info names the BLAS behind scipy.linalg.cython_blas as threadpoolctl describes it
+    (not numpy's BLAS, which may be another OpenBLAS), and the thread design."""
+    from threadpoolctl import threadpool_info
+
+    import fastnn
     assert cli.main(["info"]) == 0
     out = capsys.readouterr().out
-    assert "fastnn 0." in out and "BLAS: openblas" in out and "float32, float64" in out
+    assert f"fastnn {fastnn.__version__}" in out and "float32, float64" in out
+    blas_line = next(line for line in out.splitlines() if line.startswith("BLAS: "))
+    ours = [i for i in threadpool_info() if i.get("filepath") and i["filepath"] in blas_line]
+    assert len(ours) == 1 and ours[0]["user_api"] == "blas"
+    assert f"{ours[0]['internal_api']} {ours[0]['version']}" in blas_line
+    assert "scipy" in os.path.basename(os.path.dirname(ours[0]["filepath"]))
+    assert "no OpenMP" in out
 
 
 @pytest.mark.slow

@@ -38,17 +38,15 @@ def test_dense_backward_with_alpha_beta(rng, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("kind", ACTS)
-@pytest.mark.parametrize("n_threads", [1, 2])
-def test_activation_forward_backward(rng, dtype, kind, n_threads):
-    # big enough for the parallel path when n_threads == 2
-    shape = (1100, 1000) if n_threads == 2 else (13, 7)
+@pytest.mark.parametrize("shape", [(13, 7), (1100, 1000)])
+def test_activation_forward_backward(rng, dtype, kind, shape):
     z = (3 * rng.normal(size=shape)).astype(dtype)
     z[0, :3] = 0  # the kink of ReLU: derivative 0 there, as torch
     g = rng.normal(size=shape).astype(dtype)
     a, dz = np.empty_like(z), np.empty_like(z)
     code = _engine.LAYER_KINDS[kind]
-    _kernels.activation(code, 0.01, z, a, n_threads)
-    _kernels.activation_grad(code, 0.01, z, a, g, dz, n_threads)
+    _kernels.activation(code, 0.01, z, a)
+    _kernels.activation_grad(code, 0.01, z, a, g, dz)
     z64, g64 = z.astype(np.float64), g.astype(np.float64)
     tol = dict(rtol=TOL[dtype] * 10, atol=TOL[dtype] * 10)
     np.testing.assert_allclose(a, ref.activation(kind, z64), **tol)
@@ -86,13 +84,13 @@ def _loss_inputs(rng, name, target_kind, dtype, n=11, c=4, scale=3.0):
     return x, rng.normal(size=(n, c)).astype(dtype), None
 
 
-def _kernel_loss(name, target_kind, x, t, labels, n_threads=1):
+def _kernel_loss(name, target_kind, x, t, labels):
     key = {"labels": "cross_entropy_labels", "probs": "cross_entropy_probs"}.get(
         target_kind) if name == "cross_entropy" else name
     divisor = x.shape[0] if name == "cross_entropy" else x.size
     grad = np.empty_like(x)
     total, correct = _kernels.loss(_engine.LOSS_KINDS[key], x, t, labels, grad,
-                                   1.0 / divisor, n_threads)
+                                   1.0 / divisor)
     return total / divisor, grad, correct
 
 
@@ -106,16 +104,6 @@ def test_loss_value_and_gradient(rng, dtype, name, target_kind):
     tol = TOL[dtype] * 10
     assert value == pytest.approx(rvalue, rel=tol, abs=tol)
     np.testing.assert_allclose(grad, rgrad, rtol=tol, atol=tol)
-
-
-@pytest.mark.parametrize("name,target_kind", LOSS_CASES)
-def test_loss_parallel_equals_serial(rng, name, target_kind):
-    x, t, labels = _loss_inputs(rng, name, target_kind, np.float64, n=40000, c=40)
-    v1, g1, c1 = _kernel_loss(name, target_kind, x, t, labels, 1)
-    v2, g2, c2 = _kernel_loss(name, target_kind, x, t, labels, 2)
-    assert v1 == pytest.approx(v2, rel=1e-12)
-    np.testing.assert_array_equal(g1, g2)
-    assert c1 == c2
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -182,7 +170,7 @@ def test_first_nonfinite_row():
     a[3, 1], a[4, 0] = np.inf, np.nan
     assert _kernels.first_nonfinite_row(a) == 3
     a[1, 2] = -np.inf
-    assert _kernels.first_nonfinite_row(a, 2) == 1
+    assert _kernels.first_nonfinite_row(a) == 1
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -213,7 +201,7 @@ def test_infinite_logits_take_their_limits(dtype):
     for i in range(3):
         g = np.empty((1, 4), dtype)
         total, _ = _kernels.loss(_engine.LOSS_KINDS["cross_entropy_labels"], x[i:i + 1],
-                                 None, labels[i:i + 1], g, 1.0, 1)
+                                 None, labels[i:i + 1], g, 1.0)
         losses.append(total)
         grads.append(g[0])
     assert losses[0] == pytest.approx(np.log(2))  # two +inf entries share the mass
@@ -226,7 +214,7 @@ def test_infinite_logits_take_their_limits(dtype):
     t = np.array([[0.5, 0, 0, 0.5]], dtype)
     g = np.empty((1, 4), dtype)
     total, _ = _kernels.loss(_engine.LOSS_KINDS["cross_entropy_probs"], x[:1], t, None, g,
-                             1.0, 1)
+                             1.0)
     assert total == pytest.approx(np.log(2))
     np.testing.assert_allclose(g[0], [0, 0, 0, 0], atol=1e-7)
     # binary cross-entropy: 0 when the target agrees completely, else +inf
@@ -235,13 +223,13 @@ def test_infinite_logits_take_their_limits(dtype):
         g = np.empty((1, 1), dtype)
         total, _ = _kernels.loss(_engine.LOSS_KINDS["binary_cross_entropy"],
                                  np.array([[logit]], dtype), np.array([[target]], dtype), None,
-                                 g, 1.0, 1)
+                                 g, 1.0)
         assert total == expected, (logit, target)
         assert g[0, 0] == (1.0 if logit > 0 else 0.0) - target
     # NaN still propagates
     g = np.empty((1, 4), dtype)
     total, _ = _kernels.loss(_engine.LOSS_KINDS["cross_entropy_labels"],
-                             np.array([[np.nan, 0, 1, 2]], dtype), None, labels[:1], g, 1.0, 1)
+                             np.array([[np.nan, 0, 1, 2]], dtype), None, labels[:1], g, 1.0)
     assert np.isnan(total)
 
 
@@ -291,11 +279,11 @@ def test_float32_sigmoid_and_tanh_loops_round_as_written(rng):
     f = np.float32
     z = (rng.normal(size=(97, 33)) * 6).astype(np.float32)  # odd sizes: remainder loops
     a = np.empty_like(z)
-    _kernels.activation(_engine.LAYER_KINDS["sigmoid"], 0.0, z, a, 1)
+    _kernels.activation(_engine.LAYER_KINDS["sigmoid"], 0.0, z, a)
     e = _expf_as_written(np.where(z < 0, z, -z))
     s = (1.0 / (1.0 + e.astype(np.float64))).astype(np.float32)
     np.testing.assert_array_equal(a, np.where(z >= 0, s, e * s))
-    _kernels.activation(_engine.LAYER_KINDS["tanh"], 0.0, z, a, 1)
+    _kernels.activation(_engine.LAYER_KINDS["tanh"], 0.0, z, a)
     x = z
     absx, zz = np.abs(x), x * x
     small = ((((f(-5.70498872745e-3) * zz + f(2.06390887954e-2)) * zz - f(5.37397155531e-2))

@@ -157,9 +157,6 @@ def test_failed_step_leaves_batchnorm_running_statistics_unchanged(rng):
 def test_no_openmp_runtime_of_its_own(tmp_path):
     """Imported after numpy, scipy, scikit-learn and torch (where installed) and used,
     fastnn adds no OpenMP runtime to the process (threadpoolctl's view)."""
-    from fastnn import _kernels
-    if _kernels.OPENMP:
-        pytest.skip("built with FASTNN_OPENMP=1 on request")
     code = """if True:
         import importlib, json
         from threadpoolctl import threadpool_info

@@ -1,0 +1,223 @@
+/* fastnn's thread team: one pool of worker threads for every pass of a training step.
+ *
+ * A job (a whole epoch, or a predict/evaluate/gradients call) runs on n threads at once:
+ * the caller is thread 0 and workers 1..n-1 join it. Inside a job the threads meet at
+ * fastnn_barrier(); between jobs the workers sleep on a condition variable, so an idle
+ * fastnn uses no CPU. Waiting is spin -> yield -> short sleeps: spinning keeps a barrier
+ * in the microseconds on an idle machine, and yielding/sleeping stops a waiting thread
+ * from stealing the core of the thread it waits for when the machine is busy.
+ *
+ * While a job runs, BLAS is pinned to one thread (fastnn_blas_pin): each team thread
+ * makes its own one-thread BLAS calls, so BLAS's own pool never wakes to compete with
+ * the team. One job at a time: a caller that finds the team busy (another model training
+ * in another Python thread) runs its job on its own thread, with n = 1.
+ *
+ * No OpenMP: the team is plain pthreads, so fastnn adds no OpenMP runtime to a process
+ * that may hold scikit-learn's or torch's (see docs/design.md for the measurements). */
+#ifndef FASTNN_TEAM_H
+#define FASTNN_TEAM_H
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <time.h>
+
+#define FASTNN_MAX_THREADS 256
+/* Waiting: this many polls with a pause, then this many sched_yield()s, then 20 us sleeps. */
+#define FASTNN_SPINS 2000
+#define FASTNN_YIELDS 200
+
+typedef void (*fastnn_job_fn)(void *ctx, int tid, int n_threads);
+
+typedef struct {
+    pthread_mutex_t busy;      /* held by the caller running a job */
+    pthread_mutex_t wake_lock; /* guards sleeping on `wake` */
+    pthread_cond_t wake;
+    int n_workers;             /* started workers: tids 1..n_workers */
+    fastnn_job_fn job;
+    void *ctx;
+    int job_threads;
+    _Atomic unsigned long job_gen; /* incremented for each job */
+    _Atomic int done;              /* workers that finished with the current job */
+    _Atomic int arrived;           /* threads at the current barrier */
+    _Atomic unsigned barrier_gen;  /* incremented when a barrier opens */
+    unsigned long spawn_gen;       /* job_gen when the newest workers were started */
+    int atfork_set;
+} fastnn_team_t;
+
+static fastnn_team_t fastnn_team = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER,
+                                    PTHREAD_COND_INITIALIZER};
+
+static inline void fastnn_pause(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+/* One step of a wait loop that has already polled `round` times. */
+static inline void fastnn_wait_step(int round) {
+    if (round < FASTNN_SPINS) {
+        fastnn_pause();
+    } else if (round < FASTNN_SPINS + FASTNN_YIELDS) {
+        sched_yield();
+    } else {
+        struct timespec ts = {0, 20000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+/* All n threads of the running job meet here; returns when every one has arrived. */
+static inline void fastnn_barrier(int n) {
+    fastnn_team_t *t = &fastnn_team;
+    unsigned gen;
+    int round = 0;
+    if (n <= 1)
+        return;
+    gen = atomic_load_explicit(&t->barrier_gen, memory_order_acquire);
+    if (atomic_fetch_add_explicit(&t->arrived, 1, memory_order_acq_rel) == n - 1) {
+        atomic_store_explicit(&t->arrived, 0, memory_order_relaxed);
+        atomic_fetch_add_explicit(&t->barrier_gen, 1, memory_order_release);
+        return;
+    }
+    while (atomic_load_explicit(&t->barrier_gen, memory_order_acquire) == gen)
+        fastnn_wait_step(round < 1 << 30 ? round++ : round);
+}
+
+static void *fastnn_worker(void *arg) {
+    fastnn_team_t *t = &fastnn_team;
+    int tid = (int)(intptr_t)arg, round, n;
+    /* Started just before a job is posted: that job is the first one to run. */
+    unsigned long seen = t->spawn_gen, g;
+    fastnn_job_fn job;
+    void *ctx;
+    for (;;) {
+        round = 0;
+        while ((g = atomic_load_explicit(&t->job_gen, memory_order_acquire)) == seen) {
+            if (round++ < FASTNN_SPINS) {
+                fastnn_pause();
+                continue;
+            }
+            pthread_mutex_lock(&t->wake_lock);
+            while (atomic_load_explicit(&t->job_gen, memory_order_acquire) == seen)
+                pthread_cond_wait(&t->wake, &t->wake_lock);
+            pthread_mutex_unlock(&t->wake_lock);
+        }
+        /* Every worker acknowledges every job (those outside its n at once), so the
+         * caller never posts the next job while one is still reading this one. */
+        seen = g;
+        n = t->job_threads;
+        job = t->job;
+        ctx = t->ctx;
+        if (tid < n)
+            job(ctx, tid, n);
+        atomic_fetch_add_explicit(&t->done, 1, memory_order_release);
+    }
+    return NULL;
+}
+
+static void fastnn_team_after_fork(void) {
+    /* The child has none of the parent's workers: start afresh. */
+    fastnn_team_t *t = &fastnn_team;
+    pthread_mutex_init(&t->busy, NULL);
+    pthread_mutex_init(&t->wake_lock, NULL);
+    pthread_cond_init(&t->wake, NULL);
+    t->n_workers = 0;
+    atomic_store(&t->arrived, 0);
+    atomic_store(&t->done, 0);
+}
+
+/* Start workers until there are n - 1 of them (or as many as the system gives). */
+static int fastnn_team_grow(int n) {
+    fastnn_team_t *t = &fastnn_team;
+    pthread_attr_t attr;
+    pthread_t thread;
+    if (!t->atfork_set) {
+        pthread_atfork(NULL, NULL, fastnn_team_after_fork);
+        t->atfork_set = 1;
+    }
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    t->spawn_gen = atomic_load(&t->job_gen);
+    while (t->n_workers < n - 1 && t->n_workers < FASTNN_MAX_THREADS - 1) {
+        if (pthread_create(&thread, &attr, fastnn_worker, (void *)(intptr_t)(t->n_workers + 1)))
+            break;
+        t->n_workers++;
+    }
+    pthread_attr_destroy(&attr);
+    return t->n_workers + 1;
+}
+
+/* Run job(ctx, tid, n) on n threads (the caller is tid 0) and return n, the count used:
+ * 1 when n <= 1 or when the team is busy with another caller's job. */
+static int fastnn_team_run(int n, fastnn_job_fn job, void *ctx) {
+    fastnn_team_t *t = &fastnn_team;
+    int round = 0;
+    if (n <= 1 || pthread_mutex_trylock(&t->busy) != 0) {
+        job(ctx, 0, 1);
+        return 1;
+    }
+    if (n > FASTNN_MAX_THREADS)
+        n = FASTNN_MAX_THREADS;
+    if (fastnn_team_grow(n) < n)
+        n = t->n_workers + 1;
+    if (n <= 1) {
+        pthread_mutex_unlock(&t->busy);
+        job(ctx, 0, 1);
+        return 1;
+    }
+    t->job = job;
+    t->ctx = ctx;
+    t->job_threads = n;
+    atomic_store_explicit(&t->done, 0, memory_order_relaxed);
+    pthread_mutex_lock(&t->wake_lock);
+    atomic_fetch_add_explicit(&t->job_gen, 1, memory_order_release);
+    pthread_cond_broadcast(&t->wake);
+    pthread_mutex_unlock(&t->wake_lock);
+    job(ctx, 0, n);
+    while (atomic_load_explicit(&t->done, memory_order_acquire) < t->n_workers)
+        fastnn_wait_step(round < 1 << 30 ? round++ : round);
+    pthread_mutex_unlock(&t->busy);
+    return n;
+}
+
+/* ---- BLAS pinned to one thread while fastnn's calls run ----
+ * scipy's OpenBLAS is found once from Python (fastnn/_threads.py) and its
+ * openblas_set/get_num_threads registered here. Calls nest and may overlap across
+ * Python threads: the first pins (remembering the count), the last restores it. */
+typedef void (*fastnn_blas_set_fn)(int);
+typedef int (*fastnn_blas_get_fn)(void);
+static fastnn_blas_set_fn fastnn_blas_set = NULL;
+static fastnn_blas_get_fn fastnn_blas_get = NULL;
+static pthread_mutex_t fastnn_blas_lock = PTHREAD_MUTEX_INITIALIZER;
+static int fastnn_blas_pins = 0, fastnn_blas_saved = 1;
+
+static void fastnn_blas_register(void *set, void *get) {
+    fastnn_blas_set = (fastnn_blas_set_fn)set;
+    fastnn_blas_get = (fastnn_blas_get_fn)get;
+}
+
+static int fastnn_blas_controlled(void) { return fastnn_blas_set != NULL && fastnn_blas_get != NULL; }
+
+static void fastnn_blas_pin(void) {
+    if (!fastnn_blas_controlled())
+        return;
+    pthread_mutex_lock(&fastnn_blas_lock);
+    if (fastnn_blas_pins++ == 0) {
+        fastnn_blas_saved = fastnn_blas_get();
+        if (fastnn_blas_saved != 1)
+            fastnn_blas_set(1);
+    }
+    pthread_mutex_unlock(&fastnn_blas_lock);
+}
+
+static void fastnn_blas_unpin(void) {
+    if (!fastnn_blas_controlled())
+        return;
+    pthread_mutex_lock(&fastnn_blas_lock);
+    if (--fastnn_blas_pins == 0 && fastnn_blas_saved != 1)
+        fastnn_blas_set(fastnn_blas_saved);
+    pthread_mutex_unlock(&fastnn_blas_lock);
+}
+#endif
