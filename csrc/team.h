@@ -4,8 +4,9 @@
  * the caller is thread 0 and workers 1..n-1 join it. Inside a job the threads meet at
  * fastnn_barrier(); between jobs the workers sleep on a condition variable, so an idle
  * fastnn uses no CPU. Waiting is spin -> yield -> short sleeps: spinning keeps a barrier
- * in the microseconds on an idle machine, and yielding/sleeping stops a waiting thread
- * from stealing the core of the thread it waits for when the machine is busy.
+ * in the microseconds on an idle machine; sleeping (not yielding) frees the core, so on a
+ * busy machine the scheduler can run the thread being waited for there, and wakes the
+ * sleeper as soon as the barrier opens.
  *
  * While a job runs, BLAS is pinned to one thread (fastnn_blas_pin): each team thread
  * makes its own one-thread BLAS calls, so BLAS's own pool never wakes to compete with
@@ -21,11 +22,17 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <time.h>
+#ifdef __linux__
+#include <limits.h>
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 #define FASTNN_MAX_THREADS 256
-/* Waiting: this many polls with a pause, then this many sched_yield()s, then 20 us sleeps. */
+/* Waiting at a barrier: this many polls with a pause (tens of microseconds), then sleep
+ * until the barrier opens (a futex on Linux; 50 us naps elsewhere). */
 #define FASTNN_SPINS 2000
-#define FASTNN_YIELDS 200
 
 typedef void (*fastnn_job_fn)(void *ctx, int tid, int n_threads);
 
@@ -41,6 +48,7 @@ typedef struct {
     _Atomic int done;              /* workers that finished with the current job */
     _Atomic int arrived;           /* threads at the current barrier */
     _Atomic unsigned barrier_gen;  /* incremented when a barrier opens */
+    _Atomic int sleepers;          /* threads asleep on barrier_gen */
     unsigned long spawn_gen;       /* job_gen when the newest workers were started */
     int atfork_set;
 } fastnn_team_t;
@@ -56,33 +64,55 @@ static inline void fastnn_pause(void) {
 #endif
 }
 
-/* One step of a wait loop that has already polled `round` times. */
-static inline void fastnn_wait_step(int round) {
-    if (round < FASTNN_SPINS) {
-        fastnn_pause();
-    } else if (round < FASTNN_SPINS + FASTNN_YIELDS) {
-        sched_yield();
-    } else {
-        struct timespec ts = {0, 20000};
+/* Sleep while *word == old (returns at once if it has changed). */
+static inline void fastnn_sleep_while(_Atomic unsigned *word, unsigned old) {
+#ifdef __linux__
+    syscall(SYS_futex, (unsigned *)word, FUTEX_WAIT_PRIVATE, old, NULL, NULL, 0);
+#else
+    struct timespec ts = {0, 50000};
+    if (atomic_load_explicit(word, memory_order_acquire) == old)
         nanosleep(&ts, NULL);
+#endif
+}
+
+static inline void fastnn_wake_all(_Atomic unsigned *word) {
+#ifdef __linux__
+    syscall(SYS_futex, (unsigned *)word, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+#else
+    (void)word;
+#endif
+}
+
+/* Wait until *word != old: spin a little, then sleep (counted in *sleepers, so the
+ * thread that changes *word knows whether to wake anyone). */
+static inline void fastnn_wait_change(_Atomic unsigned *word, unsigned old, _Atomic int *sleepers) {
+    int round;
+    for (round = 0; round < FASTNN_SPINS; round++) {
+        if (atomic_load_explicit(word, memory_order_acquire) != old)
+            return;
+        fastnn_pause();
     }
+    atomic_fetch_add_explicit(sleepers, 1, memory_order_seq_cst);
+    while (atomic_load_explicit(word, memory_order_seq_cst) == old)
+        fastnn_sleep_while(word, old);
+    atomic_fetch_sub_explicit(sleepers, 1, memory_order_relaxed);
 }
 
 /* All n threads of the running job meet here; returns when every one has arrived. */
 static inline void fastnn_barrier(int n) {
     fastnn_team_t *t = &fastnn_team;
     unsigned gen;
-    int round = 0;
     if (n <= 1)
         return;
     gen = atomic_load_explicit(&t->barrier_gen, memory_order_acquire);
     if (atomic_fetch_add_explicit(&t->arrived, 1, memory_order_acq_rel) == n - 1) {
         atomic_store_explicit(&t->arrived, 0, memory_order_relaxed);
-        atomic_fetch_add_explicit(&t->barrier_gen, 1, memory_order_release);
+        atomic_fetch_add_explicit(&t->barrier_gen, 1, memory_order_seq_cst);
+        if (atomic_load_explicit(&t->sleepers, memory_order_seq_cst) > 0)
+            fastnn_wake_all(&t->barrier_gen);
         return;
     }
-    while (atomic_load_explicit(&t->barrier_gen, memory_order_acquire) == gen)
-        fastnn_wait_step(round < 1 << 30 ? round++ : round);
+    fastnn_wait_change(&t->barrier_gen, gen, &t->sleepers);
 }
 
 static void *fastnn_worker(void *arg) {
@@ -176,8 +206,14 @@ static int fastnn_team_run(int n, fastnn_job_fn job, void *ctx) {
     pthread_cond_broadcast(&t->wake);
     pthread_mutex_unlock(&t->wake_lock);
     job(ctx, 0, n);
-    while (atomic_load_explicit(&t->done, memory_order_acquire) < t->n_workers)
-        fastnn_wait_step(round < 1 << 30 ? round++ : round);
+    while (atomic_load_explicit(&t->done, memory_order_acquire) < t->n_workers) {
+        if (round++ < FASTNN_SPINS) {
+            fastnn_pause();
+        } else {
+            struct timespec ts = {0, 20000};
+            nanosleep(&ts, NULL);
+        }
+    }
     pthread_mutex_unlock(&t->busy);
     return n;
 }
