@@ -88,8 +88,17 @@ def time_floor(widths, X, batch_size):
                for _ in range(2))
 
 
-def time_torch(widths, X, y, batch_size):
-    """One epoch of the same network and SGD step in torch (eager), or None."""
+def planned_threads(widths, batch_size):
+    """The threads fastnn's plan gives a training epoch of this network and batch size at
+    the current setting (fnn.set_num_threads)."""
+    model = fnn.Sequential(mlp_layers(widths), seed=0)
+    return model._engine.plan_threads(batch_size, len(model.layers), True,
+                                      fnn.get_num_threads())
+
+
+def time_torch(widths, X, y, batch_size, optimizer="momentum"):
+    """One epoch of the same network and optimizer step in torch (eager), or None;
+    optimizer: "sgd", "momentum" (0.9) or "adam" (torch's defaults, lr 1e-3)."""
     try:
         import torch
     except ImportError:
@@ -100,7 +109,11 @@ def time_torch(widths, X, y, batch_size):
     for n_in, n_out in zip(widths[:-1], widths[1:]):
         layers += [torch.nn.Linear(n_in, n_out), torch.nn.ReLU()]
     model = torch.nn.Sequential(*layers[:-1])
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    if optimizer == "adam":
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    else:
+        opt = torch.optim.SGD(model.parameters(), lr=0.01,
+                              momentum=0.9 if optimizer == "momentum" else 0)
     loss_fn = torch.nn.CrossEntropyLoss()
     Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
 
@@ -232,6 +245,51 @@ def blas_description():
     return describe_blas()
 
 
+def machine_description():
+    """CPU model, logical CPUs and the cores this process may use."""
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(line.split(":", 1)[1].strip() for line in f
+                         if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{model}, {os.cpu_count()} logical CPUs, {fnn._threads.available_cores()} available"
+
+
+def scaling_table(rows):
+    """Per network, batch and optimizer: each thread count's epoch, its speed-up over the
+    fewest threads measured, fastnn / floor, and torch at the same count."""
+    table = []
+    keys = sorted({(r["network"], r["batch_size"], r["optimizer"]) for r in rows},
+                  key=lambda k: (list(NETWORKS).index(k[0]), k[1], k[2]))
+    for network, batch, optimizer in keys:
+        same = sorted((r for r in rows if (r["network"], r["batch_size"], r["optimizer"])
+                       == (network, batch, optimizer)), key=lambda r: r["threads"])
+        base = same[0]["fastnn_s"]
+        for r in same:
+            table.append({"network": network, "batch_size": batch, "optimizer": optimizer,
+                          "threads": r["threads"], "plan_threads": r["plan_threads"],
+                          "fastnn_s": r["fastnn_s"], "speedup": base / r["fastnn_s"],
+                          "speedup_over_threads": same[0]["threads"], "ratio": r["ratio"],
+                          "torch_s": r["torch_s"],
+                          "torch_over_fastnn": (r["torch_s"] / r["fastnn_s"]
+                                                if r["torch_s"] is not None else None)})
+    return table
+
+
+def print_scaling(table):
+    print(f"\nscaling (speed-up over {table[0]['speedup_over_threads']} thread(s)):")
+    print(f"{'network':<18} {'batch':>5} {'optimizer':>9} {'thr':>3} {'plan':>4} "
+          f"{'fastnn s':>9} {'speed-up':>8} {'/ floor':>7} {'torch s':>8} {'torch/fastnn':>12}")
+    for r in table:
+        torch_s = (f"{r['torch_s']:8.3f} {r['torch_over_fastnn']:12.2f}"
+                   if r["torch_s"] is not None else f"{'-':>8} {'-':>12}")
+        print(f"{r['network']:<18} {r['batch_size']:>5} {r['optimizer']:>9} {r['threads']:>3} "
+              f"{r['plan_threads']:>4} {r['fastnn_s']:9.3f} {r['speedup']:8.2f} "
+              f"{r['ratio']:7.2f} {torch_s}")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="fastnn bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
@@ -242,7 +300,7 @@ def main(argv=None):
     parser.add_argument("--batch-sizes", default=None,
                         help="comma-separated (default 32,128,512; --quick: 32,512)")
     parser.add_argument("--optimizers", default="sgd,momentum",
-                        help="comma-separated: sgd (plain), momentum (0.9)")
+                        help="comma-separated: sgd (plain), momentum (0.9), adam")
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--peers", default="numpy,sklearn,jax",
                         help="other peers timed with SGD momentum: numpy, sklearn, jax "
@@ -261,8 +319,13 @@ def main(argv=None):
                      for t in args.threads.split(",")]
     X, y, source = load_data(60000)
     optimizers = {"sgd": lambda: fnn.optim.SGD(lr=0.01),
-                  "momentum": lambda: fnn.optim.SGD(lr=0.01, momentum=0.9)}
+                  "momentum": lambda: fnn.optim.SGD(lr=0.01, momentum=0.9),
+                  "adam": lambda: fnn.optim.Adam(lr=1e-3)}
     chosen = args.optimizers.split(",")
+    for k in chosen:
+        if k not in optimizers:
+            parser.error(f"unknown optimizer {k!r}; expected one of {sorted(optimizers)}")
+    torch_for = [k for k in chosen if k != "sgd"]  # torch timed beside these
     peers = [p for p in args.peers.split(",") if p] if "momentum" in chosen else []
     for peer in peers:
         if peer not in PEERS:
@@ -277,57 +340,65 @@ def main(argv=None):
     print(f"per fit call, before the first batch (validating X, y): "
           f"{min(validation_seconds(X, y) for _ in range(3)) * 1e3:.1f} ms")
     print("optimizers: " + "; ".join(f"{k} = {optimizers[k]()}" for k in chosen))
-    print(f"{'network':<18} {'thr':>3} {'batch':>5} {'optimizer':>9} {'fastnn s':>9} "
-          f"{'samples/s':>10} {'floor s':>8} {'ratio':>6} {'torch s':>8} {'torch/fastnn':>12}")
+    print(f"{'network':<18} {'thr':>3} {'plan':>4} {'batch':>5} {'optimizer':>9} "
+          f"{'fastnn s':>9} {'samples/s':>10} {'floor s':>8} {'ratio':>6} {'torch s':>8} "
+          f"{'torch/fastnn':>12}")
     rows = []
     for n_threads in thread_counts:
         fnn.set_num_threads(n_threads)
         for name, widths in networks.items():
             for batch_size in batch_sizes:
-                floor, fit, torch_t = [], {k: [] for k in chosen}, []
+                floor, fit = [], {k: [] for k in chosen}
+                torch_t = {k: [] for k in torch_for}
                 peer_t = {peer: [] for peer in peers}
                 for _ in range(repeats):
                     floor.append(time_floor(widths, X, batch_size))
                     for k in chosen:
                         fit[k].append(time_fit(widths, X, y, batch_size, optimizers[k]))
-                    if not args.no_torch and "momentum" in chosen:
-                        t = time_torch(widths, X, y, batch_size)
+                    for k in torch_for if not args.no_torch else ():
+                        t = time_torch(widths, X, y, batch_size, k)
                         if t is not None:
-                            torch_t.append(t)
+                            torch_t[k].append(t)
                     for peer in peers:
                         t = PEERS[peer](widths, X, y, batch_size)
                         peer_t[peer].append(t)
                 g = min(floor)
+                plan = planned_threads(widths, batch_size)
                 for k in chosen:
                     f = min(fit[k])
-                    torch_s = min(torch_t) if torch_t and k == "momentum" else None
+                    torch_s = min(torch_t[k]) if torch_t.get(k) else None
                     if torch_s is not None:
                         tt = f"{torch_s:8.3f} {torch_s / f:12.2f}"
-                    elif k != "momentum":
+                    elif k not in torch_for:
                         tt = f"{'-':>8} {'-':>12}"
                     else:
                         tt = f"{'n/a':>8} {'skipped' if args.no_torch else 'not installed':>12}"
-                    print(f"{name:<18} {n_threads:>3} {batch_size:>5} {k:>9} {f:9.3f} "
-                          f"{len(X) / f:10,.0f} {g:8.3f} {f / g:6.2f} {tt}", flush=True)
-                    row = {"network": name, "threads": n_threads, "batch_size": batch_size,
-                           "optimizer": k, "samples": len(X), "fastnn_s": f,
-                           "samples_per_s": len(X) / f,
+                    print(f"{name:<18} {n_threads:>3} {plan:>4} {batch_size:>5} {k:>9} "
+                          f"{f:9.3f} {len(X) / f:10,.0f} {g:8.3f} {f / g:6.2f} {tt}",
+                          flush=True)
+                    row = {"network": name, "threads": n_threads, "plan_threads": plan,
+                           "batch_size": batch_size, "optimizer": k, "samples": len(X),
+                           "fastnn_s": f, "samples_per_s": len(X) / f,
                            "floor_s": g, "ratio": f / g, "torch_s": torch_s}
                     if k == "momentum":
                         for peer, times in peer_t.items():
                             best = None if None in times else min(times)
                             row[f"{peer}_s"] = best
                             print(f"{'':<18} {'':>3} {'':>5} {peer:>9} "
-                                  + (f"{best:9.3f} {len(X) / best:10,.0f}   "
+                                  + (f"{'':>4} {best:9.3f} {len(X) / best:10,.0f}   "
                                      f"{peer}/fastnn {best / f:.2f}" if best is not None
                                      else f"{'not installed':>20}"), flush=True)
                     rows.append(row)
+    scaling = scaling_table(rows) if len(thread_counts) > 1 else []
+    if scaling:
+        print_scaling(scaling)
     if args.plot:
         plot(rows, args.plot, source)
     if args.json:
         with open(args.json, "w") as out:
             json.dump({"fastnn": fnn.__version__, "blas": blas_description(),
-                       "data": source, "repeats": repeats, "rows": rows}, out, indent=1)
+                       "data": source, "repeats": repeats, "machine": machine_description(),
+                       "rows": rows, "scaling": scaling}, out, indent=1)
         print(f"results written to {args.json}")
     return 0
 

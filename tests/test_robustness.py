@@ -182,28 +182,3 @@ def test_no_openmp_runtime_of_its_own(tmp_path):
     import json
     seen = json.loads(result.stdout.strip().splitlines()[-1])
     assert seen["after"] == seen["before"]
-
-
-def test_fit_starts_no_threads_beyond_blas(rng):
-    """During fit the process runs no more OS threads than BLAS's pool (already started)
-    plus the watcher: fastnn's work never adds a second pool to multiply with BLAS's."""
-    model = fnn.Sequential([fnn.Dense(64, 256), fnn.ReLU(), fnn.Dense(256, 10)], seed=0)
-    X = rng.random((20000, 64), dtype=np.float32)
-    y = rng.integers(0, 10, 20000)
-    model.predict(X[:10])  # BLAS's threads exist from the first product on
-    threads_before = len(os.listdir("/proc/self/task"))
-    seen, done = [], threading.Event()
-
-    def watch():
-        while not done.is_set():
-            seen.append(len(os.listdir("/proc/self/task")))
-
-    watcher = threading.Thread(target=watch)
-    watcher.start()
-    try:
-        model.fit(X, y, epochs=3, batch_size=32)
-    finally:
-        done.set()
-        watcher.join()
-    assert len(seen) > 10
-    assert max(seen) <= threads_before + 1  # + the watcher itself

@@ -1,8 +1,16 @@
-"""One thread setting for OpenMP kernels and BLAS."""
+"""Threads: the setting, fastnn's team (csrc/team.h) and BLAS pinned to one thread."""
+import ctypes
+import os
+import threading
+import time
+
+import numpy as np
 import pytest
+from conftest import run_python
 from threadpoolctl import threadpool_info
 
 import fastnn as fnn
+from fastnn import _engine, _threads
 
 
 def blas_threads():
@@ -10,10 +18,20 @@ def blas_threads():
             if lib["user_api"] == "blas"}
 
 
+@pytest.fixture
+def every_call_on_the_team():
+    """Plan a thread per flop: every call runs on as many threads as it is allowed."""
+    grain = _engine.get_grain()
+    _engine.set_grain(1.0)
+    yield
+    _engine.set_grain(grain)
+
+
 def test_default_is_the_available_cores():
-    assert fnn.get_num_threads() >= 1
     fnn.set_num_threads(None)
     assert fnn.get_num_threads() == fnn._threads.available_cores()
+    assert fnn.get_num_threads() == min(len(os.sched_getaffinity(0)),
+                                        fnn._threads.available_cores())
 
 
 def test_set_num_threads_limits_blas_too():
@@ -40,3 +58,187 @@ def test_bad_thread_counts(bad):
 def test_omp_num_threads_is_respected(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     assert fnn._threads.available_cores() == 1
+
+
+# -- the team ----------------------------------------------------------------------------
+
+OPTIMIZERS = {
+    "sgd": lambda: fnn.optim.SGD(lr=0.05, weight_decay=1e-3),
+    "momentum": lambda: fnn.optim.SGD(lr=0.05, momentum=0.9, dampening=0.1),
+    "nesterov": lambda: fnn.optim.SGD(lr=0.05, momentum=0.9, nesterov=True),
+    "adam": lambda: fnn.optim.Adam(lr=1e-2, amsgrad=True),
+    "adamw": lambda: fnn.optim.AdamW(lr=1e-2, weight_decay=0.1),
+    # eps 1e-3: with the default 1e-8, g / (sqrt(v) + eps) turns the rounding noise of
+    # gradients that are nearly zero into steps of size lr, so two runs that differ only in
+    # rounding drift apart over a few dozen steps (as torch's would between thread counts)
+    "rmsprop": lambda: fnn.optim.RMSprop(lr=1e-2, momentum=0.5, centered=True, eps=1e-3),
+    "adagrad": lambda: fnn.optim.Adagrad(lr=0.05, lr_decay=1e-3),
+}
+
+
+def every_kind_of_layer(dtype):
+    """Every layer kind, widths that split into uneven blocks of 16 units (50 = 16+16+18,
+    and a 10-unit layer that one thread owns), an L2 penalty, and a hidden softmax, which
+    works on whole rows."""
+    return fnn.Sequential([
+        fnn.Dense(12, 50, l2=1e-3), fnn.ReLU(), fnn.BatchNorm1d(50), fnn.Dropout(0.2),
+        fnn.Dense(50, 40), fnn.LeakyReLU(0.1), fnn.BatchNorm1d(40, affine=False),
+        fnn.Dense(40, 33), fnn.Tanh(), fnn.Dense(33, 10), fnn.Softmax(),
+        fnn.Dense(10, 20), fnn.Sigmoid(), fnn.Dense(20, 4)], dtype=dtype, seed=3)
+
+
+def train_everything(X, y, optimizer, n_threads, dtype="float64"):
+    """Parameters, buffers, predictions, evaluation and gradients after training on
+    n_threads threads."""
+    with fnn.threads(n_threads):
+        model = every_kind_of_layer(dtype)
+        model.fit(X, y, optimizer=OPTIMIZERS[optimizer](), epochs=2, batch_size=37,
+                  validation_data=(X[:50], y[:50]))
+        assert model.last_threads == n_threads  # the validation pass ran on the team too
+        results = model.parameters() + model.buffers() + [model.predict(X)]
+        results += model.gradients(X, y)
+        results.append(np.array([model.evaluate(X, y)["loss"]]))
+    return results
+
+
+@pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
+def test_one_two_and_more_threads_agree(rng, optimizer, every_call_on_the_team):
+    """Every optimizer and layer kind, float64: the same training on 1, 2, 3 and 5
+    threads ends with the same weights, statistics, predictions and gradients, up to the
+    rounding of BLAS's blocking and of the loss's partial sums (one step agrees to 1e-13;
+    22 steps of these optimizers grow that to at most 1e-10)."""
+    X = rng.normal(size=(400, 12))
+    y = rng.integers(0, 4, 400)
+    one = train_everything(X, y, optimizer, 1)
+    for n in (2, 3, 5):
+        for a, b in zip(one, train_everything(X, y, optimizer, n)):
+            np.testing.assert_allclose(b, a, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_fixed_thread_count_is_bitwise_reproducible(rng, dtype, every_call_on_the_team):
+    X = rng.normal(size=(300, 12)).astype(dtype)
+    y = rng.integers(0, 4, 300)
+    first, second = (train_everything(X, y, "adam", 3, dtype) for _ in range(2))
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_threads_are_sized_to_the_work():
+    """One thread for a small step, the allowed count for a large one; never more."""
+    small = fnn.Sequential([fnn.Dense(8, 4), fnn.ReLU(), fnn.Dense(4, 2)], seed=0)
+    large = fnn.Sequential([fnn.Dense(256, 512), fnn.ReLU(), fnn.Dense(512, 10)], seed=0)
+    X = np.zeros((1024, 256), np.float32)
+    with fnn.threads(3):
+        small.fit(X[:64, :8], np.zeros(64, int), batch_size=32)
+        assert small.last_threads == 1
+        large.fit(X, np.zeros(1024, int), batch_size=512)
+        assert large.last_threads == 3
+        large.predict(X[:1])
+        assert large.last_threads == 1
+    assert large._engine.plan_threads(512, 3, True, 64) == int(
+        2 * 512 * (256 * 512 + 512 * 10) * 3 // _engine.get_grain())
+
+
+def test_blas_is_pinned_to_one_thread_during_calls_and_restored(rng, every_call_on_the_team):
+    """While fit runs, the BLAS behind scipy.linalg.cython_blas is at one thread (the
+    team's threads make one-thread products: BLAS's pool never competes with them), and
+    afterwards it is back at the setting."""
+    assert _engine.blas_controlled()
+    path, _, get_address = _threads.scipy_blas()
+    assert "scipy" in os.path.basename(os.path.dirname(path))
+    get_blas_threads = ctypes.CFUNCTYPE(ctypes.c_int)(get_address)
+    fnn.set_num_threads(2)
+    assert get_blas_threads() == 2
+    model = fnn.Sequential([fnn.Dense(64, 256), fnn.ReLU(), fnn.Dense(256, 10)], seed=0)
+    X = rng.random((20000, 64), dtype=np.float32)
+    seen, done = set(), threading.Event()
+
+    def watch():
+        while not done.is_set():
+            seen.add(get_blas_threads())
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        model.fit(X, rng.integers(0, 10, 20000), epochs=2, batch_size=32)
+    finally:
+        done.set()
+        watcher.join()
+    assert model.last_threads == 2
+    assert 1 in seen
+    assert get_blas_threads() == 2
+
+
+def _process_cpu_seconds():
+    times = os.times()
+    return times.user + times.system
+
+
+def test_an_idle_team_uses_no_cpu(rng, every_call_on_the_team):
+    """After a call the team's workers sleep: fastnn spins no core between calls."""
+    model = fnn.Sequential([fnn.Dense(64, 128), fnn.ReLU(), fnn.Dense(128, 10)], seed=0)
+    X = rng.random((5000, 64), dtype=np.float32)
+    with fnn.threads(2):
+        model.fit(X, rng.integers(0, 10, 5000), epochs=1, batch_size=64)
+        assert model.last_threads == 2
+    before = _process_cpu_seconds()
+    time.sleep(0.5)
+    assert _process_cpu_seconds() - before < 0.1
+
+
+def test_two_models_train_at_once_from_two_python_threads(rng, every_call_on_the_team):
+    """The team runs one call at a time; a second call meanwhile runs on its own thread.
+    Both train exactly as they would alone."""
+    X = rng.normal(size=(2000, 12))
+    y = rng.integers(0, 4, 2000)
+
+    def train(model):
+        model.fit(X, y, optimizer=fnn.optim.Adam(lr=1e-2), epochs=3, batch_size=16)
+
+    expected = []
+    for seed in (0, 1):
+        model = every_kind_of_layer("float64")
+        model.seed = seed
+        with fnn.threads(2):
+            train(model)
+        expected.append(model.parameters())
+    models = [every_kind_of_layer("float64") for _ in range(2)]
+    for seed, model in enumerate(models):
+        model.seed = seed
+    with fnn.threads(2):
+        workers = [threading.Thread(target=train, args=(m,)) for m in models]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+    for model, params in zip(models, expected):
+        for a, b in zip(model.parameters(), params):
+            np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-13)
+
+
+def test_the_team_works_in_a_forked_child(tmp_path):
+    """A child forked after the team started has none of its workers: it starts its own."""
+    code = """if True:
+        import os, numpy as np, fastnn as fnn
+        from fastnn import _engine
+        _engine.set_grain(1.0)
+        X = np.random.default_rng(0).random((500, 20))
+        y = np.arange(500) % 3
+        def fit():
+            with fnn.threads(2):
+                m = fnn.Sequential([fnn.Dense(20, 32), fnn.ReLU(), fnn.Dense(32, 3)],
+                                   dtype="float64", seed=0)
+                m.fit(X, y, epochs=2, batch_size=50)
+                assert m.last_threads == 2
+                return m.parameters()[0]
+        parent = fit()
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0 if np.array_equal(fit(), parent) else 3)
+        _, status = os.waitpid(pid, 0)
+        print("child exit", os.waitstatus_to_exitcode(status))
+    """
+    result = run_python(["-c", code], cwd=tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("child exit 0")
