@@ -998,3 +998,20 @@ cdef class Engine:
         if X.dtype != self.dtype or not X.flags.c_contiguous or X.ndim != 2 \
                 or X.shape[1] != self.net.layers[0].n_in:
             raise TypeError("X must be a C-contiguous 2-D array of the engine dtype")
+
+
+cdef void barrier_job(void* ctx, int tid, int nt) noexcept nogil:
+    cdef int i
+    for i in range((<int*> ctx)[0]):
+        fastnn_barrier(nt)
+
+
+def barrier_seconds(int n_threads, int rounds=20000):
+    """Seconds per team barrier, on n_threads threads (bench/bench_projection.py)."""
+    import time
+    cdef int used
+    start = time.perf_counter()
+    with nogil:
+        used = fastnn_team_run(n_threads, barrier_job, &rounds)
+    seconds = time.perf_counter() - start
+    return seconds / rounds, used

@@ -14,7 +14,8 @@ cd "$work"
 rm -f fastnn/*.so csrc/*.c
 export CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -g -O1"
 export LDFLAGS="-fsanitize=address,undefined"
-python3 setup.py build_ext --inplace -q
+PYTHON="${PYTHON:-python3}"   # the interpreter (and its Cython) to build and test with
+"$PYTHON" setup.py build_ext --inplace -q
 export LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so)"
 export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
@@ -22,4 +23,4 @@ export PYTHONPATH="$work"
 # the real-data tests read MNIST beside the original checkout
 export FASTNN_MNIST="${FASTNN_MNIST:-$src/../shared/data/mnist}"
 export FASTNN_UNDER_SANITIZERS=1
-python3 -m pytest -q -p no:cacheprovider tests "$@"
+"$PYTHON" -m pytest -q -p no:cacheprovider tests "$@"

@@ -1,0 +1,136 @@
+"""Projection of fastnn's epoch against the GEMM floor on more cores than this machine has,
+from times measured here on one thread (issue 10, until a 16-core machine is at hand).
+
+On T threads the team (csrc/_engine.pyx, point 3) gives thread t one block of each
+layer's units, so a step costs about
+
+    products of the largest block (measured: the same one-thread BLAS calls one team
+    thread makes, with ceil(units / T) rounded up to 16)
+  + the rest of the step on one thread / T  (bias, activations, loss, gather, update:
+    measured as the one-thread epoch minus its one-thread products)
+  + barriers per step x the cost of one barrier on T threads (measured here on 2 threads;
+    assumed to grow linearly with T: one shared counter)
+
+and the floor is the one-thread products / T (BLAS scaling perfectly: a floor lower than
+any real one, so the projected ratio errs high). The 2-thread column is also measured, to
+show how far the model is from a real run.
+
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/bench_projection.py
+"""
+import argparse
+import json
+import sys
+import time
+
+import numpy as np
+
+import fastnn as fnn
+from fastnn import _engine, _kernels
+from fastnn.benchmark import NETWORKS, blas_description, load_data, time_fit, time_floor
+
+OPTIMIZERS = {"momentum": lambda: fnn.optim.SGD(lr=0.01, momentum=0.9),
+              "adam": lambda: fnn.optim.Adam(lr=1e-3)}
+UNIT_ALIGN = 16
+
+
+def largest_block(units, n_threads):
+    """The most units any thread owns (csrc/_engine.pyx's share())."""
+    blocks = -(-units // UNIT_ALIGN)
+    return max(min(units, (blocks * (t + 1) // n_threads) * UNIT_ALIGN)
+               - min(units, (blocks * t // n_threads) * UNIT_ALIGN) for t in range(n_threads))
+
+
+def block_products_seconds(widths, batch, n_threads, repeats=5):
+    """One thread's products in one step on n_threads threads: per layer, its block of
+    the forward product and the weight gradient, and of the input gradient (not below
+    the first layer); one-thread BLAS through scipy, as the team calls it."""
+    rng = np.random.default_rng(0)
+    calls = []
+    for layer, (n_in, n_out) in enumerate(zip(widths[:-1], widths[1:])):
+        u = largest_block(n_out, n_threads)
+        x = rng.random((batch, n_in), dtype=np.float32)
+        w = rng.random((u, n_in), dtype=np.float32)
+        g = rng.random((batch, u), dtype=np.float32)
+        calls += [(False, True, x, w, np.zeros((batch, u), np.float32)),   # Y = X W^T
+                  (True, False, g, x, np.zeros((u, n_in), np.float32))]    # dW = G^T X
+        if layer > 0:
+            c = largest_block(n_in, n_threads)
+            gz = rng.random((batch, n_out), dtype=np.float32)
+            wc = rng.random((n_out, c), dtype=np.float32)
+            calls.append((False, False, gz, wc, np.zeros((batch, c), np.float32)))  # dA
+    best = np.inf
+    with fnn.threads(1):
+        for _ in range(repeats):
+            start = time.perf_counter()
+            for _ in range(20):
+                for ta, tb, a, b, out in calls:
+                    _kernels.gemm(ta, tb, 1.0, a, b, 0.0, out)
+            best = min(best, (time.perf_counter() - start) / 20)
+    return best
+
+
+def barriers_per_step(widths):
+    """Barriers in a training step of an MLP: the gather, one before each Dense layer
+    but the first, two around the loss, one before each lower Dense in backward."""
+    n_dense = len(widths) - 1
+    return 1 + (n_dense - 1) + 2 + (n_dense - 1)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", default="1,2,4,8,16")
+    parser.add_argument("--batch-sizes", default="32,128,512")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args(argv)
+    counts = [int(t) for t in args.threads.split(",")]
+    X, y, source = load_data(60000)
+    barrier_2, used = _engine.barrier_seconds(2)
+    print(f"BLAS: {blas_description()}; data: {source}; a barrier on {used} threads here: "
+          f"{barrier_2 * 1e6:.2f} us (assumed x T/2 on T threads)")
+    print(f"{'network':<18} {'batch':>5} {'optimizer':>9} {'measured 1':>10} "
+          f"{'measured 2':>10} " + " ".join(f"{'proj ' + str(t):>8}" for t in counts))
+    rows = []
+    for name, widths in NETWORKS.items():
+        for batch in [int(b) for b in args.batch_sizes.split(",")]:
+            steps = -(-len(X) // batch)
+            with fnn.threads(1):
+                floor_1 = min(time_floor(widths, X, batch) for _ in range(args.repeats))
+            with fnn.threads(2):
+                floor_2 = min(time_floor(widths, X, batch) for _ in range(args.repeats))
+            products = {t: block_products_seconds(widths, batch, t) for t in counts}
+            for opt, make in OPTIMIZERS.items():
+                with fnn.threads(1):
+                    epoch_1 = min(time_fit(widths, X, y, batch, make)
+                                  for _ in range(args.repeats))
+                with fnn.threads(2):
+                    epoch_2 = min(time_fit(widths, X, y, batch, make)
+                                  for _ in range(args.repeats))
+                rest_step = max(0.0, epoch_1 - floor_1) / steps
+                projected = {}
+                for t in counts:
+                    step = (products[t] + rest_step / t
+                            + barriers_per_step(widths) * barrier_2 * max(1, t / 2)
+                            * (t > 1))
+                    projected[t] = step * steps / (floor_1 / t)
+                print(f"{name:<18} {batch:>5} {opt:>9} {epoch_1 / floor_1:10.2f} "
+                      f"{epoch_2 / floor_2:10.2f} "
+                      + " ".join(f"{projected[t]:8.2f}" for t in counts), flush=True)
+                rows.append({"network": name, "batch_size": batch, "optimizer": opt,
+                             "epoch_1_s": epoch_1, "floor_1_s": floor_1,
+                             "epoch_2_s": epoch_2, "floor_2_s": floor_2,
+                             "rest_per_step_s": rest_step,
+                             "block_products_per_step_s": {str(t): products[t]
+                                                           for t in counts},
+                             "projected_ratio": {str(t): projected[t] for t in counts}})
+    print("\ncolumns: fastnn / floor; measured on this machine at 1 and 2 threads, "
+          "projected for T threads by the model in this file's docstring")
+    if args.json:
+        with open(args.json, "w") as out:
+            json.dump({"blas": blas_description(), "barrier_2_threads_s": barrier_2,
+                       "rows": rows}, out, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
