@@ -9,25 +9,24 @@ The mask is kept as the scale factors (0 or 1 / (1 - p)): backward is one multip
 from cython cimport floating
 from libc.stdint cimport uint64_t
 
-from _mathf cimport select
 
 
 cdef enum:
-    SPLITMIX_GAMMA = 0x9E3779B97F4A7C15
-
-
-cdef inline uint64_t splitmix64_draw(uint64_t state, uint64_t k) noexcept nogil:
-    """The k-th output (k >= 1) of splitmix64 started at `state`: its state then is
-    state + k * gamma, so any draw is computed directly, without the ones before it."""
-    cdef uint64_t z = state + k * <uint64_t> SPLITMIX_GAMMA
-    z = (z ^ (z >> 30)) * <uint64_t> 0xBF58476D1CE4E5B9
-    z = (z ^ (z >> 27)) * <uint64_t> 0x94D049BB133111EB
-    return z ^ (z >> 31)
+    SPLITMIX_GAMMA = 0x9E3779B97F4A7C15  # also in csrc/dropout.h
 
 
 cdef inline uint64_t dropout_advance(uint64_t state, Py_ssize_t size) noexcept nogil:
     """The generator's state after the masks of `size` elements (one draw per two)."""
     return state + <uint64_t> ((size + 1) // 2) * <uint64_t> SPLITMIX_GAMMA
+
+
+cdef extern from "dropout.h":
+    void fastnn_dropout_f(const float* z, float* a, float* mask, Py_ssize_t first,
+                          Py_ssize_t count, float keep_scale, uint64_t threshold,
+                          uint64_t state) noexcept nogil
+    void fastnn_dropout_d(const double* z, double* a, double* mask, Py_ssize_t first,
+                          Py_ssize_t count, double keep_scale, uint64_t threshold,
+                          uint64_t state) noexcept nogil
 
 
 cdef inline void dropout_forward_block(const floating* z, floating* a, floating* mask,
@@ -39,18 +38,19 @@ cdef inline void dropout_forward_block(const floating* z, floating* a, floating*
     Element e = i * m + j takes the low (e even) or high (e odd) 32 bits of draw
     e // 2 + 1 from `state` and is dropped when they are below p * 2^32 (so P(drop) = p to
     within 2^-32). A block's masks are therefore those of the whole layer, whichever
-    thread draws them.
+    thread draws them. (The loop is in csrc/dropout.h, built per instruction set.)
     """
-    cdef Py_ssize_t i, j, e
+    cdef Py_ssize_t i, o
     cdef floating keep_scale = <floating> (1.0 / (1.0 - p))
-    cdef uint64_t threshold = <uint64_t> (p * 4294967296.0), r
-    cdef uint64_t low32 = 4294967295
+    cdef uint64_t threshold = <uint64_t> (p * 4294967296.0)
+    if c0 == 0 and c1 == m:  # whole rows: one run of n * m elements
+        n, m, c1 = 1, n * m, n * m
     for i in range(n):
-        for j in range(c0, c1):
-            e = i * m + j
-            r = splitmix64_draw(state, <uint64_t> (e // 2 + 1)) >> (32 * (e & 1))
-            mask[e] = select((r & low32) >= threshold, keep_scale, <floating> 0)
-            a[e] = z[e] * mask[e]
+        o = i * m + c0
+        if floating is float:
+            fastnn_dropout_f(z + o, a + o, mask + o, o, c1 - c0, keep_scale, threshold, state)
+        else:
+            fastnn_dropout_d(z + o, a + o, mask + o, o, c1 - c0, keep_scale, threshold, state)
 
 
 cdef inline void dropout_forward(const floating* z, floating* a, floating* mask,

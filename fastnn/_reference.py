@@ -171,3 +171,18 @@ def mlp_loss_and_gradients(layers, x, target, loss_name):
         else:
             g = activation_grad(kind, inp, g, *(() if params is None else (params,)))
     return value, grads
+
+
+def dropout_mask(shape, p, seed):
+    """Dropout's scale factors as csrc/_dropout.pxd defines them: element e (row-major) is
+    dropped when the low (e even) or high (e odd) 32 bits of splitmix64's draw e // 2 + 1
+    from `seed` are below p * 2^32, else scaled by 1 / (1 - p)."""
+    with np.errstate(over="ignore"):
+        e = np.arange(int(np.prod(shape)), dtype=np.uint64)
+        x = np.uint64(seed) + (e // np.uint64(2) + np.uint64(1)) * np.uint64(0x9E3779B97F4A7C15)
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        x = (x ^ (x >> np.uint64(31))) >> (np.uint64(32) * (e & np.uint64(1)))
+    kept = (x & np.uint64(0xFFFFFFFF)) >= np.uint64(int(p * 4294967296.0))
+    return np.where(kept, 1.0 / (1.0 - p), 0.0).reshape(shape)
+

@@ -297,6 +297,9 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=None, help="default 3; --quick: 1")
     parser.add_argument("--threads", default="all",
                         help="comma-separated thread counts; 'all' = the available cores")
+    parser.add_argument("--networks", default=None,
+                        help=f"comma-separated, of {', '.join(NETWORKS)} (default both; "
+                             f"--quick: the first)")
     parser.add_argument("--batch-sizes", default=None,
                         help="comma-separated (default 32,128,512; --quick: 32,512)")
     parser.add_argument("--optimizers", default="sgd,momentum",
@@ -314,7 +317,12 @@ def main(argv=None):
     repeats = args.repeats or (1 if args.quick else 3)
     batch_sizes = [int(b) for b in (args.batch_sizes or
                                     ("32,512" if args.quick else "32,128,512")).split(",")]
-    networks = {k: v for k, v in NETWORKS.items() if not args.quick or "256" in k}
+    names = (args.networks.split(",") if args.networks
+             else list(NETWORKS)[:1] if args.quick else list(NETWORKS))
+    for name in names:
+        if name not in NETWORKS:
+            parser.error(f"unknown network {name!r}; expected one of {', '.join(NETWORKS)}")
+    networks = {name: NETWORKS[name] for name in names}
     thread_counts = [fnn._threads.available_cores() if t == "all" else int(t)
                      for t in args.threads.split(",")]
     X, y, source = load_data(60000)

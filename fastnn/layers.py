@@ -76,6 +76,11 @@ class Dense(Layer):
     kind = "dense"
 
     def __init__(self, in_features, out_features, bias=True, init="he", l2=0.0):
+        self._settle(in_features, out_features, bias, init, l2)
+        self.reset_parameters(np.random.default_rng(), np.float32)
+
+    def _settle(self, in_features, out_features, bias, init, l2):
+        """Check the settings and allocate zeroed parameters (no random draw)."""
         self.in_features = check_int(in_features, "in_features")
         self.out_features = check_int(out_features, "out_features")
         if isinstance(l2, bool) or not isinstance(l2, (int, float, np.floating)) \
@@ -85,9 +90,10 @@ class Dense(Layer):
         if init not in _INITS:
             raise ValueError(f"unknown init {init!r}; expected one of {_INITS}")
         self.init = init
-        self._weight = np.empty((self.out_features, self.in_features), dtype=np.float32)
+        if not isinstance(bias, (bool, np.bool_)):
+            raise ValueError(f"bias must be True or False, got {bias!r}")
+        self._weight = np.zeros((self.out_features, self.in_features), dtype=np.float32)
         self._bias = np.zeros(self.out_features, dtype=np.float32) if bias else None
-        self.reset_parameters(np.random.default_rng(), np.float32)
 
     @property
     def weight(self):
@@ -154,7 +160,12 @@ class Dense(Layer):
         if in_width != self.in_features:
             raise ValueError(f"Dense({self.in_features}, {self.out_features}) expects "
                              f"{self.in_features} input features but receives {in_width}")
-        self.reset_parameters(rng, dtype)
+        if rng is not None:
+            self.reset_parameters(rng, dtype)
+        elif self._weight.dtype != dtype:  # to be filled by the caller (a file's values)
+            self._weight = np.zeros(self._weight.shape, dtype=dtype)
+            if self._bias is not None:
+                self._bias = np.zeros(self._bias.shape, dtype=dtype)
 
     def _spec(self, in_width):
         return (_engine.LAYER_KINDS["dense"], self.in_features, self.out_features, 0.0,
@@ -307,11 +318,16 @@ def get_activation(name):
     return ACTIVATIONS[name]()
 
 
-def layer_from_config(config):
-    """The layer that Layer._config() described."""
+def layer_from_config(config, initialise=True):
+    """The layer that Layer._config() described; with initialise=False a Dense layer's
+    parameters are left at zero for the caller to fill (no random draw)."""
     config = dict(config)
     kind = config.pop("kind")
     if kind == "dense":
+        if not initialise:
+            layer = Dense.__new__(Dense)
+            layer._settle(**config)
+            return layer
         return Dense(**config)
     if kind == "dropout":
         return Dropout(**config)

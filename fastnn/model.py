@@ -61,6 +61,17 @@ class Sequential:
     """
 
     def __init__(self, layers, dtype="float32", seed=None):
+        self._assemble(layers, dtype, seed, initialise=True)
+
+    @classmethod
+    def _uninitialised(cls, layers, dtype, seed):
+        """A model whose parameters are zero, for a caller that fills them (loading a file):
+        no random initialisation is drawn."""
+        model = cls.__new__(cls)
+        model._assemble(layers, dtype, seed, initialise=False)
+        return model
+
+    def _assemble(self, layers, dtype, seed, initialise):
         layers = [get_activation(layer) if isinstance(layer, str) else layer for layer in layers]
         for i, layer in enumerate(layers):
             if not isinstance(layer, Layer):
@@ -80,7 +91,7 @@ class Sequential:
         specs = []
         for i, layer in enumerate(layers):
             try:
-                layer._build(width, self.dtype, self._rng)
+                layer._build(width, self.dtype, self._rng if initialise else None)
             except ValueError as exc:
                 raise ValueError(f"layer {i}: {exc}") from None
             specs.append(layer._spec(width))

@@ -8,8 +8,11 @@ allow_pickle=False, so a file can never execute code. Writing goes to a temporar
 in the same folder, then renames it over the target: an interrupted save never leaves a
 truncated file in place of a good one.
 """
+import ast
+import errno
 import json
 import os
+import re
 import tempfile
 import zipfile
 
@@ -58,49 +61,240 @@ def save(model, path, include_optimizer=True):
         raise
 
 
+# Limits of what load() reads before trusting a file.
+MAX_CONFIG_BYTES = 1 << 20     # the JSON document
+MAX_NPY_HEADER = 4096          # an array's header (save() writes about 128 bytes)
+MAX_LAYERS = 100_000
+MAX_DIMENSION = 2**31 - 1      # BLAS counts in 32-bit ints
+_MEMBER = re.compile(r"(config|param_\d+|buffer_\d+|opt_\d+_\d+)\.npy")
+_TOP_KEYS = {"format", "version", "fastnn_version", "dtype", "seed", "layers", "rng",
+             "optimizer"}
+_LAYER_KEYS = {"dense": {"in_features", "out_features", "bias", "init", "l2"},
+               "dropout": {"p"}, "batchnorm": {"num_features", "eps", "momentum", "affine"},
+               "leaky_relu": {"negative_slope"}}
+_NPY_DTYPES = {"<f4": np.float32, "<f8": np.float64, "|u1": np.uint8}
+
+
 def load(path):
-    """Rebuild a Sequential model (and its optimizer, if saved) from a file of save()."""
+    """Rebuild a Sequential model (and its optimizer, if saved) from a file of save().
+
+    Safe with files from elsewhere: nothing in the file is executed (no pickle), and its
+    sizes are checked before they are trusted. The JSON config is read (at most 1 MB)
+    and validated first; every member must be one save() writes, stored uncompressed,
+    with its bytes inside the file; each array's header must match the shape and dtype
+    the config implies. Only then is the model allocated (without drawing a random
+    initialisation) and the arrays read into it.
+
+    Raises:
+        FileNotFoundError: no file at `path`.
+        ValueError: the file is not a fastnn model, or is damaged, naming what is wrong.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(errno.ENOENT, "no fastnn model file", path)
+    try:
+        with open(path, "rb") as f, zipfile.ZipFile(f) as archive:
+            return _load(archive, os.fstat(f.fileno()).st_size, path)
+    except (ValueError, zipfile.BadZipFile, zipfile.LargeZipFile, EOFError,
+            NotImplementedError, RecursionError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not a usable fastnn model file: {exc}") from None
+
+
+def _load(archive, file_size, path):
     from .model import Sequential
+    members = _check_members(archive, file_size, path)
+    if "config.npy" not in members:
+        raise ValueError(f"not a fastnn model file (no config member)")
+    config = _read_config(archive, members["config.npy"], path)
+    expected, optimizer = _plan(config, path)
+    names = set(members) - {"config.npy"}
+    if names != set(expected):
+        missing, extra = sorted(set(expected) - names), sorted(names - set(expected))
+        raise ValueError(f"the arrays do not match the model described in the file "
+                         f"(missing {missing}, unexpected {extra})")
+    offsets = {}
+    for name, (shape, dtype) in expected.items():
+        offsets[name] = _check_array(archive, members[name], shape, dtype, path)
+    # every array is in the file with the size the config implies: allocate, no draws
     try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {name: data[name] for name in data.files}
-        config = json.loads(bytes(arrays.pop("config")).decode())
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile,
-            UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: not a readable fastnn model file ({exc})") from None
-    if not isinstance(config, dict) or config.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a fastnn model file")
-    if config.get("version") != VERSION:
-        raise ValueError(f"{path}: unsupported fastnn file version {config.get('version')}")
+        layers = [layers_module.layer_from_config(c, initialise=False)
+                  for c in config["layers"]]
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"invalid model description: {exc}") from None
+    model = Sequential._uninitialised(layers, config["dtype"], config["seed"])
     try:
-        model = Sequential([layers_module.layer_from_config(c) for c in config["layers"]],
-                           dtype=config["dtype"], seed=config["seed"])
-        _copy_arrays(model.parameters(), arrays, "param_{}", path)
-        _copy_arrays(model.buffers(), arrays, "buffer_{}", path)
         model._rng.bit_generator.state = config["rng"]
-        if "optimizer" in config:
-            saved = config["optimizer"]
-            settings = dict(saved["config"])
-            if "betas" in settings:
-                settings["betas"] = tuple(settings["betas"])
-            opt = _OPTIMIZERS[saved["class"]](**settings)
-            opt._bind(model.parameters())
-            for i, state in enumerate(opt.state):
-                _copy_arrays(state, arrays, f"opt_{i}_{{}}", path)
-            opt.steps = int(saved["steps"])
-            model.optimizer = opt
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"{path}: corrupted or incompatible fastnn model file ({exc})") from None
+    except (TypeError, ValueError, KeyError, OverflowError) as exc:
+        raise ValueError(f"invalid generator state ({exc})") from None
+    targets = {f"param_{i}.npy": p for i, p in enumerate(model.parameters())}
+    targets.update({f"buffer_{i}.npy": b for i, b in enumerate(model.buffers())})
+    if optimizer is not None:
+        optimizer._bind(model.parameters())
+        optimizer.steps = config["optimizer"]["steps"]
+        for i, state in enumerate(optimizer.state):
+            targets.update({f"opt_{i}_{j}.npy": arr for j, arr in enumerate(state)})
+        model.optimizer = optimizer
+    for name, target in targets.items():
+        with archive.open(members[name]) as member:
+            member.read(offsets[name])
+            view = memoryview(target.reshape(-1)).cast("B")
+            if member.readinto(view) != view.nbytes or member.read(1):
+                raise ValueError(f"member {name} has the wrong length")
     return model
 
 
-def _copy_arrays(targets, arrays, pattern, path):
-    for i, target in enumerate(targets):
-        name = pattern.format(i)
-        if name not in arrays:
-            raise ValueError(f"missing array {name}")
-        source = arrays[name]
-        if source.shape != target.shape or source.dtype != target.dtype:
-            raise ValueError(f"array {name} has shape {source.shape} and dtype {source.dtype}, "
-                             f"expected {target.shape} {target.dtype}")
-        target[...] = source
+def _check_members(archive, file_size, path):
+    """{name: ZipInfo}, each a member save() writes, stored and inside the file."""
+    members = {}
+    for info in archive.infolist():
+        name = info.filename
+        if not _MEMBER.fullmatch(name) or name in members:
+            raise ValueError(f"unexpected member {name!r} (not written by fastnn)")
+        if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:
+            raise ValueError(f"member {name} is compressed or encrypted (fastnn "
+                             f"stores arrays uncompressed)")
+        if info.file_size != info.compress_size or \
+                info.header_offset + info.compress_size > file_size:
+            raise ValueError(f"member {name} declares {info.file_size} bytes that "
+                             f"the file does not hold")
+        members[name] = info
+    return members
+
+
+def _read_header(member, name, path):
+    """(shape, dtype, header length) of a .npy member, reading at most MAX_NPY_HEADER."""
+    start = member.read(10)
+    if len(start) < 10 or start[:6] != b"\x93NUMPY" or start[6] not in (1, 2, 3):
+        raise ValueError(f"member {name} is not a .npy array")
+    if start[6] == 1:
+        size, used = int.from_bytes(start[8:10], "little"), 10
+    else:
+        more = member.read(2)
+        size, used = int.from_bytes(start[8:10] + more, "little"), 12
+    if size > MAX_NPY_HEADER:
+        raise ValueError(f"member {name} has a {size}-byte header")
+    text = member.read(size)
+    try:
+        header = ast.literal_eval(text.decode("latin1"))
+    except (ValueError, SyntaxError, MemoryError, RecursionError, TypeError) as exc:
+        raise ValueError(f"member {name} has an unreadable header ({exc})") from None
+    if not isinstance(header, dict) or set(header) != {"descr", "fortran_order", "shape"} \
+            or header["descr"] not in _NPY_DTYPES or header["fortran_order"] is not False \
+            or not isinstance(header["shape"], tuple) or not all(
+                type(d) is int and 0 <= d <= MAX_DIMENSION for d in header["shape"]):
+        raise ValueError(f"member {name} has an unexpected header {text[:200]!r}")
+    return header["shape"], np.dtype(_NPY_DTYPES[header["descr"]]), used + size
+
+
+def _check_array(archive, info, shape, dtype, path):
+    """Check a member's header and length against (shape, dtype); returns where its data
+    starts."""
+    with archive.open(info) as member:
+        found_shape, found_dtype, offset = _read_header(member, info.filename, path)
+    if found_shape != shape or found_dtype != dtype:
+        raise ValueError(f"array {info.filename[:-4]} has shape {found_shape} and "
+                         f"dtype {found_dtype}, expected {shape} {np.dtype(dtype)}")
+    if info.file_size != offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize:
+        raise ValueError(f"array {info.filename[:-4]} has {info.file_size - offset} "
+                         f"data bytes for shape {shape}")
+    return offset
+
+
+def _read_config(archive, info, path):
+    """The JSON document: a 1-D uint8 array of at most MAX_CONFIG_BYTES."""
+    with archive.open(info) as member:
+        shape, dtype, offset = _read_header(member, "config.npy", path)
+        if dtype != np.uint8 or len(shape) != 1 or shape[0] > MAX_CONFIG_BYTES \
+                or info.file_size != offset + shape[0]:
+            raise ValueError(f"not a fastnn model file (config of shape {shape}, "
+                             f"{dtype})")
+        text = member.read(shape[0])
+    try:
+        config = json.loads(text.decode("utf-8"))
+    except (ValueError, RecursionError) as exc:
+        raise ValueError(f"not a fastnn model file (config: {exc})") from None
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise ValueError(f"not a fastnn model file")
+    if config.get("version") != VERSION:
+        raise ValueError(f"unsupported fastnn file version {config.get('version')!r}")
+    return config
+
+
+def _plan(config, path):
+    """Validate the config as data, before anything is allocated: {member: (shape,
+    dtype)} of the arrays the file must hold, and the optimizer (unbound) or None."""
+    def bad(what):
+        return ValueError(f"invalid model description: {what}")
+
+    unknown = set(config) - _TOP_KEYS
+    if unknown or not _TOP_KEYS - {"optimizer"} <= set(config):
+        raise bad(f"keys {sorted(config)}")
+    if config["dtype"] not in ("float32", "float64"):
+        raise bad(f"dtype {config['dtype']!r}")
+    if config["seed"] is not None and type(config["seed"]) is not int:
+        raise bad(f"seed {config['seed']!r}")
+    dtype = np.dtype(config["dtype"])
+    described = config["layers"]
+    if not isinstance(described, list) or not 1 <= len(described) <= MAX_LAYERS:
+        raise bad("layers must be a list of 1 to 100000 layers")
+    params, buffers, width = [], [], None
+    for i, layer in enumerate(described):
+        if not isinstance(layer, dict) or not isinstance(layer.get("kind"), str) or \
+                layer["kind"] not in set(_LAYER_KEYS) | set(layers_module.ACTIVATIONS):
+            raise bad(f"layer {i}: {str(layer)[:100]}")
+        allowed = _LAYER_KEYS.get(layer["kind"], set())
+        if not set(layer) - {"kind"} <= allowed:
+            raise bad(f"layer {i}: unexpected settings {sorted(set(layer) - {'kind'})}")
+        for key, value in layer.items():  # numbers and flags only: no nested documents
+            if key != "kind" and key != "init" and not isinstance(value, (int, float, bool)):
+                raise bad(f"layer {i}: {key} = {str(value)[:100]}")
+        if layer["kind"] == "dense":
+            n_in, n_out = layer.get("in_features"), layer.get("out_features")
+            if not all(type(v) is int and 1 <= v <= MAX_DIMENSION for v in (n_in, n_out)) \
+                    or n_in * n_out > MAX_DIMENSION:
+                raise bad(f"layer {i}: Dense({n_in}, {n_out})")
+            if width is not None and n_in != width:
+                raise bad(f"layer {i}: Dense({n_in}, {n_out}) after a layer of width {width}")
+            params.append((n_out, n_in))
+            if layer.get("bias", True):
+                params.append((n_out,))
+            width = n_out
+        elif layer["kind"] == "batchnorm":
+            n = layer.get("num_features")
+            if type(n) is not int or not 1 <= n <= MAX_DIMENSION or (width or n) != n:
+                raise bad(f"layer {i}: BatchNorm1d({n}) after a layer of width {width}")
+            if layer.get("affine", True):
+                params += [(n,), (n,)]
+            buffers += [(n,), (n,)]
+            width = n
+    if width is None:
+        raise bad("no Dense layer")
+    expected = {f"param_{i}.npy": (shape, dtype) for i, shape in enumerate(params)}
+    expected.update({f"buffer_{i}.npy": (shape, dtype) for i, shape in enumerate(buffers)})
+    optimizer = None
+    if "optimizer" in config:
+        optimizer = _optimizer(config["optimizer"], bad)
+        for i, shape in enumerate(params):
+            expected.update({f"opt_{i}_{j}.npy": (shape, dtype)
+                             for j in range(optimizer.n_state)})
+    return expected, optimizer
+
+
+def _optimizer(saved, bad):
+    """The optimizer a config describes, unbound, with its settings checked."""
+    if not isinstance(saved, dict) or set(saved) != {"class", "config", "steps"} \
+            or not isinstance(saved["class"], str) or saved["class"] not in _OPTIMIZERS or not isinstance(saved["config"], dict) \
+            or type(saved["steps"]) is not int or saved["steps"] < 0:
+        raise bad(f"optimizer {str(saved)[:200]}")
+    settings = dict(saved["config"])
+    if "betas" in settings:
+        if not isinstance(settings["betas"], list) or len(settings["betas"]) != 2:
+            raise bad(f"optimizer betas {settings['betas']!r}")
+        settings["betas"] = tuple(settings["betas"])
+    for key, value in settings.items():
+        if not isinstance(value, (int, float, bool, tuple)):
+            raise bad(f"optimizer setting {key} = {str(value)[:100]}")
+    try:
+        return _OPTIMIZERS[saved["class"]](**settings)
+    except (TypeError, ValueError) as exc:
+        raise bad(f"optimizer: {exc}") from None

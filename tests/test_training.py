@@ -203,10 +203,12 @@ def test_loading_bad_files_raises_value_error(Xy, tmp_path):
     (tmp_path / "garbage.npz").write_bytes(b"\x00" * 100)
     np.savez(tmp_path / "foreign.npz", a=np.arange(3))
     np.save(tmp_path / "pickled.npy", np.array([{"evil": 1}], dtype=object))
-    for name in ("truncated.npz", "garbage.npz", "foreign.npz", "pickled.npy",
-                 "missing.npz"):
-        with pytest.raises(ValueError, match="fastnn model file"):
+    for name in ("truncated.npz", "garbage.npz", "foreign.npz", "pickled.npy"):
+        with pytest.raises(ValueError, match="not a usable fastnn model file") as error:
             fnn.load(tmp_path / name)
+        assert "allow_pickle" not in str(error.value)
+    with pytest.raises(FileNotFoundError):
+        fnn.load(tmp_path / "missing.npz")
 
 
 def test_dropout_is_identity_outside_fit_and_reproducible(Xy):
