@@ -97,3 +97,31 @@ def test_batchnorm_trains_saves_and_rejects_batches_of_one(rng, tmp_path):
         model.fit(X[:33], y[:33], batch_size=32)
     with pytest.raises(ValueError, match="receives 6 features"):
         fnn.Sequential([fnn.BatchNorm1d(5), fnn.Dense(6, 2)])
+
+
+def test_affine_free_batch_norm_trains_by_its_gradient(rng):
+    """One plain SGD step on a network with BatchNorm1d(affine=False) moves every weight by
+    -lr times the gradient of the training-mode loss (batch statistics), taken by central
+    differences of the loss written in NumPy."""
+    X, y = rng.normal(1, 2, size=(12, 4)), rng.integers(0, 3, 12)
+    model = fnn.Sequential([fnn.Dense(4, 5), fnn.BatchNorm1d(5, affine=False), fnn.Tanh(),
+                            fnn.Dense(5, 3)], dtype="float64", seed=0)
+    before = [p.copy() for p in model.parameters()]
+
+    def loss(W1, b1, W2, b2):
+        z = X @ W1.T + b1
+        logits = np.tanh((z - z.mean(0)) / np.sqrt(z.var(0) + 1e-5)) @ W2.T + b2
+        shifted = logits - logits.max(1, keepdims=True)
+        return float(np.mean(np.log(np.exp(shifted).sum(1)) - shifted[np.arange(12), y]))
+
+    model.fit(X, y, optimizer=fnn.optim.SGD(lr=0.1), epochs=1, batch_size=12, shuffle=False)
+    for i, old in enumerate(before):
+        numeric = np.zeros_like(old)
+        for idx in np.ndindex(old.shape):
+            args = [p.copy() for p in before]
+            args[i][idx] += 1e-6
+            up = loss(*args)
+            args[i][idx] -= 2e-6
+            numeric[idx] = (up - loss(*args)) / 2e-6
+        np.testing.assert_allclose(model.parameters()[i], old - 0.1 * numeric, rtol=1e-6,
+                                   atol=1e-8)

@@ -270,3 +270,67 @@ def test_parameter_size_guard_without_allocating():
 
     with pytest.raises(ValueError, match="more than BLAS's 32-bit limit"):
         fnn.Sequential([Huge(2**16, 2**15 + 1)])
+
+
+class _EngineSpy:
+    """Stands in for a model's engine, recording the row order of every train_epoch."""
+
+    def __init__(self, engine):
+        self._engine, self.orders = engine, []
+
+    def train_epoch(self, X, targets, labels, order, *args):
+        self.orders.append(None if order is None else order.copy())
+        return self._engine.train_epoch(X, targets, labels, order, *args)
+
+    def __getattr__(self, name):
+        return getattr(self._engine, name)
+
+
+def _epoch_orders(seed, X, y, epochs=3):
+    model = small_model(seed=seed)
+    spy = model._engine = _EngineSpy(model._engine)
+    model.fit(X, y, optimizer=fnn.optim.SGD(lr=0.1), epochs=epochs, batch_size=16)
+    return spy.orders
+
+
+def test_shuffling_visits_every_row_once_in_a_new_order_each_epoch_from_the_seed(rng):
+    """Each epoch's order is a permutation of the rows; consecutive epochs differ; the
+    orders follow the model's seed (the same seed the same orders, another seed others)."""
+    X, y = data(rng, n=200)
+    orders = _epoch_orders(7, X, y)
+    assert len(orders) == 3
+    for order in orders:
+        np.testing.assert_array_equal(np.sort(order), np.arange(200))
+    assert all((a != b).any() for a, b in zip(orders, orders[1:]))
+    for a, b in zip(orders, _epoch_orders(7, X, y)):
+        np.testing.assert_array_equal(a, b)
+    assert all((a != b).any() for a, b in zip(orders, _epoch_orders(8, X, y)))
+    expected = np.random.default_rng(7)  # the permutations come from the model's generator
+    model = small_model(seed=7)
+    expected.bit_generator.state = model._rng.bit_generator.state
+    np.testing.assert_array_equal(orders[0], expected.permutation(200))
+
+
+def test_dropout_in_fit_scales_the_kept_units_by_one_over_keep(rng):
+    """One plain SGD step through Dropout(p) equals NumPy's step with the layer's masks:
+    the documented generator seeded from the model's, kept units scaled by 1 / (1 - p)."""
+    from fastnn import _reference as ref
+    X, y = rng.normal(size=(10, 4)), rng.integers(0, 3, 10)
+    p = 0.4
+    model = fnn.Sequential([fnn.Dense(4, 30), fnn.Dropout(p), fnn.Dense(30, 3)],
+                           dtype="float64", seed=5)
+    W1, b1, W2, b2 = (a.copy() for a in model.parameters())
+    generator = np.random.default_rng()
+    generator.bit_generator.state = model._rng.bit_generator.state
+    mask = ref.dropout_mask((10, 30), p, int(generator.integers(2**63)))
+    model.fit(X, y, optimizer=fnn.optim.SGD(lr=0.5), epochs=1, batch_size=10, shuffle=False)
+    h = (X @ W1.T + b1) * mask
+    logits = h @ W2.T + b2
+    probs = np.exp(logits - logits.max(1, keepdims=True))
+    probs /= probs.sum(1, keepdims=True)
+    g = (probs - np.eye(3)[y]) / 10
+    gh = (g @ W2) * mask
+    for new, old, grad in zip(model.parameters(), (W1, b1, W2, b2),
+                              (gh.T @ X, gh.sum(0), g.T @ h, g.sum(0))):
+        np.testing.assert_allclose(new, old - 0.5 * grad, rtol=1e-12, atol=1e-14)
+    assert set(np.unique(mask)) == {0.0, 1 / (1 - p)}
