@@ -413,7 +413,8 @@ def main(argv=None):
 
 def plot(rows, path, source):
     """Samples/s against batch size, one line per tool, one panel per network and thread
-    count; says so and returns when matplotlib is not installed."""
+    count; returns the figure, or says so and returns None when matplotlib is not
+    installed."""
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -446,6 +447,7 @@ def plot(rows, path, source):
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     print(f"plot written to {path}")
+    return fig
 
 
 PEERS = {"numpy": time_numpy, "sklearn": time_sklearn, "jax": time_jax}

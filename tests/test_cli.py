@@ -56,27 +56,54 @@ def test_lookup_order(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_bench_command_writes_json(tmp_path):
+def test_bench_command_describes_its_run_in_json(tmp_path):
+    """The JSON holds a row per thread count asked for, in seconds, with the plan each ran
+    on, the same figures the table printed, and the scaling table over the counts."""
+    import json
     path = tmp_path / "bench.json"
-    result = run_python(["-m", "fastnn", "bench", "--quick", "--threads", "1",
+    result = run_python(["-m", "fastnn", "bench", "--quick", "--threads", "1,2",
                          "--batch-sizes", "512", "--optimizers", "sgd", "--no-torch",
-                         "--json", str(path)], cwd=tmp_path)
+                         "--peers", "", "--json", str(path)], cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "kernel=" in result.stdout and "ratio" in result.stdout
-    data = __import__("json").loads(path.read_text())
-    (row,) = data["rows"]
-    assert row["threads"] == 1 and row["batch_size"] == 512 and row["ratio"] > 0.5
-    assert row["samples_per_s"] == pytest.approx(60000 / row["fastnn_s"])
+    assert "kernel=" in result.stdout
+    data = json.loads(path.read_text())
+    rows = data["rows"]
+    assert [r["threads"] for r in rows] == [1, 2]
+    printed = [line.split() for line in result.stdout.splitlines()
+               if line.startswith("784-256-128-10") and " sgd " in line]
+    assert len(printed) == 2
+    for row, line in zip(rows, printed):
+        assert (row["network"], row["batch_size"], row["optimizer"]) == (
+            "784-256-128-10", 512, "sgd")
+        assert 1 <= row["plan_threads"] <= row["threads"]
+        assert row["samples"] == 60000 and row["torch_s"] is None
+        assert 0 < row["fastnn_s"] < 60 and 0 < row["floor_s"] < 60  # seconds an epoch
+        assert line[1:4] == [str(row["threads"]), str(row["plan_threads"]), "512"]
+        assert float(line[5]) == pytest.approx(row["fastnn_s"], abs=5e-4)
+        assert float(line[7]) == pytest.approx(row["floor_s"], abs=5e-4)
+    scaling = data["scaling"]
+    assert [s["threads"] for s in scaling] == [1, 2]
+    assert [s["fastnn_s"] for s in scaling] == [r["fastnn_s"] for r in rows]
+    assert scaling[0]["speedup"] == 1.0 and scaling[1]["speedup_over_threads"] == 1
 
 
-def test_bench_plot(tmp_path):
+def test_bench_plot_draws_a_panel_per_network_and_a_line_per_tool(tmp_path):
     pytest.importorskip("matplotlib")
     from fastnn.benchmark import plot
-    rows = [{"network": "784-256-128-10", "threads": 2, "batch_size": b, "optimizer": opt,
+    rows = [{"network": net, "threads": 2, "batch_size": b, "optimizer": opt,
              "samples": 60000, "fastnn_s": s, "samples_per_s": 60000 / s, "floor_s": s,
              "ratio": 1.0, "torch_s": 2 * s if opt == "momentum" else None,
              "numpy_s": 1.5 * s, "sklearn_s": None, "jax_s": 1.2 * s}
+            for net in ("784-256-128-10", "784-1024-1024-10")
             for b, s in [(32, 0.6), (128, 0.4), (512, 0.35)] for opt in ("sgd", "momentum")]
     path = tmp_path / "bench.png"
-    plot(rows, path, "synthetic")
+    fig = plot(rows, path, "synthetic")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [ax.get_title() for ax in fig.axes] == ["784-1024-1024-10, 2 thread(s)",
+                                                   "784-256-128-10, 2 thread(s)"]
+    for ax in fig.axes:  # fastnn's two optimizers, torch, numpy and jax (no sklearn time)
+        labels = sorted(line.get_label() for line in ax.get_lines())
+        assert labels == ["fastnn (momentum)", "fastnn (sgd)", "jax", "numpy", "torch"]
+        fastnn_sgd = next(line for line in ax.get_lines() if line.get_label() == "fastnn (sgd)")
+        assert list(fastnn_sgd.get_xdata()) == [32, 128, 512]
+        assert list(fastnn_sgd.get_ydata()) == pytest.approx([1e5, 1.5e5, 60000 / 0.35])

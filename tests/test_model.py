@@ -243,18 +243,29 @@ def test_concurrent_predict_equals_serial(rng):
         np.testing.assert_array_equal(r, expected)
 
 
-def test_ctrl_c_stops_fit_within_a_batch_and_keeps_finite_parameters(rng):
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_ctrl_c_stops_fit_within_a_batch_and_keeps_finite_parameters(rng, n_threads):
+    """On one thread and on the team (thread 0 checks for signals between steps and the
+    team stops together). Python's own SIGINT handler is installed for the test, so it
+    runs the same when the process inherited an ignored SIGINT (a shell's background job)."""
     import os
     import signal
     X = rng.normal(size=(50000, 100)).astype(np.float32)
     y = rng.integers(0, 10, 50000)
     model = fnn.Sequential([fnn.Dense(100, 512), fnn.ReLU(), fnn.Dense(512, 10)], seed=0)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
-    timer.start()
-    start = __import__("time").perf_counter()
-    with pytest.raises(KeyboardInterrupt):
-        model.fit(X, y, epochs=1000, batch_size=64)
-    assert __import__("time").perf_counter() - start < 5
+    try:
+        with fnn.threads(n_threads):
+            timer.start()
+            start = __import__("time").perf_counter()
+            with pytest.raises(KeyboardInterrupt):
+                model.fit(X, y, epochs=1000, batch_size=64)
+            assert __import__("time").perf_counter() - start < 5
+            assert model.last_threads == n_threads
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGINT, previous)
     assert model.optimizer.steps > 0
     assert all(np.isfinite(p).all() for p in model.parameters())
     model.fit(X[:100], y[:100], epochs=1)  # the model is usable afterwards
