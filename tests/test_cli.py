@@ -69,7 +69,8 @@ def test_bench_command_describes_its_run_in_json(tmp_path):
     data = json.loads(path.read_text())
     rows = data["rows"]
     assert [r["threads"] for r in rows] == [1, 2]
-    printed = [line.split() for line in result.stdout.splitlines()
+    table, scaling_part = result.stdout.split("\nscaling (")
+    printed = [line.split() for line in table.splitlines()
                if line.startswith("784-256-128-10") and " sgd " in line]
     assert len(printed) == 2
     for row, line in zip(rows, printed):
@@ -82,6 +83,8 @@ def test_bench_command_describes_its_run_in_json(tmp_path):
         assert float(line[5]) == pytest.approx(row["fastnn_s"], abs=5e-4)
         assert float(line[7]) == pytest.approx(row["floor_s"], abs=5e-4)
     scaling = data["scaling"]
+    assert len([line for line in scaling_part.splitlines()
+                if line.startswith("784-256-128-10")]) == len(scaling)
     assert [s["threads"] for s in scaling] == [1, 2]
     assert [s["fastnn_s"] for s in scaling] == [r["fastnn_s"] for r in rows]
     assert scaling[0]["speedup"] == 1.0 and scaling[1]["speedup_over_threads"] == 1
