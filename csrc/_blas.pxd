@@ -41,7 +41,7 @@ cdef inline void gemv(bint trans_a, int m, int n, floating alpha, const floating
 
 
 cdef inline void axpy(int n, floating alpha, const floating* x, floating* y) noexcept nogil:
-    """y += alpha * x (BLAS threads it for long vectors, in its own thread pool)."""
+    """y += alpha * x."""
     cdef int one = 1
     if floating is float:
         blas.saxpy(&n, &alpha, <float*> x, &one, y, &one)

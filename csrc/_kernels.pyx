@@ -183,8 +183,9 @@ def gemm_floor_epoch(list widths, Py_ssize_t batch_size, Py_ssize_t n_samples, d
                      X=None):
     """Seconds for only the matrix products of one training epoch of an MLP with these
     layer widths (input first): per batch and layer, forward x @ W.T and weight gradient
-    g.T @ x, plus the input gradient g @ W for every layer but the first. Same BLAS,
-    same calling thread as the engine; nothing else is done.
+    g.T @ x, plus the input gradient g @ W for every layer but the first, each one call
+    through the same BLAS with its own threads (as set by fnn.set_num_threads); nothing
+    else is done.
 
     With X (C-contiguous, n_samples x widths[0], of `dtype`), the first layer reads each
     batch's rows from X, as training does, instead of one block that stays in cache.

@@ -142,8 +142,7 @@ cdef inline void sgd_momentum_finish(const double* hyper, double l2, floating al
                                      Py_ssize_t n) noexcept nogil:
     """After c = c + alpha * g (the GEMM; b = scale * c): fold in weight decay, step p.
 
-    Two AXPYs rather than an OpenMP loop: this pass runs between GEMMs, and BLAS's own
-    threads do it without waking a second thread pool to compete with BLAS's.
+    Two one-thread AXPYs over the calling thread's block of the parameter.
     """
     cdef floating decay = alpha * <floating> (hyper[4] + l2)
     if decay != 0:
