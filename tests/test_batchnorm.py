@@ -71,6 +71,34 @@ def test_running_statistics_follow_torch(rng):
     np.testing.assert_allclose(model.predict(X), expected, rtol=1e-12)
 
 
+def test_running_variance_over_batches_of_different_sizes(rng):
+    """An independent check of the unbiased running variance: batches of 24, 24 and 16
+    rows each contribute var * n / (n - 1) of their own n, while the normalization in
+    training uses the biased variance (checked through the weights the steps reach)."""
+    X = rng.normal(-1, 3, size=(64, 3))
+    y = rng.normal(size=(64, 2))
+    model = fnn.Sequential([fnn.BatchNorm1d(3, momentum=0.3, affine=False),
+                            fnn.Dense(3, 2)], dtype="float64", seed=2)
+    W, b = (p.copy() for p in model.parameters())
+    model.fit(X, y, loss="mse", optimizer=fnn.optim.SGD(lr=0.1), epochs=1, batch_size=24,
+              shuffle=False)
+    rm, rv = np.zeros(3), np.ones(3)
+    for start in (0, 24, 48):
+        batch = X[start:start + 24]
+        rm = 0.7 * rm + 0.3 * batch.mean(0)
+        rv = 0.7 * rv + 0.3 * batch.var(0, ddof=1)
+    np.testing.assert_allclose(model.buffers()[0], rm, rtol=1e-12)
+    np.testing.assert_allclose(model.buffers()[1], rv, rtol=1e-12)
+    # the three steps in NumPy: each batch normalized by its own biased variance
+    for start in (0, 24, 48):
+        batch, target = X[start:start + 24], y[start:start + 24]
+        h = (batch - batch.mean(0)) / np.sqrt(batch.var(0) + 1e-5)
+        g = 2 * (h @ W.T + b - target) / (len(batch) * 2)  # mse: mean over n x 2 entries
+        W, b = W - 0.1 * g.T @ h, b - 0.1 * g.sum(0)
+    np.testing.assert_allclose(model.parameters()[0], W, rtol=1e-10)
+    np.testing.assert_allclose(model.parameters()[1], b, rtol=1e-10)
+
+
 def test_evaluation_mode_gradients(rng):
     model = fnn.Sequential([fnn.Dense(4, 6), fnn.BatchNorm1d(6), fnn.Tanh(), fnn.Dense(6, 3)],
                            dtype="float64", seed=1)
