@@ -15,6 +15,12 @@ def info(args):
     print(f"BLAS: {blas.get('internal_api', '?')} {blas.get('version', '?')} (kernel "
           f"{blas.get('architecture', '?')}, {blas.get('num_threads', '?')} threads outside "
           f"fastnn), from scipy.linalg.cython_blas: {blas.get('filepath', '?')}")
+    from threadpoolctl import threadpool_info
+    for other in threadpool_info():  # numpy's own BLAS, which fastnn does not call
+        if other["user_api"] == "blas" and other.get("filepath") != blas.get("filepath"):
+            print(f"other BLAS in this process (numpy's; not used by fastnn): "
+                  f"{other.get('internal_api', '?')} {other.get('version', '?')}, "
+                  f"{other.get('filepath', '?')}")
     print(f"threads: up to {_threads.get_num_threads()} (cores available: "
           f"{_threads.available_cores()}, OMP_NUM_THREADS="
           f"{os.environ.get('OMP_NUM_THREADS', 'unset')}); each call runs on a team sized "

@@ -23,6 +23,10 @@ def test_info(capsys):
     assert f"{ours[0]['internal_api']} {ours[0]['version']}" in blas_line
     assert "scipy" in os.path.basename(os.path.dirname(ours[0]["filepath"]))
     assert "no OpenMP" in out
+    others = [i for i in threadpool_info() if i["user_api"] == "blas" and i is not ours[0]
+              and i["filepath"] != ours[0]["filepath"]]
+    for other in others:  # numpy's BLAS, named apart from fastnn's
+        assert f"not used by fastnn): {other['internal_api']} {other['version']}" in out
 
 
 @pytest.mark.slow
