@@ -7,6 +7,14 @@
 """
 __version__ = "0.1.0"
 
+try:
+    from . import _engine  # noqa: F401  the compiled extension everything else needs
+except ImportError as exc:  # e.g. python run inside a checkout that was never built
+    raise ImportError(
+        f"fastnn's compiled extensions are not importable from {__path__[0]} ({exc}). "
+        f"Install fastnn (pip install .) and run from another folder, or build them in "
+        f"this checkout for development: pip install -e .") from exc
+
 from . import callbacks, losses, optim
 from ._threads import get_num_threads, set_num_threads, threads
 from .callbacks import Callback, EarlyStopping

@@ -114,3 +114,28 @@ def test_bench_plot_draws_a_panel_per_network_and_a_line_per_tool(tmp_path):
         fastnn_sgd = next(line for line in ax.get_lines() if line.get_label() == "fastnn (sgd)")
         assert list(fastnn_sgd.get_xdata()) == [32, 128, 512]
         assert list(fastnn_sgd.get_ydata()) == pytest.approx([1e5, 1.5e5, 60000 / 0.35])
+
+
+def test_an_unbuilt_source_folder_says_what_to_run(tmp_path):
+    """Python started inside a checkout whose extensions were never built imports the
+    source folder: the error says how to install or build, not a circular import."""
+    import shutil
+    import subprocess
+    import sys
+    source = os.path.dirname(__import__("fastnn").__file__)
+    shutil.copytree(source, tmp_path / "fastnn",
+                    ignore=shutil.ignore_patterns("*.so", "*.pyd", "__pycache__"))
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+
+    def python(code):
+        return subprocess.run([sys.executable, "-c", code], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=60, env=env)
+
+    hooks = python("import sys; print([f.__module__ for f in sys.meta_path "
+                   "if 'editable' in getattr(f, '__module__', '') and 'fastnn' in f.__module__])")
+    if hooks.stdout.strip() != "[]":
+        pytest.skip(f"fastnn is installed editable here ({hooks.stdout.strip()}): its import "
+                    f"hook finds the built extensions from any folder")
+    result = python("import fastnn")
+    assert result.returncode != 0
+    assert "pip install -e ." in result.stderr and "compiled extensions" in result.stderr

@@ -252,3 +252,14 @@ def test_dropout_regularizes_and_saves(Xy, tmp_path):
     np.testing.assert_array_equal(fnn.load(tmp_path / "d.npz").predict(X), m.predict(X))
     with pytest.raises(ValueError, match=r"dropout probability must be in \[0, 1\)"):
         fnn.Dropout(1.0)
+
+
+def test_saved_files_get_a_new_files_permissions_or_keep_the_old_ones(tmp_path):
+    mask = os.umask(0o022)
+    os.umask(mask)
+    path = tmp_path / "m.npz"
+    model().save(path)
+    assert os.stat(path).st_mode & 0o777 == 0o666 & ~mask
+    os.chmod(path, 0o640)
+    model().save(path)
+    assert os.stat(path).st_mode & 0o777 == 0o640
