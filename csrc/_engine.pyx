@@ -406,6 +406,17 @@ cdef void dense_update(Net* net, Counters* c, int l, const floating* inp, Py_ssi
         finish_update(net, c, L.bias_param, bdest, c0, c1 - c0, dest_w)
 
 
+cdef inline void meet(Net* net, Counters* c, int* layout, int wanted, int* pending,
+                      Py_ssize_t n, bint update, double grad_beta, int tid, int nt,
+                      floating* tag) noexcept nogil:
+    """sync(); after a barrier, the weight update a Dense layer left pending (every thread
+    has read that W for its input-gradient columns by then)."""
+    if sync(layout, wanted, nt) and pending[0] >= 0:
+        dense_update(net, c, pending[0], <floating*> net.layers[pending[0] - 1].out, n,
+                     update, grad_beta, tid, nt)
+        pending[0] = -1
+
+
 cdef void backward(Net* net, Counters* c, const floating* x, Py_ssize_t n, int n_run,
                    bint update, double grad_beta, int tid, int nt) noexcept nogil:
     """Backpropagate layers[n_run - 1].grad (complete); each parameter block's gradient
@@ -427,10 +438,7 @@ cdef void backward(Net* net, Counters* c, const floating* x, Py_ssize_t n, int n
         inp = x if l == 0 else <floating*> net.layers[l - 1].out
         grad_in = <floating*> net.layers[l - 1].grad if L.need_grad_in else NULL
         if L.kind == DENSE:
-            if sync(&layout, WHOLE, nt) and pending >= 0:
-                dense_update(net, c, pending, <floating*> net.layers[pending - 1].out, n,
-                             update, grad_beta, tid, nt)
-                pending = -1
+            meet(net, c, &layout, WHOLE, &pending, n, update, grad_beta, tid, nt, g)
             if grad_in != NULL:
                 share(L.n_in, tid, nt, UNIT_ALIGN, &c0, &c1)
                 dense_input_grad(g, at(L.weight, c0, g), grad_in + c0, <int> n,
@@ -440,10 +448,7 @@ cdef void backward(Net* net, Counters* c, const floating* x, Py_ssize_t n, int n
             else:
                 dense_update(net, c, l, inp, n, update, grad_beta, tid, nt)
         elif L.kind == SOFTMAX:
-            if sync(&layout, ROWS, nt) and pending >= 0:
-                dense_update(net, c, pending, <floating*> net.layers[pending - 1].out, n,
-                             update, grad_beta, tid, nt)
-                pending = -1
+            meet(net, c, &layout, ROWS, &pending, n, update, grad_beta, tid, nt, g)
             if grad_in != NULL:
                 share(n, tid, nt, 1, &c0, &c1)
                 activation_backward(SOFTMAX, L.slope, inp + c0 * m,
@@ -451,10 +456,7 @@ cdef void backward(Net* net, Counters* c, const floating* x, Py_ssize_t n, int n
                                     c1 - c0, m)
                 layout = ROWS
         else:
-            if sync(&layout, COLS, nt) and pending >= 0:
-                dense_update(net, c, pending, <floating*> net.layers[pending - 1].out, n,
-                             update, grad_beta, tid, nt)
-                pending = -1
+            meet(net, c, &layout, COLS, &pending, n, update, grad_beta, tid, nt, g)
             share(m, tid, nt, UNIT_ALIGN, &c0, &c1)
             if L.kind == BATCHNORM:
                 if c1 > c0 and update:
