@@ -51,8 +51,8 @@ class Sequential:
         layers: a list of fastnn layers (an activation may be given by name, "relu");
             at least one Dense. Widths must chain.
         dtype: "float32" (default) or "float64": the parameters' and computation's type.
-        seed: seeds the weight initialisation and the shuffling in fit. With the same
-            seed, data and one thread, training is bitwise reproducible.
+        seed: seeds the weight initialisation, the shuffling and dropout's masks in fit.
+            With the same seed, data and thread count, training is bitwise reproducible.
 
     Example:
         >>> model = Sequential([Dense(784, 256), ReLU(), Dense(256, 10)], seed=0)
