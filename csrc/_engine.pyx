@@ -87,8 +87,8 @@ cdef enum Layout:       # how the threads last wrote a buffer
     COLS = 1            # each thread its block of columns
     ROWS = 2            # each thread its block of rows
 
-# The least work (flops of a step's matrix products) worth another thread: see point 4
-# and docs/design.md for how it was chosen.
+# The least work (flops of a step's matrix products) worth another thread: see point 4;
+# docs/design.md says what chose it (a small, noisy sweep on 2 cores).
 cdef double GRAIN_FLOPS = 8e6
 
 
