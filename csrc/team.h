@@ -30,7 +30,7 @@
 #endif
 
 #define FASTNN_MAX_THREADS 256
-/* Waiting at a barrier: this many polls with a pause (tens of microseconds), then sleep
+/* Waiting at a barrier: this many polls with a pause instruction, then sleep
  * until the barrier opens (a futex on Linux; 50 us naps elsewhere). */
 #define FASTNN_SPINS 2000
 
