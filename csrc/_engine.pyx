@@ -41,6 +41,8 @@ from libc.stdint cimport int64_t, uint64_t
 from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy
 
+import contextlib
+
 import numpy as np
 
 from _activations cimport activation_backward, activation_forward
@@ -101,6 +103,15 @@ def register_blas(size_t set_num_threads, size_t get_num_threads):
 def blas_controlled():
     """Whether register_blas was given BLAS's thread functions."""
     return bool(fastnn_blas_controlled())
+
+
+def _blas_kept_to_one_thread():
+    """The context every call runs in: nothing for a registered BLAS (the job pins it
+    itself, at no cost per call); for another, threadpoolctl's limit of one thread."""
+    if fastnn_blas_controlled():
+        return contextlib.nullcontext()
+    from threadpoolctl import threadpool_limits
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 def set_grain(double flops):
@@ -929,8 +940,11 @@ cdef class Engine:
         job.n_samples = X.shape[0] if order is None else order.shape[0]
         n_threads = plan_threads(&self.net, batch_size, n_run, 3, max_threads)
         try:
-            with nogil:
-                self._last_threads = run_on_team(&job, train_job, n_threads)
+            with _blas_kept_to_one_thread():
+                with nogil:
+                    self._last_threads = run_on_team(&job, train_job, n_threads)
+                if job.status < 0:  # raised here, before any Python code runs
+                    reraise()
         finally:  # however it ends, the momentum buffers hold torch's b again
             c = counters_of(&self.net)
             if job.f64:
@@ -938,8 +952,6 @@ cdef class Engine:
             else:
                 unscale_momentum(&self.net, &c, 0, 1, <float*> NULL)
             store_counters(&self.net, &c)
-        if job.status < 0:
-            reraise()
         return job.loss_sum, job.failed_batch if job.status == 1 else -1
 
     def run(self, X, out, targets, labels, int loss_kind, bint want_grads, int n_run,
@@ -956,10 +968,11 @@ cdef class Engine:
         job.want_grads = want_grads and loss_kind >= 0
         n_threads = plan_threads(&self.net, min(batch_size, n_samples), n_run,
                                  3 if job.want_grads else 1, max_threads)
-        with nogil:
-            self._last_threads = run_on_team(&job, run_job, n_threads)
-        if job.status < 0:
-            reraise()
+        with _blas_kept_to_one_thread():
+            with nogil:
+                self._last_threads = run_on_team(&job, run_job, n_threads)
+            if job.status < 0:  # raised here, before any Python code runs
+                reraise()
         if job.want_grads:  # the L2 penalty's gradient, l2 * W, once for the whole mean
             for i in range(self.net.n_params):
                 if self.net.params[i].l2 == 0:

@@ -76,17 +76,6 @@ def describe_blas():
             f"kernel={lib.get('architecture', '?')} threads={lib.get('num_threads', '?')}")
 
 
-@contextmanager
-def single_threaded_blas():
-    """BLAS at one thread for a block of fastnn calls. The engine does this itself for
-    scipy's OpenBLAS (no cost per call); for another BLAS, threadpoolctl does it here."""
-    if _engine.blas_controlled():
-        yield
-    else:
-        with threadpool_limits(limits=1, user_api="blas"):
-            yield
-
-
 def available_cores():
     """Cores this process may use: CPU affinity, cgroup quota and OMP_NUM_THREADS respected."""
     try:

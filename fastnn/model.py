@@ -11,7 +11,7 @@ import time
 import numpy as np
 
 from . import _engine
-from ._threads import get_num_threads, single_threaded_blas
+from ._threads import get_num_threads
 from ._validation import INT32_MAX, as_features, check_batch_rows, check_int
 from .layers import Dense, Layer, get_activation
 from .losses import get_loss
@@ -268,9 +268,8 @@ class Sequential:
                 args = (X[first:last], None if targets is None else targets[first:last],
                         None if labels is None else labels[first:last], None)
             try:
-                with single_threaded_blas():
-                    part, failed = self._engine.train_epoch(*args, batch_size, kind, n_run,
-                                                            get_num_threads())
+                part, failed = self._engine.train_epoch(*args, batch_size, kind, n_run,
+                                                        get_num_threads())
             finally:
                 self.optimizer.steps = self._engine.step
             if failed >= 0:
@@ -310,7 +309,7 @@ class Sequential:
         out = np.empty((X.shape[0], self.n_outputs), dtype=self.dtype)
         if X.shape[0] == 0:
             return out
-        with self._lock, single_threaded_blas():
+        with self._lock:
             self._engine.run(X, out, None, None, -1, False, len(self.layers),
                              min(batch_size, X.shape[0]), get_num_threads())
         return out
@@ -331,7 +330,7 @@ class Sequential:
         """Gradients of the mean loss over all of X, in the order of parameters() (copies)."""
         X, (kind, targets, labels), n_run, batch_size = self._prepare(X, y, get_loss(loss),
                                                                       batch_size)
-        with self._lock, single_threaded_blas():
+        with self._lock:
             self._engine.run(X, None, targets, labels, kind, True, n_run,
                              min(batch_size, X.shape[0]), get_num_threads())
             return [g.copy() for g in self._engine.grads]
@@ -348,10 +347,8 @@ class Sequential:
         """{"loss": mean loss plus the L2 penalty, "accuracy" for classification} over X,
         already validated; the caller holds the model's lock."""
         kind, targets, labels = prepared
-        with single_threaded_blas():
-            loss_sum, correct = self._engine.run(X, None, targets, labels, kind, False, n_run,
-                                                 min(batch_size, X.shape[0]),
-                                                 get_num_threads())
+        loss_sum, correct = self._engine.run(X, None, targets, labels, kind, False, n_run,
+                                             min(batch_size, X.shape[0]), get_num_threads())
         divisor = loss.mean_divisor(X.shape[0], self.n_outputs)  # samples or elements
         result = {"loss": loss_sum / divisor + self.penalty()}
         if loss.classification:

@@ -242,3 +242,34 @@ def test_the_team_works_in_a_forked_child(tmp_path):
     result = run_python(["-c", code], cwd=tmp_path, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().endswith("child exit 0")
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_another_blas_is_limited_to_one_thread_through_threadpoolctl(rng):
+    """Without thread functions registered (a BLAS other than scipy's OpenBLAS) every
+    engine call, the scikit-learn estimators' included, runs with BLAS limited to one
+    thread by threadpoolctl."""
+    from fastnn.sklearn import MLPClassifier
+    _, set_address, get_address = _threads.scipy_blas()
+    get_blas_threads = ctypes.CFUNCTYPE(ctypes.c_int)(get_address)
+    fnn.set_num_threads(2)
+    seen, done = set(), threading.Event()
+
+    def watch():
+        while not done.is_set():
+            seen.add(get_blas_threads())
+
+    X = rng.random((4000, 64))
+    y = rng.integers(0, 3, 4000)
+    _engine.register_blas(0, 0)
+    watcher = threading.Thread(target=watch)
+    try:
+        assert not _engine.blas_controlled()
+        watcher.start()
+        MLPClassifier(hidden_layer_sizes=(256,), max_iter=3, random_state=0).fit(X, y)
+    finally:
+        done.set()
+        if watcher.is_alive():
+            watcher.join()
+        _engine.register_blas(set_address, get_address)
+    assert 1 in seen and get_blas_threads() == 2
