@@ -39,7 +39,7 @@ from cython cimport floating
 from libc.math cimport isfinite
 from libc.stdint cimport int64_t, uint64_t
 from libc.stdlib cimport calloc, free
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memset
 
 import contextlib
 
@@ -166,6 +166,7 @@ cdef struct Net:
     void* xbuf[2]       # (capacity, n_in of layer 0) gathered inputs, alternate steps
     void* tbuf          # (capacity, n_out of last layer) gathered float targets
     int64_t* lbuf       # (capacity,) gathered labels
+    void* wbuf          # (capacity,) gathered sample weights
     uint64_t rng        # dropout's splitmix64 state
     int opt_kind
     double hyper[MAX_HYPER]
@@ -189,10 +190,16 @@ cdef struct Counters:
 cdef struct Job:
     Net* net
     bint f64
-    const void* X
+    const void* X       # the rows, or a CSR matrix's values (sparse)
     const void* T
     const int64_t* labels
+    const void* W       # sample weights, one per row of X, or NULL
     const int64_t* order
+    bint sparse         # X is CSR: values X, column indices sp_indices, row starts sp_indptr
+    const int64_t* sp_indices
+    const int64_t* sp_indptr
+    bint training       # run: batch norm on batch statistics, dropout drawing masks
+    double weight_total # run: the sum of W (the mean's denominator)
     void* out
     Py_ssize_t n_samples
     Py_ssize_t batch_size
@@ -202,11 +209,12 @@ cdef struct Job:
     int stop            # thread 0 -> all: a signal's exception is pending
     int status          # 0, 1 (a loss was not finite), -1 (stopped by a signal)
     double loss_sum     # results, written by thread 0
-    Py_ssize_t correct
+    double correct      # correct predictions (weighted by W when given)
     Py_ssize_t failed_batch
     double loss_part[256]      # per thread (FASTNN_MAX_THREADS)
     double penalty_part[256]
-    Py_ssize_t correct_part[256]
+    double correct_part[256]
+    double weight_part[256]
 
 
 cdef void* data_ptr(object arr):
@@ -429,10 +437,12 @@ cdef inline void meet(Net* net, Counters* c, int* layout, int wanted, int* pendi
 
 
 cdef void backward(Net* net, Counters* c, const floating* x, Py_ssize_t n, int n_run,
-                   bint update, double grad_beta, int tid, int nt) noexcept nogil:
+                   bint update, bint training, double grad_beta, int tid,
+                   int nt) noexcept nogil:
     """Backpropagate layers[n_run - 1].grad (complete); each parameter block's gradient
-    lands where the optimizer wants it (update: training) or in the gradient arrays
-    (beta = grad_beta). Dropout uses its masks when training, else is the identity.
+    lands where the optimizer wants it (update: a training step) or in the gradient arrays
+    (beta = grad_beta). With `training` the forward pass ran in training mode: dropout
+    uses its masks (else is the identity) and batch norm its batch statistics.
 
     A Dense layer's weight blocks are updated only after the next barrier: until then
     other threads read all of W for the input gradient of their columns."""
@@ -470,7 +480,7 @@ cdef void backward(Net* net, Counters* c, const floating* x, Py_ssize_t n, int n
             meet(net, c, &layout, COLS, &pending, n, update, grad_beta, tid, nt, g)
             share(m, tid, nt, UNIT_ALIGN, &c0, &c1)
             if L.kind == BATCHNORM:
-                if c1 > c0 and update:
+                if c1 > c0 and training:
                     batchnorm_backward(inp + c0, g + c0, at(L.weight, c0, g),
                                        at(L.bn[2], c0, g), at(L.bn[3], c0, g),
                                        at(L.bn[4], c0, g), at(L.bn[5], c0, g),
@@ -485,7 +495,7 @@ cdef void backward(Net* net, Counters* c, const floating* x, Py_ssize_t n, int n
                 land(net, c, L.bias_param, <floating*> L.bn[5], c0, c1, update, grad_beta)
             elif grad_in != NULL and L.kind == DROPOUT:
                 # training: the masks of this step's forward pass; else the identity
-                scale_cols(g, <floating*> L.mask if update else NULL, grad_in, n, m, c0, c1)
+                scale_cols(g, <floating*> L.mask if training else NULL, grad_in, n, m, c0, c1)
             elif grad_in != NULL:
                 activation_grad_cols(L.kind, L.slope, inp, <floating*> L.out, g, grad_in, n, m,
                                      c0, c1)
@@ -545,10 +555,41 @@ cdef void gather(const floating* src, const int64_t* order, Py_ssize_t start, Py
         memcpy(dst + i * width, src + order[start + i] * width, width * sizeof(floating))
 
 
-cdef double loss_scale(int loss_kind, Py_ssize_t n, Py_ssize_t width,
+cdef void gather_inputs(const Job* job, Py_ssize_t first, Py_ssize_t count, Py_ssize_t width,
+                        floating* dst) noexcept nogil:
+    """Rows [first, first + count) of the call's sequence (X[order[i]], or X[i] without an
+    order) into dst as dense rows. A sparse row is zeroed, then its stored values added
+    (duplicates sum, as scipy's toarray does): memory stays O(batch x features)."""
+    cdef const floating* X = <const floating*> job.X
+    cdef Py_ssize_t i, r, k
+    cdef floating* row
+    for i in range(count):
+        r = job.order[first + i] if job.order != NULL else first + i
+        row = dst + i * width
+        if job.sparse:
+            memset(row, 0, width * sizeof(floating))
+            for k in range(job.sp_indptr[r], job.sp_indptr[r + 1]):
+                row[job.sp_indices[k]] += X[k]
+        else:
+            memcpy(row, X + r * width, width * sizeof(floating))
+
+
+cdef double weight_sum(const floating* w, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef double total = 0
+    for i in range(lo, hi):
+        total += w[i]
+    return total
+
+
+cdef double loss_scale(int loss_kind, double n, Py_ssize_t width,
                        bint per_row) noexcept nogil:
-    """The factor that turns summed losses into the mean (reduction "mean"); per_row
-    (scikit-learn): the mean over rows of the sum over outputs, and half the squares."""
+    """The factor that turns summed losses into the mean (reduction "mean") over n rows
+    (or n, the rows' summed sample weights: the weighted mean); per_row (scikit-learn):
+    the mean over rows of the sum over outputs, and half the squares. A batch whose
+    weights sum to zero gets factor 0: it contributes no gradient."""
+    if n == 0:
+        return 0.0
     if per_row:
         return 0.5 / n if loss_kind == MSE else 1.0 / n
     if loss_kind == CROSS_ENTROPY_LABELS or loss_kind == CROSS_ENTROPY_PROBS:
@@ -600,21 +641,26 @@ cdef void train_steps(Job* job, int tid, int nt, floating* tag) noexcept nogil:
     cdef Py_ssize_t start = 0, n, i, r0, r1, batch = 0
     cdef const floating* X = <const floating*> job.X
     cdef const floating* T = <const floating*> job.T
+    cdef const floating* W = <const floating*> job.W
     cdef const floating* xb
     cdef const floating* tb = NULL
+    cdef const floating* wb = NULL
     cdef const int64_t* lb = NULL
     cdef floating* xbuf
-    cdef double batch_loss
+    cdef double batch_loss, denom, rows_per_weight
     cdef int layout
     while start < job.n_samples:
         if tid == 0 and check_signals() != 0:
             job.stop = 1   # seen by every thread after the barrier below
         n = min(job.batch_size, job.n_samples - start)
         share(n, tid, nt, 1, &r0, &r1)
-        if job.order != NULL:
+        if job.order != NULL or job.sparse:
             xbuf = <floating*> net.xbuf[batch % 2]
-            gather(X, job.order, start + r0, r1 - r0, n_in, xbuf + r0 * n_in)
+            gather_inputs(job, start + r0, r1 - r0, n_in, xbuf + r0 * n_in)
             xb = xbuf
+        else:
+            xb = X + start * n_in
+        if job.order != NULL:
             if T != NULL:
                 gather(T, job.order, start + r0, r1 - r0, width, <floating*> net.tbuf + r0 * width)
                 tb = <floating*> net.tbuf
@@ -622,15 +668,23 @@ cdef void train_steps(Job* job, int tid, int nt, floating* tag) noexcept nogil:
                 for i in range(r0, r1):
                     net.lbuf[i] = job.labels[job.order[start + i]]
                 lb = net.lbuf
+            if W != NULL:
+                gather(W, job.order, start + r0, r1 - r0, 1, <floating*> net.wbuf + r0)
+                wb = <floating*> net.wbuf
         else:
-            xb = X + start * n_in
             tb = (T + start * width) if T != NULL else NULL
             lb = (job.labels + start) if job.labels != NULL else NULL
+            wb = (W + start) if W != NULL else NULL
+        if wb != NULL:
+            job.weight_part[tid] = weight_sum(wb, r0, r1)
         fastnn_barrier(nt)  # the batch is gathered, and the last step is done everywhere
         if job.stop:
             if tid == 0:
                 job.status = -1
             break
+        # the batch mean's denominator: its rows, or their summed weights
+        denom = n if wb == NULL else sum_parts(job.weight_part, nt)
+        rows_per_weight = n / denom if (wb != NULL and net.per_row and denom != 0) else 1.0
         keep_running_stats(net, False, tid, nt, tag)
         if net.per_row:
             job.penalty_part[tid] = half_l2_penalty(net, tid, nt, tag)
@@ -639,8 +693,8 @@ cdef void train_steps(Job* job, int tid, int nt, floating* tag) noexcept nogil:
         job.loss_part[tid] = loss_forward_backward(
             job.loss_kind, <floating*> last.out + r0 * width,
             NULL if tb == NULL else tb + r0 * width, NULL if lb == NULL else lb + r0,
-            <floating*> last.grad + r0 * width, r1 - r0, width,
-            <floating> loss_scale(job.loss_kind, n, width, net.per_row))
+            NULL if wb == NULL else wb + r0, <floating*> last.grad + r0 * width, r1 - r0,
+            width, <floating> loss_scale(job.loss_kind, denom, width, net.per_row))
         fastnn_barrier(nt)
         batch_loss = sum_parts(job.loss_part, nt)
         if not isfinite(batch_loss):
@@ -649,14 +703,14 @@ cdef void train_steps(Job* job, int tid, int nt, floating* tag) noexcept nogil:
                 job.failed_batch, job.status = batch, 1
             break
         if tid == 0:
-            job.loss_sum += batch_loss
+            job.loss_sum += batch_loss * rows_per_weight
             if net.per_row:
-                net.penalty_sum += sum_parts(job.penalty_part, nt)
+                net.penalty_sum += sum_parts(job.penalty_part, nt) * rows_per_weight
         if net.per_row:
-            c.l2_scale = 1.0 / n
+            c.l2_scale = 1.0 / denom if denom != 0 else 0.0
         if c.mom_scale * net.hyper[1] < 1e-3:  # keep alpha = (1 - d) / s moderate
             unscale_momentum(net, &c, tid, nt, tag)
-        backward(net, &c, xb, n, job.n_run, True, 0.0, tid, nt)
+        backward(net, &c, xb, n, job.n_run, True, True, 0.0, tid, nt)
         if uses_scaled_momentum(net.opt_kind, net.hyper):
             c.mom_scale = c.mom_scale * net.hyper[1] if c.step > 0 else 1.0
         c.step += 1
@@ -670,54 +724,71 @@ cdef void train_steps(Job* job, int tid, int nt, floating* tag) noexcept nogil:
 cdef void run_steps(Job* job, int tid, int nt, floating* tag) noexcept nogil:
     """Thread tid's part of predicting into job.out, or evaluating the loss (and its
     gradient, summed into the parameters' gradient arrays as the gradient of the mean
-    over all n_samples), in chunks of the buffers' capacity."""
+    over all n_samples, or of the weighted mean), in chunks of the buffers' capacity.
+    With job.training, the layers run as in a training step (batch statistics, dropout
+    masks) without changing batch norm's running statistics."""
     cdef Net* net = job.net
     cdef Counters c = counters_of(net)
     cdef LayerPlan* last = &net.layers[job.n_run - 1]
     cdef Py_ssize_t width = last.n_out, n_in = net.layers[0].n_in
-    cdef Py_ssize_t start = 0, n, r0, r1
+    cdef Py_ssize_t start = 0, n, r0, r1, chunk = 0
     cdef int i
     cdef const floating* X = <const floating*> job.X
     cdef const floating* T = <const floating*> job.T
+    cdef const floating* W = <const floating*> job.W
+    cdef const floating* xb
     cdef floating* out = <floating*> job.out
-    cdef floating scale = <floating> loss_scale(job.loss_kind, job.n_samples, width,
-                                                net.per_row)
+    cdef floating scale = <floating> loss_scale(
+        job.loss_kind, job.weight_total if W != NULL else <double> job.n_samples, width,
+        net.per_row)
     cdef int layout
+    if job.training:
+        keep_running_stats(net, False, tid, nt, tag)
     while start < job.n_samples:
         if tid == 0 and check_signals() != 0:
             job.stop = 1
         n = min(job.batch_size, job.n_samples - start)
-        fastnn_barrier(nt)  # the last chunk is done everywhere
+        share(n, tid, nt, 1, &r0, &r1)
+        if job.sparse:  # the other buffer may still be read by the last chunk
+            gather_inputs(job, start + r0, r1 - r0, n_in,
+                          <floating*> net.xbuf[chunk % 2] + r0 * n_in)
+            xb = <floating*> net.xbuf[chunk % 2]
+        else:
+            xb = X + start * n_in
+        fastnn_barrier(nt)  # the last chunk is done everywhere, this one gathered
         if job.stop:
             if tid == 0:
                 job.status = -1
             break
-        layout = forward(net, &c, X + start * n_in, n, job.n_run,
-                         (out + start * width) if out != NULL else <floating*> NULL, False,
-                         tid, nt)
+        layout = forward(net, &c, xb, n, job.n_run,
+                         (out + start * width) if out != NULL else <floating*> NULL,
+                         job.training, tid, nt)
         if job.loss_kind >= 0:
             sync(&layout, ROWS, nt)
-            share(n, tid, nt, 1, &r0, &r1)
             job.loss_part[tid] = loss_forward_backward(
                 job.loss_kind, <floating*> last.out + r0 * width,
                 NULL if T == NULL else T + (start + r0) * width,
                 NULL if job.labels == NULL else job.labels + start + r0,
+                NULL if W == NULL else W + start + r0,
                 <floating*> last.grad + r0 * width if job.want_grads else <floating*> NULL,
                 r1 - r0, width, scale)
             job.correct_part[tid] = count_correct(
                 job.loss_kind, <floating*> last.out + r0 * width,
                 NULL if T == NULL else T + (start + r0) * width,
-                NULL if job.labels == NULL else job.labels + start + r0, r1 - r0, width)
+                NULL if job.labels == NULL else job.labels + start + r0,
+                NULL if W == NULL else W + start + r0, r1 - r0, width)
             fastnn_barrier(nt)
             if tid == 0:
                 job.loss_sum += sum_parts(job.loss_part, nt)
-                for i in range(nt):
-                    job.correct += job.correct_part[i]
+                job.correct += sum_parts(job.correct_part, nt)
             if job.want_grads:
-                backward(net, &c, X + start * n_in, n, job.n_run, False,
+                backward(net, &c, xb, n, job.n_run, False, job.training,
                          0.0 if start == 0 else 1.0, tid, nt)
         start += n
+        chunk += 1
     fastnn_barrier(nt)
+    if job.training:
+        keep_running_stats(net, True, tid, nt, tag)
 
 
 cdef void train_job(void* ctx, int tid, int nt) noexcept nogil:
@@ -859,6 +930,7 @@ cdef class Engine:
             self.net.xbuf[k] = self._block(buffers, capacity, layers[0].n_in, self.dtype)
         self.net.tbuf = self._block(buffers, capacity, layers[n - 1].n_out, self.dtype)
         self.net.lbuf = <int64_t*> self._block(buffers, capacity, 1, np.int64)
+        self.net.wbuf = self._block(buffers, capacity, 1, self.dtype)
         self.net.ones = self._block(buffers, capacity, 1, self.dtype)
         buffers[len(buffers) - 1].fill(1)
         self._buffers = buffers
@@ -922,20 +994,23 @@ cdef class Engine:
         return plan_threads(&self.net, rows, n_run, 3 if training else 1, max_threads)
 
     def train_epoch(self, X, targets, labels, order, Py_ssize_t batch_size, int loss_kind,
-                    int n_run, int max_threads=1):
+                    int n_run, int max_threads=1, weights=None):
         """Train on the rows X[order] (all of X, in order, when order is None) in batches,
-        on at most max_threads threads.
+        on at most max_threads threads. X is a C-contiguous array or a CSR matrix (see
+        _check_inputs); `weights` (one per row of X) makes each batch's loss the weighted
+        mean.
 
-        Returns (loss_sum, index of the batch whose loss was not finite, or -1). Raises
-        KeyboardInterrupt (or another signal's error) between steps."""
+        Returns (loss_sum, index of the batch whose loss was not finite, or -1): the sum
+        of the batches' (weighted) summed losses; per_row with weights, each batch's is
+        multiplied by its rows over its summed weights (scikit-learn's accounting).
+        Raises KeyboardInterrupt (or another signal's error) between steps."""
         cdef Job job
         cdef Counters c
         cdef int n_threads
-        self._check_run(X, n_run)
         if order is not None and (order.dtype != np.int64 or not order.flags.c_contiguous):
             raise TypeError("order must be a C-contiguous int64 array")
         self.reserve(batch_size)
-        self._start_job(&job, X, targets, labels, None, loss_kind, n_run, batch_size)
+        self._start_job(&job, X, targets, labels, weights, None, loss_kind, n_run, batch_size)
         job.order = <int64_t*> data_ptr(order)
         job.n_samples = X.shape[0] if order is None else order.shape[0]
         n_threads = plan_threads(&self.net, batch_size, n_run, 3, max_threads)
@@ -955,17 +1030,23 @@ cdef class Engine:
         return job.loss_sum, job.failed_batch if job.status == 1 else -1
 
     def run(self, X, out, targets, labels, int loss_kind, bint want_grads, int n_run,
-            Py_ssize_t batch_size, int max_threads=1):
+            Py_ssize_t batch_size, int max_threads=1, weights=None, bint training=False):
         """Predict into `out` (loss_kind -1) or evaluate the loss over X in batches, on at
-        most max_threads threads; with want_grads, the gradients of the mean loss land in
-        self.grads. Returns (loss_sum, n_correct)."""
+        most max_threads threads; with want_grads, the gradients of the mean loss (the
+        weighted mean with `weights`) land in self.grads. `training` runs the layers as a
+        training step does (batch norm's statistics are those of each chunk of
+        batch_size rows; its running statistics are left as they were). Returns
+        (loss_sum, correct predictions), both weighted by `weights` when given."""
         cdef Job job
         cdef int n_threads
         cdef Py_ssize_t i, n_samples = X.shape[0]
-        self._check_run(X, n_run)
         self.reserve(batch_size)
-        self._start_job(&job, X, targets, labels, out, loss_kind, n_run, batch_size)
+        self._start_job(&job, X, targets, labels, weights, out, loss_kind, n_run,
+                        batch_size)
         job.want_grads = want_grads and loss_kind >= 0
+        job.training = training
+        job.weight_total = float(np.sum(weights, dtype=np.float64)) \
+            if weights is not None else n_samples
         n_threads = plan_threads(&self.net, min(batch_size, n_samples), n_run,
                                  3 if job.want_grads else 1, max_threads)
         with _blas_kept_to_one_thread():
@@ -977,7 +1058,7 @@ cdef class Engine:
             for i in range(self.net.n_params):
                 if self.net.params[i].l2 == 0:
                     continue
-                scale = (self.net.params[i].l2 / n_samples if self.net.per_row
+                scale = (self.net.params[i].l2 / job.weight_total if self.net.per_row
                          else self.net.params[i].l2)
                 if job.f64:
                     axpy(<int> self.net.params[i].size, <double> scale,
@@ -987,17 +1068,27 @@ cdef class Engine:
                          <float*> self.net.params[i].value, <float*> self.net.params[i].grad)
         return job.loss_sum, job.correct
 
-    cdef _start_job(self, Job* job, X, targets, labels, out, int loss_kind, int n_run,
-                    Py_ssize_t batch_size):
-        """Fill in a Job's inputs and zero its results."""
+    cdef _start_job(self, Job* job, X, targets, labels, weights, out, int loss_kind,
+                    int n_run, Py_ssize_t batch_size):
+        """Check the inputs, fill in a Job's pointers and zero its results."""
+        self._check_inputs(X, weights, n_run)
         job.net = &self.net
         job.f64 = self.dtype == np.float64
-        job.X, job.T, job.out = data_ptr(X), data_ptr(targets), data_ptr(out)
+        job.sparse = hasattr(X, "indptr")
+        if job.sparse:
+            job.X = data_ptr(X.data)
+            job.sp_indices = <int64_t*> data_ptr(X.indices)
+            job.sp_indptr = <int64_t*> data_ptr(X.indptr)
+        else:
+            job.X = data_ptr(X)
+            job.sp_indices = job.sp_indptr = NULL
+        job.T, job.out, job.W = data_ptr(targets), data_ptr(out), data_ptr(weights)
         job.labels = <int64_t*> data_ptr(labels)
         job.order = NULL
         job.n_samples = X.shape[0]
         job.batch_size, job.loss_kind, job.n_run = batch_size, loss_kind, n_run
-        job.want_grads = False
+        job.want_grads = job.training = False
+        job.weight_total = 0
         job.stop = job.status = 0
         job.loss_sum, job.correct, job.failed_batch = 0, 0, -1
 
@@ -1007,12 +1098,24 @@ cdef class Engine:
         buffers.append(arr)
         return data_ptr(arr)
 
-    cdef _check_run(self, X, int n_run):
+    cdef _check_inputs(self, X, weights, int n_run):
+        """The layout the kernels read: X a C-contiguous 2-D array of the engine's dtype,
+        or a CSR matrix whose values are (int64 indices and row pointers, checked by
+        fastnn._validation.as_features to lie within X's shape); weights one per row."""
         if not 1 <= n_run <= self.net.n_layers:
             raise ValueError(f"n_run must be in [1, {self.net.n_layers}], got {n_run}")
-        if X.dtype != self.dtype or not X.flags.c_contiguous or X.ndim != 2 \
-                or X.shape[1] != self.net.layers[0].n_in:
-            raise TypeError("X must be a C-contiguous 2-D array of the engine dtype")
+        arrays = [X.data, X.indices, X.indptr] if hasattr(X, "indptr") else [X]
+        if arrays[0].dtype != self.dtype or len(X.shape) != 2 \
+                or X.shape[1] != self.net.layers[0].n_in \
+                or any(not a.flags.c_contiguous for a in arrays) \
+                or any(a.dtype != np.int64 for a in arrays[1:]):
+            raise TypeError("X must be a C-contiguous 2-D array of the engine dtype, or a "
+                            "CSR matrix of it with int64 indices")
+        if weights is not None and (weights.dtype != self.dtype or weights.ndim != 1
+                                    or not weights.flags.c_contiguous
+                                    or weights.shape[0] != X.shape[0]):
+            raise TypeError("weights must be a C-contiguous array of the engine dtype, one "
+                            "per row of X")
 
 
 cdef void barrier_job(void* ctx, int tid, int nt) noexcept nogil:

@@ -111,17 +111,19 @@ def dropout(const floating[:, ::1] z, floating[:, ::1] a, floating[:, ::1] mask,
 
 
 def loss(int kind, const floating[:, ::1] out, const floating[:, ::1] targets,
-         const int64_t[::1] labels, floating[:, ::1] grad, double scale):
-    """(sum of losses, n_correct); writes scale * gradient into grad unless it is None."""
-    cdef double total
-    cdef Py_ssize_t correct
+         const int64_t[::1] labels, floating[:, ::1] grad, double scale,
+         const floating[::1] weights=None):
+    """(sum of losses, correct predictions), each row's weighted by `weights` when given;
+    writes scale * gradient (times the row's weight) into grad unless it is None."""
+    cdef double total, correct
     cdef const floating* t = NULL if targets is None else &targets[0, 0]
     cdef const int64_t* lab = NULL if labels is None else &labels[0]
+    cdef const floating* w = NULL if weights is None else &weights[0]
     cdef floating* g = NULL if grad is None else &grad[0, 0]
     with nogil:
-        total = loss_forward_backward(kind, &out[0, 0], t, lab, g, out.shape[0], out.shape[1],
-                                      <floating> scale)
-        correct = count_correct(kind, &out[0, 0], t, lab, out.shape[0], out.shape[1])
+        total = loss_forward_backward(kind, &out[0, 0], t, lab, w, g, out.shape[0],
+                                      out.shape[1], <floating> scale)
+        correct = count_correct(kind, &out[0, 0], t, lab, w, out.shape[0], out.shape[1])
     return total, correct
 
 

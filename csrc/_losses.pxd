@@ -1,7 +1,7 @@
 """Loss kernels, each fused with its gradient, defined as torch.nn defines them.
 
 Each returns the SUM of the per-sample (cross-entropy) or per-element (the others)
-losses over the block, accumulated in double, and writes grad = scale * dloss/dout
+losses over the block (each row's weighted by its sample weight, when given), accumulated in double, and writes grad = scale * dloss/dout
 when grad is not NULL. The caller picks scale so the gradient is that of the mean:
 1/N for cross-entropy, 1/(N*C) for the elementwise losses (reduction "mean").
 
@@ -115,23 +115,30 @@ cdef inline double elementwise_loss(int kind, floating x, floating t, floating* 
 
 
 cdef inline double loss_forward_backward(int kind, const floating* out, const floating* targets,
-                                         const int64_t* labels, floating* grad, Py_ssize_t n,
-                                         Py_ssize_t m, floating scale) noexcept nogil:
-    """Sum of the losses over an (n x m) block of outputs; writes the scaled gradient."""
-    cdef Py_ssize_t i
-    cdef double total = 0
-    if kind == CROSS_ENTROPY_LABELS:
-        for i in range(n):
-            total += cross_entropy_row(out + i * m, <floating*> NULL, labels[i],
-                                       NULL if grad == NULL else grad + i * m, m, scale)
-    elif kind == CROSS_ENTROPY_PROBS:
-        for i in range(n):
-            total += cross_entropy_row(out + i * m, targets + i * m, 0,
-                                       NULL if grad == NULL else grad + i * m, m, scale)
-    else:
-        for i in range(n * m):
-            total += elementwise_loss(kind, out[i], targets[i],
-                                      NULL if grad == NULL else grad + i, scale)
+                                         const int64_t* labels, const floating* weights,
+                                         floating* grad, Py_ssize_t n, Py_ssize_t m,
+                                         floating scale) noexcept nogil:
+    """Sum of the losses over an (n x m) block of outputs; writes the scaled gradient.
+    With `weights` (one per row, else NULL), row i's losses and gradient are multiplied
+    by weights[i]: the sum is then the weighted sum."""
+    cdef Py_ssize_t i, j
+    cdef double total = 0, row
+    cdef floating w = 1
+    for i in range(n):
+        if weights != NULL:
+            w = weights[i]
+        if kind == CROSS_ENTROPY_LABELS:
+            row = cross_entropy_row(out + i * m, <floating*> NULL, labels[i],
+                                    NULL if grad == NULL else grad + i * m, m, scale * w)
+        elif kind == CROSS_ENTROPY_PROBS:
+            row = cross_entropy_row(out + i * m, targets + i * m, 0,
+                                    NULL if grad == NULL else grad + i * m, m, scale * w)
+        else:
+            row = 0
+            for j in range(i * m, (i + 1) * m):
+                row += elementwise_loss(kind, out[j], targets[j],
+                                        NULL if grad == NULL else grad + j, scale * w)
+        total += row if weights == NULL else w * row
     return total
 
 
@@ -144,19 +151,25 @@ cdef inline Py_ssize_t argmax_row(const floating* x, Py_ssize_t m) noexcept nogi
     return best
 
 
-cdef inline Py_ssize_t count_correct(int kind, const floating* out, const floating* targets,
-                                     const int64_t* labels, Py_ssize_t n,
-                                     Py_ssize_t m) noexcept nogil:
-    """Correct predictions in a block: argmax for cross-entropy, logit > 0 per element for
-    binary cross-entropy (target > 0.5); 0 for regression losses."""
-    cdef Py_ssize_t i, correct = 0
-    if kind == CROSS_ENTROPY_LABELS:
-        for i in range(n):
-            correct += argmax_row(out + i * m, m) == labels[i]
-    elif kind == CROSS_ENTROPY_PROBS:
-        for i in range(n):
-            correct += argmax_row(out + i * m, m) == argmax_row(targets + i * m, m)
-    elif kind == BINARY_CROSS_ENTROPY:
-        for i in range(n * m):
-            correct += (out[i] > 0) == (targets[i] > 0.5)
+cdef inline double count_correct(int kind, const floating* out, const floating* targets,
+                                 const int64_t* labels, const floating* weights, Py_ssize_t n,
+                                 Py_ssize_t m) noexcept nogil:
+    """Correct predictions in a block (each row's counting weights[i] when given): argmax
+    for cross-entropy, logit > 0 per element for binary cross-entropy (target > 0.5); 0
+    for regression losses."""
+    cdef Py_ssize_t i, j
+    cdef double correct = 0, row
+    if kind != CROSS_ENTROPY_LABELS and kind != CROSS_ENTROPY_PROBS \
+            and kind != BINARY_CROSS_ENTROPY:
+        return 0
+    for i in range(n):
+        if kind == CROSS_ENTROPY_LABELS:
+            row = argmax_row(out + i * m, m) == labels[i]
+        elif kind == CROSS_ENTROPY_PROBS:
+            row = argmax_row(out + i * m, m) == argmax_row(targets + i * m, m)
+        else:
+            row = 0
+            for j in range(i * m, (i + 1) * m):
+                row += (out[j] > 0) == (targets[j] > 0.5)
+        correct += row if weights == NULL else weights[i] * row
     return correct
