@@ -103,6 +103,7 @@ class PoissonNLLLoss(Loss):
 
 _BY_NAME = {cls.name: cls for cls in (CrossEntropyLoss, BCEWithLogitsLoss, MSELoss, L1Loss,
                                       PoissonNLLLoss)}
+LOSS_NAMES = tuple(_BY_NAME)
 
 
 def get_loss(loss):

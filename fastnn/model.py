@@ -12,7 +12,8 @@ import numpy as np
 
 from . import _engine
 from ._threads import get_num_threads
-from ._validation import INT32_MAX, as_features, check_batch_rows, check_int
+from ._validation import (INT32_MAX, as_features, as_sample_weight, check_batch_rows,
+                          check_int)
 from .layers import Dense, Layer, get_activation
 from .losses import get_loss
 from .optim import SGD, LRSchedule, Optimizer
@@ -53,6 +54,8 @@ class Sequential:
         dtype: "float32" (default) or "float64": the parameters' and computation's type.
         seed: seeds the weight initialisation, the shuffling and dropout's masks in fit.
             With the same seed, data and thread count, training is bitwise reproducible.
+        loss: the model's loss (a name or fastnn.losses.Loss), used by fit, evaluate and
+            gradients when they are given none; None until the first fit sets it.
 
     Example:
         >>> model = Sequential([Dense(784, 256), ReLU(), Dense(256, 10)], seed=0)
@@ -60,18 +63,19 @@ class Sequential:
         ...                     optimizer=fastnn.optim.SGD(lr=0.1, momentum=0.9))
     """
 
-    def __init__(self, layers, dtype="float32", seed=None):
-        self._assemble(layers, dtype, seed, initialise=True)
+    def __init__(self, layers, dtype="float32", seed=None, loss=None):
+        self._assemble(layers, dtype, seed, loss, initialise=True)
 
     @classmethod
-    def _uninitialised(cls, layers, dtype, seed):
+    def _uninitialised(cls, layers, dtype, seed, loss=None):
         """A model whose parameters are zero, for a caller that fills them (loading a file):
         no random initialisation is drawn."""
         model = cls.__new__(cls)
-        model._assemble(layers, dtype, seed, initialise=False)
+        model._assemble(layers, dtype, seed, loss, initialise=False)
         return model
 
-    def _assemble(self, layers, dtype, seed, initialise):
+    def _assemble(self, layers, dtype, seed, loss, initialise):
+        loss = None if loss is None else get_loss(loss)
         layers = [get_activation(layer) if isinstance(layer, str) else layer for layer in layers]
         for i, layer in enumerate(layers):
             if not isinstance(layer, Layer):
@@ -106,6 +110,8 @@ class Sequential:
         self._engine = _engine.Engine(specs, self.dtype)
         self._lock = threading.Lock()
         self.optimizer = None
+        self.loss = loss
+        self.classes = None  # the output units' class names, when known (saved with it)
         self.stop_training = False
 
     @property
@@ -131,9 +137,9 @@ class Sequential:
 
     # -- training -------------------------------------------------------------------
 
-    def fit(self, X, y, loss="cross_entropy", optimizer=None, epochs=1, batch_size=32,
+    def fit(self, X, y, loss=None, optimizer=None, epochs=1, batch_size=32,
             shuffle=True, verbose=0, validation_data=None, validation_split=0.0,
-            lr_schedule=None, callbacks=None, initial_epoch=0):
+            lr_schedule=None, callbacks=None, initial_epoch=0, sample_weight=None):
         """Train by mini-batch gradient descent and return a History.
 
         Each epoch visits the rows in batches of batch_size (the last one may be smaller):
@@ -143,29 +149,40 @@ class Sequential:
         per-example SGD.
 
         Args:
-            X: (n_samples, n_features) numbers; converted once to the model's dtype.
+            X: (n_samples, n_features) numbers, converted once to the model's dtype; or a
+                scipy.sparse matrix or array, whose rows the engine copies into each
+                batch (no dense copy of X is made).
             y: targets for `loss` (class labels (n,) or targets (n, n_outputs)).
-            loss: a name ("cross_entropy", "binary_cross_entropy", "mse", "l1") or Loss.
+            loss: a name ("cross_entropy", "binary_cross_entropy", "mse", "l1") or Loss;
+                None: the model's loss (the last fit's, or Sequential's `loss`), else
+                "cross_entropy". The model remembers it for evaluate and gradients.
             optimizer: a fastnn.optim optimizer; None continues with the model's current
                 optimizer and its state (a new SGD(lr=0.01) if it has none).
             epochs: train until this epoch count (Keras' meaning: with initial_epoch=k,
                 epochs k, ..., epochs - 1 run).
             batch_size, shuffle: as above.
             verbose: 0 silent, 1 a line per epoch, 2 also a live progress bar.
-            validation_data: (X_val, y_val), evaluated after every epoch.
+            validation_data: (X_val, y_val) or (X_val, y_val, sample_weight_val),
+                evaluated after every epoch.
             validation_split: or the fraction of rows, taken from the end of X before any
-                shuffling (as Keras), held out for validation.
+                shuffling (as Keras), held out for validation (with their weights).
             lr_schedule: a fastnn.optim schedule, stepped after every epoch.
             callbacks: objects with on_epoch_end(epoch, logs) (see fastnn.callbacks);
                 returning True, or setting model.stop_training, stops training.
             initial_epoch: the epoch to start from (when resuming).
+            sample_weight: one non-negative weight per row: each batch's loss becomes
+                torch's weighted mean, sum_i w_i l_i / sum_i w_i (for the elementwise
+                losses l_i is the row's mean over outputs), i.e.
+                (loss_fn(reduction="none") * w).sum() / w.sum() per batch; a batch whose
+                weights are all zero contributes a zero gradient. The epoch's "loss" is
+                the weighted mean over the epoch.
 
         Raises:
             ValueError/TypeError for bad input (before anything changes);
             FloatingPointError when the loss becomes NaN or inf, leaving the parameters
             of the last finite step.
         """
-        loss = get_loss(loss)
+        loss = get_loss(self._loss_or_default(loss))
         epochs = check_int(epochs, "epochs", minimum=0)
         initial_epoch = check_int(initial_epoch, "initial_epoch", minimum=0)
         batch_size = check_int(batch_size, "batch_size")
@@ -183,25 +200,25 @@ class Sequential:
         if validation_split and validation_data is not None:
             raise ValueError("give validation_data or validation_split, not both")
         y = np.asarray(y)
-        if y.ndim == 0 or len(y) != len(X):
-            raise ValueError(f"X has {len(X)} rows but y has shape {y.shape}")
+        if y.ndim == 0 or len(y) != X.shape[0]:
+            raise ValueError(f"X has {X.shape[0]} rows but y has shape {y.shape}")
+        weights = None if sample_weight is None else \
+            as_sample_weight(sample_weight, X.shape[0], self.dtype)
         if validation_split:
-            split = int(len(X) * (1 - validation_split))
-            if split < 1 or split == len(X):
+            split = int(X.shape[0] * (1 - validation_split))
+            if split < 1 or split == X.shape[0]:
                 raise ValueError(f"validation_split={validation_split} leaves no rows for "
-                                 f"training or none for validation ({len(X)} rows)")
-            validation_data = (X[split:], y[split:])
+                                 f"training or none for validation ({X.shape[0]} rows)")
+            validation_data = (X[split:], y[split:]) + (
+                () if weights is None else (weights[split:],))
             X, y = X[:split], y[:split]
+            weights = None if weights is None else weights[:split]
+            if weights is not None and not weights.any():
+                raise ValueError("sample_weight is zero for every training row")
         kind, targets, labels = loss.prepare(y, X.shape[0], self.n_outputs, self.dtype)
         validation = None
         if validation_data is not None:
-            try:
-                X_val, y_val = validation_data
-            except (TypeError, ValueError):
-                raise ValueError("validation_data must be a pair (X_val, y_val)") from None
-            X_val = as_features(X_val, self.n_features, self.dtype)
-            validation = (X_val, loss.prepare(y_val, X_val.shape[0], self.n_outputs,
-                                              self.dtype))
+            validation = self._validation_set(validation_data, loss)
         batch_size = min(batch_size, X.shape[0])
         if any(layer.kind == "batchnorm" for layer in self.layers) and (
                 batch_size == 1 or X.shape[0] % batch_size == 1):
@@ -210,11 +227,15 @@ class Sequential:
         n_run = self._trained_layers(loss)
         optimizer = optimizer or self.optimizer or SGD(lr=0.01)
         history = History()
+        divisor = loss.mean_divisor(X.shape[0] if weights is None
+                                    else float(np.sum(weights, dtype=np.float64)),
+                                    self.n_outputs)
         if not self._lock.acquire(blocking=False):
             raise RuntimeError("this model is being used by another thread")
         try:
             optimizer._bind(self.parameters())
             self.optimizer = optimizer
+            self.loss = loss
             if lr_schedule is not None:
                 lr_schedule._attach(optimizer)
             self.stop_training = False
@@ -224,14 +245,15 @@ class Sequential:
                 lr = optimizer.lr  # the schedule may have changed it since the last epoch
                 self._engine.set_optimizer(*optimizer._engine_args(), optimizer.steps)
                 start = time.perf_counter()
-                loss_sum = self._train_epoch(X, targets, labels, batch_size, kind, n_run,
-                                             shuffle, epoch, epochs, verbose == 2)
+                loss_sum = self._train_epoch(X, targets, labels, weights, batch_size, kind,
+                                             n_run, shuffle, epoch, epochs, verbose == 2)
                 seconds = time.perf_counter() - start
-                logs = {"loss": loss_sum / loss.mean_divisor(X.shape[0], self.n_outputs)
-                        + self.penalty(), "lr": lr, "seconds": seconds,
+                logs = {"loss": loss_sum / divisor + self.penalty(), "lr": lr,
+                        "seconds": seconds,
                         "samples_per_second": X.shape[0] / seconds}
                 if validation is not None:
-                    metrics = self._metrics(*validation, loss, n_run, 1024)
+                    X_val, prepared, val_weights = validation
+                    metrics = self._metrics(X_val, prepared, loss, n_run, 1024, val_weights)
                     logs.update({f"val_{key}": value for key, value in metrics.items()})
                 history._append(epoch, **logs)
                 if verbose:
@@ -249,8 +271,22 @@ class Sequential:
             self._lock.release()
         return history
 
-    def _train_epoch(self, X, targets, labels, batch_size, kind, n_run, shuffle, epoch,
-                     epochs, progress):
+    def _validation_set(self, validation_data, loss):
+        """(X_val, prepared targets, weights or None) from (X_val, y_val[, weights])."""
+        if not isinstance(validation_data, (tuple, list)) or \
+                len(validation_data) not in (2, 3):
+            raise ValueError("validation_data must be a pair (X_val, y_val) or a triple "
+                             "(X_val, y_val, sample_weight_val)")
+        X_val = as_features(validation_data[0], self.n_features, self.dtype)
+        prepared = loss.prepare(validation_data[1], X_val.shape[0], self.n_outputs,
+                                self.dtype)
+        weights = None
+        if len(validation_data) == 3 and validation_data[2] is not None:
+            weights = as_sample_weight(validation_data[2], X_val.shape[0], self.dtype)
+        return X_val, prepared, weights
+
+    def _train_epoch(self, X, targets, labels, weights, batch_size, kind, n_run, shuffle,
+                     epoch, epochs, progress):
         """One epoch in the engine; with `progress`, in about 30 chunks of whole batches
         so a bar can be drawn between them. Returns the summed training loss."""
         n = X.shape[0]
@@ -264,12 +300,14 @@ class Sequential:
             last = min(n, first + chunk)
             if order is not None:
                 args = (X, targets, labels, order[first:last])
+                rows_weights = weights
             else:
                 args = (X[first:last], None if targets is None else targets[first:last],
                         None if labels is None else labels[first:last], None)
+                rows_weights = None if weights is None else weights[first:last]
             try:
                 part, failed = self._engine.train_epoch(*args, batch_size, kind, n_run,
-                                                        get_num_threads())
+                                                        get_num_threads(), rows_weights)
             finally:
                 self.optimizer.steps = self._engine.step
             if failed >= 0:
@@ -302,7 +340,8 @@ class Sequential:
     # -- inference ------------------------------------------------------------------
 
     def predict(self, X, batch_size=1024):
-        """The last layer's outputs, (n_samples, n_outputs), computed in batches."""
+        """The last layer's outputs, (n_samples, n_outputs), computed in batches (X dense,
+        or scipy.sparse: see fit)."""
         batch_size = check_int(batch_size, "batch_size")
         check_batch_rows(batch_size, X)
         X = as_features(X, self.n_features, self.dtype, allow_empty=True)
@@ -314,42 +353,74 @@ class Sequential:
                              min(batch_size, X.shape[0]), get_num_threads())
         return out
 
-    def evaluate(self, X, y, loss="cross_entropy", batch_size=1024):
+    def evaluate(self, X, y, loss=None, batch_size=1024, sample_weight=None):
         """{"loss": mean loss (plus the L2 penalty), "accuracy": fraction correct
-        (classification losses)}.
+        (classification losses)}; with sample_weight, the weighted means.
 
-        Accuracy: argmax equals the label for cross_entropy; logit > 0 equals target > 0.5,
-        per element, for binary_cross_entropy.
+        loss: None is the model's loss (see fit). Accuracy: argmax equals the label for
+        cross_entropy; logit > 0 equals target > 0.5, per element, for
+        binary_cross_entropy.
         """
-        loss = get_loss(loss)
-        X, prepared, n_run, batch_size = self._prepare(X, y, loss, batch_size)
+        loss = get_loss(self._loss_or_default(loss))
+        X, prepared, weights, n_run, batch_size = self._prepare(X, y, loss, batch_size,
+                                                                sample_weight)
         with self._lock:
-            return self._metrics(X, prepared, loss, n_run, batch_size)
+            return self._metrics(X, prepared, loss, n_run, batch_size, weights)
 
-    def gradients(self, X, y, loss="cross_entropy", batch_size=1024):
-        """Gradients of the mean loss over all of X, in the order of parameters() (copies)."""
-        X, (kind, targets, labels), n_run, batch_size = self._prepare(X, y, get_loss(loss),
-                                                                      batch_size)
+    def gradients(self, X, y, loss=None, batch_size=1024, sample_weight=None,
+                  training=False):
+        """Gradients of the mean loss over all of X (the weighted mean with
+        sample_weight), in the order of parameters() (copies); loss None is the model's.
+
+        training=False (the default) differentiates the function predict computes: batch
+        norm uses its running statistics, dropout passes its input through. training=True
+        differentiates what a training step descends, as torch does in train mode: batch
+        norm normalises with the statistics of all of X (one batch; its running
+        statistics are left unchanged) and dropout draws masks from the model's
+        generator (advancing it, as fit does).
+        """
+        loss = get_loss(self._loss_or_default(loss))
+        X, (kind, targets, labels), weights, n_run, batch_size = self._prepare(
+            X, y, loss, batch_size, sample_weight)
+        if training:
+            if any(layer.kind == "batchnorm" for layer in self.layers[:n_run]):
+                if X.shape[0] < 2:
+                    raise ValueError("BatchNorm1d in training mode needs at least 2 rows")
+                batch_size = X.shape[0]  # the statistics are those of all of X
+            if any(layer.kind == "dropout" for layer in self.layers[:n_run]):
+                self._engine.seed_dropout(int(self._rng.integers(2**63)))
         with self._lock:
             self._engine.run(X, None, targets, labels, kind, True, n_run,
-                             min(batch_size, X.shape[0]), get_num_threads())
+                             min(batch_size, X.shape[0]), get_num_threads(), weights,
+                             training)
             return [g.copy() for g in self._engine.grads]
 
-    def _prepare(self, X, y, loss, batch_size):
-        """Validated inputs for a loss pass: (X, loss.prepare(...), layers run, batch)."""
+    def _loss_or_default(self, loss):
+        """The loss a call uses: the one given, else the model's, else cross-entropy."""
+        if loss is not None:
+            return loss
+        return self.loss if self.loss is not None else "cross_entropy"
+
+    def _prepare(self, X, y, loss, batch_size, sample_weight=None):
+        """Validated inputs for a loss pass: (X, loss.prepare(...), weights, layers run,
+        batch)."""
         batch_size = check_int(batch_size, "batch_size")
         check_batch_rows(batch_size, X)
         X = as_features(X, self.n_features, self.dtype)
         prepared = loss.prepare(y, X.shape[0], self.n_outputs, self.dtype)
-        return X, prepared, self._trained_layers(loss), batch_size
+        weights = None if sample_weight is None else \
+            as_sample_weight(sample_weight, X.shape[0], self.dtype)
+        return X, prepared, weights, self._trained_layers(loss), batch_size
 
-    def _metrics(self, X, prepared, loss, n_run, batch_size):
+    def _metrics(self, X, prepared, loss, n_run, batch_size, weights=None):
         """{"loss": mean loss plus the L2 penalty, "accuracy" for classification} over X,
-        already validated; the caller holds the model's lock."""
+        already validated (weighted means with weights); the caller holds the lock."""
         kind, targets, labels = prepared
         loss_sum, correct = self._engine.run(X, None, targets, labels, kind, False, n_run,
-                                             min(batch_size, X.shape[0]), get_num_threads())
-        divisor = loss.mean_divisor(X.shape[0], self.n_outputs)  # samples or elements
+                                             min(batch_size, X.shape[0]), get_num_threads(),
+                                             weights)
+        rows = X.shape[0] if weights is None else float(np.sum(weights, dtype=np.float64))
+        divisor = loss.mean_divisor(rows, self.n_outputs)  # samples or elements
         result = {"loss": loss_sum / divisor + self.penalty()}
         if loss.classification:
             result["accuracy"] = correct / divisor
@@ -366,4 +437,6 @@ class Sequential:
 
     def __repr__(self):
         inner = ",\n    ".join(repr(layer) for layer in self.layers)
-        return f"Sequential([\n    {inner}\n], dtype={self.dtype.name!r}, seed={self.seed!r})"
+        loss = "" if self.loss is None else f", loss={self.loss.name!r}"
+        return (f"Sequential([\n    {inner}\n], dtype={self.dtype.name!r}, "
+                f"seed={self.seed!r}{loss})")

@@ -1,7 +1,8 @@
 """Saving and loading models: one .npz file, no pickle.
 
 The file holds a JSON document (architecture, dtype, seed, the shuffling generator's
-state, the optimizer's class, settings and step count) stored as bytes under "config",
+state, the optimizer's class, settings and step count, the model's loss and class names
+when it has them) stored as bytes under "config",
 and the arrays: parameters "param_<i>", buffers (batch norm's running statistics)
 "buffer_<i>" and optimizer state "opt_<i>_<j>". Loading uses
 allow_pickle=False, so a file can never execute code. Writing goes to a temporary file
@@ -19,7 +20,7 @@ import zipfile
 import numpy as np
 
 from . import layers as layers_module
-from . import optim
+from . import losses, optim
 
 FORMAT = "fastnn-model"
 VERSION = 1
@@ -37,6 +38,11 @@ def save(model, path, include_optimizer=True):
         "layers": [layer._config() for layer in model.layers],
         "rng": model._rng.bit_generator.state,
     }
+    if model.loss is not None:
+        config["loss"] = model.loss.name
+    if model.classes is not None:
+        config["classes"] = [c.item() if isinstance(c, np.generic) else c
+                             for c in model.classes]
     arrays = {f"param_{i}": p for i, p in enumerate(model.parameters())}
     arrays.update({f"buffer_{i}": b for i, b in enumerate(model.buffers())})
     opt = model.optimizer
@@ -88,7 +94,9 @@ MAX_LAYERS = 100_000
 MAX_DIMENSION = 2**31 - 1      # BLAS counts in 32-bit ints
 _MEMBER = re.compile(r"(config|param_\d+|buffer_\d+|opt_\d+_\d+)\.npy")
 _TOP_KEYS = {"format", "version", "fastnn_version", "dtype", "seed", "layers", "rng",
-             "optimizer"}
+             "optimizer", "loss", "classes"}
+_OPTIONAL_KEYS = {"optimizer", "loss", "classes"}
+MAX_CLASSES = 100_000        # class names saved with a model, each at most 1000 characters
 _LAYER_KEYS = {"dense": {"in_features", "out_features", "bias", "init", "l2"},
                "dropout": {"p"}, "batchnorm": {"num_features", "eps", "momentum", "affine"},
                "leaky_relu": {"negative_slope"}}
@@ -141,7 +149,14 @@ def _load(archive, file_size, path):
                   for c in config["layers"]]
     except (TypeError, ValueError) as exc:
         raise ValueError(f"invalid model description: {exc}") from None
-    model = Sequential._uninitialised(layers, config["dtype"], config["seed"])
+    model = Sequential._uninitialised(layers, config["dtype"], config["seed"],
+                                      config.get("loss"))
+    if "classes" in config:
+        if len(config["classes"]) != model.n_outputs and not (
+                len(config["classes"]) == 2 and model.n_outputs == 1):
+            raise ValueError(f"invalid model description: {len(config['classes'])} class "
+                             f"names for {model.n_outputs} outputs")
+        model.classes = list(config["classes"])
     try:
         model._rng.bit_generator.state = config["rng"]
     except (TypeError, ValueError, KeyError, OverflowError) as exc:
@@ -247,12 +262,19 @@ def _plan(config, path):
         return ValueError(f"invalid model description: {what}")
 
     unknown = set(config) - _TOP_KEYS
-    if unknown or not _TOP_KEYS - {"optimizer"} <= set(config):
+    if unknown or not _TOP_KEYS - _OPTIONAL_KEYS <= set(config):
         raise bad(f"keys {sorted(config)}")
     if config["dtype"] not in ("float32", "float64"):
         raise bad(f"dtype {config['dtype']!r}")
     if config["seed"] is not None and type(config["seed"]) is not int:
         raise bad(f"seed {config['seed']!r}")
+    if "loss" in config and config["loss"] not in losses.LOSS_NAMES:
+        raise bad(f"loss {str(config['loss'])[:100]!r}")
+    classes = config.get("classes", [])
+    if not isinstance(classes, list) or len(classes) > MAX_CLASSES or not all(
+            isinstance(c, (str, int, float)) and not isinstance(c, bool)
+            and len(str(c)) <= 1000 for c in classes):
+        raise bad("classes must be a list of names or numbers")
     dtype = np.dtype(config["dtype"])
     described = config["layers"]
     if not isinstance(described, list) or not 1 <= len(described) <= MAX_LAYERS:

@@ -16,10 +16,18 @@ same settings learn the same model:
 What differs is where the time goes: every batch of an epoch runs in fastnn's engine
 with the GIL released (scikit-learn runs a NumPy step per batch), predict runs there
 too, and the extras `dtype` ("float32" trains in single precision) and `n_threads`.
-Two deliberate differences: sparse X is refused (fastnn's kernels are dense; call
-X.toarray()), and with warm_start the early-stopping split stays the one drawn at the
-first fit (scikit-learn draws a new one, so rows it trained on can become validation
-rows). fit takes no sample_weight.
+fit and partial_fit take `sample_weight` as scikit-learn 1.9 defines it: each batch's
+loss is the weighted mean (sum_i w_i l_i / sum_i w_i), the penalty's share is
+0.5 * alpha * |W|^2 / sum_i w_i, the early-stopping split carries the weights and the
+validation score is weighted. Sparse X (CSR, CSC and the other scipy.sparse formats) is
+read row by row into each batch, never densified.
+A loss that stops being finite: without early stopping, ValueError with scikit-learn's
+message, the weights those before the step that diverged; with early stopping, the fit
+runs on as scikit-learn's does (each later epoch scores NaN) and the best weights are
+restored, without spending time on training a diverged network.
+One deliberate difference: with warm_start the early-stopping split stays the one drawn
+at the first fit (scikit-learn draws a new one, so rows it trained on can become
+validation rows).
 
 Needs scikit-learn (pip install "fastnn[sklearn]"); `import fastnn` does not import it.
 """
@@ -46,10 +54,12 @@ from sklearn.utils import shuffle as _shuffle
 from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import type_of_target, unique_labels
-from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
+from sklearn.utils.validation import (_check_sample_weight, check_is_fitted, column_or_1d,
+                                      validate_data)
 
 from . import _engine
 from ._threads import get_num_threads, threads
+from ._validation import CSRRows, is_sparse
 from .layers import Dense, Identity, ReLU, Sigmoid, Softmax, Tanh
 from .model import Sequential
 from .optim import SGD, Adam
@@ -69,6 +79,52 @@ class _ScikitAdam(Adam):
 
     def hyperparameters(self):
         return super().hyperparameters() + (1.0,)
+
+    @property
+    def learning_rate(self):
+        """The step size of the last update, as scikit-learn's AdamOptimizer shows it."""
+        beta1, beta2 = self.betas
+        t = max(self.steps, 1)
+        return self.lr * np.sqrt(1 - beta2**t) / (1 - beta1**t)
+
+
+class _ScikitSGD(SGD):
+    """SGD whose current rate is also visible as `learning_rate` (scikit-learn's name)."""
+
+    @property
+    def learning_rate(self):
+        return self.lr
+
+
+_DIVERGED = ("Solver produced non-finite parameter weights. The input data may contain "
+             "large values and need to be preprocessed.")
+
+
+def _engine_rows(X, dtype):
+    """X as the engine reads it: a C-contiguous array of `dtype`, or CSRRows."""
+    if isinstance(X, CSRRows):
+        return X
+    if is_sparse(X):
+        return CSRRows.of(X, X.shape[1], dtype, allow_empty=False)
+    return np.ascontiguousarray(X, dtype=dtype)
+
+
+def _poisson_constants(targets):
+    """Per row, the terms of scikit-learn's half Poisson deviance that do not depend on
+    the model: sum over outputs of t log t - t."""
+    return np.sum(targets * np.log(np.where(targets > 0, targets, 1)) - targets, axis=1)
+
+
+def _epoch_constant(constants, weights, order, batch_size):
+    """What those terms add to scikit-learn's loss_ over an epoch: per batch its weighted
+    mean times its rows, summed over batches and divided by the rows."""
+    c = constants[order]
+    w = weights[order].astype(np.float64)
+    starts = np.arange(0, len(order), batch_size)
+    rows = np.diff(np.append(starts, len(order)))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        means = np.add.reduceat(w * c, starts) / np.add.reduceat(w, starts)
+    return float(np.sum(rows * means)) / len(order)
 
 
 def _keep_parameters(estimator, values):
@@ -194,21 +250,16 @@ class _BaseMLP(BaseEstimator):
             state.pop(key, None)
         return state
 
-    def _loss_terms(self, targets):
-        """(engine loss code, layers the engine trains, and the factor and constant that
-        turn the engine's summed loss into scikit-learn's per-row loss on `targets`, the
-        training rows' float targets or None)."""
+    def _loss_terms(self):
+        """(engine loss code, layers the engine trains, and the factor that turns the
+        engine's summed loss into scikit-learn's per-row loss)."""
         factor = 0.5 / self.n_outputs_ if self.out_activation_ == "identity" else 1.0
-        constant = 0.0
-        if self.out_activation_ == "exp":  # the Poisson deviance's terms without the model
-            constant = float(np.sum(targets * np.log(np.where(targets > 0, targets, 1))
-                                    - targets)) / len(targets)
         n_run = len(self._model.layers) - (_OUTPUT[self.out_activation_] is not None)
-        return _engine.LOSS_KINDS[_LOSS[self.out_activation_]], n_run, factor, constant
+        return _engine.LOSS_KINDS[_LOSS[self.out_activation_]], n_run, factor
 
     # -- fit ------------------------------------------------------------------------
 
-    def _fit(self, X, y, incremental=False):
+    def _fit(self, X, y, sample_weight=None, incremental=False):
         self._validate_params()
         if incremental and self.early_stopping:
             raise ValueError("partial_fit does not support early_stopping=True: it trains "
@@ -228,16 +279,21 @@ class _BaseMLP(BaseEstimator):
             dtype = model.dtype
         else:
             dtype = np.dtype(self.dtype) if self.dtype is not None else X.dtype
+        if sample_weight is not None:
+            sample_weight = np.ascontiguousarray(
+                _check_sample_weight(sample_weight, X, dtype=np.float64), dtype=dtype)
         rng = check_random_state(self.random_state)
         if first_pass:
             self._initialize(layer_units, dtype, rng)
-        X = np.ascontiguousarray(X, dtype=dtype)
+        # dense X is converted once; sparse X stays sparse (CSR) until the engine reads it
+        X = X.tocsr().astype(dtype) if is_sparse(X) else np.ascontiguousarray(X, dtype=dtype)
         targets, labels = self._encode_targets(Y, dtype)
         with _maybe_threads(self.n_threads):
             if self.solver == "lbfgs":
-                self._fit_lbfgs(X, targets, labels)
+                self._fit_lbfgs(X, Y, sample_weight)
             else:
-                self._fit_stochastic(X, Y, targets, labels, rng, incremental, first_pass)
+                self._fit_stochastic(X, Y, targets, labels, sample_weight, rng, incremental,
+                                     first_pass)
         return self
 
     def _encode_targets(self, Y, dtype):
@@ -251,7 +307,7 @@ class _BaseMLP(BaseEstimator):
     def _new_optimizer(self):
         if self.solver == "sgd":
             nesterov = self.nesterovs_momentum and self.momentum > 0
-            return SGD(lr=self.learning_rate_init, momentum=self.momentum, nesterov=nesterov)
+            return _ScikitSGD(lr=self.learning_rate_init, momentum=self.momentum, nesterov=nesterov)
         return _ScikitAdam(lr=self.learning_rate_init, betas=(self.beta_1, self.beta_2),
                            eps=self.epsilon)
 
@@ -281,17 +337,21 @@ class _BaseMLP(BaseEstimator):
                              "'validation_fraction' or the size of your dataset.")
         return train.astype(np.int64), val
 
-    def _fit_stochastic(self, X, Y, targets, labels, rng, incremental, first_pass):
+    def _fit_stochastic(self, X, Y, targets, labels, weights, rng, incremental,
+                        first_pass):
         model = self._current_model()
         engine = model._engine
-        if not incremental or self._optimizer is None:
+        if not incremental or getattr(self, "_optimizer", None) is None:
             self._optimizer = self._new_optimizer()
         optimizer = self._optimizer
         optimizer._bind(model.parameters())
+        w_val = None
         if self.early_stopping:
             rows, val_rows = self._validation_split(X.shape[0], Y, rng, first_pass)
             X_val = X[val_rows]
             y_val = Y[val_rows]
+            if weights is not None:
+                w_val = weights[val_rows]
             if is_classifier(self):
                 y_val = self._label_binarizer.inverse_transform(y_val)
             elif y_val.shape[1] == 1:
@@ -300,8 +360,8 @@ class _BaseMLP(BaseEstimator):
             rows = None
             X_val = y_val = None
         n_samples = X.shape[0] if rows is None else rows.shape[0]
-        kind, n_run, factor, constant = self._loss_terms(
-            targets if rows is None or targets is None else targets[rows])
+        kind, n_run, factor = self._loss_terms()
+        constants = _poisson_constants(targets) if self.out_activation_ == "exp" else None
         if self.batch_size == "auto":
             batch_size = min(200, n_samples)
         else:
@@ -309,8 +369,10 @@ class _BaseMLP(BaseEstimator):
                 warnings.warn("Got `batch_size` less than 1 or larger than sample size. "
                               "It is going to be clipped", stacklevel=4)
             batch_size = int(np.clip(self.batch_size, 1, n_samples))
+        X_rows = _engine_rows(X, model.dtype)
         sample_idx = np.arange(n_samples)
         self.n_iter_ = 0
+        diverged = False
         try:
             for _ in range(self.max_iter):
                 if self.shuffle:
@@ -320,27 +382,20 @@ class _BaseMLP(BaseEstimator):
                     order = rows
                 if order is not None:
                     order = np.ascontiguousarray(order, dtype=np.int64)
-                engine.set_optimizer(*optimizer._engine_args(), optimizer.steps)
-                engine.reset_penalty_sum()
-                try:
-                    loss_sum, failed = engine.train_epoch(X, targets, labels, order,
-                                                          batch_size, kind, n_run,
-                                                          get_num_threads())
-                finally:
-                    optimizer.steps = engine.step
-                if failed >= 0:
-                    raise ValueError(
-                        f"Solver produced a non-finite loss (batch {failed} of iteration "
-                        f"{self.n_iter_ + 1}); the weights are those before that batch. The "
-                        f"input data may contain large values and need to be preprocessed, "
-                        f"or learning_rate_init may be too large.")
+                if not diverged:
+                    diverged = self._train_epoch(engine, X_rows, targets, labels, weights,
+                                                 order, batch_size, kind, n_run)
                 self.n_iter_ += 1
-                self.loss_ = (loss_sum * factor + engine.penalty_sum) / n_samples + constant
+                if diverged:  # scikit-learn trains on with NaN weights: the loss is NaN
+                    self.loss_ = np.nan
+                else:
+                    self.loss_ = self._epoch_loss(engine, factor, constants, weights, order,
+                                                  n_samples, batch_size)
                 self.t_ += n_samples
                 self.loss_curve_.append(self.loss_)
                 if self.verbose:
                     print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
-                self._update_no_improvement_count(X_val, y_val)
+                self._update_no_improvement_count(X_val, y_val, w_val, diverged)
                 if self.solver == "sgd" and self.learning_rate == "invscaling":
                     self._set_learning_rate(self.learning_rate_init
                                             / (self.t_ + 1) ** self.power_t)
@@ -362,9 +417,39 @@ class _BaseMLP(BaseEstimator):
             for intercept, best in zip(self.intercepts_, self._best_intercepts):
                 intercept[...] = best
 
-    def _update_no_improvement_count(self, X_val, y_val):
+    def _train_epoch(self, engine, X, targets, labels, weights, order, batch_size, kind,
+                     n_run):
+        """One epoch in the engine; returns whether a batch's loss was not finite. Without
+        early stopping that is scikit-learn's ValueError (the weights stay those before
+        the step); with it, the fit goes on as scikit-learn's does."""
+        optimizer = self._optimizer
+        engine.set_optimizer(*optimizer._engine_args(), optimizer.steps)
+        engine.reset_penalty_sum()
+        try:
+            self._loss_sum, failed = engine.train_epoch(X, targets, labels, order,
+                                                        batch_size, kind, n_run,
+                                                        get_num_threads(), weights)
+        finally:
+            optimizer.steps = engine.step
+        if failed >= 0 and not self.early_stopping:
+            raise ValueError(_DIVERGED)
+        return failed >= 0
+
+    def _epoch_loss(self, engine, factor, constants, weights, order, n_samples, batch_size):
+        """scikit-learn's loss_ for the epoch just trained: the batches' mean losses (with
+        the penalty's share), weighted by their rows."""
+        loss = (self._loss_sum * factor + engine.penalty_sum) / n_samples
+        if constants is not None:
+            order = np.arange(n_samples) if order is None else order
+            if weights is None:
+                loss += float(np.mean(constants[order]))
+            else:
+                loss += _epoch_constant(constants, weights, order, batch_size)
+        return loss
+
+    def _update_no_improvement_count(self, X_val, y_val, w_val, diverged):
         if self.early_stopping:
-            score = self._score(X_val, y_val)
+            score = np.nan if diverged else self._score(X_val, y_val, w_val)
             self.validation_scores_.append(score)
             if self.verbose:
                 print("Validation score: %f" % score)
@@ -403,26 +488,42 @@ class _BaseMLP(BaseEstimator):
             print(msg + " Setting learning rate to %f" % self._optimizer.lr)
         return False
 
-    def _fit_lbfgs(self, X, targets, labels):
-        """scipy's L-BFGS-B on the full-batch loss, the engine computing loss and gradient."""
+    def _loss_grad_lbfgs(self, packed, X, y, sample_weight=None, *work_arrays):
+        """scikit-learn's objective for L-BFGS (its tests call it by this name): (loss,
+        gradient) at `packed`, the coefs_ then intercepts_ raveled in scikit-learn's
+        order, which become the model's weights. X and y as scikit-learn's _backprop
+        takes them (y 2-D: binarized labels for classifiers); work_arrays, scikit-learn's
+        buffers, are not needed here."""
         model = self._current_model()
-        engine = model._engine
-        params = model.parameters()
-        sizes = np.cumsum([0] + [p.size for p in params])
-        kind, n_run, factor, constant = self._loss_terms(targets)
+        params = self.coefs_ + self.intercepts_
+        bounds = np.cumsum([0] + [p.size for p in params])
+        for p, lo, hi in zip(params, bounds[:-1], bounds[1:]):
+            p[...] = packed[lo:hi].reshape(p.shape)
+        Y = np.asarray(y)
+        Y = Y.reshape(-1, 1) if Y.ndim == 1 else Y
+        targets, labels = self._encode_targets(Y, model.dtype)
+        weights = None if sample_weight is None else \
+            np.ascontiguousarray(sample_weight, dtype=model.dtype)
+        X = _engine_rows(X, model.dtype)
+        kind, n_run, factor = self._loss_terms()
         n = X.shape[0]
+        loss_sum, _ = model._engine.run(X, None, targets, labels, kind, True, n_run,
+                                        min(n, 1024), get_num_threads(), weights)
+        total = n if weights is None else float(np.sum(weights, dtype=np.float64))
+        penalty = sum(float(np.dot(c.ravel(), c.ravel())) for c in self.coefs_)
+        loss = (loss_sum * factor + 0.5 * self.alpha * penalty) / total
+        if self.out_activation_ == "exp":
+            loss += float(np.average(_poisson_constants(targets), weights=weights))
+        grads = model._engine.grads  # W (n_out, n_in), b, ... in the model's order
+        packed_grad = [g.T.ravel() for g in grads[0::2]] + [g.ravel() for g in grads[1::2]]
+        return loss, np.concatenate(packed_grad).astype(np.float64)
 
-        def loss_and_gradient(packed):
-            for p, lo, hi in zip(params, sizes[:-1], sizes[1:]):
-                p[...] = packed[lo:hi].reshape(p.shape)
-            loss_sum, _ = engine.run(X, None, targets, labels, kind, True, n_run, min(n, 1024),
-                                     get_num_threads())
-            penalty = sum(float(np.dot(c.ravel(), c.ravel())) for c in self.coefs_)
-            loss = loss_sum * factor / n + 0.5 * self.alpha * penalty / n + constant
-            return loss, np.concatenate([g.ravel() for g in engine.grads]).astype(np.float64)
-
+    def _fit_lbfgs(self, X, Y, weights):
+        """scipy's L-BFGS-B on the full-batch loss, the engine computing loss and gradient."""
+        X = _engine_rows(X, self._current_model().dtype)
+        packed = np.concatenate([p.ravel() for p in self.coefs_ + self.intercepts_])
         result = scipy.optimize.minimize(
-            loss_and_gradient, np.concatenate([p.ravel() for p in params]).astype(np.float64),
+            self._loss_grad_lbfgs, packed.astype(np.float64), args=(X, Y, weights),
             method="L-BFGS-B", jac=True,
             options={"maxfun": self.max_fun, "maxiter": self.max_iter, "gtol": self.tol})
         if result.status != 0:
@@ -430,8 +531,10 @@ class _BaseMLP(BaseEstimator):
                           f"(status={result.status}): {result.message}. Increase max_iter or "
                           f"scale the data.", ConvergenceWarning, stacklevel=4)
         self.n_iter_ = min(result.nit, self.max_iter)
-        loss_and_gradient(result.x)  # the weights of the result
+        self._loss_grad_lbfgs(result.x, X, Y, weights)  # the weights of the result
         self.loss_ = float(result.fun)
+        if not all(np.isfinite(p).all() for p in self.coefs_ + self.intercepts_):
+            raise ValueError(_DIVERGED)
 
     # -- predict --------------------------------------------------------------------
 
@@ -439,7 +542,8 @@ class _BaseMLP(BaseEstimator):
         """The network's output after its output activation, (n_samples, n_outputs)."""
         check_is_fitted(self)
         if check_input:
-            X = validate_data(self, X, dtype=(np.float64, np.float32), reset=False)
+            X = validate_data(self, X, dtype=(np.float64, np.float32), reset=False,
+                              accept_sparse=["csr", "csc", "coo"])
         model = self._current_model()
         with _maybe_threads(self.n_threads):
             out = model.predict(X)
@@ -449,7 +553,7 @@ class _BaseMLP(BaseEstimator):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.sparse = False
+        tags.input_tags.sparse = True
         tags.target_tags.multi_output = True
         return tags
 
@@ -488,6 +592,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     def _validate_input(self, X, y, incremental, reset):
         X, y = validate_data(self, X, y, multi_output=True, dtype=(np.float64, np.float32),
+                             accept_sparse=["csr", "csc", "coo"],
                              reset=reset)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
@@ -507,15 +612,17 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                                  f"has {self.classes_}. 'y' has {classes}.")
         return X, self._label_binarizer.transform(y).astype(bool)
 
-    def fit(self, X, y):
-        """Train on X (n_samples, n_features) and labels y (n_samples,), or 2-D 0/1
-        targets (n_samples, n_labels) for multi-label classification. Returns self."""
-        return self._fit(X, y, incremental=False)
+    def fit(self, X, y, sample_weight=None):
+        """Train on X (n_samples, n_features), dense or sparse, and labels y
+        (n_samples,), or 2-D 0/1 targets (n_samples, n_labels) for multi-label
+        classification; sample_weight (n_samples,) weights each row's loss. Returns
+        self."""
+        return self._fit(X, y, sample_weight, incremental=False)
 
     @available_if(_stochastic_solver)
-    def partial_fit(self, X, y, classes=None):
-        """One epoch over (X, y); `classes` (every label the model will see) is required
-        on the first call. Returns self."""
+    def partial_fit(self, X, y, sample_weight=None, classes=None):
+        """One epoch over (X, y) (sample_weight as in fit); `classes` (every label the
+        model will see) is required on the first call. Returns self."""
         if not hasattr(self, "classes_"):
             if classes is None:
                 raise ValueError("classes must be passed on the first call to partial_fit.")
@@ -526,7 +633,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         elif classes is not None and not np.array_equal(np.unique(classes), self.classes_):
             raise ValueError(f"`classes={classes!r}` is not the same as on the first call to "
                              f"partial_fit, was: {self.classes_!r}")
-        return self._fit(X, y, incremental=True)
+        return self._fit(X, y, sample_weight, incremental=True)
 
     def _predict(self, X, check_input=True):
         y_prob = self._forward(X, check_input)
@@ -551,11 +658,11 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         y_prob = self.predict_proba(X)
         return np.log(y_prob, out=y_prob)
 
-    def _score(self, X, y):
+    def _score(self, X, y, sample_weight=None):
         y_pred = self._predict(X, check_input=False)
         if y_pred.dtype.kind == "f" and not np.isfinite(y_pred).all():
             return np.nan
-        return accuracy_score(y, y_pred)
+        return accuracy_score(y, y_pred, sample_weight=sample_weight)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -586,20 +693,22 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
     def _validate_input(self, X, y, incremental, reset):
         X, y = validate_data(self, X, y, multi_output=True, y_numeric=True,
+                             accept_sparse=["csr", "csc", "coo"],
                              dtype=(np.float64, np.float32), reset=reset)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         return X, y
 
-    def fit(self, X, y):
-        """Train on X (n_samples, n_features) and targets y (n_samples,) or
-        (n_samples, n_outputs). Returns self."""
-        return self._fit(X, y, incremental=False)
+    def fit(self, X, y, sample_weight=None):
+        """Train on X (n_samples, n_features), dense or sparse, and targets y
+        (n_samples,) or (n_samples, n_outputs); sample_weight (n_samples,) weights each
+        row's loss. Returns self."""
+        return self._fit(X, y, sample_weight, incremental=False)
 
     @available_if(_stochastic_solver)
-    def partial_fit(self, X, y):
-        """One epoch over (X, y). Returns self."""
-        return self._fit(X, y, incremental=True)
+    def partial_fit(self, X, y, sample_weight=None):
+        """One epoch over (X, y) (sample_weight as in fit). Returns self."""
+        return self._fit(X, y, sample_weight, incremental=True)
 
     def _predict(self, X, check_input=True):
         y_pred = self._forward(X, check_input)
@@ -609,8 +718,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         """Predictions (n_samples,) or (n_samples, n_outputs)."""
         return self._predict(X)
 
-    def _score(self, X, y):
+    def _score(self, X, y, sample_weight=None):
         y_pred = self._predict(X, check_input=False)
         if not np.isfinite(y_pred).all():
             return np.nan
-        return r2_score(y, y_pred)
+        return r2_score(y, y_pred, sample_weight=sample_weight)
