@@ -20,6 +20,9 @@ def as_features(X, n_features, dtype, allow_empty=False):
     """
     if is_sparse(X):
         return CSRRows.of(X, n_features, dtype, allow_empty)
+    if isinstance(X, CSRRows):  # checked and converted already (a validation split)
+        _check_shape(X.shape, n_features, allow_empty)
+        return X
     if not isinstance(X, np.ndarray):
         if isinstance(X, (str, bytes, dict, set)) or not hasattr(X, "__len__") \
                 and not hasattr(X, "__array__"):

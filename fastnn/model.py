@@ -12,8 +12,8 @@ import numpy as np
 
 from . import _engine
 from ._threads import get_num_threads
-from ._validation import (INT32_MAX, as_features, as_sample_weight, check_batch_rows,
-                          check_int)
+from ._validation import (INT32_MAX, CSRRows, as_features, as_sample_weight,
+                          check_batch_rows, check_int)
 from .layers import Dense, Layer, get_activation
 from .losses import get_loss
 from .optim import SGD, LRSchedule, Optimizer
@@ -21,6 +21,19 @@ from .optim import SGD, LRSchedule, Optimizer
 __all__ = ["Sequential", "History"]
 
 _DTYPES = {"float32": np.float32, "float64": np.float64}
+# predict, evaluate and gradients densify each chunk of a sparse X into the engine's two
+# input buffers: chunks of at most this many values keep them to 32 MB (float64) each
+SPARSE_CHUNK_VALUES = 2**22
+
+
+def _chunk_rows(X, batch_size):
+    """Rows per engine chunk outside training: batch_size, at most X's rows, and for
+    sparse X at most SPARSE_CHUNK_VALUES / features (results do not depend on it
+    beyond rounding)."""
+    rows = min(batch_size, X.shape[0])
+    if isinstance(X, CSRRows):
+        rows = min(rows, max(1, SPARSE_CHUNK_VALUES // X.shape[1]))
+    return rows
 
 
 class History:
@@ -350,7 +363,7 @@ class Sequential:
             return out
         with self._lock:
             self._engine.run(X, out, None, None, -1, False, len(self.layers),
-                             min(batch_size, X.shape[0]), get_num_threads())
+                             _chunk_rows(X, batch_size), get_num_threads())
         return out
 
     def evaluate(self, X, y, loss=None, batch_size=1024, sample_weight=None):
@@ -382,17 +395,17 @@ class Sequential:
         loss = get_loss(self._loss_or_default(loss))
         X, (kind, targets, labels), weights, n_run, batch_size = self._prepare(
             X, y, loss, batch_size, sample_weight)
+        chunk = _chunk_rows(X, batch_size)
         if training:
             if any(layer.kind == "batchnorm" for layer in self.layers[:n_run]):
                 if X.shape[0] < 2:
                     raise ValueError("BatchNorm1d in training mode needs at least 2 rows")
-                batch_size = X.shape[0]  # the statistics are those of all of X
+                chunk = X.shape[0]  # the statistics are those of all of X
             if any(layer.kind == "dropout" for layer in self.layers[:n_run]):
                 self._engine.seed_dropout(int(self._rng.integers(2**63)))
         with self._lock:
-            self._engine.run(X, None, targets, labels, kind, True, n_run,
-                             min(batch_size, X.shape[0]), get_num_threads(), weights,
-                             training)
+            self._engine.run(X, None, targets, labels, kind, True, n_run, chunk,
+                             get_num_threads(), weights, training)
             return [g.copy() for g in self._engine.grads]
 
     def _loss_or_default(self, loss):
@@ -417,7 +430,7 @@ class Sequential:
         already validated (weighted means with weights); the caller holds the lock."""
         kind, targets, labels = prepared
         loss_sum, correct = self._engine.run(X, None, targets, labels, kind, False, n_run,
-                                             min(batch_size, X.shape[0]), get_num_threads(),
+                                             _chunk_rows(X, batch_size), get_num_threads(),
                                              weights)
         rows = X.shape[0] if weights is None else float(np.sum(weights, dtype=np.float64))
         divisor = loss.mean_divisor(rows, self.n_outputs)  # samples or elements

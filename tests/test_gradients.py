@@ -133,3 +133,88 @@ def test_l2_penalty_gradient(rng):
     np.testing.assert_allclose(got[0], reference[0] + 0.6 * w1, rtol=1e-12)
     np.testing.assert_allclose(got[1], reference[1], rtol=1e-12)  # bias: no penalty
     assert plain == pytest.approx(ref.loss("cross_entropy", model.predict(X), y)[0])
+
+
+def batchnorm_model(seed=0):
+    model = fnn.Sequential([fnn.Dense(5, 8), fnn.BatchNorm1d(8), fnn.Tanh(), fnn.Dense(8, 3)],
+                           dtype="float64", seed=seed)
+    bn = model.layers[1]
+    rng = np.random.default_rng(seed)
+    bn.weight[...] = rng.uniform(0.5, 1.5, 8)  # not the identity, so each term shows
+    bn.bias[...] = rng.normal(size=8)
+    bn.running_mean[...] = rng.normal(size=8)
+    bn.running_var[...] = rng.uniform(0.5, 2, 8)
+    return model
+
+
+def train_mode_loss(model, X, y):
+    """NumPy: the mean cross-entropy with batch norm on X's own statistics (biased
+    variance), as torch's train mode and fastnn's fit compute it."""
+    W1, b1, gamma, beta, W2, b2 = model.parameters()
+    h = X @ W1.T + b1
+    z = gamma * (h - h.mean(0)) / np.sqrt(h.var(0) + model.layers[1].eps) + beta
+    return ref.loss("cross_entropy", np.tanh(z) @ W2.T + b2, y)[0]
+
+
+def test_training_mode_gradients_use_the_batch_statistics(rng):
+    """gradients(training=True): batch norm normalises with the statistics of all of X
+    (central differences of the NumPy statement), leaving its running statistics as
+    they were; the default differentiates what predict computes (running statistics)."""
+    model = batchnorm_model()
+    X, y = rng.normal(size=(12, 5)), rng.integers(0, 3, 12)
+    running = [b.copy() for b in model.buffers()]
+    analytic = model.gradients(X, y, batch_size=5, training=True)  # one batch regardless
+    numeric = []
+    for p in model.parameters():
+        g = np.zeros_like(p)
+        for i in np.ndindex(p.shape):
+            old = p[i]
+            p[i] = old + 1e-6
+            up = train_mode_loss(model, X, y)
+            p[i] = old - 1e-6
+            g[i] = (up - train_mode_loss(model, X, y)) / 2e-6
+            p[i] = old
+        numeric.append(g)
+    assert relative_error(analytic, numeric) < 1e-7
+    for now, before in zip(model.buffers(), running):
+        np.testing.assert_array_equal(now, before)
+    assert relative_error(model.gradients(X, y), analytic) > 1e-3  # eval mode differs
+    check(model, X, y, "cross_entropy")  # and eval mode is the function evaluate computes
+
+
+def test_training_mode_gradients_follow_torch(rng):
+    torch = pytest.importorskip("torch")
+    model = batchnorm_model(seed=3)
+    X, y = rng.normal(size=(16, 5)), rng.integers(0, 3, 16)
+    net = torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.BatchNorm1d(8), torch.nn.Tanh(),
+                              torch.nn.Linear(8, 3)).double().train()
+    with torch.no_grad():
+        for p, q in zip(net.parameters(), model.parameters()):
+            p.copy_(torch.from_numpy(q))
+    loss = torch.nn.functional.cross_entropy(net(torch.from_numpy(X)), torch.from_numpy(y))
+    loss.backward()
+    for ours, theirs in zip(model.gradients(X, y, training=True), net.parameters()):
+        np.testing.assert_allclose(ours, theirs.grad.numpy(), rtol=1e-10, atol=1e-13)
+
+
+def test_training_mode_gradients_draw_dropout_masks(rng):
+    """training=True: dropout's masks come from the model's generator (the documented
+    stream, seeded as fit seeds it) and scale the gradient; the default passes through."""
+    p = 0.4
+    model = fnn.Sequential([fnn.Dense(6, 30), fnn.Dropout(p), fnn.Dense(30, 3)],
+                           dtype="float64", seed=5)
+    X, y = rng.normal(size=(10, 6)), rng.integers(0, 3, 10)
+    W1, b1, W2, b2 = model.parameters()
+    generator = np.random.default_rng()
+    generator.bit_generator.state = model._rng.bit_generator.state
+    mask = ref.dropout_mask((10, 30), p, int(generator.integers(2**63)))
+    got = model.gradients(X, y, training=True)
+    h = (X @ W1.T + b1) * mask
+    _, g = ref.loss("cross_entropy", h @ W2.T + b2, y)
+    gh = (g @ W2) * mask
+    for ours, want in zip(got, (gh.T @ X, gh.sum(0), g.T @ h, g.sum(0))):
+        np.testing.assert_allclose(ours, want, rtol=1e-12, atol=1e-14)
+    assert model._rng.bit_generator.state == generator.bit_generator.state  # advanced
+    h = X @ W1.T + b1
+    _, g = ref.loss("cross_entropy", h @ W2.T + b2, y)
+    np.testing.assert_allclose(model.gradients(X, y)[2], g.T @ h, rtol=1e-12)

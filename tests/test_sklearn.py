@@ -358,11 +358,132 @@ def test_invalid_parameters_are_named(digits):
             fs.MLPClassifier(**bad).fit(X, y)
 
 
-def test_sparse_input_is_refused_with_a_hint(digits):
-    scipy_sparse = pytest.importorskip("scipy.sparse")
+SAMPLE_WEIGHT_CASES = [
+    ("MLPClassifier", dict(solver="sgd", momentum=0.9, batch_size=64)),
+    ("MLPClassifier", dict(solver="adam", early_stopping=True, n_iter_no_change=3)),
+    ("MLPClassifier", dict(solver="sgd", learning_rate="invscaling", alpha=0.01)),
+    ("MLPRegressor", dict(solver="adam")),
+    ("MLPRegressor", dict(solver="adam", loss="poisson", batch_size=50)),
+    ("MLPRegressor", dict(solver="sgd", early_stopping=True, learning_rate_init=0.01)),
+]
+
+
+def weighted_targets(name, params, y):
+    if name == "MLPClassifier":
+        return y
+    return y.astype(float) if params.get("loss") == "poisson" else y / 9.0
+
+
+@pytest.mark.parametrize("name,params", SAMPLE_WEIGHT_CASES)
+def test_sample_weight_follows_scikit_learn(digits, name, params):
+    """Whole fits with weights (some zero): the same steps as scikit-learn 1.9, the
+    weighted batch losses, the penalty over the summed weights, the weighted split and
+    validation score."""
+    X, X_test, y, _ = digits
+    w = np.random.default_rng(1).uniform(0, 3, len(X))
+    w[::7] = 0
+    target = weighted_targets(name, params, y)
+    ours, theirs = both(name, hidden_layer_sizes=(20,), max_iter=10, random_state=0,
+                        **params)
+    with quiet():
+        ours.fit(X, target, sample_weight=w)
+        theirs.fit(X, target, sample_weight=w)
+    assert_same_fit(ours, theirs)
+    np.testing.assert_allclose(ours.predict(X_test), theirs.predict(X_test), rtol=1e-9)
+    unweighted = getattr(fs, name)(hidden_layer_sizes=(20,), max_iter=10, random_state=0,
+                                   **params)
+    with quiet():
+        unweighted.fit(X, target)
+    assert not np.allclose(unweighted.coefs_[0], ours.coefs_[0])  # the weights mattered
+
+
+def test_sample_weight_in_lbfgs_and_partial_fit(digits):
     X, _, y, _ = digits
-    with pytest.raises(TypeError, match="toarray"):
-        fs.MLPClassifier().fit(scipy_sparse.csr_matrix(X), y)
+    w = np.random.default_rng(2).uniform(0.5, 2, len(X))
+    ours, theirs = both("MLPClassifier", hidden_layer_sizes=(10,), solver="lbfgs",
+                        max_iter=15, random_state=0)
+    with quiet():
+        ours.fit(X, y, sample_weight=w)
+        theirs.fit(X, y, sample_weight=w)
+    assert ours.n_iter_ == theirs.n_iter_
+    assert ours.loss_ == pytest.approx(theirs.loss_, rel=1e-6)
+    for a, b in zip(ours.coefs_, theirs.coefs_):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    ours, theirs = both("MLPRegressor", hidden_layer_sizes=(12,), solver="sgd",
+                        random_state=0, learning_rate_init=0.05)
+    for chunk in np.array_split(np.arange(len(X)), 3):
+        ours.partial_fit(X[chunk], y[chunk] / 9.0, sample_weight=w[chunk])
+        theirs.partial_fit(X[chunk], y[chunk] / 9.0, sample_weight=w[chunk])
+    assert_same_fit(ours, theirs)
+
+
+def test_lbfgs_objective_matches_finite_differences(digits):
+    """_loss_grad_lbfgs (the engine's loss and gradient, weighted) against central
+    differences of its own loss."""
+    X, _, y, _ = digits
+    X, y = X[:40], y[:40] % 3
+    w = np.random.default_rng(3).uniform(0, 2, len(X))
+    model = fs.MLPClassifier(hidden_layer_sizes=(5,), solver="lbfgs", max_iter=1,
+                             alpha=0.1, random_state=0)
+    with quiet():
+        model.fit(X, y)
+    Y = model._label_binarizer.transform(y)
+    theta = np.concatenate([p.ravel() for p in model.coefs_ + model.intercepts_])
+    _, grad = model._loss_grad_lbfgs(theta, X, Y, w)
+    eps = 1e-6
+    for i in np.random.default_rng(0).choice(theta.size, 30, replace=False):
+        step = np.zeros_like(theta)
+        step[i] = eps
+        numeric = (model._loss_grad_lbfgs(theta + step, X, Y, w)[0]
+                   - model._loss_grad_lbfgs(theta - step, X, Y, w)[0]) / (2 * eps)
+        assert grad[i] == pytest.approx(numeric, rel=1e-5, abs=1e-8)
+
+
+@pytest.mark.parametrize("solver", ["adam", "lbfgs"])
+@pytest.mark.parametrize("layout", ["csr_matrix", "csr_array", "csc_matrix"])
+def test_sparse_input_trains_as_dense(digits, solver, layout):
+    """Sparse X is gathered row by row into the engine's batches: the same fit as dense
+    X, and the same predictions for sparse and dense input."""
+    scipy_sparse = pytest.importorskip("scipy.sparse")
+    X, X_test, y, _ = digits
+    X_sparse = getattr(scipy_sparse, layout)(X)
+    dense, sparse = (fs.MLPClassifier(hidden_layer_sizes=(16,), solver=solver, max_iter=8,
+                                      random_state=0, early_stopping=solver == "adam")
+                     for _ in range(2))
+    with quiet():
+        dense.fit(X, y)
+        sparse.fit(X_sparse, y)
+    for a, b in zip(dense.coefs_ + dense.intercepts_, sparse.coefs_ + sparse.intercepts_):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(sparse.predict_proba(getattr(scipy_sparse, layout)(X_test)),
+                                  dense.predict_proba(X_test))
+
+
+def test_diverging_loss_follows_scikit_learn():
+    """scikit-learn's fix for its issue #29504: with early stopping a diverging fit runs
+    to max_iter, scores NaN, and keeps the best weights; without it, its ValueError."""
+    from sklearn.datasets import load_iris
+    X, y = load_iris(return_X_y=True)
+    params = dict(hidden_layer_sizes=30, activation="identity", solver="sgd",
+                  learning_rate_init=1, max_iter=12, random_state=0)
+    ours, theirs = both("MLPRegressor", early_stopping=True, **params)
+    with quiet(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # scikit-learn's overflow
+        ours.fit(X, y)
+        theirs.fit(X, y)
+    assert np.isnan(theirs.validation_scores_[-1])
+    np.testing.assert_array_equal(np.isnan(ours.validation_scores_),
+                                  np.isnan(theirs.validation_scores_))
+    assert ours.n_iter_ == theirs.n_iter_ == 12
+    finite = ~np.isnan(theirs.validation_scores_)
+    np.testing.assert_allclose(np.array(ours.validation_scores_)[finite],
+                               np.array(theirs.validation_scores_)[finite], rtol=1e-9)
+    for a, b in zip(ours.coefs_, theirs.coefs_):
+        np.testing.assert_allclose(a, b, rtol=1e-9)
+    model = fs.MLPRegressor(**params)
+    with pytest.raises(ValueError, match="Solver produced non-finite parameter weights"):
+        model.fit(X, y)
+    assert all(np.isfinite(c).all() for c in model.coefs_)
 
 
 def test_n_threads_gives_the_same_model(digits):
