@@ -28,7 +28,8 @@ Design, in six points:
    A block's results do not depend on which thread computes it; with a fixed count,
    training is bitwise reproducible, and counts differ only in BLAS's blocking and the
    order in which the loss's partial sums are added.
-5. A training step: gather the batch (shuffled order), forward through the trained
+5. A training step: gather the batch (shuffled order; a sparse X's rows densified into
+   the batch buffer; sample weights with their rows), forward through the trained
    layers, fused loss + gradient, stop if the loss is not finite (parameters untouched),
    backward (no input gradient below the first layer with parameters), each block's
    optimizer update in the same pass as its gradient product.
