@@ -10,8 +10,8 @@ import json
 import sys
 
 import fastnn as fnn
-from fastnn.benchmark import (NETWORKS as WIDTHS, blas_description, load_data, planned_threads,
-                              time_fit, time_floor)
+from fastnn.benchmark import NETWORKS as WIDTHS
+from fastnn.benchmark import blas_description, load_data, planned_threads, time_fit, time_floor
 
 OPTIMIZERS = {
     "SGD": lambda: fnn.optim.SGD(lr=0.01),

@@ -24,12 +24,11 @@ import sys
 import time
 
 import numpy as np
-from threadpoolctl import threadpool_info
 
 import fastnn as fnn
 from fastnn import _kernels
 from fastnn._threads import describe_blas
-from fastnn.datasets import load_mnist
+from fastnn.datasets import data_folder, load_mnist
 
 NETWORKS = {"784-256-128-10": [784, 256, 128, 10], "784-1024-1024-10": [784, 1024, 1024, 10]}
 # ../shared/data/mnist beside a checkout (this file's or the working directory's)
@@ -37,18 +36,26 @@ MNIST_CANDIDATES = [os.path.join(root, "..", "shared", "data", "mnist") for root
                     (os.path.dirname(os.path.dirname(os.path.abspath(__file__))), os.getcwd())]
 
 
-def load_data(n_samples):
-    """MNIST's training set when found (beside the checkout, in $FASTNN_DATA or the cache
-    folder), else synthetic data of that shape."""
+def load_data(n_samples, data_path=None):
+    """(X, y, description): MNIST's training set from data_path when given (an error if
+    it is not there), else when found beside the checkout, in $FASTNN_DATA or the cache
+    folder; else synthetic data of MNIST's shape, the description saying where it looked."""
+    if data_path is not None:
+        X, y = load_mnist(data_path, download=False)
+        return X[:n_samples], y[:n_samples], f"MNIST from {os.path.abspath(data_path)}"
+    looked = []
     for folder in MNIST_CANDIDATES + [None]:  # then $FASTNN_DATA or the cache
+        looked.append(os.path.abspath(data_folder(folder)))
         try:
             X, y = load_mnist(folder, download=False)
-            return X[:n_samples], y[:n_samples], "MNIST"
+            return X[:n_samples], y[:n_samples], f"MNIST from {looked[-1]}"
         except (OSError, ValueError):
             continue
     rng = np.random.default_rng(0)
     X = rng.random((n_samples, 784), dtype=np.float32)
-    return X, rng.integers(0, 10, n_samples), "synthetic (MNIST not found)"
+    return X, rng.integers(0, 10, n_samples), (
+        f"synthetic data of MNIST's shape (random pixels and labels: no MNIST found in "
+        f"{', '.join(dict.fromkeys(looked))}; give --data-path)")
 
 
 def mlp_layers(widths, extra=()):
@@ -306,6 +313,10 @@ def main(argv=None):
     parser.add_argument("--peers", default="numpy,sklearn,jax",
                         help="other peers timed with SGD momentum: numpy, sklearn, jax "
                              "('' for none)")
+    parser.add_argument("--data-path", default=None,
+                        help="folder holding MNIST's IDX files (default: beside the "
+                             "checkout, $FASTNN_DATA or the cache folder, else synthetic "
+                             "data)")
     parser.add_argument("--json", default=None, help="also write the results to this file")
     parser.add_argument("--plot", default=None,
                         help="draw samples/s against batch size per tool to this PNG "
@@ -323,7 +334,12 @@ def main(argv=None):
     networks = {name: NETWORKS[name] for name in names}
     thread_counts = [fnn._threads.available_cores() if t == "all" else int(t)
                      for t in args.threads.split(",")]
-    X, y, source = load_data(60000)
+    try:
+        X, y, source = load_data(60000, args.data_path)
+    except (OSError, ValueError) as exc:
+        print(f"fastnn bench: no MNIST in --data-path {args.data_path}: {exc}",
+              file=sys.stderr)
+        return 2
     optimizers = {"sgd": lambda: fnn.optim.SGD(lr=0.01),
                   "momentum": lambda: fnn.optim.SGD(lr=0.01, momentum=0.9),
                   "adam": lambda: fnn.optim.Adam(lr=1e-3)}
@@ -337,12 +353,13 @@ def main(argv=None):
         if peer not in PEERS:
             parser.error(f"unknown peer {peer!r}; expected one of {sorted(PEERS)}")
     fnn.set_num_threads(thread_counts[0])
+    print(f"data: {source}, {len(X)} samples, float32, shuffled")
     print(f"fastnn {fnn.__version__}, python {platform.python_version()}, "
           f"{platform.machine()}, {os.cpu_count()} cpus")
     print(f"BLAS: {blas_description()}")
     print(f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}")
-    print(f"data: {source}, {len(X)} samples, float32, shuffled; each figure the fastest "
-          f"warm epoch of {repeats} interleaved repeats of 2 epochs")
+    print(f"each figure the fastest warm epoch of {repeats} interleaved repeats of 2 "
+          f"epochs")
     print(f"per fit call, before the first batch (validating X, y): "
           f"{min(validation_seconds(X, y) for _ in range(3)) * 1e3:.1f} ms")
     print("optimizers: " + "; ".join(f"{k} = {optimizers[k]()}" for k in chosen))

@@ -1,11 +1,21 @@
-"""The `fastnn` command: `info`, `train` and `bench`."""
+"""The `fastnn` command: train on your own data (or MNIST), predict, evaluate, info, bench.
+
+    fastnn train data.csv --target label --save model.npz
+    fastnn predict model.npz new.csv -o predictions.csv
+    fastnn evaluate model.npz test.csv
+"""
 import argparse
 import os
 import platform
 import sys
+import tempfile
 import time
 
 from . import __version__
+
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad")
+ACTIVATIONS = ("relu", "tanh", "sigmoid", "leaky_relu")
+SCHEDULES = ("none", "step", "exponential", "cosine", "plateau")
 
 
 def info(args):
@@ -34,36 +44,396 @@ def info(args):
     return 0
 
 
+class CommandError(Exception):
+    """A problem to report on one line (exit status 2), nothing written."""
+
+
+# -- train ------------------------------------------------------------------------------
+
+def _training_data(args):
+    """(X, y, X_test, y_test or None, task, classes, feature names, target name)."""
+    import numpy as np
+
+    from .tabular import encode_target, read_table
+    if args.data_files:
+        table = read_table(args.data_files, target=args.target,
+                           features=_names(args.features))
+        task, y, classes = encode_target(table.y, args.task)
+        return (table.X, y, None, None, task, classes, table.feature_names,
+                table.target_name)
+    from .datasets import load_mnist
+    X, y = load_mnist(args.data_path, args.data, "train", download=args.download)
+    X_test, y_test = load_mnist(args.data_path, args.data, "test", download=args.download)
+    if args.task == "regression":
+        raise CommandError(f"--data {args.data} is a classification task")
+    return (X, y.astype(np.int64), X_test, y_test.astype(np.int64), "classification",
+            list(range(10)), None, None)
+
+
+def _names(text):
+    return None if text is None else [name.strip() for name in text.split(",") if name.strip()]
+
+
+def build_model(n_features, n_outputs, args):
+    """Dense layers of --hidden widths, each hidden one followed by batch norm (with
+    --batch-norm), the activation, and dropout (with --dropout)."""
+    import fastnn as fnn
+    hidden = [int(h) for h in _names(args.hidden) or []]
+    if any(h <= 0 for h in hidden):
+        raise CommandError(f"--hidden widths must be positive, got {args.hidden!r}")
+    layers, width = [], n_features
+    for h in hidden:
+        layers.append(fnn.Dense(width, h))
+        if args.batch_norm:
+            layers.append(fnn.BatchNorm1d(h))
+        layers.append(args.activation)
+        if args.dropout > 0:
+            layers.append(fnn.Dropout(args.dropout))
+        width = h
+    layers.append(fnn.Dense(width, n_outputs))
+    return fnn.Sequential(layers, dtype=args.dtype, seed=args.seed)
+
+
+def _optimizer(args):
+    from .optim import get_optimizer
+    settings = {}
+    if args.lr is not None:
+        settings["lr"] = args.lr
+    if args.optimizer in ("sgd", "rmsprop"):
+        settings["momentum"] = args.momentum
+    if args.weight_decay is not None:
+        settings["weight_decay"] = args.weight_decay
+    return get_optimizer(args.optimizer, **settings)
+
+
+def _schedule(args):
+    from . import optim
+    return {"none": lambda: None,
+            "step": lambda: optim.StepLR(step_size=max(1, args.epochs // 3), gamma=0.1),
+            "exponential": lambda: optim.ExponentialLR(gamma=0.95),
+            "cosine": lambda: optim.CosineAnnealingLR(T_max=max(1, args.epochs)),
+            "plateau": lambda: optim.ReduceLROnPlateau(patience=2)}[args.schedule]()
+
+
+def _standardization(X):
+    """Each column's mean and standard deviation (1 for a constant column)."""
+    mean, std = X.mean(axis=0), X.std(axis=0)
+    std[std == 0] = 1.0
+    return mean, std
+
+
+def fold_standardization(model, mean, std, y_mean=None, y_std=None):
+    """Make a model trained on (X - mean) / std (predicting (y - y_mean) / y_std) a model
+    of the raw X and y: the first Dense layer absorbs the input scaling, the last the
+    target's, so the saved model needs no preprocessing."""
+    first, last = model.layers[0], model.layers[-1]
+    first.bias -= (first.weight * (mean / std)).sum(axis=1).astype(first.bias.dtype)
+    first.weight /= std.astype(first.weight.dtype)
+    if y_mean is not None:
+        last.weight *= last.weight.dtype.type(y_std)
+        last.bias *= last.bias.dtype.type(y_std)
+        last.bias += last.bias.dtype.type(y_mean)
+
+
 def train(args):
+
     import fastnn as fnn
 
-    from .datasets import load_mnist
-    try:
-        X, y = load_mnist(args.data_path, args.data, "train", download=args.download)
-        X_test, y_test = load_mnist(args.data_path, args.data, "test", download=args.download)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"fastnn train: {exc}", file=sys.stderr)
-        return 2
-    hidden = [int(h) for h in args.hidden.split(",") if h]
-    widths = [X.shape[1]] + hidden + [10]
-    layers = []
-    for n_in, n_out in zip(widths[:-1], widths[1:]):
-        layers += [fnn.Dense(n_in, n_out), "relu"]
-    model = fnn.Sequential(layers[:-1], seed=args.seed)
-    if args.optimizer == "sgd":
-        optimizer = fnn.optim.SGD(lr=args.lr, momentum=args.momentum)
-    else:
-        optimizer = fnn.optim.Adam(lr=args.lr)
+    from .callbacks import EarlyStopping
+    X, y, X_test, y_test, task, classes, feature_names, target_name = _training_data(args)
+    n_outputs = len(classes) if task == "classification" else 1
+    loss = "cross_entropy" if task == "classification" else "mse"
+    model = build_model(X.shape[1], n_outputs, args)
+    mean = std = y_mean = y_std = None
+    X_test_raw = X_test
+    if args.standardize:
+        mean, std = _standardization(X)
+        X = (X - mean) / std
+        X_test = None if X_test is None else (X_test - mean) / std
+        if task == "regression":
+            y_mean, y_std = float(y.mean()), float(y.std()) or 1.0
+            y = (y - y_mean) / y_std
+            y_test = None if y_test is None else (y_test - y_mean) / y_std
+    if task == "regression":
+        y = y.reshape(-1, 1)
+    callbacks = [EarlyStopping(patience=args.patience)] if args.patience else []
+    validation = dict(validation_data=(X_test, y_test)) if X_test is not None else \
+        dict(validation_split=args.validation_split)
+    if args.patience and not (X_test is not None or args.validation_split):
+        raise CommandError("--patience needs validation data: give --validation-split")
+    print(f"{task}: {X.shape[0]} rows, {X.shape[1]} features"
+          + (f", {len(classes)} classes" if task == "classification" else "")
+          + f"; loss {loss}, optimizer {args.optimizer}")
+    if args.verbose:
+        model.summary()
     start = time.perf_counter()
-    model.fit(X, y, optimizer=optimizer, epochs=args.epochs, batch_size=args.batch_size,
-              verbose=1, validation_data=(X_test, y_test))
-    result = model.evaluate(X_test, y_test)
-    print(f"test accuracy {result['accuracy']:.4f}, test loss {result['loss']:.4f}, "
-          f"{time.perf_counter() - start:.1f} s")
+    with fnn.threads(args.threads) if args.threads else _nothing():
+        model.fit(X, y, loss=loss, optimizer=_optimizer(args), epochs=args.epochs,
+                  batch_size=args.batch_size, verbose=args.verbose,
+                  lr_schedule=_schedule(args), callbacks=callbacks, **validation)
+    seconds = time.perf_counter() - start
+    if args.standardize:
+        fold_standardization(model, mean, std, y_mean, y_std)
+    model.classes = classes if task == "classification" and args.data_files else None
+    model.feature_names, model.target_name = feature_names, target_name
+    if X_test is not None:
+        print(f"test: {_metrics_line(model, X_test_raw, y_test, task)}")
+    print(f"trained in {seconds:.1f} s")
     if args.save:
         model.save(args.save)
         print(f"saved to {args.save}")
     return 0
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _metrics_line(model, X, y, task):
+    import numpy as np
+    if task == "classification":
+        result = model.evaluate(X, y)
+        return f"loss {result['loss']:.4f}, accuracy {result['accuracy']:.4f}"
+    pred = model.predict(X)[:, 0].astype(np.float64)
+    rmse = float(np.sqrt(np.mean((pred - y) ** 2)))
+    total = float(np.sum((y - y.mean()) ** 2))
+    r2 = 1 - float(np.sum((pred - y) ** 2)) / total if total > 0 else float("nan")
+    return f"mse {rmse ** 2:.6g}, rmse {rmse:.6g}, r2 {r2:.4f}"
+
+
+# -- predict and evaluate ---------------------------------------------------------------
+
+def _load_model(path):
+    from .serialization import load
+    try:
+        return load(path)
+    except FileNotFoundError:
+        raise CommandError(f"{path}: no such model file") from None
+    except ValueError as exc:
+        raise CommandError(f"{path}: {exc}") from None
+
+
+def _model_task(model):
+    if model.loss is None:
+        raise CommandError("the model file does not say which loss it was trained with")
+    return "classification" if model.loss.classification else "regression"
+
+
+def _model_data(model, args, need_target):
+    """The table in DATA that the model reads: its saved feature columns when it has
+    them (CSV, Parquet), its target column when asked."""
+    from .tabular import read_table
+    table = read_table(args.data_files, target=args.target or model.target_name,
+                       features=model.feature_names, need_target=need_target)
+    if table.X.shape[1] != model.n_features:
+        raise CommandError(f"{args.data_files[0]}: {table.X.shape[1]} feature columns, but "
+                           f"the model reads {model.n_features}")
+    return table
+
+
+def predict(args):
+
+    from .tabular import decode_labels
+    model = _load_model(args.model)
+    task = _model_task(model)
+    table = _model_data(model, args, need_target=False)
+    if task == "classification":
+        proba = model.predict_proba(table.X)
+        if args.proba:
+            names = model.classes if model.classes is not None else range(proba.shape[1])
+            header, columns = [f"p({c})" for c in names], proba.T
+        else:
+            header = [model.target_name or "prediction"]
+            columns = [decode_labels(proba.argmax(axis=1), model.classes)]
+    else:
+        if args.proba:
+            raise CommandError("--proba is for classification models; this one regresses")
+        header, columns = [model.target_name or "prediction"], [model.predict(table.X)[:, 0]]
+    _write_csv(args.output, header, columns)
+    return 0
+
+
+def _write_csv(path, header, columns):
+    """Write the columns as CSV to path (atomically: all or nothing) or to stdout."""
+    import csv
+    rows = zip(*[[_cell(v) for v in column] for column in columns])
+    if path is None:
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
+        return
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".fastnn-", suffix=".csv")
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            writer = csv.writer(f, lineterminator="\n")
+            writer.writerow(header)
+            writer.writerows(rows)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _cell(value):
+    import numpy as np
+    if isinstance(value, (float, np.floating)):
+        return repr(float(value))
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def evaluate(args):
+    import numpy as np
+
+    from .tabular import encode_target
+    model = _load_model(args.model)
+    task = _model_task(model)
+    table = _model_data(model, args, need_target=True)
+    if task == "classification":
+        if model.classes is not None:
+            index = {str(c): i for i, c in enumerate(model.classes)}
+            names = [str(_label_key(v)) for v in table.y]
+            unknown = sorted({n for n in names if n not in index})
+            if unknown:
+                raise CommandError(f"{args.data_files[0]}: labels the model never saw: "
+                                   f"{unknown[:10]}")
+            y = np.array([index[n] for n in names], dtype=np.int64)
+        else:
+            _, y, _ = encode_target(table.y, "classification")
+    else:
+        _, y, _ = encode_target(table.y, "regression")
+    print(f"{len(y)} rows: {_metrics_line(model, table.X, y, task)}")
+    return 0
+
+
+def _label_key(value):
+    """A label as the classes were saved: "1.0" and 1 name class 1, "cat" names "cat"."""
+    try:
+        number = float(value)
+        return int(number) if number == int(number) else value
+    except (TypeError, ValueError, OverflowError):
+        return value
+
+
+# -- the parser -------------------------------------------------------------------------
+
+class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Help lines end with "(default: ...)" unless the help text already says what
+    happens by default, or the option is a flag or has no value by default."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is argparse.SUPPRESS \
+                or action.nargs == 0 or "default" in action.help:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _parser():
+    formatter = _DefaultsFormatter
+    parser = argparse.ArgumentParser(prog="fastnn", description=__doc__.splitlines()[0],
+                                     formatter_class=formatter)
+    parser.add_argument("--version", action="version", version=f"fastnn {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("info", help="version, BLAS, threads, compiled dtypes")
+
+    t = commands.add_parser(
+        "train", formatter_class=formatter, help="train an MLP on your data or MNIST",
+        description="Train an MLP on a CSV, .npz, .npy pair or Parquet file (or MNIST). "
+                    "Integer or string targets make a classifier (cross-entropy), other "
+                    "numbers a regressor (MSE).")
+    t.add_argument("data_files", nargs="*", metavar="DATA",
+                   help="a .csv (header row), .npz (arrays X, y) or .parquet file, or "
+                        "two .npy files (X, y); none: --data")
+    t.add_argument("--data", choices=["mnist", "fashion_mnist"], default="mnist",
+                   help="the built-in data set, when no DATA is given")
+    t.add_argument("--data-path", default=None,
+                   help="folder of the MNIST IDX files (default: $FASTNN_DATA, else the "
+                        "cache folder, downloading them there)")
+    t.add_argument("--no-download", dest="download", action="store_false",
+                   help="fail instead of downloading missing MNIST files")
+    t.add_argument("--target", default=None,
+                   help="the target column (CSV, Parquet: default the last column) or "
+                        "the .npz key (default y)")
+    t.add_argument("--features", default=None,
+                   help="comma-separated feature columns (default: all but the target)")
+    t.add_argument("--task", choices=["auto", "classification", "regression"],
+                   default="auto", help="auto: follow the target's values")
+    t.add_argument("--hidden", default="256,128", help="hidden layer widths, comma-separated")
+    t.add_argument("--activation", choices=ACTIVATIONS, default="relu",
+                   help="the hidden layers' activation")
+    t.add_argument("--dropout", type=float, default=0.0,
+                   help="dropout probability after each hidden layer (0: none)")
+    t.add_argument("--batch-norm", action="store_true",
+                   help="batch normalization after each hidden Dense layer")
+    t.add_argument("--optimizer", choices=OPTIMIZERS, default="adam", help="the optimizer")
+    t.add_argument("--lr", type=float, default=None,
+                   help="learning rate (default: the optimizer's: sgd 0.01, adam/adamw "
+                        "0.001, rmsprop/adagrad 0.01)")
+    t.add_argument("--momentum", type=float, default=0.9, help="momentum (sgd, rmsprop)")
+    t.add_argument("--weight-decay", type=float, default=None,
+                   help="weight decay (default: the optimizer's: 0, adamw 0.01)")
+    t.add_argument("--epochs", type=int, default=10, help="passes over the data")
+    t.add_argument("--batch-size", type=int, default=64, help="rows per step")
+    t.add_argument("--validation-split", type=float, default=0.1,
+                   help="fraction of rows (from the end) held out to validate each epoch")
+    t.add_argument("--patience", type=int, default=0,
+                   help="stop after this many epochs without a better validation loss, "
+                        "keeping the best weights (0: never stop early)")
+    t.add_argument("--schedule", choices=SCHEDULES, default="none",
+                   help="learning-rate schedule: step (x0.1 every third of the epochs), "
+                        "exponential (x0.95 an epoch), cosine, plateau (x0.1 after 2 "
+                        "epochs without improvement)")
+    t.add_argument("--no-standardize", dest="standardize", action="store_false",
+                   help="train on the raw features (default: scaled to mean 0, std 1, "
+                        "the scaling folded into the saved model)")
+    t.add_argument("--threads", type=int, default=None,
+                   help="most threads to use (default: all available cores)")
+    t.add_argument("--dtype", choices=["float32", "float64"], default="float32",
+                   help="precision of the parameters and the computation")
+    t.add_argument("--seed", type=int, default=0, help="seeds initialisation and shuffling")
+    t.add_argument("--verbose", type=int, choices=[0, 1, 2], default=1,
+                   help="0: totals only, 1: the model and a line per epoch, 2: also a "
+                        "progress bar")
+    t.add_argument("--save", default=None,
+                   help="write the trained model to this .npz file (default: not saved)")
+
+    p = commands.add_parser("predict", formatter_class=formatter,
+                            help="predict with a saved model",
+                            description="Predict with a saved model: a CSV with the "
+                                        "predicted labels (or values, or probabilities).")
+    p.add_argument("model", help="a model file written by fastnn train --save")
+    p.add_argument("data_files", nargs="+", metavar="DATA",
+                   help="the rows to predict: .csv, .npz (X), .npy or .parquet")
+    p.add_argument("-o", "--output", default=None, help="write the CSV here (default stdout)")
+    p.add_argument("--proba", action="store_true",
+                   help="class probabilities, a column per class (classifiers)")
+    p.add_argument("--target", default=None, help=argparse.SUPPRESS)
+
+    e = commands.add_parser("evaluate", formatter_class=formatter,
+                            help="a saved model's loss and accuracy (or RMSE, R^2)",
+                            description="Loss and accuracy (classifiers) or MSE, RMSE and "
+                                        "R^2 (regressors) of a saved model on labelled "
+                                        "data.")
+    e.add_argument("model", help="a model file written by fastnn train --save")
+    e.add_argument("data_files", nargs="+", metavar="DATA",
+                   help="labelled rows: .csv, .npz (X, y), two .npy files or .parquet")
+    e.add_argument("--target", default=None,
+                   help="the target column (default: the one the model was trained on, "
+                        "else the last)")
+    commands.add_parser("bench", help="time fastnn against the GEMM floor and torch "
+                                      "(`fastnn bench --help` for its options)")
+    return parser
 
 
 def main(argv=None):
@@ -71,23 +441,18 @@ def main(argv=None):
     if argv[:1] == ["bench"]:  # its own options, parsed by fastnn.benchmark
         from .benchmark import main as bench_main
         return bench_main(argv[1:])
-    parser = argparse.ArgumentParser(prog="fastnn", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("info", help="version, BLAS, threads, compiled dtypes")
-    t = commands.add_parser("train", help="train an MLP on MNIST or Fashion-MNIST")
-    t.add_argument("--data", choices=["mnist", "fashion_mnist"], default="mnist")
-    t.add_argument("--data-path", default=None, help="folder of the IDX files")
-    t.add_argument("--no-download", dest="download", action="store_false",
-                   help="fail instead of downloading missing MNIST files")
-    t.add_argument("--hidden", default="256,128", help="hidden widths, comma-separated")
-    t.add_argument("--epochs", type=int, default=5)
-    t.add_argument("--batch-size", type=int, default=128)
-    t.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
-    t.add_argument("--lr", type=float, default=0.05)
-    t.add_argument("--momentum", type=float, default=0.9)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--save", default=None, help="write the trained model to this .npz")
-    commands.add_parser("bench", help="time fastnn against the GEMM floor and torch "
-                                      "(`fastnn bench --help` for its options)")
-    args = parser.parse_args(argv)
-    return {"info": info, "train": train}[args.command](args)
+    args = _parser().parse_args(argv)
+    from .tabular import DataError
+    try:
+        return {"info": info, "train": train, "predict": predict,
+                "evaluate": evaluate}[args.command](args)
+    except (CommandError, DataError, FileNotFoundError) as exc:
+        print(f"fastnn {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:  # settings the model or optimizer refused
+        print(f"fastnn {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # the reader went away (| head): stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1

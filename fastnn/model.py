@@ -12,11 +12,17 @@ import numpy as np
 
 from . import _engine
 from ._threads import get_num_threads
-from ._validation import (INT32_MAX, CSRRows, as_features, as_sample_weight,
-                          check_batch_rows, check_int)
-from .layers import Dense, Layer, get_activation
+from ._validation import (
+    INT32_MAX,
+    CSRRows,
+    as_features,
+    as_sample_weight,
+    check_batch_rows,
+    check_int,
+)
+from .layers import Dense, Layer, Sigmoid, Softmax, get_activation
 from .losses import get_loss
-from .optim import SGD, LRSchedule, Optimizer
+from .optim import SGD, LRSchedule, Optimizer, get_optimizer
 
 __all__ = ["Sequential", "History"]
 
@@ -124,7 +130,9 @@ class Sequential:
         self._lock = threading.Lock()
         self.optimizer = None
         self.loss = loss
-        self.classes = None  # the output units' class names, when known (saved with it)
+        # what the command line learns about the data, saved with the model: the output
+        # units' class names, the feature columns' names and the target column's name
+        self.classes = self.feature_names = self.target_name = None
         self.stop_training = False
 
     @property
@@ -169,8 +177,10 @@ class Sequential:
             loss: a name ("cross_entropy", "binary_cross_entropy", "mse", "l1") or Loss;
                 None: the model's loss (the last fit's, or Sequential's `loss`), else
                 "cross_entropy". The model remembers it for evaluate and gradients.
-            optimizer: a fastnn.optim optimizer; None continues with the model's current
-                optimizer and its state (a new SGD(lr=0.01) if it has none).
+            optimizer: a fastnn.optim optimizer, or its name ("sgd", "adam", "adamw",
+                "rmsprop", "adagrad": a new one with torch's defaults); None continues
+                with the model's current optimizer and its state (a new SGD(lr=0.01) if
+                it has none).
             epochs: train until this epoch count (Keras' meaning: with initial_epoch=k,
                 epochs k, ..., epochs - 1 run).
             batch_size, shuffle: as above.
@@ -199,8 +209,10 @@ class Sequential:
         epochs = check_int(epochs, "epochs", minimum=0)
         initial_epoch = check_int(initial_epoch, "initial_epoch", minimum=0)
         batch_size = check_int(batch_size, "batch_size")
+        if isinstance(optimizer, str):
+            optimizer = get_optimizer(optimizer)
         if optimizer is not None and not isinstance(optimizer, Optimizer):
-            raise TypeError(f"optimizer must be a fastnn.optim optimizer, "
+            raise TypeError(f"optimizer must be a fastnn.optim optimizer or its name, "
                             f"got {type(optimizer).__name__}")
         if lr_schedule is not None and not isinstance(lr_schedule, LRSchedule):
             raise TypeError(f"lr_schedule must be a fastnn.optim schedule, "
@@ -365,6 +377,50 @@ class Sequential:
             self._engine.run(X, out, None, None, -1, False, len(self.layers),
                              _chunk_rows(X, batch_size), get_num_threads())
         return out
+
+    def predict_proba(self, X, batch_size=1024):
+        """Class probabilities for a model with a classification loss: the softmax of
+        the logits (cross_entropy) or their sigmoid, per output (binary_cross_entropy);
+        (n_samples, n_outputs). A model whose last layer is Softmax or Sigmoid already
+        predicts them."""
+        loss = self.loss
+        link = type(self.layers[-1])
+        if loss is None and link in (Softmax, Sigmoid):
+            return self.predict(X, batch_size)
+        if loss is None or not loss.classification:
+            raise ValueError(f"predict_proba needs a model trained with a classification "
+                             f"loss (cross_entropy or binary_cross_entropy); its loss is "
+                             f"{None if loss is None else loss.name!r}")
+        out = self.predict(X, batch_size)
+        if link is loss.link:  # the model's last layer applies it already
+            return out
+        if loss.link is Softmax:
+            out -= out.max(axis=1, keepdims=True)
+            np.exp(out, out=out)
+            out /= out.sum(axis=1, keepdims=True)
+            return out
+        return 1.0 / (1.0 + np.exp(-out))
+
+    def summary(self, print_fn=print):
+        """Print each layer with its output shape and parameter count, then the totals
+        (learned parameters, and buffers such as batch norm's running statistics)."""
+        rows, width = [], self.n_features
+        for i, layer in enumerate(self.layers):
+            width = layer.output_width(width)
+            rows.append((f"{i}: {layer!r}", f"(None, {width})",
+                         sum(p.size for p in layer.parameters())))
+        name_width = max(len("layer"), *(len(r[0]) for r in rows))
+        line = "-" * (name_width + 32)
+        print_fn(f"{'layer':<{name_width}}  {'output shape':>16}  {'parameters':>12}")
+        print_fn(line)
+        for name, shape, count in rows:
+            print_fn(f"{name:<{name_width}}  {shape:>16}  {count:>12,}")
+        print_fn(line)
+        trained = sum(p.size for p in self.parameters())
+        buffers = sum(b.size for b in self.buffers())
+        print_fn(f"parameters: {trained:,} learned, {buffers:,} in buffers (not learned), "
+                 f"{trained + buffers:,} in all; {self.dtype.name}, "
+                 f"{(trained + buffers) * self.dtype.itemsize:,} bytes")
 
     def evaluate(self, X, y, loss=None, batch_size=1024, sample_weight=None):
         """{"loss": mean loss (plus the L2 penalty), "accuracy": fraction correct

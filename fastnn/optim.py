@@ -12,8 +12,8 @@ import numpy as np
 
 from . import _engine
 
-__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "LRSchedule", "StepLR",
-           "ExponentialLR", "CosineAnnealingLR", "ReduceLROnPlateau"]
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "get_optimizer",
+           "LRSchedule", "StepLR", "ExponentialLR", "CosineAnnealingLR", "ReduceLROnPlateau"]
 
 
 def _check_number(value, name, minimum=0.0):
@@ -258,6 +258,22 @@ class Adagrad(Optimizer):
 
 
 # -- learning-rate schedules (stepped once per epoch, as torch.optim.lr_scheduler) -------
+
+OPTIMIZER_NAMES = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop,
+                   "adagrad": Adagrad}
+
+
+def get_optimizer(optimizer, **settings):
+    """An optimizer from its name ("sgd", "adam", "adamw", "rmsprop", "adagrad"), with
+    torch's defaults except the `settings` given (e.g. lr=0.1); an Optimizer is returned
+    as it is."""
+    if isinstance(optimizer, Optimizer) and not settings:
+        return optimizer
+    if not isinstance(optimizer, str) or optimizer.lower() not in OPTIMIZER_NAMES:
+        raise ValueError(f"unknown optimizer {optimizer!r}; expected one of "
+                         f"{sorted(OPTIMIZER_NAMES)} or a fastnn.optim optimizer")
+    return OPTIMIZER_NAMES[optimizer.lower()](**settings)
+
 
 class LRSchedule:
     """Base class: sets optimizer.lr from the epoch count. `step(metric)` is called by fit

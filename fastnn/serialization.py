@@ -43,6 +43,10 @@ def save(model, path, include_optimizer=True):
     if model.classes is not None:
         config["classes"] = [c.item() if isinstance(c, np.generic) else c
                              for c in model.classes]
+    if model.feature_names is not None:
+        config["features"] = [str(name) for name in model.feature_names]
+    if model.target_name is not None:
+        config["target"] = str(model.target_name)
     arrays = {f"param_{i}": p for i, p in enumerate(model.parameters())}
     arrays.update({f"buffer_{i}": b for i, b in enumerate(model.buffers())})
     opt = model.optimizer
@@ -94,8 +98,8 @@ MAX_LAYERS = 100_000
 MAX_DIMENSION = 2**31 - 1      # BLAS counts in 32-bit ints
 _MEMBER = re.compile(r"(config|param_\d+|buffer_\d+|opt_\d+_\d+)\.npy")
 _TOP_KEYS = {"format", "version", "fastnn_version", "dtype", "seed", "layers", "rng",
-             "optimizer", "loss", "classes"}
-_OPTIONAL_KEYS = {"optimizer", "loss", "classes"}
+             "optimizer", "loss", "classes", "features", "target"}
+_OPTIONAL_KEYS = {"optimizer", "loss", "classes", "features", "target"}
 MAX_CLASSES = 100_000        # class names saved with a model, each at most 1000 characters
 _LAYER_KEYS = {"dense": {"in_features", "out_features", "bias", "init", "l2"},
                "dropout": {"p"}, "batchnorm": {"num_features", "eps", "momentum", "affine"},
@@ -132,7 +136,7 @@ def _load(archive, file_size, path):
     from .model import Sequential
     members = _check_members(archive, file_size, path)
     if "config.npy" not in members:
-        raise ValueError(f"not a fastnn model file (no config member)")
+        raise ValueError("not a fastnn model file (no config member)")
     config = _read_config(archive, members["config.npy"], path)
     expected, optimizer = _plan(config, path)
     names = set(members) - {"config.npy"}
@@ -157,6 +161,12 @@ def _load(archive, file_size, path):
             raise ValueError(f"invalid model description: {len(config['classes'])} class "
                              f"names for {model.n_outputs} outputs")
         model.classes = list(config["classes"])
+    if "features" in config:
+        if len(config["features"]) != model.n_features:
+            raise ValueError(f"invalid model description: {len(config['features'])} feature "
+                             f"names for {model.n_features} inputs")
+        model.feature_names = list(config["features"])
+    model.target_name = config.get("target")
     try:
         model._rng.bit_generator.state = config["rng"]
     except (TypeError, ValueError, KeyError, OverflowError) as exc:
@@ -249,7 +259,7 @@ def _read_config(archive, info, path):
     except (ValueError, RecursionError) as exc:
         raise ValueError(f"not a fastnn model file (config: {exc})") from None
     if not isinstance(config, dict) or config.get("format") != FORMAT:
-        raise ValueError(f"not a fastnn model file")
+        raise ValueError("not a fastnn model file")
     if config.get("version") != VERSION:
         raise ValueError(f"unsupported fastnn file version {config.get('version')!r}")
     return config
@@ -275,6 +285,13 @@ def _plan(config, path):
             isinstance(c, (str, int, float)) and not isinstance(c, bool)
             and len(str(c)) <= 1000 for c in classes):
         raise bad("classes must be a list of names or numbers")
+    features = config.get("features", [])
+    if not isinstance(features, list) or len(features) > MAX_DIMENSION or not all(
+            isinstance(f, str) and len(f) <= 1000 for f in features):
+        raise bad("features must be a list of column names")
+    target = config.get("target", "")
+    if not isinstance(target, str) or len(target) > 1000:
+        raise bad("target must be a column name")
     dtype = np.dtype(config["dtype"])
     described = config["layers"]
     if not isinstance(described, list) or not 1 <= len(described) <= MAX_LAYERS:
@@ -325,7 +342,8 @@ def _plan(config, path):
 def _optimizer(saved, bad):
     """The optimizer a config describes, unbound, with its settings checked."""
     if not isinstance(saved, dict) or set(saved) != {"class", "config", "steps"} \
-            or not isinstance(saved["class"], str) or saved["class"] not in _OPTIMIZERS or not isinstance(saved["config"], dict) \
+            or not isinstance(saved["class"], str) or saved["class"] not in _OPTIMIZERS \
+            or not isinstance(saved["config"], dict) \
             or type(saved["steps"]) is not int or saved["steps"] < 0:
         raise bad(f"optimizer {str(saved)[:200]}")
     settings = dict(saved["config"])

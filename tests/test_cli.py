@@ -1,9 +1,12 @@
 """The fastnn command and the dataset lookup."""
+import csv
 import os
 
+import numpy as np
 import pytest
 from conftest import MNIST_DIR, run_python
 
+import fastnn as fnn
 from fastnn import cli
 from fastnn.datasets import data_folder, load_mnist
 
@@ -36,9 +39,13 @@ def test_train_on_mnist_and_save(mnist, tmp_path):
                          "--epochs", "1", "--save", str(path)], cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
-    assert lines[0].startswith("epoch 1/1") and "val_accuracy" in lines[0]
-    accuracy = float(lines[-2].split()[2].rstrip(","))
-    assert accuracy > 0.9 and path.exists()
+    assert lines[0].startswith("classification: 60000 rows, 784 features, 10 classes")
+    assert any(line.startswith("epoch 1/1") and "val_accuracy" in line for line in lines)
+    test_line = next(line for line in lines if line.startswith("test: "))
+    assert float(test_line.split("accuracy ")[1]) > 0.9 and path.exists()
+    (X, y), _ = mnist
+    loaded = fnn.load(path)  # the standardization is folded in: raw pixels in
+    assert loaded.evaluate(X[:2000], y[:2000])["accuracy"] > 0.9
 
 
 def test_train_says_where_to_put_missing_data(tmp_path, capsys):
@@ -67,8 +74,10 @@ def test_bench_command_describes_its_run_in_json(tmp_path):
     path = tmp_path / "bench.json"
     result = run_python(["-m", "fastnn", "bench", "--quick", "--threads", "1,2",
                          "--batch-sizes", "512", "--optimizers", "sgd", "--no-torch",
-                         "--peers", "", "--json", str(path)], cwd=tmp_path)
+                         "--peers", "", "--json", str(path), "--data-path", MNIST_DIR],
+                        cwd=tmp_path)
     assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"data: MNIST from {os.path.abspath(MNIST_DIR)}, 60000 ")
     assert "kernel=" in result.stdout
     data = json.loads(path.read_text())
     rows = data["rows"]
@@ -92,6 +101,19 @@ def test_bench_command_describes_its_run_in_json(tmp_path):
     assert [s["threads"] for s in scaling] == [1, 2]
     assert [s["fastnn_s"] for s in scaling] == [r["fastnn_s"] for r in rows]
     assert scaling[0]["speedup"] == 1.0 and scaling[1]["speedup_over_threads"] == 1
+
+
+def test_bench_names_the_data_it_times(tmp_path, monkeypatch, capsys):
+    """--data-path without MNIST is an error (nothing timed); without --data-path and no
+    MNIST anywhere, the synthetic data is named with every folder that was searched."""
+    from fastnn import benchmark
+    assert cli.main(["bench", "--data-path", str(tmp_path)]) == 2
+    assert f"no MNIST in --data-path {tmp_path}" in capsys.readouterr().err
+    monkeypatch.setattr(benchmark, "MNIST_CANDIDATES", [str(tmp_path / "a")])
+    monkeypatch.setenv("FASTNN_DATA", str(tmp_path / "b"))
+    X, y, source = benchmark.load_data(100)
+    assert X.shape == (100, 784) and source.startswith("synthetic data of MNIST's shape")
+    assert str(tmp_path / "a") in source and str(tmp_path / "b") in source
 
 
 def test_bench_plot_draws_a_panel_per_network_and_a_line_per_tool(tmp_path):
@@ -139,3 +161,200 @@ def test_an_unbuilt_source_folder_says_what_to_run(tmp_path):
     result = python("import fastnn")
     assert result.returncode != 0
     assert "pip install -e ." in result.stderr and "compiled extensions" in result.stderr
+
+
+# -- your own data on the command line ---------------------------------------------------
+
+def labelled_data(n=400, seed=0):
+    """Four features on very different scales; a string label and a float target."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 4)) * [1, 10, 100, 0.1] + [0, 5, 50, 0]
+    labels = np.where(X[:, 0] + X[:, 1] / 10 > 0.5, "cat",
+                      np.where(X[:, 2] > 50, "dog", "bird"))
+    target = 3 * X[:, 0] + np.sin(X[:, 1]) + 0.01 * X[:, 2]
+    return X, labels, target
+
+
+def write_csv(path, X, target, name):
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["a", "b", "c", "d", name])
+        for row, t in zip(X, target):
+            writer.writerow([repr(float(v)) for v in row] + [t])
+
+
+def write_data(folder, fmt, X, target, name):
+    """The data in format fmt; returns the DATA arguments."""
+    if fmt == "csv":
+        write_csv(folder / "data.csv", X, target, name)
+        return [str(folder / "data.csv")]
+    if fmt == "npz":
+        np.savez(folder / "data.npz", X=X, y=target)
+        return [str(folder / "data.npz")]
+    if fmt == "npy":
+        np.save(folder / "X.npy", X)
+        np.save(folder / "y.npy", target)
+        return [str(folder / "X.npy"), str(folder / "y.npy")]
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    frame = pd.DataFrame(X, columns=["a", "b", "c", "d"])
+    frame[name] = target
+    frame.to_parquet(folder / "data.parquet")
+    return [str(folder / "data.parquet")]
+
+
+def run(capsys, *argv):
+    code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("fmt", ["csv", "npz", "npy", "parquet"])
+def test_classification_round_trip(tmp_path, capsys, fmt):
+    """train (string labels) -> save -> predict gives the labels back as strings, agrees
+    with the saved model's own predictions, and evaluate's accuracy is what they score."""
+    X, labels, _ = labelled_data()
+    data = write_data(tmp_path, fmt, X, labels, "animal")
+    model_path = tmp_path / "model.npz"
+    code, out, err = run(capsys, "train", *data, "--epochs", "25", "--hidden", "32", "--lr", "0.01",
+                         "--verbose", "0", "--save", model_path)
+    assert code == 0, err
+    assert out.startswith("classification: 400 rows, 4 features, 3 classes")
+    model = fnn.load(model_path)
+    assert model.classes == ["bird", "cat", "dog"] and model.loss.name == "cross_entropy"
+    code, out, err = run(capsys, "predict", model_path, *data[:1], "-o", tmp_path / "p.csv")
+    assert code == 0, err
+    with open(tmp_path / "p.csv") as f:
+        rows = list(csv.reader(f))
+    predicted = np.array([r[0] for r in rows[1:]])
+    assert rows[0] == (["animal"] if fmt in ("csv", "parquet") else ["prediction"])
+    expected = np.array(model.classes)[model.predict(X).argmax(1)]  # raw X: scaling folded
+    np.testing.assert_array_equal(predicted, expected)
+    accuracy = np.mean(predicted == labels)
+    assert accuracy > 0.9
+    code, out, err = run(capsys, "evaluate", model_path, *data)
+    assert code == 0, err
+    assert f"accuracy {accuracy:.4f}" in out
+    code, out, err = run(capsys, "predict", model_path, *data[:1], "--proba")
+    lines = out.splitlines()
+    assert lines[0] == "p(bird),p(cat),p(dog)"
+    proba = np.array([[float(v) for v in line.split(",")] for line in lines[1:]])
+    np.testing.assert_allclose(proba.sum(1), 1, rtol=1e-5)
+    np.testing.assert_array_equal(np.array(model.classes)[proba.argmax(1)], predicted)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "npz", "npy", "parquet"])
+def test_regression_round_trip(tmp_path, capsys, fmt):
+    """Float targets train a regressor; predict returns values on the target's scale and
+    evaluate's RMSE and R^2 are those of these predictions."""
+    X, _, target = labelled_data()
+    data = write_data(tmp_path, fmt, X, target, "price")
+    model_path = tmp_path / "model.npz"
+    code, out, err = run(capsys, "train", *data, "--epochs", "40", "--hidden", "32",
+                         "--verbose", "0", "--dtype", "float64", "--save", model_path)
+    assert code == 0, err
+    assert out.startswith("regression: 400 rows, 4 features;")
+    code, out, err = run(capsys, "predict", model_path, *data[:1])
+    assert code == 0, err
+    predicted = np.array([float(v) for v in out.splitlines()[1:]])
+    np.testing.assert_allclose(predicted, fnn.load(model_path).predict(X)[:, 0], rtol=1e-12)
+    rmse = np.sqrt(np.mean((predicted - target) ** 2))
+    r2 = 1 - np.sum((predicted - target) ** 2) / np.sum((target - target.mean()) ** 2)
+    assert r2 > 0.8
+    code, out, err = run(capsys, "evaluate", model_path, *data)
+    assert code == 0, err
+    assert f"rmse {rmse:.6g}, r2 {r2:.4f}" in out
+
+
+def test_standardization_is_folded_into_the_model(tmp_path, capsys):
+    """The saved model of a standardized fit maps raw features to the outputs of the
+    network trained on standardized ones (first and last Dense absorb the scalings)."""
+    X, _, target = labelled_data()
+    model = fnn.Sequential([fnn.Dense(4, 8), "tanh", fnn.Dense(8, 1)], dtype="float64", seed=1)
+    mean, std = X.mean(0), X.std(0)
+    y_mean, y_std = target.mean(), target.std()
+    want = model.predict((X - mean) / std)[:, 0] * y_std + y_mean
+    cli.fold_standardization(model, mean, std, y_mean, y_std)
+    np.testing.assert_allclose(model.predict(X)[:, 0], want, rtol=1e-10)
+
+
+@pytest.mark.parametrize("content,message", [
+    ("a,b,y\n1,2,x\n3,oops,y\n", "bad.csv, line 3, column 'b': 'oops' is not a number"),
+    ("a,b,y\n1,2,x\n3,4\n", "bad.csv, line 3: 2 fields, but the header has 3"),
+    ("a,b,y\n1,2,x\n3,4,\n", "bad.csv, line 3, column 'y': the target is missing"),
+    ("a,b,y\n1,2,x\n3,inf,y\n", "bad.csv, line 3, column 'b': inf is not a finite number"),
+    ("", "bad.csv: the file is empty"),
+    ("a,b,y\n", "bad.csv: no data rows"),
+    ("a,a,y\n1,2,x\n", "bad.csv, line 1: column names appear twice: ['a']"),
+])
+def test_bad_files_are_named_with_line_and_column(tmp_path, capsys, content, message):
+    (tmp_path / "bad.csv").write_text(content)
+    code, out, err = run(capsys, "train", tmp_path / "bad.csv", "--save", tmp_path / "m.npz")
+    assert code == 2 and message in err
+    assert not (tmp_path / "m.npz").exists()
+
+
+def test_missing_columns_and_files(tmp_path, capsys):
+    X, labels, _ = labelled_data(50)
+    write_csv(tmp_path / "d.csv", X, labels, "animal")
+    code, _, err = run(capsys, "train", tmp_path / "d.csv", "--target", "label")
+    assert code == 2 and "no target column 'label' (columns: a, b, c, d, animal)" in err
+    code, _, err = run(capsys, "train", tmp_path / "d.csv", "--features", "a,zz")
+    assert code == 2 and "no feature column(s) ['zz']" in err
+    code, _, err = run(capsys, "train", tmp_path / "nothing.csv")
+    assert code == 2 and "nothing.csv: no such file" in err
+    code, _, err = run(capsys, "predict", tmp_path / "nothing.npz", tmp_path / "d.csv")
+    assert code == 2 and "nothing.npz: no such model file" in err
+
+
+def test_features_target_and_task_flags(tmp_path, capsys):
+    """--features picks columns (saved with the model, so predict reads them by name from
+    a file with others), --task regression overrides integer targets."""
+    X, _, target = labelled_data(120)
+    write_csv(tmp_path / "d.csv", X, np.round(target), "price")
+    code, out, err = run(capsys, "train", tmp_path / "d.csv", "--features", "c,a",
+                         "--task", "regression", "--epochs", "2", "--verbose", "0",
+                         "--save", tmp_path / "m.npz")
+    assert code == 0, err
+    assert out.startswith("regression: 120 rows, 2 features;")
+    model = fnn.load(tmp_path / "m.npz")
+    assert model.feature_names == ["c", "a"] and model.target_name == "price"
+    code, out, err = run(capsys, "predict", tmp_path / "m.npz", tmp_path / "d.csv")
+    predicted = np.array([float(v) for v in out.splitlines()[1:]])
+    np.testing.assert_allclose(predicted, model.predict(X[:, [2, 0]])[:, 0], rtol=1e-6)
+
+
+def test_help_shows_every_default_and_version(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for flag, default in [("--epochs", "10"), ("--batch-size", "64"), ("--optimizer", "adam"),
+                          ("--hidden", "256,128"), ("--dropout", "0.0"), ("--seed", "0"),
+                          ("--validation-split", "0.1"), ("--dtype", "float32"),
+                          ("--momentum", "0.9"), ("--activation", "relu")]:
+        assert f"(default: {default})" in text.split(flag, 2)[-1].split(" --")[0], flag
+    assert "learning rate (default: the optimizer's" in text
+    with pytest.raises(SystemExit):
+        cli.main(["--version"])
+    assert capsys.readouterr().out.strip() == f"fastnn {fnn.__version__}"
+
+
+def test_every_option_reaches_the_model(tmp_path, capsys):
+    """Hidden widths, activation, batch norm, dropout, optimizer and dtype build the model
+    they name (summary's counts are the parameters')."""
+    X, labels, _ = labelled_data(100)
+    write_csv(tmp_path / "d.csv", X, labels, "animal")
+    code, out, err = run(capsys, "train", tmp_path / "d.csv", "--hidden", "16,8",
+                         "--activation", "tanh", "--batch-norm", "--dropout", "0.2",
+                         "--optimizer", "rmsprop", "--lr", "0.005", "--dtype", "float64",
+                         "--epochs", "3", "--schedule", "cosine", "--patience", "2",
+                         "--threads", "1", "--save", tmp_path / "m.npz")
+    assert code == 0, err
+    model = fnn.load(tmp_path / "m.npz")
+    assert [layer.kind for layer in model.layers] == [
+        "dense", "batchnorm", "tanh", "dropout", "dense", "batchnorm", "tanh", "dropout",
+        "dense"]
+    assert model.dtype == np.float64 and type(model.optimizer).__name__ == "RMSprop"
+    assert model.optimizer.lr < 0.005  # the cosine schedule lowered it
+    total = sum(p.size for p in model.parameters())
+    assert f"parameters: {total:,} learned" in out

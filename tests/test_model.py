@@ -352,3 +352,68 @@ def test_dropout_in_fit_scales_the_kept_units_by_one_over_keep(rng):
                               (gh.T @ X, gh.sum(0), g.T @ h, g.sum(0))):
         np.testing.assert_allclose(new, old - 0.5 * grad, rtol=1e-12, atol=1e-14)
     assert set(np.unique(mask)) == {0.0, 1 / (1 - p)}
+
+
+def test_the_model_remembers_its_loss(rng, tmp_path):
+    """The first fit sets the loss (or Sequential's `loss` does); evaluate and gradients
+    use it when given none, and it is saved with the model."""
+    X = rng.normal(size=(40, 4))
+    y = rng.normal(size=(40, 2))
+    m = fnn.Sequential([fnn.Dense(4, 8), fnn.ReLU(), fnn.Dense(8, 2)], dtype="float64", seed=0)
+    assert m.loss is None
+    m.fit(X, y, loss="mse", epochs=2)
+    assert m.loss.name == "mse"
+    assert m.evaluate(X, y) == m.evaluate(X, y, loss="mse")
+    assert m.evaluate(X, y)["loss"] == pytest.approx(np.mean((m.predict(X) - y) ** 2))
+    for a, b in zip(m.gradients(X, y), m.gradients(X, y, loss="mse")):
+        np.testing.assert_array_equal(a, b)
+    m.save(tmp_path / "m.npz")
+    assert fnn.load(tmp_path / "m.npz").loss.name == "mse"
+    given = fnn.Sequential([fnn.Dense(4, 2)], loss="l1", seed=0)
+    assert given.evaluate(X, y)["loss"] == pytest.approx(
+        np.mean(np.abs(given.predict(X) - y)), rel=1e-6)
+    assert "loss='l1'" in repr(given)
+
+
+def test_summary_counts_the_parameters():
+    m = fnn.Sequential([fnn.Dense(5, 7), fnn.BatchNorm1d(7), fnn.ReLU(), fnn.Dropout(0.1),
+                        fnn.Dense(7, 3, bias=False)], seed=0)
+    lines = []
+    m.summary(print_fn=lines.append)
+    rows = [line for line in lines if line[:1].isdigit()]
+    assert len(rows) == len(m.layers)
+    counts = [int(row.split()[-1].replace(",", "")) for row in rows]
+    assert counts == [sum(p.size for p in layer.parameters()) for layer in m.layers]
+    assert [row.split("(None, ")[1].split(")")[0] for row in rows] == ["7", "7", "7", "7", "3"]
+    learned = sum(p.size for p in m.parameters())
+    assert learned == 5 * 7 + 7 + 2 * 7 + 7 * 3
+    assert f"parameters: {learned:,} learned, 14 in buffers" in lines[-1]
+
+
+def test_optimizers_by_name_take_torchs_defaults(rng):
+    X, y = rng.normal(size=(20, 4)), rng.integers(0, 3, 20)
+    m = fnn.Sequential([fnn.Dense(4, 3)], seed=0)
+    for name, cls in [("sgd", fnn.optim.SGD), ("adam", fnn.optim.Adam),
+                      ("adamw", fnn.optim.AdamW), ("rmsprop", fnn.optim.RMSprop),
+                      ("adagrad", fnn.optim.Adagrad)]:
+        m.fit(X, y, optimizer=name)
+        assert type(m.optimizer) is cls and m.optimizer._config() == cls()._config()
+    assert fnn.optim.get_optimizer("SGD", lr=0.5, momentum=0.9)._config() == \
+        fnn.optim.SGD(lr=0.5, momentum=0.9)._config()
+    with pytest.raises(ValueError, match="unknown optimizer 'lion'"):
+        m.fit(X, y, optimizer="lion")
+
+
+def test_predict_proba(rng):
+    X = rng.normal(size=(10, 4))
+    m = fnn.Sequential([fnn.Dense(4, 3)], dtype="float64", seed=0)
+    with pytest.raises(ValueError, match="classification loss"):
+        m.predict_proba(X)
+    m.fit(X, rng.integers(0, 3, 10))
+    logits = m.predict(X)
+    want = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    np.testing.assert_allclose(m.predict_proba(X), want, rtol=1e-12)
+    m.fit(X, (rng.random((10, 3)) > 0.5).astype(float), loss="binary_cross_entropy")
+    np.testing.assert_allclose(m.predict_proba(X), 1 / (1 + np.exp(-m.predict(X))), rtol=1e-12)
+    with_softmax = fnn.Sequential([fnn.Dense(4, 3), fnn.Softmax()], dtype="float64", seed=0)
+    np.testing.assert_array_equal(with_softmax.predict_proba(X), with_softmax.predict(X))

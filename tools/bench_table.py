@@ -15,8 +15,8 @@ def results_table(data, threads=None):
     """One row per network, batch and optimizer at `threads` (default: the most)."""
     threads = threads or max(r["threads"] for r in data["rows"])
     rows = [r for r in data["rows"] if r["threads"] == threads]
-    lines = [f"| network | batch | optimizer | plan | fastnn s | floor s | fastnn / floor | "
-             f"torch s | torch / fastnn |", "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| network | batch | optimizer | plan | fastnn s | floor s | fastnn / floor | "
+             "torch s | torch / fastnn |", "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         torch = r.get("torch_s")
         lines.append(f"| {r['network']} | {r['batch_size']} | {r['optimizer']} | "

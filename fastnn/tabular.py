@@ -1,0 +1,323 @@
+"""Reading your own data for the command line: CSV, .npz, a pair of .npy files, Parquet.
+
+A table becomes features X (float64) and, when the file has them, raw targets y. What
+the targets say decides the task (see `encode_target`). Every problem with a file is a
+DataError (a ValueError) naming the file and, for text files, the line and the column,
+raised before anything is trained or written.
+"""
+import csv
+import os
+
+import numpy as np
+
+__all__ = ["DataError", "Table", "read_table", "encode_target", "decode_labels"]
+
+
+class DataError(ValueError):
+    """A data file that cannot be used, with where and why."""
+
+
+class Table:
+    """Features X (n, d) float64, targets y (n,) as read (strings or numbers) or None, and
+    the names of the feature columns and the target column (None for arrays)."""
+
+    def __init__(self, X, y, feature_names, target_name):
+        self.X, self.y = X, y
+        self.feature_names, self.target_name = feature_names, target_name
+
+
+def read_table(paths, target=None, features=None, need_target=True):
+    """Read DATA as the command line names it: one CSV, .npz or Parquet file, or two .npy
+    files (features, then targets).
+
+    target: the target column's name (CSV, Parquet; default the last column) or, for
+    .npz, the targets' key (default "y"). features: the feature columns' names (default
+    every column but the target). need_target=False (predict): the target column may be
+    missing, and features default to every column.
+    """
+    paths = [os.fspath(p) for p in paths]
+    for path in paths:
+        if not os.path.isfile(path):
+            raise DataError(f"{path}: no such file")
+    kinds = [_kind(path) for path in paths]
+    if len(paths) == 2:
+        if kinds != ["npy", "npy"]:
+            raise DataError(f"two data files must be .npy files (features, then targets); "
+                            f"got {paths[0]} and {paths[1]}")
+        return _read_npy(paths[0], paths[1])
+    if len(paths) != 1:
+        raise DataError(f"give one data file, or two .npy files; got {len(paths)} paths")
+    path, kind = paths[0], kinds[0]
+    if kind == "csv":
+        header, rows = _read_csv_rows(path)
+        return _from_columns(path, header, rows, target, features, need_target,
+                             text_file=True)
+    if kind == "parquet":
+        header, rows = _read_parquet_rows(path)
+        return _from_columns(path, header, rows, target, features, need_target,
+                             text_file=False)
+    if kind == "npz":
+        return _read_npz(path, target or "y", need_target)
+    if kind == "npy":
+        if need_target:
+            raise DataError(f"{path}: a single .npy file holds no targets; give the "
+                            f"targets as a second .npy file")
+        return _read_npy(path, None)
+    raise DataError(f"{path}: unknown data format (expected .csv, .npz, .npy or .parquet)")
+
+
+def _kind(path):
+    name = path.lower()
+    for suffix, kind in ((".csv", "csv"), (".csv.gz", "csv"), (".npz", "npz"),
+                         (".npy", "npy"), (".parquet", "parquet"), (".pq", "parquet")):
+        if name.endswith(suffix):
+            return kind
+    return None
+
+
+def _read_csv_rows(path):
+    """(header, rows): every row a list of strings, each as long as the header."""
+    opener = _gzip_open if path.lower().endswith(".gz") else open
+    try:
+        with opener(path, newline="", encoding="utf-8") as f:
+            reader = csv.reader(f)
+            header = next(reader, None)
+            if header is None:
+                raise DataError(f"{path}: the file is empty (expected a header row)")
+            header = [name.strip() for name in header]
+            rows = []
+            for row in reader:
+                if not row:  # a blank line
+                    continue
+                if len(row) != len(header):
+                    raise DataError(f"{path}, line {reader.line_num}: {len(row)} fields, but "
+                                    f"the header has {len(header)}")
+                rows.append(row)
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not a UTF-8 text file ({exc.reason} at byte "
+                        f"{exc.start})") from None
+    except csv.Error as exc:
+        raise DataError(f"{path}: not a readable CSV file ({exc})") from None
+    duplicated = sorted({name for name in header if header.count(name) > 1})
+    if duplicated:
+        raise DataError(f"{path}, line 1: column names appear twice: {duplicated}")
+    if not rows:
+        raise DataError(f"{path}: no data rows after the header")
+    return header, rows
+
+
+def _gzip_open(path, **kwargs):
+    import gzip
+    return gzip.open(path, "rt", **kwargs)
+
+
+def _read_parquet_rows(path):
+    try:
+        import pandas as pd
+        frame = pd.read_parquet(path)
+    except ImportError as exc:
+        raise DataError(f"{path}: reading Parquet needs pandas and pyarrow "
+                        f"(pip install pandas pyarrow): {exc}") from None
+    except Exception as exc:  # pyarrow's own errors for a damaged file
+        raise DataError(f"{path}: not a readable Parquet file ({exc})") from None
+    header = [str(name) for name in frame.columns]
+    return header, frame
+
+
+def _from_columns(path, header, rows, target, features, need_target, text_file):
+    """A Table from named columns: rows a list of string lists (CSV) or a DataFrame.
+    With need_target the target column (default the last) must be there; without it
+    (predict) no target is read and the features default to every column."""
+    def where(name):
+        return f"{path}, column {name!r}"
+
+    target_name = None
+    if need_target:
+        target_name = target if target is not None else header[-1]
+        if target_name not in header:
+            raise DataError(f"{path}: no target column {target_name!r} (columns: "
+                            f"{_shorten(header)})")
+    if features is None:
+        feature_names = [h for h in header if h != target_name]
+    else:
+        feature_names = list(features)
+        missing = [f for f in feature_names if f not in header]
+        if missing:
+            raise DataError(f"{path}: no feature column(s) {missing} (columns: "
+                            f"{_shorten(header)})")
+        if target_name in feature_names:
+            raise DataError(f"{path}: column {target_name!r} is both the target and a "
+                            f"feature")
+    if not feature_names:
+        raise DataError(f"{path}: no feature columns besides the target {target_name!r}")
+    has_target = target_name is not None
+    if text_file:
+        index = {name: i for i, name in enumerate(header)}
+        X = np.empty((len(rows), len(feature_names)), dtype=np.float64)
+        for j, name in enumerate(feature_names):
+            column = index[name]
+            for i, row in enumerate(rows):
+                X[i, j] = _number(row[column], path, i, name)
+        y = np.array([row[index[target_name]].strip() for row in rows]) if has_target \
+            else None
+    else:
+        frame = rows
+        X = np.empty((len(frame), len(feature_names)), dtype=np.float64)
+        for j, name in enumerate(feature_names):
+            column = frame[frame.columns[header.index(name)]]
+            try:
+                X[:, j] = column.to_numpy(dtype=np.float64)
+            except (TypeError, ValueError):
+                bad = next(i for i, v in enumerate(column) if not _is_number(v))
+                raise DataError(f"{where(name)}, row {bad + 1}: {column.iloc[bad]!r} is not "
+                                f"a number") from None
+        y = frame[frame.columns[header.index(target_name)]].to_numpy() if has_target \
+            else None
+        if y is not None and y.dtype == object:
+            y = y.astype(str)
+    bad = np.argwhere(~np.isfinite(X))
+    if len(bad):
+        i, j = bad[0]
+        line = f", line {i + 2}" if text_file else f", row {i + 1}"
+        raise DataError(f"{path}{line}, column {feature_names[j]!r}: {X[i, j]} is not a "
+                        f"finite number")
+    if y is not None and need_target:
+        _check_targets_present(y, path, target_name, text_file)
+    return Table(X, y, feature_names, target_name)
+
+
+def _number(text, path, row, name):
+    try:
+        return float(text)
+    except ValueError:
+        cell = text if len(text) <= 40 else text[:40] + "..."
+        raise DataError(f"{path}, line {row + 2}, column {name!r}: {cell!r} is not a "
+                        f"number") from None
+
+
+def _is_number(value):
+    try:
+        float(value)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+def _check_targets_present(y, path, name, text_file):
+    if y.dtype.kind in "US":
+        empty = np.flatnonzero(np.char.str_len(y.astype(str)) == 0)
+        if len(empty):
+            where = f"line {empty[0] + 2}" if text_file else f"row {empty[0] + 1}"
+            raise DataError(f"{path}, {where}, column {name!r}: the target is missing")
+
+
+def _shorten(names, most=12):
+    return ", ".join(names[:most]) + (f", ... ({len(names)} in all)" if len(names) > most
+                                      else "")
+
+
+def _read_npz(path, key, need_target):
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            if "X" not in archive.files:
+                raise DataError(f"{path}: no array 'X' (arrays: {archive.files})")
+            X = archive["X"]
+            y = archive[key] if key in archive.files else None
+    except DataError:
+        raise
+    except Exception as exc:
+        raise DataError(f"{path}: not a readable .npz file of arrays ({exc})") from None
+    if y is None and need_target:
+        raise DataError(f"{path}: no targets array {key!r} (arrays: X and others)")
+    return _from_arrays(path, X, y)
+
+
+def _read_npy(x_path, y_path):
+    arrays = []
+    for path in (x_path, y_path):
+        if path is None:
+            arrays.append(None)
+            continue
+        try:
+            arrays.append(np.load(path, allow_pickle=False))
+        except Exception as exc:
+            raise DataError(f"{path}: not a readable .npy array ({exc})") from None
+    return _from_arrays(x_path, *arrays, y_path=y_path)
+
+
+def _from_arrays(path, X, y, y_path=None):
+    X = np.asarray(X)
+    if X.ndim != 2 or X.dtype.kind not in "biuf":
+        raise DataError(f"{path}: features must be a 2-D array of numbers, got shape "
+                        f"{X.shape} of {X.dtype}")
+    X = X.astype(np.float64)
+    bad = np.argwhere(~np.isfinite(X))
+    if len(bad):
+        raise DataError(f"{path}: features row {bad[0][0]}, column {bad[0][1]} is "
+                        f"{X[tuple(bad[0])]}, not a finite number")
+    if y is not None:
+        y = np.asarray(y)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = y[:, 0]
+        if y.ndim != 1 or len(y) != len(X):
+            raise DataError(f"{y_path or path}: targets must be one per row of the features "
+                            f"({len(X)}), got shape {y.shape}")
+        if y.dtype.kind not in "biufUS":
+            raise DataError(f"{y_path or path}: targets must be numbers or strings, got "
+                            f"{y.dtype}")
+    names = [f"x{j}" for j in range(X.shape[1])]
+    return Table(X, y, names, None)
+
+
+def encode_target(y, task="auto"):
+    """(task, targets for fit, class names or None).
+
+    auto: strings, booleans and integers (also integer-valued numbers) are class labels
+    (classification); other numbers are regression targets. Classes are the sorted
+    distinct labels; the targets become their indices.
+    """
+    if task not in ("auto", "classification", "regression"):
+        raise ValueError(f"task must be auto, classification or regression, not {task!r}")
+    y = np.asarray(y)
+    numeric = y
+    if y.dtype.kind in "US":
+        try:
+            numeric = y.astype(np.float64)
+        except ValueError:
+            numeric = None
+    if task == "auto":
+        if numeric is None or numeric.dtype.kind == "b":
+            task = "classification"
+        else:
+            numeric = numeric.astype(np.float64)
+            integral = np.all(np.isfinite(numeric)) and np.all(numeric == np.round(numeric))
+            task = "classification" if integral else "regression"
+    if task == "regression":
+        if numeric is None:
+            bad = next(i for i, v in enumerate(y) if not _is_number(v))
+            raise DataError(f"target row {bad + 1} is {y[bad]!r}: regression needs numbers")
+        values = numeric.astype(np.float64)
+        if not np.isfinite(values).all():
+            bad = int(np.flatnonzero(~np.isfinite(values))[0])
+            raise DataError(f"target row {bad + 1} is {values[bad]}, not a finite number")
+        return "regression", values, None
+    if numeric is not None and numeric.dtype.kind != "b":
+        values = numeric.astype(np.float64)
+        if np.all(np.isfinite(values)) and np.all(values == np.round(values)):
+            labels = values.astype(np.int64)  # "1" and "1.0" are one class
+        else:
+            labels = y.astype(str)
+    else:
+        labels = y
+    classes, indices = np.unique(labels, return_inverse=True)
+    if len(classes) < 2:
+        raise DataError(f"classification needs at least 2 classes; the target has only "
+                        f"{classes.tolist()}")
+    return "classification", indices.astype(np.int64), classes.tolist()
+
+
+def decode_labels(indices, classes):
+    """Class names for predicted class indices (the indices when no names were saved)."""
+    if classes is None:
+        return np.asarray(indices)
+    return np.asarray(classes, dtype=object)[np.asarray(indices)]
