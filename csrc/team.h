@@ -27,6 +27,15 @@
 #include <linux/futex.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+
+/* glibc 2.34 moved the pthread functions into libc under a new symbol version; a build
+ * on a newer system would then need glibc >= 2.34 to load. Binding to the versions every
+ * x86-64 glibc has (2.2.5; since 2.34 libc keeps them as aliases) lets the wheel carry a
+ * manylinux_2_17 tag (tools/build_wheel.sh checks the tag with auditwheel). */
+#if defined(__x86_64__) && defined(__GLIBC__)
+__asm__(".symver pthread_create,pthread_create@GLIBC_2.2.5");
+__asm__(".symver pthread_mutex_trylock,pthread_mutex_trylock@GLIBC_2.2.5");
+#endif
 #endif
 
 #define FASTNN_MAX_THREADS 256

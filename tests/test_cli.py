@@ -358,3 +358,31 @@ def test_every_option_reaches_the_model(tmp_path, capsys):
     assert model.optimizer.lr < 0.005  # the cosine schedule lowered it
     total = sum(p.size for p in model.parameters())
     assert f"parameters: {total:,} learned" in out
+
+
+def test_bench_table_writes_the_readme_table_from_the_json(tmp_path):
+    """tools/bench_table.py --readme: the rows between README's markers are the JSON's
+    (SGD with momentum, the most threads), and nothing outside the markers changes."""
+    import importlib.util
+    import json
+
+    from conftest import ROOT
+    spec = importlib.util.spec_from_file_location(
+        "bench_table", os.path.join(ROOT, "tools", "bench_table.py"))
+    bench_table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_table)
+    rows = [{"network": "784-256-128-10", "threads": t, "batch_size": 32, "optimizer": opt,
+             "plan_threads": t, "fastnn_s": 0.5 / t, "floor_s": 0.4, "ratio": 1.25 / t,
+             "torch_s": 1.0 if opt == "momentum" else None}
+            for t in (1, 2) for opt in ("sgd", "momentum")]
+    data = {"rows": rows, "blas": "openblas", "data": "MNIST", "repeats": 2,
+            "machine": "test machine"}
+    (tmp_path / "r.json").write_text(json.dumps(data))
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{bench_table.START}\nold table\n{bench_table.END}\noutro\n")
+    assert bench_table.main([str(tmp_path / "r.json"), "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert text.startswith("intro\n") and text.endswith("outro\n") and "old table" not in text
+    table = [line for line in text.splitlines() if line.startswith("| 784")]
+    assert table == ["| 784-256-128-10 | 32 | momentum | 2 | 0.250 | 0.400 | 0.62 | 1.000 | "
+                     "4.00 |"]

@@ -1,4 +1,4 @@
-"""The examples run and reach what the README says they reach."""
+"""The examples run and reach what docs/api.md says they reach."""
 import os
 import re
 

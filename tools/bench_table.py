@@ -1,7 +1,9 @@
 """Markdown tables from a `fastnn bench --json` file, for README.md and docs/, so the
 figures there are the run's own and not typed by hand.
 
-    python tools/bench_table.py results.json
+    python tools/bench_table.py results.json                  # print every table
+    python tools/bench_table.py results.json --readme README.md
+        # rewrite README.md's short table, between its "results:start/end" markers
 """
 import json
 import sys
@@ -11,10 +13,15 @@ def fmt(value, digits=3):
     return "" if value is None else f"{value:.{digits}f}"
 
 
-def results_table(data, threads=None):
-    """One row per network, batch and optimizer at `threads` (default: the most)."""
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def results_table(data, threads=None, optimizers=None):
+    """One row per network, batch and optimizer (those named, default all) at `threads`
+    (default: the most)."""
     threads = threads or max(r["threads"] for r in data["rows"])
-    rows = [r for r in data["rows"] if r["threads"] == threads]
+    rows = [r for r in data["rows"] if r["threads"] == threads
+            and (optimizers is None or r["optimizer"] in optimizers)]
     lines = ["| network | batch | optimizer | plan | fastnn s | floor s | fastnn / floor | "
              "torch s | torch / fastnn |", "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
@@ -50,13 +57,36 @@ def scaling_table(data):
     return "\n".join(lines)
 
 
+def source_line(data, path):
+    return (f"From `{path}`: BLAS {data['blas']}; data: {data['data']}; "
+            f"{data.get('machine', '')}; each figure the fastest warm epoch of "
+            f"{data['repeats']} interleaved repeats.")
+
+
+def update_readme(readme, data, path):
+    """Replace the text between README's markers with the short table (SGD with momentum,
+    the most threads) and the line saying where it came from."""
+    with open(readme) as f:
+        text = f.read()
+    if text.count(START) != 1 or text.count(END) != 1:
+        raise SystemExit(f"{readme} needs one {START} and one {END} line")
+    head, rest = text.split(START)
+    _, tail = rest.split(END)
+    table = results_table(data, optimizers=("momentum",))
+    with open(readme, "w") as f:
+        f.write(f"{head}{START}\n{source_line(data, path)}\n\n{table}\n{END}{tail}")
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1:
+    if len(argv) not in (1, 3) or len(argv) == 3 and argv[1] != "--readme":
         print(__doc__)
         return 2
     with open(argv[0]) as f:
         data = json.load(f)
+    if len(argv) == 3:
+        update_readme(argv[2], data, argv[0])
+        return 0
     print(f"BLAS: {data['blas']}; data: {data['data']}; {data.get('machine', '')}; each "
           f"figure the fastest warm epoch of {data['repeats']} interleaved repeats\n")
     print(results_table(data))
