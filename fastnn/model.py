@@ -464,6 +464,32 @@ class Sequential:
                              get_num_threads(), weights, training)
             return [g.copy() for g in self._engine.grads]
 
+    # -- forward and reverse mode (fastnn.forward) -------------------------------------
+
+    def jvp(self, X, V):
+        """(outputs, JV): predict's outputs and their derivative along V (shaped like X),
+        by forward mode. See fastnn.forward."""
+        from . import forward
+        return forward.jvp(self, X, V)
+
+    def vjp(self, X, U):
+        """(outputs, U^T J): predict's outputs and, per row, U's pull-back to the inputs
+        (U shaped like the outputs), by reverse mode. See fastnn.forward."""
+        from . import forward
+        return forward.vjp(self, X, U)
+
+    def jacobian(self, X, mode="auto"):
+        """Each row's input Jacobian (n_samples, n_outputs, n_features), by forward or
+        reverse mode ("auto": the fewer passes). See fastnn.forward."""
+        from . import forward
+        return forward.jacobian(self, X, mode)
+
+    def jvp_parameters(self, X, y, directions, loss=None):
+        """The mean loss's derivative along a direction in parameter space (a list shaped
+        like parameters()), by forward mode: the dot product of gradients() with it."""
+        from . import forward
+        return forward.jvp_parameters(self, X, y, directions, loss)
+
     def _loss_or_default(self, loss):
         """The loss a call uses: the one given, else the model's, else cross-entropy."""
         if loss is not None:
