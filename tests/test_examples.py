@@ -27,3 +27,13 @@ def test_sigmoid_neuron_example(mnist):
 def test_mnist_example_reaches_98_percent(mnist):
     out = run("mnist_mlp.py", MNIST_DIR)
     assert float(re.search(r"test accuracy ([0-9.]+)", out).group(1)) >= 0.98
+
+
+def test_forward_vs_reverse_example(tmp_path):
+    """Both modes give the same gradient and Jacobian (the times it prints are measured,
+    not judged: speed belongs to benchmarks), and it draws its plot."""
+    pytest.importorskip("matplotlib")
+    out = run("forward_vs_reverse.py", "--quick", "--plot", str(tmp_path / "cost.png"))
+    differences = [float(d) for d in re.findall(r"largest difference ([0-9.e+-]+)", out)]
+    assert len(differences) == 2 and max(differences) < 1e-12
+    assert (tmp_path / "cost.png").stat().st_size > 0
