@@ -1,4 +1,5 @@
-"""The `fastnn` command: train on your own data (or MNIST), predict, evaluate, info, bench.
+"""The `fastnn` command: train on your own data (or MNIST), predict, evaluate, export, info,
+bench.
 
     fastnn train data.csv --target label --save model.npz
     fastnn predict model.npz new.csv -o predictions.csv
@@ -326,6 +327,13 @@ def _label_key(value):
         return value
 
 
+def export(args):
+    model = _load_model(args.model)
+    model.export_onnx(args.output)
+    print(f"wrote {args.output}")
+    return 0
+
+
 # -- the parser -------------------------------------------------------------------------
 
 class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -431,6 +439,12 @@ def _parser():
     e.add_argument("--target", default=None,
                    help="the target column (default: the one the model was trained on, "
                         "else the last)")
+    x = commands.add_parser("export", formatter_class=formatter,
+                            help="write a saved model as ONNX (needs the onnx package)",
+                            description="Write what a saved model's predict computes as "
+                                        "an ONNX graph (input 'input', output 'output').")
+    x.add_argument("model", help="a model file written by fastnn train --save")
+    x.add_argument("output", help="the .onnx file to write")
     commands.add_parser("bench", help="time fastnn against the GEMM floor and torch "
                                       "(`fastnn bench --help` for its options)")
     return parser
@@ -444,9 +458,9 @@ def main(argv=None):
     args = _parser().parse_args(argv)
     from .tabular import DataError
     try:
-        return {"info": info, "train": train, "predict": predict,
-                "evaluate": evaluate}[args.command](args)
-    except (CommandError, DataError, FileNotFoundError) as exc:
+        return {"info": info, "train": train, "predict": predict, "evaluate": evaluate,
+                "export": export}[args.command](args)
+    except (CommandError, DataError, FileNotFoundError, ImportError) as exc:
         print(f"fastnn {args.command}: {exc}", file=sys.stderr)
         return 2
     except ValueError as exc:  # settings the model or optimizer refused

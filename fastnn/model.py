@@ -357,6 +357,12 @@ class Sequential:
               f"  {logs['seconds']:.2f}s  {logs['samples_per_second']:,.0f} samples/s",
               flush=True)
 
+    def export_onnx(self, path):
+        """Write what predict computes as an ONNX graph (needs the onnx package); see
+        fastnn.onnx_export."""
+        from .onnx_export import export_onnx
+        return export_onnx(self, path)
+
     def save(self, path, include_optimizer=True):
         """Write the model to one .npz file (see fastnn.serialization); fastnn.load reads it."""
         from .serialization import save

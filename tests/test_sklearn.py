@@ -60,7 +60,7 @@ def both(name, **params):
 
 def test_import_fastnn_does_not_import_scikit_learn(tmp_path):
     code = ("import sys, fastnn; print(sorted(m for m in ('sklearn', 'torch', 'jax', "
-            "'matplotlib', 'pandas') if m in sys.modules))")
+            "'matplotlib', 'pandas', 'onnx', 'mpi4py') if m in sys.modules))")
     result = run_python(["-c", code], cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"

@@ -1,0 +1,101 @@
+"""ONNX export: a Sequential model as a standard ONNX graph of what predict computes.
+
+Dense -> Gemm (transB=1, torch's weight layout), ReLU -> Relu, LeakyReLU -> PRelu,
+Sigmoid, Tanh, Softmax (axis 1), Identity, BatchNorm1d -> BatchNormalization with the
+running statistics (inference mode; affine=False exports scale 1 and bias 0); Dropout is
+the identity at inference and is omitted. The graph's input "input" is (batch, features)
+with a free batch dimension, its output "output" is (batch, outputs), in the model's
+dtype. Needs the `onnx` package (pip install "fastnn[onnx]"); `import fastnn` does not
+import it. The file is checked by onnx.checker and written atomically: a failed export
+leaves no partial file.
+"""
+import os
+import tempfile
+
+import numpy as np
+
+OPSET = 17
+_ACTIVATIONS = {"relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh", "identity": "Identity"}
+
+
+def export_onnx(model, path, opset=OPSET):
+    """Write `model` to `path` as ONNX (see the module docstring); returns the path."""
+    try:
+        import onnx
+        from onnx import TensorProto, helper, numpy_helper
+    except ImportError as exc:
+        raise ImportError('ONNX export needs the onnx package: pip install "fastnn[onnx]"') \
+            from exc
+    elem = TensorProto.FLOAT if model.dtype == np.float32 else TensorProto.DOUBLE
+    nodes, weights = [], []
+    current = "input"
+
+    def constant(name, array):
+        weights.append(numpy_helper.from_array(np.ascontiguousarray(array, model.dtype), name))
+        return name
+
+    for i, layer in enumerate(model.layers):
+        out = f"layer{i}_{layer.kind}"
+        if layer.kind == "dense":
+            inputs = [current, constant(f"layer{i}_weight", layer.weight)]
+            if layer.bias is not None:
+                inputs.append(constant(f"layer{i}_bias", layer.bias))
+            nodes.append(helper.make_node("Gemm", inputs, [out], transB=1, name=out))
+        elif layer.kind == "batchnorm":
+            n = layer.num_features
+            scale = layer.weight if layer.affine else np.ones(n)
+            shift = layer.bias if layer.affine else np.zeros(n)
+            inputs = [current, constant(f"layer{i}_scale", scale),
+                      constant(f"layer{i}_shift", shift),
+                      constant(f"layer{i}_running_mean", layer.running_mean),
+                      constant(f"layer{i}_running_var", layer.running_var)]
+            nodes.append(helper.make_node("BatchNormalization", inputs, [out],
+                                          epsilon=layer.eps, name=out))
+        elif layer.kind == "dropout":
+            continue  # the identity at inference
+        elif layer.kind == "leaky_relu":  # PRelu: the slope as a tensor of the model's
+            # dtype (LeakyRelu's alpha attribute is 32-bit, which float64 would notice)
+            slope = constant(f"layer{i}_slope", np.array([layer.negative_slope]))
+            nodes.append(helper.make_node("PRelu", [current, slope], [out], name=out))
+        elif layer.kind == "softmax":
+            nodes.append(helper.make_node("Softmax", [current], [out], axis=1, name=out))
+        elif layer.kind in _ACTIVATIONS:
+            nodes.append(helper.make_node(_ACTIVATIONS[layer.kind], [current], [out],
+                                          name=out))
+        else:
+            raise ValueError(f"layer {i} ({layer!r}) has no ONNX equivalent here")
+        current = out
+    if current == "input":  # only dropout layers: still a graph from input to output
+        nodes.append(helper.make_node("Identity", ["input"], ["output"], name="output"))
+    else:
+        nodes[-1].output[0] = "output"
+    graph = helper.make_graph(
+        nodes, "fastnn_sequential",
+        [helper.make_tensor_value_info("input", elem, ["batch", model.n_features])],
+        [helper.make_tensor_value_info("output", elem, ["batch", model.n_outputs])],
+        initializer=weights)
+    from . import __version__
+    proto = helper.make_model(graph, producer_name="fastnn", producer_version=__version__,
+                              opset_imports=[helper.make_opsetid("", opset)])
+    onnx.checker.check_model(proto, full_check=True)
+    _write_atomically(path, proto.SerializeToString())
+    return path
+
+
+def _write_atomically(path, data):
+    """Write to a temporary file beside `path`, then rename it over `path`."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"cannot write {path}: no folder {folder}")
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".fastnn-", suffix=".onnx")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
