@@ -13,7 +13,8 @@ ALL_KINDS = [
     lambda: [fnn.Dense(5, 7), fnn.BatchNorm1d(7), fnn.LeakyReLU(0.1), fnn.Dropout(0.2),
              fnn.Dense(7, 6, bias=False), fnn.Tanh(), fnn.Dense(6, 5), fnn.Sigmoid(),
              fnn.Dense(5, 4), fnn.ReLU(), fnn.Identity(), fnn.Dense(4, 3), fnn.Softmax()],
-    lambda: [fnn.Dense(5, 6), fnn.BatchNorm1d(6, affine=False), fnn.ReLU(), fnn.Dense(6, 2)],
+    lambda: [fnn.Dense(5, 6), fnn.BatchNorm1d(6, eps=0.1, affine=False), fnn.ReLU(),
+             fnn.Dense(6, 2)],
     lambda: [fnn.Dense(5, 1), fnn.Sigmoid()],
 ]
 
