@@ -47,7 +47,7 @@ import contextlib
 import numpy as np
 
 from _activations cimport activation_backward, activation_forward
-from _blas cimport axpy, sum_of_squares
+from _blas cimport axpy, gemv, sum_of_squares
 from _dense cimport dense_forward, dense_input_grad, dense_param_grad
 from _batchnorm cimport (batchnorm_backward, batchnorm_eval_backward, batchnorm_eval_forward,
                          batchnorm_train_forward)
@@ -792,6 +792,44 @@ cdef void run_steps(Job* job, int tid, int nt, floating* tag) noexcept nogil:
         keep_running_stats(net, True, tid, nt, tag)
 
 
+cdef void infer_rows(Net* net, const floating* X, floating* out, Py_ssize_t n_rows,
+                     Py_ssize_t chunk, floating* buf_a, floating* buf_b) noexcept nogil:
+    """predict on the calling thread, chunk rows at a time, through the caller's two
+    buffers (nothing of the Net's but its parameters is touched)."""
+    cdef Py_ssize_t start = 0, n, m, n_in = net.layers[0].n_in
+    cdef Py_ssize_t width_out = net.layers[net.n_layers - 1].n_out
+    cdef int l
+    cdef LayerPlan* L
+    cdef const floating* inp
+    cdef floating* dst
+    while start < n_rows:
+        n = min(chunk, n_rows - start)
+        inp = X + start * n_in
+        for l in range(net.n_layers):
+            L = &net.layers[l]
+            m = L.n_out
+            dst = out + start * width_out if l == net.n_layers - 1 else \
+                (buf_a if l % 2 == 0 else buf_b)
+            if L.kind == DENSE and n == 1:  # one row: GEMV (OpenBLAS's GEMM is slower)
+                if L.bias != NULL:
+                    memcpy(dst, L.bias, m * sizeof(floating))
+                gemv(False, L.n_out, L.n_in, <floating> 1, <floating*> L.weight, L.n_in, inp,
+                     <floating> (1 if L.bias != NULL else 0), dst)
+            elif L.kind == DENSE:
+                dense_forward(inp, <floating*> L.weight, <floating*> L.bias, dst, <int> n,
+                              L.n_in, L.n_out, L.n_out)
+            elif L.kind == BATCHNORM:
+                batchnorm_eval_forward(inp, dst, <floating*> L.weight, <floating*> L.bias,
+                                       <floating*> L.bn[0], <floating*> L.bn[1], n, m, m,
+                                       L.eps)
+            elif L.kind == DROPOUT or L.kind == IDENTITY:
+                memcpy(dst, inp, n * m * sizeof(floating))
+            else:
+                activation_forward(L.kind, L.slope, inp, dst, n, m)
+            inp = dst
+        start += n
+
+
 cdef void train_job(void* ctx, int tid, int nt) noexcept nogil:
     cdef Job* job = <Job*> ctx
     if job.f64:
@@ -1068,6 +1106,36 @@ cdef class Engine:
                     axpy(<int> self.net.params[i].size, <float> scale,
                          <float*> self.net.params[i].value, <float*> self.net.params[i].grad)
         return job.loss_sum, job.correct
+
+    def infer(self, X, out, buf_a, buf_b, Py_ssize_t chunk):
+        """predict into `out` on the calling thread, without the team: chunk rows at a
+        time through the caller's two buffers (chunk x the widest layer, this dtype). Nothing
+        shared is written, so several Python threads may call it at once with their own
+        buffers; the GIL is released. X: C-contiguous, this dtype, checked by the caller."""
+        cdef Py_ssize_t widest = max(max(self.net.layers[l].n_out
+                                         for l in range(self.net.n_layers)),
+                                     self.net.layers[0].n_in)
+        if X.dtype != self.dtype or X.ndim != 2 or X.shape[1] != self.net.layers[0].n_in \
+                or not X.flags.c_contiguous or out.shape != (X.shape[0], self.net.layers[
+                    self.net.n_layers - 1].n_out) or out.dtype != self.dtype \
+                or not out.flags.c_contiguous or buf_a.size < chunk * widest \
+                or buf_b.size < chunk * widest or buf_a.dtype != self.dtype \
+                or buf_b.dtype != self.dtype or chunk < 1:
+            raise TypeError("infer: arrays of the wrong shape, dtype or layout")
+        cdef void* px = data_ptr(X)
+        cdef void* po = data_ptr(out)
+        cdef void* pa = data_ptr(buf_a)
+        cdef void* pb = data_ptr(buf_b)
+        cdef Py_ssize_t n_rows = X.shape[0]
+        cdef bint f64 = self.dtype == np.float64
+        self._last_threads = 1
+        with nogil:
+            if f64:
+                infer_rows(&self.net, <double*> px, <double*> po, n_rows, chunk,
+                           <double*> pa, <double*> pb)
+            else:
+                infer_rows(&self.net, <float*> px, <float*> po, n_rows, chunk,
+                           <float*> pa, <float*> pb)
 
     cdef _start_job(self, Job* job, X, targets, labels, weights, out, int loss_kind,
                     int n_run, Py_ssize_t batch_size):

@@ -77,7 +77,32 @@ def describe_blas():
 
 
 def available_cores():
-    """Cores this process may use: CPU affinity, cgroup quota and OMP_NUM_THREADS respected."""
+    """Cores this process may use: CPU affinity, cgroup quota and OMP_NUM_THREADS respected.
+    The affinity and quota are read once per process (a file read costs more than a
+    one-row predict); OMP_NUM_THREADS is read every call."""
+    global _machine_cores
+    if _machine_cores is None:
+        _machine_cores = _affinity_and_quota()
+    n = _machine_cores
+    omp = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    if omp.isdigit() and int(omp) > 0:
+        n = min(n, int(omp))
+    return max(1, n)
+
+
+_machine_cores = None
+
+
+def _forget_machine_cores():
+    global _machine_cores
+    _machine_cores = None
+
+
+if hasattr(os, "register_at_fork"):  # a child may be pinned to other cores
+    os.register_at_fork(after_in_child=_forget_machine_cores)
+
+
+def _affinity_and_quota():
     try:
         n = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
@@ -89,10 +114,7 @@ def available_cores():
             n = min(n, max(1, int(int(quota) // int(period))))
     except (OSError, ValueError):
         pass
-    omp = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
-    if omp.isdigit() and int(omp) > 0:
-        n = min(n, int(omp))
-    return max(1, n)
+    return n
 
 
 def _check_count(n):

@@ -34,8 +34,9 @@ def as_features(X, n_features, dtype, allow_empty=False):
         raise ValueError(f"X must be 2-D (n_samples, n_features), got shape {X.shape}")
     _check_shape(X.shape, n_features, allow_empty)
     converted = X.dtype != dtype
-    with np.errstate(over="ignore"):  # values beyond float32's range are reported below
-        X = np.ascontiguousarray(X, dtype=dtype)
+    if converted or not X.flags.c_contiguous:
+        with np.errstate(over="ignore"):  # values beyond float32's range: reported below
+            X = np.ascontiguousarray(X, dtype=dtype)
     check_finite_rows(X, f"X (as {X.dtype.name})" if converted else "X")
     return X
 

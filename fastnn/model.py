@@ -127,7 +127,11 @@ class Sequential:
                 raise ValueError(f"parameter {i} has {p.size} entries, more than BLAS's "
                                  f"32-bit limit of {INT32_MAX}")
         self._engine = _engine.Engine(specs, self.dtype)
-        self._lock = threading.Lock()
+        self._widest = max([self.n_features] + [spec[2] for spec in specs])
+        self._lock = threading.Lock()          # fit, evaluate, gradients, team predicts
+        self._activity = threading.Condition()  # calling-thread predicts against fit
+        self._readers, self._trainer = 0, None
+        self._infer_buffers = threading.local()
         self.optimizer = None
         self.loss = loss
         # what the command line learns about the data, saved with the model: the output
@@ -258,6 +262,7 @@ class Sequential:
         if not self._lock.acquire(blocking=False):
             raise RuntimeError("this model is being used by another thread")
         try:
+            self._begin_training()
             optimizer._bind(self.parameters())
             self.optimizer = optimizer
             self.loss = loss
@@ -293,8 +298,22 @@ class Sequential:
             for callback in callbacks:
                 getattr(callback, "on_train_end", lambda model: None)(self)
         finally:
+            self._end_training()
             self._lock.release()
         return history
+
+    def _begin_training(self):
+        """Let the predicts running on their callers' threads finish, and hold new ones
+        (except from this thread: a callback may predict) until _end_training."""
+        with self._activity:
+            self._trainer = threading.get_ident()
+            while self._readers:
+                self._activity.wait()
+
+    def _end_training(self):
+        with self._activity:
+            self._trainer = None
+            self._activity.notify_all()
 
     def _validation_set(self, validation_data, loss):
         """(X_val, prepared targets, weights or None) from (X_val, y_val[, weights])."""
@@ -372,17 +391,56 @@ class Sequential:
 
     def predict(self, X, batch_size=1024):
         """The last layer's outputs, (n_samples, n_outputs), computed in batches (X dense,
-        or scipy.sparse: see fit)."""
+        or scipy.sparse: see fit).
+
+        Work too small for a second thread (one row to a few dozen, by the plan) runs on
+        the calling thread with buffers of its own, as does a predict that finds the
+        model's team busy with another: predicts from several Python threads run at
+        once (the GIL released). A predict started while another thread fits waits
+        until the fit ends."""
         batch_size = check_int(batch_size, "batch_size")
         check_batch_rows(batch_size, X)
         X = as_features(X, self.n_features, self.dtype, allow_empty=True)
         out = np.empty((X.shape[0], self.n_outputs), dtype=self.dtype)
         if X.shape[0] == 0:
             return out
-        with self._lock:
-            self._engine.run(X, out, None, None, -1, False, len(self.layers),
-                             _chunk_rows(X, batch_size), get_num_threads())
+        chunk = _chunk_rows(X, batch_size)
+        if isinstance(X, np.ndarray) and self._engine.plan_threads(
+                chunk, len(self.layers), False, get_num_threads()) == 1:
+            self._infer(X, out, chunk)
+            return out
+        if not self._lock.acquire(blocking=False):
+            if isinstance(X, np.ndarray) and self._trainer in (None, threading.get_ident()):
+                self._infer(X, out, chunk)  # the team is busy with another predict
+                return out
+            self._lock.acquire()
+        try:
+            self._engine.run(X, out, None, None, -1, False, len(self.layers), chunk,
+                             get_num_threads())
+        finally:
+            self._lock.release()
         return out
+
+    def _infer(self, X, out, chunk):
+        """predict on the calling thread, through this thread's buffers."""
+        local = self._infer_buffers
+        buffers = getattr(local, "buffers", None)
+        if buffers is None or buffers[0] < chunk:
+            size = chunk * self._widest
+            buffers = local.buffers = (chunk, np.empty(size, self.dtype),
+                                       np.empty(size, self.dtype))
+        me = threading.get_ident()
+        with self._activity:
+            while self._trainer is not None and self._trainer != me:
+                self._activity.wait()
+            self._readers += 1
+        try:
+            self._engine.infer(X, out, buffers[1], buffers[2], chunk)
+        finally:
+            with self._activity:
+                self._readers -= 1
+                if not self._readers:
+                    self._activity.notify_all()
 
     def predict_proba(self, X, batch_size=1024):
         """Class probabilities for a model with a classification loss: the softmax of

@@ -2,7 +2,8 @@
 
 Dense -> Gemm (transB=1, torch's weight layout), ReLU -> Relu, LeakyReLU -> PRelu,
 Sigmoid, Tanh, Softmax (axis 1), Identity, BatchNorm1d -> BatchNormalization with the
-running statistics (inference mode; affine=False exports scale 1 and bias 0); Dropout is
+running statistics (inference mode; affine=False exports scale 1 and bias 0; in float64
+Sub, Mul and Add, because BatchNormalization's epsilon attribute is 32-bit); Dropout is
 the identity at inference and is omitted. The graph's input "input" is (batch, features)
 with a free batch dimension, its output "output" is (batch, outputs), in the model's
 dtype. Needs the `onnx` package (pip install "fastnn[onnx]"); `import fastnn` does not
@@ -41,7 +42,7 @@ def export_onnx(model, path, opset=OPSET):
             if layer.bias is not None:
                 inputs.append(constant(f"layer{i}_bias", layer.bias))
             nodes.append(helper.make_node("Gemm", inputs, [out], transB=1, name=out))
-        elif layer.kind == "batchnorm":
+        elif layer.kind == "batchnorm" and model.dtype == np.float32:
             n = layer.num_features
             scale = layer.weight if layer.affine else np.ones(n)
             shift = layer.bias if layer.affine else np.zeros(n)
@@ -51,6 +52,20 @@ def export_onnx(model, path, opset=OPSET):
                       constant(f"layer{i}_running_var", layer.running_var)]
             nodes.append(helper.make_node("BatchNormalization", inputs, [out],
                                           epsilon=layer.eps, name=out))
+        elif layer.kind == "batchnorm":  # float64: BatchNormalization's epsilon is 32-bit
+            # (x - mean) * (gamma / sqrt(var + eps)) + beta, rounded as fastnn's kernel does
+            factor = (1.0 / np.sqrt(layer.running_var.astype(np.float64) + layer.eps))
+            if layer.affine:
+                factor = layer.weight * factor
+            shift = layer.bias if layer.affine else np.zeros(layer.num_features)
+            centred, scaled = f"{out}_centred", f"{out}_scaled"
+            nodes += [
+                helper.make_node("Sub", [current, constant(f"layer{i}_running_mean",
+                                                           layer.running_mean)], [centred]),
+                helper.make_node("Mul", [centred, constant(f"layer{i}_factor", factor)],
+                                 [scaled]),
+                helper.make_node("Add", [scaled, constant(f"layer{i}_shift", shift)], [out],
+                                 name=out)]
         elif layer.kind == "dropout":
             continue  # the identity at inference
         elif layer.kind == "leaky_relu":  # PRelu: the slope as a tensor of the model's

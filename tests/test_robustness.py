@@ -75,11 +75,53 @@ def test_fit_while_another_thread_trains_is_refused_cleanly(rng):
     started.wait(30)
     with pytest.raises(RuntimeError, match="being used by another thread"):
         model.fit(X[:100], y[:100])
-    out = model.predict(X[:1000])  # waits for the training thread, then predicts
+    small = model.predict(X[:3])  # the calling thread's path: waits for the fit to end
+    out = model.predict(X[:1000])  # the team's path: waits too
     thread.join()
     assert not errors
-    assert np.isfinite(out).all()
+    np.testing.assert_array_equal(small, model.predict(X[:3]))  # the trained weights
+    np.testing.assert_array_equal(out, model.predict(X[:1000]))
     assert all(np.isfinite(p).all() for p in model.parameters())
+
+
+def test_a_callback_may_predict_during_fit(rng):
+    """predict from inside fit (a callback on the training thread) runs instead of
+    waiting for the fit it is part of, for small and team-sized inputs."""
+    X = rng.normal(size=(3000, 50)).astype(np.float32)
+    y = rng.integers(0, 3, 3000)
+    model = fnn.Sequential([fnn.Dense(50, 256), fnn.ReLU(), fnn.Dense(256, 3)], seed=0)
+    seen = []
+
+    class Predict(fnn.Callback):
+        def on_epoch_end(self, epoch, logs):
+            seen.append((model.predict(X[:2]), model.predict(X)))
+
+    model.fit(X, y, epochs=2, callbacks=[Predict()])
+    assert len(seen) == 2
+    np.testing.assert_array_equal(seen[-1][0], model.predict(X[:2]))
+    np.testing.assert_allclose(seen[-1][1], model.predict(X), rtol=1e-6)
+
+
+def test_predicts_from_many_threads_on_the_calling_threads_agree(rng):
+    """Small predicts run on their callers' threads with per-thread buffers: 8 threads at
+    once give the serial results exactly."""
+    model = fnn.Sequential([fnn.Dense(20, 64), fnn.Tanh(), fnn.Dense(64, 5)], seed=0)
+    batches = [rng.normal(size=(1 + i % 7, 20)).astype(np.float32) for i in range(64)]
+    serial = [model.predict(b) for b in batches]
+    results = [None] * len(batches)
+
+    def work(k):
+        for i in range(k, len(batches), 8):
+            for _ in range(20):
+                results[i] = model.predict(batches[i])
+
+    workers = [threading.Thread(target=work, args=(k,)) for k in range(8)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    for got, want in zip(results, serial):
+        np.testing.assert_array_equal(got, want)
 
 
 # -- inputs beyond 32-bit sizes ---------------------------------------------------------
