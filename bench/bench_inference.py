@@ -51,6 +51,15 @@ def threads_throughput(model, n_threads, batches, X):
     return n_threads * batches * len(X) / (time.perf_counter() - start)
 
 
+def one_and_two_threads(model, X):
+    """The best of 3 throughputs of 1 and of 2 Python threads (interleaved)."""
+    one = two = 0.0
+    for _ in range(3):
+        one = max(one, threads_throughput(model, 1, 400, X))
+        two = max(two, threads_throughput(model, 2, 200, X))
+    return one, two
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", default=None)
@@ -92,17 +101,11 @@ def main(argv=None):
           + f"; fastnn / numpy {single['fastnn'] / single['numpy']:.2f}")
 
     X64 = rng.random((64, 784), dtype=np.float32)
-    one = two = 0.0
-    for _ in range(3):
-        one = max(one, threads_throughput(model, 1, 400, X64))
-        two = max(two, threads_throughput(model, 2, 200, X64))
+    one, two = one_and_two_threads(model, X64)
     print(f"batches of 64 rows: 1 Python thread {one:,.0f} rows/s (its predicts on "
           f"fastnn's team), 2 Python threads {two:,.0f} rows/s, {two / one:.2f}x")
     with fnn.threads(1):  # each predict on one core: the calling thread's path
-        one_core = two_cores = 0.0
-        for _ in range(3):
-            one_core = max(one_core, threads_throughput(model, 1, 400, X64))
-            two_cores = max(two_cores, threads_throughput(model, 2, 200, X64))
+        one_core, two_cores = one_and_two_threads(model, X64)
     print(f"  with fnn.set_num_threads(1): 1 Python thread {one_core:,.0f} rows/s, 2 Python "
           f"threads {two_cores:,.0f} rows/s, {two_cores / one_core:.2f}x")
 
