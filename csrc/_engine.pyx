@@ -35,6 +35,10 @@ Design, in six points:
    optimizer update in the same pass as its gradient product.
 6. Between steps thread 0 takes the GIL just long enough to check for signals, so
    Ctrl-C stops within one batch and leaves the parameters of the last completed step.
+7. Small predicts (Engine.infer) bypass the team: the calling thread runs the forward
+   pass through buffers the caller owns (one set per Python thread), so several Python
+   threads predict at once and nothing of the Net but its parameters is read. One row
+   uses GEMV: OpenBLAS's GEMM with one row was slower (bench/bench_inference.py).
 """
 from cython cimport floating
 from libc.math cimport isfinite
