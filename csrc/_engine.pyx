@@ -796,12 +796,13 @@ cdef void run_steps(Job* job, int tid, int nt, floating* tag) noexcept nogil:
         keep_running_stats(net, True, tid, nt, tag)
 
 
-cdef void infer_rows(Net* net, const floating* X, floating* out, Py_ssize_t n_rows,
-                     Py_ssize_t chunk, floating* buf_a, floating* buf_b) noexcept nogil:
-    """predict on the calling thread, chunk rows at a time, through the caller's two
-    buffers (nothing of the Net's but its parameters is touched)."""
+cdef void infer_rows(Net* net, int n_run, const floating* X, floating* out,
+                     Py_ssize_t n_rows, Py_ssize_t chunk, floating* buf_a,
+                     floating* buf_b) noexcept nogil:
+    """Layers [0, n_run) on the calling thread, chunk rows at a time, through the caller's
+    two buffers (nothing of the Net's but its parameters is touched)."""
     cdef Py_ssize_t start = 0, n, m, n_in = net.layers[0].n_in
-    cdef Py_ssize_t width_out = net.layers[net.n_layers - 1].n_out
+    cdef Py_ssize_t width_out = net.layers[n_run - 1].n_out
     cdef int l
     cdef LayerPlan* L
     cdef const floating* inp
@@ -809,10 +810,10 @@ cdef void infer_rows(Net* net, const floating* X, floating* out, Py_ssize_t n_ro
     while start < n_rows:
         n = min(chunk, n_rows - start)
         inp = X + start * n_in
-        for l in range(net.n_layers):
+        for l in range(n_run):
             L = &net.layers[l]
             m = L.n_out
-            dst = out + start * width_out if l == net.n_layers - 1 else \
+            dst = out + start * width_out if l == n_run - 1 else \
                 (buf_a if l % 2 == 0 else buf_b)
             if L.kind == DENSE and n == 1:  # one row: GEMV (OpenBLAS's GEMM is slower)
                 if L.bias != NULL:
@@ -1111,17 +1112,22 @@ cdef class Engine:
                          <float*> self.net.params[i].value, <float*> self.net.params[i].grad)
         return job.loss_sum, job.correct
 
-    def infer(self, X, out, buf_a, buf_b, Py_ssize_t chunk):
-        """predict into `out` on the calling thread, without the team: chunk rows at a
-        time through the caller's two buffers (chunk x the widest layer, this dtype). Nothing
-        shared is written, so several Python threads may call it at once with their own
-        buffers; the GIL is released. X: C-contiguous, this dtype, checked by the caller."""
+    def infer(self, X, out, buf_a, buf_b, Py_ssize_t chunk, int n_run=-1):
+        """Run layers [0, n_run) (all: -1) into `out` on the calling thread, without the
+        team: chunk rows at a time through the caller's two buffers (chunk x the widest
+        layer, this dtype). Nothing shared is written, so several Python threads may call
+        it at once with their own buffers; the GIL is released. X: C-contiguous, this
+        dtype, checked by the caller."""
+        if n_run == -1:
+            n_run = self.net.n_layers
+        if not 1 <= n_run <= self.net.n_layers:
+            raise ValueError(f"n_run must be in [1, {self.net.n_layers}], got {n_run}")
         cdef Py_ssize_t widest = max(max(self.net.layers[l].n_out
                                          for l in range(self.net.n_layers)),
                                      self.net.layers[0].n_in)
         if X.dtype != self.dtype or X.ndim != 2 or X.shape[1] != self.net.layers[0].n_in \
                 or not X.flags.c_contiguous or out.shape != (X.shape[0], self.net.layers[
-                    self.net.n_layers - 1].n_out) or out.dtype != self.dtype \
+                    n_run - 1].n_out) or out.dtype != self.dtype \
                 or not out.flags.c_contiguous or buf_a.size < chunk * widest \
                 or buf_b.size < chunk * widest or buf_a.dtype != self.dtype \
                 or buf_b.dtype != self.dtype or chunk < 1:
@@ -1135,10 +1141,10 @@ cdef class Engine:
         self._last_threads = 1
         with nogil:
             if f64:
-                infer_rows(&self.net, <double*> px, <double*> po, n_rows, chunk,
+                infer_rows(&self.net, n_run, <double*> px, <double*> po, n_rows, chunk,
                            <double*> pa, <double*> pb)
             else:
-                infer_rows(&self.net, <float*> px, <float*> po, n_rows, chunk,
+                infer_rows(&self.net, n_run, <float*> px, <float*> po, n_rows, chunk,
                            <float*> pa, <float*> pb)
 
     cdef _start_job(self, Job* job, X, targets, labels, weights, out, int loss_kind,

@@ -405,24 +405,33 @@ class Sequential:
         if X.shape[0] == 0:
             return out
         chunk = _chunk_rows(X, batch_size)
-        if isinstance(X, np.ndarray) and self._engine.plan_threads(
-                chunk, len(self.layers), False, get_num_threads()) == 1:
-            self._infer(X, out, chunk)
-            return out
-        if not self._lock.acquire(blocking=False):
-            if isinstance(X, np.ndarray) and self._trainer in (None, threading.get_ident()):
-                self._infer(X, out, chunk)  # the team is busy with another predict
-                return out
-            self._lock.acquire()
-        try:
-            self._engine.run(X, out, None, None, -1, False, len(self.layers), chunk,
-                             get_num_threads())
-        finally:
-            self._lock.release()
+        n_run = len(self.layers)
+        self._dispatch(X, chunk, n_run, lambda: self._infer(X, out, chunk, n_run),
+                       lambda: self._engine.run(X, out, None, None, -1, False, n_run, chunk,
+                                                get_num_threads()))
         return out
 
-    def _infer(self, X, out, chunk):
-        """predict on the calling thread, through this thread's buffers."""
+    def _dispatch(self, X, chunk, n_run, here, team):
+        """Run here() on the calling thread when a forward pass of `chunk` rows is below
+        the team's grain, or when the team is busy with another call (not another
+        thread's fit); else team() under the model's lock. Sparse X always goes to the
+        team."""
+        if isinstance(X, np.ndarray):
+            if self._engine.plan_threads(chunk, n_run, False, get_num_threads()) == 1:
+                return here()
+            if not self._lock.acquire(blocking=False):
+                if self._trainer in (None, threading.get_ident()):
+                    return here()
+                self._lock.acquire()
+        else:
+            self._lock.acquire()
+        try:
+            return team()
+        finally:
+            self._lock.release()
+
+    def _infer(self, X, out, chunk, n_run):
+        """Layers [0, n_run) on the calling thread, through this thread's buffers."""
         local = self._infer_buffers
         buffers = getattr(local, "buffers", None)
         if buffers is None or buffers[0] < chunk:
@@ -435,7 +444,7 @@ class Sequential:
                 self._activity.wait()
             self._readers += 1
         try:
-            self._engine.infer(X, out, buffers[1], buffers[2], chunk)
+            self._engine.infer(X, out, buffers[1], buffers[2], chunk, n_run)
         finally:
             with self._activity:
                 self._readers -= 1
@@ -497,8 +506,12 @@ class Sequential:
         loss = get_loss(self._loss_or_default(loss))
         X, prepared, weights, n_run, batch_size = self._prepare(X, y, loss, batch_size,
                                                                 sample_weight)
-        with self._lock:
-            return self._metrics(X, prepared, loss, n_run, batch_size, weights)
+        chunk = _chunk_rows(X, batch_size)
+        return self._dispatch(X, chunk, n_run,
+                              lambda: self._metrics_here(X, prepared, loss, n_run, chunk,
+                                                         weights),
+                              lambda: self._metrics(X, prepared, loss, n_run, batch_size,
+                                                    weights))
 
     def gradients(self, X, y, loss=None, batch_size=1024, sample_weight=None,
                   training=False):
@@ -578,7 +591,20 @@ class Sequential:
         loss_sum, correct = self._engine.run(X, None, targets, labels, kind, False, n_run,
                                              _chunk_rows(X, batch_size), get_num_threads(),
                                              weights)
-        rows = X.shape[0] if weights is None else float(np.sum(weights, dtype=np.float64))
+        return self._summarise(loss, loss_sum, correct, X.shape[0], weights)
+
+    def _metrics_here(self, X, prepared, loss, n_run, chunk, weights):
+        """_metrics on the calling thread: the logits through this thread's buffers, then
+        the loss kernel over them (the GIL released in both)."""
+        from . import _kernels
+        kind, targets, labels = prepared
+        out = np.empty((X.shape[0], self.n_outputs), dtype=self.dtype)
+        self._infer(X, out, chunk, n_run)
+        loss_sum, correct = _kernels.loss(kind, out, targets, labels, None, 1.0, weights)
+        return self._summarise(loss, loss_sum, correct, X.shape[0], weights)
+
+    def _summarise(self, loss, loss_sum, correct, n_rows, weights):
+        rows = n_rows if weights is None else float(np.sum(weights, dtype=np.float64))
         divisor = loss.mean_divisor(rows, self.n_outputs)  # samples or elements
         result = {"loss": loss_sum / divisor + self.penalty()}
         if loss.classification:

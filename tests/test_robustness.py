@@ -103,17 +103,18 @@ def test_a_callback_may_predict_during_fit(rng):
 
 
 def test_predicts_from_many_threads_on_the_calling_threads_agree(rng):
-    """Small predicts run on their callers' threads with per-thread buffers: 8 threads at
-    once give the serial results exactly."""
+    """Small predicts and evaluates run on their callers' threads with per-thread
+    buffers: 8 threads at once give the serial results exactly."""
     model = fnn.Sequential([fnn.Dense(20, 64), fnn.Tanh(), fnn.Dense(64, 5)], seed=0)
     batches = [rng.normal(size=(1 + i % 7, 20)).astype(np.float32) for i in range(64)]
-    serial = [model.predict(b) for b in batches]
+    labels = [rng.integers(0, 5, len(b)) for b in batches]
+    serial = [(model.predict(b), model.evaluate(b, y)) for b, y in zip(batches, labels)]
     results = [None] * len(batches)
 
     def work(k):
         for i in range(k, len(batches), 8):
             for _ in range(20):
-                results[i] = model.predict(batches[i])
+                results[i] = (model.predict(batches[i]), model.evaluate(batches[i], labels[i]))
 
     workers = [threading.Thread(target=work, args=(k,)) for k in range(8)]
     for w in workers:
@@ -121,7 +122,16 @@ def test_predicts_from_many_threads_on_the_calling_threads_agree(rng):
     for w in workers:
         w.join()
     for got, want in zip(results, serial):
-        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(got[0], want[0])
+        assert got[1] == want[1]
+    X = np.concatenate(batches)  # and the calling thread's evaluate is the team's
+    y = np.concatenate(labels)
+    here = model.evaluate(X, y)
+    loss = fnn.losses.get_loss("cross_entropy")
+    with model._lock:  # force the team's path for the same call
+        team = model._metrics(X, model._prepare(X, y, loss, 1024)[1], loss, 3, 1024)
+    assert here["loss"] == pytest.approx(team["loss"], rel=1e-6)
+    assert here["accuracy"] == team["accuracy"]
 
 
 # -- inputs beyond 32-bit sizes ---------------------------------------------------------
