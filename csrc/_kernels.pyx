@@ -182,7 +182,7 @@ def first_nonfinite_row(const floating[:, ::1] a):
 
 
 def gemm_floor_epoch(list widths, Py_ssize_t batch_size, Py_ssize_t n_samples, dtype,
-                     X=None):
+                     X=None, bint forward_only=False):
     """Seconds for only the matrix products of one training epoch of an MLP with these
     layer widths (input first): per batch and layer, forward x @ W.T and weight gradient
     g.T @ x, plus the input gradient g @ W for every layer but the first, each one call
@@ -191,6 +191,7 @@ def gemm_floor_epoch(list widths, Py_ssize_t batch_size, Py_ssize_t n_samples, d
 
     With X (C-contiguous, n_samples x widths[0], of `dtype`), the first layer reads each
     batch's rows from X, as training does, instead of one block that stays in cache.
+    forward_only: only the forward products (the floor of predict).
     """
     import numpy as np
     n_layers = len(widths) - 1
@@ -203,8 +204,10 @@ def gemm_floor_epoch(list widths, Py_ssize_t batch_size, Py_ssize_t n_samples, d
                           or X.shape != (n_samples, widths[0])):
         raise ValueError("X must be C-contiguous (n_samples, widths[0]) of dtype")
     if np.dtype(dtype) == np.float32:
-        return _floor_run[float](acts, grads, weights, wgrads, batch_size, n_samples, X)
-    return _floor_run[double](acts, grads, weights, wgrads, batch_size, n_samples, X)
+        return _floor_run[float](acts, grads, weights, wgrads, batch_size, n_samples, X,
+                                 forward_only)
+    return _floor_run[double](acts, grads, weights, wgrads, batch_size, n_samples, X,
+                              forward_only)
 
 
 cdef void* _address(arr):
@@ -212,7 +215,8 @@ cdef void* _address(arr):
 
 
 cdef double _floor_run(list acts, list grads, list weights, list wgrads,
-                       Py_ssize_t batch_size, Py_ssize_t n_samples, X, floating tag=0):
+                       Py_ssize_t batch_size, Py_ssize_t n_samples, X, bint forward_only,
+                       floating tag=0):
     import time
     cdef Py_ssize_t n_layers = len(weights), start, l
     cdef int n, n_in, n_out
@@ -239,6 +243,8 @@ cdef double _floor_run(list acts, list grads, list weights, list wgrads,
                 _gemm(False, True, n, n_out, n_in, <floating> 1, inp, n_in, a[4 * l + 2],
                       n_in, <floating> 0, a[4 * l + 1], n_out)
             for l in range(n_layers - 1, -1, -1):
+                if forward_only:
+                    break
                 n_in, n_out = dims[l], dims[l + 1]
                 inp = data + start * n_in if (l == 0 and data != NULL) else a[4 * l]
                 _gemm(True, False, n_out, n_in, n, <floating> 1, a[4 * l + 1], n_out, inp,
