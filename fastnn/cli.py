@@ -6,6 +6,7 @@ bench.
     fastnn evaluate model.npz test.csv
 """
 import argparse
+import contextlib
 import os
 import platform
 import sys
@@ -168,7 +169,7 @@ def train(args):
     if args.verbose:
         model.summary()
     start = time.perf_counter()
-    with fnn.threads(args.threads) if args.threads else _nothing():
+    with fnn.threads(args.threads) if args.threads else contextlib.nullcontext():
         model.fit(X, y, loss=loss, optimizer=_optimizer(args), epochs=args.epochs,
                   batch_size=args.batch_size, verbose=args.verbose,
                   lr_schedule=_schedule(args), callbacks=callbacks, **validation)
@@ -184,14 +185,6 @@ def train(args):
         model.save(args.save)
         print(f"saved to {args.save}")
     return 0
-
-
-class _nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _metrics_line(model, X, y, task):
