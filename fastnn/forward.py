@@ -31,11 +31,7 @@ def _specs(model, n_layers=None):
 
 def _chunk(model, k):
     """Rows per chunk for k tangents (cotangents) per row."""
-    widths, width = [model.n_features], model.n_features
-    for layer in model.layers:
-        width = layer.output_width(width)
-        widths.append(width)
-    return max(1, CHUNK_VALUES // ((1 + k) * max(widths)))
+    return max(1, CHUNK_VALUES // ((1 + k) * model._widest))
 
 
 def _directions(D, name, shape, like, dtype):
