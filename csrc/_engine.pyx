@@ -151,6 +151,31 @@ cdef struct LayerPlan:
     bint need_grad_in   # whether a layer below has parameters
 
 
+# Data-parallel training (fastnn/distributed.py): after each step's backward pass, thread
+# 0 sums the flat gradient buffer over the processes with one MPI_Allreduce (in place),
+# called through a pointer resolved from the MPI library mpi4py loaded, or through a short
+# call back into Python (mpi4py's Comm.Allreduce): see docs/design.md for the two timed.
+cdef enum:
+    REDUCE_NONE = 0
+    REDUCE_MPI = 1      # fn is MPI_Allreduce; handles are pointers, or ints (int_handles)
+    REDUCE_PYTHON = 2   # fn is a Python callable: no arguments, True on success
+    EXTRA = 8           # slots after the gradients: loss (f32: 2 floats), stop flag
+
+ctypedef int (*allreduce_pointers)(const void*, void*, int, void*, void*,
+                                   void*) noexcept nogil
+ctypedef int (*allreduce_ints)(const void*, void*, int, int, int, int) noexcept nogil
+
+
+cdef struct Reducer:
+    int kind
+    void* fn
+    void* in_place      # MPI_IN_PLACE
+    void* datatype      # MPI_DOUBLE or MPI_FLOAT, as the buffer
+    void* op            # MPI_SUM
+    void* comm
+    bint int_handles    # MPICH-style handles: ints, not pointers
+
+
 cdef struct ParamPlan:
     Py_ssize_t size
     Py_ssize_t units    # thread t owns entries [lo * row, hi * row), [lo, hi) its units
@@ -180,6 +205,10 @@ cdef struct Net:
     bint per_row        # scikit-learn's conventions (Engine.use_per_row_scaling)
     double l2_scale     # the L2 coefficients' factor in the current step (1, or 1/rows)
     double penalty_sum  # per_row: the sum over steps of 0.5 * l2 * |W|^2 before each step
+    Reducer reducer     # data-parallel training: how a step's gradients are summed
+    void* flat          # every parameter's gradient, one contiguous block, then EXTRA slots
+    Py_ssize_t flat_size
+    Py_ssize_t extra_at # where the EXTRA slots start in flat
 
 
 # A thread's copy of the step's counters: every thread advances its own alike, and
@@ -208,11 +237,17 @@ cdef struct Job:
     void* out
     Py_ssize_t n_samples
     Py_ssize_t batch_size
+    Py_ssize_t n_steps           # data-parallel: the epoch's global batches
+    const int64_t* step_rows     # this process's rows in each step
+    const double* step_denoms    # and the global batch's rows (or summed weights)
     int loss_kind
     int n_run
     bint want_grads
     int stop            # thread 0 -> all: a signal's exception is pending
-    int status          # 0, 1 (a loss was not finite), -1 (stopped by a signal)
+    int status          # 0, 1 (a loss was not finite), -1 (stopped by a signal here),
+                        # -2 (data-parallel: another process stopped), -3 (the
+                        # allreduce failed)
+    int reduce_failed   # thread 0 -> all
     double loss_sum     # results, written by thread 0
     double correct      # correct predictions (weighted by W when given)
     Py_ssize_t failed_batch
@@ -637,8 +672,124 @@ cdef void store_counters(Net* net, Counters* c) noexcept nogil:
     net.step, net.mom_scale, net.l2_scale, net.rng = c.step, c.mom_scale, c.l2_scale, c.rng
 
 
+cdef int call_python(void* fn) noexcept nogil:
+    """A Python reducer: no arguments, True on success (it keeps its own exception)."""
+    with gil:
+        try:
+            return 0 if (<object> fn)() else 1
+        except BaseException:
+            return 1
+
+
+cdef int allreduce_flat(Net* net, Py_ssize_t elem_size) noexcept nogil:
+    """Sum net.flat over the processes in place (MPI's count is an int: a buffer beyond
+    2^31 entries goes in several calls). Returns 0 on success."""
+    cdef Reducer* r = &net.reducer
+    cdef Py_ssize_t done = 0, count
+    cdef int rc
+    if r.kind == REDUCE_PYTHON:
+        return call_python(r.fn)
+    while done < net.flat_size:
+        count = min(net.flat_size - done, <Py_ssize_t> 2147483647)
+        if r.int_handles:
+            rc = (<allreduce_ints> r.fn)(r.in_place, <char*> net.flat + done * elem_size,
+                                         <int> count, <int> <size_t> r.datatype,
+                                         <int> <size_t> r.op, <int> <size_t> r.comm)
+        else:
+            rc = (<allreduce_pointers> r.fn)(r.in_place,
+                                             <char*> net.flat + done * elem_size, <int> count,
+                                             r.datatype, r.op, r.comm)
+        if rc != 0:
+            return rc
+        done += count
+    return 0
+
+
+cdef void put_extra(Net* net, int slot, double value, floating* tag) noexcept nogil:
+    """A double into the EXTRA slots; float32 keeps it as two floats, hi + lo, so the
+    sum over processes stays close to double precision."""
+    cdef floating* extra = <floating*> net.flat + net.extra_at
+    cdef float hi
+    if floating is double:
+        extra[slot] = value
+    else:
+        hi = <float> value
+        extra[2 * slot] = hi
+        extra[2 * slot + 1] = <float> (value - <double> hi)
+
+
+cdef double get_extra(Net* net, int slot, floating* tag) noexcept nogil:
+    cdef floating* extra = <floating*> net.flat + net.extra_at
+    if floating is double:
+        return extra[slot]
+    return <double> extra[2 * slot] + <double> extra[2 * slot + 1]
+
+
+cdef void zero_gradients(Net* net, int tid, int nt, floating* tag) noexcept nogil:
+    """Thread tid's share of the flat gradient buffer set to zero (a process with no
+    rows in a step adds nothing to the sum)."""
+    cdef Py_ssize_t lo, hi
+    share(net.extra_at, tid, nt, UNIT_ALIGN, &lo, &hi)
+    if hi > lo:
+        memset(<floating*> net.flat + lo, 0, (hi - lo) * sizeof(floating))
+
+
+cdef void update_from_gradients(Net* net, Counters* c, int tid, int nt,
+                                floating* tag) noexcept nogil:
+    """Thread tid's blocks of every parameter updated from the (summed) gradient arrays:
+    the optimizer's whole update, torch's formula with its coupled L2 term."""
+    cdef int i
+    cdef Py_ssize_t lo, hi
+    cdef ParamPlan* P
+    cdef GradientDestination dest
+    dest.where, dest.alpha, dest.beta, dest.scale = TO_GRAD, 1.0, 0.0, 1.0
+    for i in range(net.n_params):
+        P = &net.params[i]
+        share(P.units, tid, nt, UNIT_ALIGN, &lo, &hi)
+        if hi > lo:
+            optimizer_finish(net.opt_kind, net.hyper, P.l2 * c.l2_scale, c.step, dest,
+                             at(P.value, lo * P.row, tag), at(P.grad, lo * P.row, tag),
+                             at(P.state[0], lo * P.row, tag),
+                             at(P.state[1], lo * P.row, tag),
+                             at(P.state[2], lo * P.row, tag), (hi - lo) * P.row)
+
+
+cdef bint reduce_step(Job* job, Net* net, Counters* c, double local_loss, Py_ssize_t batch,
+                      int tid, int nt, floating* tag) noexcept nogil:
+    """Data-parallel: sum this step's gradients, loss and stop flags over the processes
+    (thread 0, one allreduce), then, unless a process stopped or the global loss is not
+    finite, update every parameter from the sums. Returns whether training goes on."""
+    cdef double batch_loss
+    fastnn_barrier(nt)   # every block of the gradients is written
+    if tid == 0:
+        put_extra(net, 0, local_loss, tag)
+        put_extra(net, 1, 1.0 if job.stop else 0.0, tag)
+        job.reduce_failed = allreduce_flat(net, sizeof(floating)) != 0
+    fastnn_barrier(nt)
+    if job.reduce_failed:
+        if tid == 0:
+            job.status = -3
+        return False
+    if get_extra(net, 1, tag) > 0:
+        if tid == 0:
+            job.status = -1 if job.stop else -2
+        return False
+    batch_loss = get_extra(net, 0, tag)
+    if not isfinite(batch_loss):
+        if tid == 0:
+            job.failed_batch, job.status = batch, 1
+        return False
+    if tid == 0:
+        job.loss_sum += batch_loss
+    update_from_gradients(net, c, tid, nt, tag)
+    return True
+
+
 cdef void train_steps(Job* job, int tid, int nt, floating* tag) noexcept nogil:
-    """Thread tid's part of an epoch of mini-batch training (see the module header)."""
+    """Thread tid's part of an epoch of mini-batch training (see the module header).
+    Data-parallel (job.step_rows set): step k takes the next step_rows[k] rows of this
+    process's sequence, scales its loss by the global batch's denominator, and meets the
+    other processes in reduce_step instead of updating as it goes."""
     cdef Net* net = job.net
     cdef Counters c = counters_of(net)
     cdef LayerPlan* last = &net.layers[job.n_run - 1]
@@ -654,10 +805,11 @@ cdef void train_steps(Job* job, int tid, int nt, floating* tag) noexcept nogil:
     cdef floating* xbuf
     cdef double batch_loss, denom, rows_per_weight
     cdef int layout
-    while start < job.n_samples:
+    cdef bint parallel = job.step_rows != NULL
+    while (batch < job.n_steps) if parallel else (start < job.n_samples):
         if tid == 0 and check_signals() != 0:
             job.stop = 1   # seen by every thread after the barrier below
-        n = min(job.batch_size, job.n_samples - start)
+        n = job.step_rows[batch] if parallel else min(job.batch_size, job.n_samples - start)
         share(n, tid, nt, 1, &r0, &r1)
         if job.order != NULL or job.sparse:
             xbuf = <floating*> net.xbuf[batch % 2]
@@ -683,12 +835,23 @@ cdef void train_steps(Job* job, int tid, int nt, floating* tag) noexcept nogil:
         if wb != NULL:
             job.weight_part[tid] = weight_sum(wb, r0, r1)
         fastnn_barrier(nt)  # the batch is gathered, and the last step is done everywhere
-        if job.stop:
+        if job.stop and not parallel:  # data-parallel: the other processes learn it first
             if tid == 0:
                 job.status = -1
             break
-        # the batch mean's denominator: its rows, or their summed weights
-        denom = n if wb == NULL else sum_parts(job.weight_part, nt)
+        if parallel and n == 0:  # none of this step's rows are here: add zeros
+            zero_gradients(net, tid, nt, tag)
+            if not reduce_step(job, net, &c, 0.0, batch, tid, nt, tag):
+                break
+            c.step += 1
+            batch += 1
+            continue
+        # the batch mean's denominator: its rows, or their summed weights (data-parallel:
+        # the global batch's)
+        if parallel:
+            denom = job.step_denoms[batch]
+        else:
+            denom = n if wb == NULL else sum_parts(job.weight_part, nt)
         rows_per_weight = n / denom if (wb != NULL and net.per_row and denom != 0) else 1.0
         keep_running_stats(net, False, tid, nt, tag)
         if net.per_row:
@@ -702,6 +865,14 @@ cdef void train_steps(Job* job, int tid, int nt, floating* tag) noexcept nogil:
             width, <floating> loss_scale(job.loss_kind, denom, width, net.per_row))
         fastnn_barrier(nt)
         batch_loss = sum_parts(job.loss_part, nt)
+        if parallel:  # gradients to the flat buffer, summed, then every update
+            backward(net, &c, xb, n, job.n_run, False, True, 0.0, tid, nt)
+            if not reduce_step(job, net, &c, batch_loss, batch, tid, nt, tag):
+                break
+            c.step += 1
+            start += n
+            batch += 1
+            continue
         if not isfinite(batch_loss):
             keep_running_stats(net, True, tid, nt, tag)
             if tid == 0:
@@ -885,6 +1056,8 @@ cdef class Engine:
     cdef Net net
     cdef readonly object dtype
     cdef readonly list grads
+    cdef readonly object flat_gradients  # grads' storage (see __cinit__)
+    cdef object _reducer_keep
     cdef list _keep      # every array whose pointer the plan holds
     cdef list _buffers
     cdef int _last_threads
@@ -928,9 +1101,7 @@ cdef class Engine:
                     continue
                 if arr.dtype != self.dtype or not arr.flags.c_contiguous:
                     raise TypeError("parameters must be C-contiguous arrays of the engine dtype")
-                grad = np.zeros_like(arr)
-                params.append((arr, grad, l2 if arr is weight else 0.0))
-                self.grads.append(grad)
+                params.append((arr, l2 if arr is weight else 0.0))
                 self._keep.append(arr)
                 below_has_params = True
                 if arr is weight:
@@ -941,7 +1112,19 @@ cdef class Engine:
         self.net.params = <ParamPlan*> calloc(max(len(params), 1), sizeof(ParamPlan))
         if self.net.params == NULL:
             raise MemoryError()
-        for i, (value, grad, l2) in enumerate(params):
+        # the gradient arrays are views of one flat buffer, each starting on a 64-byte
+        # boundary, then EXTRA slots: data-parallel training sums it in one allreduce
+        offsets, size = [], 0
+        for value, _ in params:
+            offsets.append(size)
+            size += -(-value.size // UNIT_ALIGN) * UNIT_ALIGN
+        self.flat_gradients = np.zeros(size + EXTRA, dtype=self.dtype)
+        self.net.flat = data_ptr(self.flat_gradients)
+        self.net.flat_size, self.net.extra_at = size + EXTRA, size
+        for (value, _), offset in zip(params, offsets):
+            self.grads.append(
+                self.flat_gradients[offset:offset + value.size].reshape(value.shape))
+        for i, ((value, l2), grad) in enumerate(zip(params, self.grads)):
             self.net.params[i].size = value.size
             # threads own blocks of the layer's units: rows of a weight, entries of a vector
             self.net.params[i].units = value.shape[0]
@@ -1037,17 +1220,48 @@ cdef class Engine:
         """The threads a call on batches of `rows` rows would run on (see point 4)."""
         return plan_threads(&self.net, rows, n_run, 3 if training else 1, max_threads)
 
+    def set_reducer(self, int kind, fn=None, size_t in_place=0, size_t datatype=0,
+                    size_t op=0, size_t comm=0, bint int_handles=False):
+        """How data-parallel steps sum flat_gradients over the processes: 1 (MPI) with
+        the address of MPI_Allreduce and the handles of MPI_IN_PLACE, the buffer's
+        datatype, MPI_SUM and the communicator (ints when int_handles); 2 (Python) with
+        a callable that sums flat_gradients in place and returns True; 0: none."""
+        if kind not in (REDUCE_NONE, REDUCE_MPI, REDUCE_PYTHON):
+            raise ValueError(f"unknown reducer kind {kind}")
+        if kind == REDUCE_MPI and not (isinstance(fn, int) and fn != 0):
+            raise TypeError("an MPI reducer needs MPI_Allreduce's address")
+        if kind == REDUCE_PYTHON and not callable(fn):
+            raise TypeError("a Python reducer must be callable")
+        self._reducer_keep = fn
+        self.net.reducer.kind = kind
+        self.net.reducer.fn = <void*> <size_t> fn if kind == REDUCE_MPI else \
+            (<void*> fn if kind == REDUCE_PYTHON else NULL)
+        self.net.reducer.in_place = <void*> in_place
+        self.net.reducer.datatype = <void*> datatype
+        self.net.reducer.op = <void*> op
+        self.net.reducer.comm = <void*> comm
+        self.net.reducer.int_handles = int_handles
+
     def train_epoch(self, X, targets, labels, order, Py_ssize_t batch_size, int loss_kind,
-                    int n_run, int max_threads=1, weights=None):
+                    int n_run, int max_threads=1, weights=None, step_rows=None,
+                    step_denoms=None):
         """Train on the rows X[order] (all of X, in order, when order is None) in batches,
         on at most max_threads threads. X is a C-contiguous array or a CSR matrix (see
         _check_inputs); `weights` (one per row of X) makes each batch's loss the weighted
         mean.
 
+        Data-parallel (set_reducer first): step k trains on the next step_rows[k] rows
+        (int64, summing to the rows given; 0 is allowed) with the mean's denominator
+        step_denoms[k] (float64: the global batch's rows or summed weights), and the
+        gradients are summed over the processes before each update; the returned loss
+        sum is then the global one.
+
         Returns (loss_sum, index of the batch whose loss was not finite, or -1): the sum
         of the batches' (weighted) summed losses; per_row with weights, each batch's is
         multiplied by its rows over its summed weights (scikit-learn's accounting).
-        Raises KeyboardInterrupt (or another signal's error) between steps."""
+        Raises KeyboardInterrupt (or another signal's error) between steps; data-parallel,
+        StopIteration when another process stopped, RuntimeError when the allreduce
+        failed."""
         cdef Job job
         cdef Counters c
         cdef int n_threads
@@ -1057,13 +1271,34 @@ cdef class Engine:
         self._start_job(&job, X, targets, labels, weights, None, loss_kind, n_run, batch_size)
         job.order = <int64_t*> data_ptr(order)
         job.n_samples = X.shape[0] if order is None else order.shape[0]
+        if step_rows is not None:
+            if self.net.reducer.kind == REDUCE_NONE:
+                raise ValueError("step_rows needs a reducer (set_reducer)")
+            if step_rows.dtype != np.int64 or step_denoms is None \
+                    or step_denoms.dtype != np.float64 \
+                    or step_denoms.shape != step_rows.shape or step_rows.ndim != 1 \
+                    or not step_rows.flags.c_contiguous \
+                    or not step_denoms.flags.c_contiguous:
+                raise TypeError("step_rows and step_denoms: int64 and float64 arrays of "
+                                "one entry per step")
+            if step_rows.size and (step_rows.min() < 0 or step_rows.max() > batch_size
+                                   or step_rows.sum() != job.n_samples):
+                raise ValueError("step_rows must lie in [0, batch_size] and sum to the "
+                                 "rows given")
+            job.step_rows = <int64_t*> data_ptr(step_rows)
+            job.step_denoms = <double*> data_ptr(step_denoms)
+            job.n_steps = step_rows.shape[0]
         n_threads = plan_threads(&self.net, batch_size, n_run, 3, max_threads)
         try:
             with _blas_kept_to_one_thread():
                 with nogil:
                     self._last_threads = run_on_team(&job, train_job, n_threads)
-                if job.status < 0:  # raised here, before any Python code runs
+                if job.status == -1:  # raised here, before any Python code runs
                     reraise()
+            if job.status == -2:
+                raise StopIteration("another process stopped training")
+            if job.status == -3:
+                raise RuntimeError("the allreduce of the gradients failed")
         finally:  # however it ends, the momentum buffers hold torch's b again
             c = counters_of(&self.net)
             if job.f64:
@@ -1165,6 +1400,8 @@ cdef class Engine:
         job.labels = <int64_t*> data_ptr(labels)
         job.order = NULL
         job.n_samples = X.shape[0]
+        job.step_rows, job.step_denoms, job.n_steps = NULL, NULL, 0
+        job.reduce_failed = 0
         job.batch_size, job.loss_kind, job.n_run = batch_size, loss_kind, n_run
         job.want_grads = job.training = False
         job.weight_total = 0
@@ -1212,3 +1449,24 @@ def barrier_seconds(int n_threads, int rounds=20000):
         used = fastnn_team_run(n_threads, barrier_job, &rounds)
     seconds = time.perf_counter() - start
     return seconds / rounds, used
+
+
+def allreduce_probe(array, size_t fn, size_t in_place, size_t datatype, size_t op,
+                    size_t comm, bint int_handles):
+    """Sum a small float array over the processes through a resolved MPI_Allreduce, as a
+    data-parallel step would (fastnn.distributed checks the handles with it); returns
+    MPI's error code."""
+    cdef Net net
+    cdef int rc
+    cdef Py_ssize_t itemsize = array.itemsize
+    if array.dtype not in (np.float32, np.float64) or not array.flags.c_contiguous:
+        raise TypeError("allreduce_probe: a C-contiguous float array")
+    memset(&net, 0, sizeof(Net))
+    net.reducer.kind = REDUCE_MPI
+    net.reducer.fn, net.reducer.in_place = <void*> fn, <void*> in_place
+    net.reducer.datatype, net.reducer.op = <void*> datatype, <void*> op
+    net.reducer.comm, net.reducer.int_handles = <void*> comm, int_handles
+    net.flat, net.flat_size = data_ptr(array), array.size
+    with nogil:
+        rc = allreduce_flat(&net, itemsize)
+    return rc

@@ -5,6 +5,7 @@ the compiled engine (fastnn._engine), which runs with the GIL released. A final
 Softmax (with cross_entropy) or Sigmoid (with binary_cross_entropy) is the loss's own
 link: training and evaluation see the logits before it; predict applies it.
 """
+import contextlib
 import threading
 import time
 
@@ -132,6 +133,7 @@ class Sequential:
         self._activity = threading.Condition()  # calling-thread predicts against fit
         self._readers, self._trainer = 0, None
         self._infer_buffers = threading.local()
+        self._group = None   # set by a data-parallel fit: save writes on its rank 0 only
         self.optimizer = None
         self.loss = loss
         # what the command line learns about the data, saved with the model: the output
@@ -164,7 +166,8 @@ class Sequential:
 
     def fit(self, X, y, loss=None, optimizer=None, epochs=1, batch_size=32,
             shuffle=True, verbose=0, validation_data=None, validation_split=0.0,
-            lr_schedule=None, callbacks=None, initial_epoch=0, sample_weight=None):
+            lr_schedule=None, callbacks=None, initial_epoch=0, sample_weight=None,
+            comm=None):
         """Train by mini-batch gradient descent and return a History.
 
         Each epoch visits the rows in batches of batch_size (the last one may be smaller):
@@ -203,12 +206,91 @@ class Sequential:
                 (loss_fn(reduction="none") * w).sum() / w.sum() per batch; a batch whose
                 weights are all zero contributes a zero gradient. The epoch's "loss" is
                 the weighted mean over the epoch.
+            comm: an mpi4py communicator (or fastnn.distributed.Group): train
+                data-parallel over its processes, X and y (and sample_weight,
+                validation_data) being this process's shard; batch_size is the global
+                batch. See fastnn.distributed for the semantics.
 
         Raises:
             ValueError/TypeError for bad input (before anything changes);
             FloatingPointError when the loss becomes NaN or inf, leaving the parameters
             of the last finite step.
         """
+        group = None
+        if comm is not None:
+            from .distributed import Group
+            group = Group.of(comm)
+        # data-parallel: every process validates its shard, and all raise if one fails
+        with group.collective() if group is not None else contextlib.nullcontext():
+            setup = self._fit_setup(X, y, loss, optimizer, epochs, batch_size,
+                                    validation_data, validation_split, lr_schedule,
+                                    callbacks, initial_epoch, sample_weight, group)
+        (X, targets, labels, weights, loss, kind, n_run, optimizer, epochs, batch_size,
+         validation, callbacks, initial_epoch) = setup
+        rows = X.shape[0] if weights is None else float(np.sum(weights, dtype=np.float64))
+        if group is not None:
+            rows = float(group.sum([rows])[0])
+            batch_size = min(batch_size, int(group.sum([X.shape[0]])[0]))
+        divisor = loss.mean_divisor(rows, self.n_outputs)
+        history = History()
+        if not self._lock.acquire(blocking=False):
+            raise RuntimeError("this model is being used by another thread")
+        try:
+            self._begin_training()
+            optimizer._bind(self.parameters())
+            self.optimizer = optimizer
+            self.loss = loss
+            if lr_schedule is not None:
+                lr_schedule._attach(optimizer)
+            self.stop_training = False
+            if group is not None:
+                group.bind(self._engine)
+                group.broadcast_model(self)
+                self._group = group
+            self._on_root(group, self._call_callbacks, callbacks, "on_train_begin")
+            for epoch in range(initial_epoch, epochs):
+                lr = optimizer.lr  # the schedule may have changed it since the last epoch
+                self._engine.set_optimizer(*optimizer._engine_args(), optimizer.steps)
+                start = time.perf_counter()
+                if group is None:
+                    loss_sum = self._train_epoch(X, targets, labels, weights, batch_size,
+                                                 kind, n_run, shuffle, epoch, epochs,
+                                                 verbose == 2)
+                else:
+                    loss_sum = group.train_epoch(self, X, targets, labels, weights,
+                                                 batch_size, kind, n_run, shuffle, epoch)
+                seconds = time.perf_counter() - start
+                logs = {"loss": loss_sum / divisor + self.penalty(), "lr": lr,
+                        "seconds": seconds,
+                        "samples_per_second": X.shape[0] / seconds}
+                if group is not None:
+                    metrics = group.validation_metrics(self, validation, loss, n_run)
+                elif validation is not None:
+                    X_val, prepared, val_weights = validation
+                    metrics = self._metrics(X_val, prepared, loss, n_run, 1024, val_weights)
+                else:
+                    metrics = {}
+                logs.update({f"val_{key}": value for key, value in metrics.items()})
+                history._append(epoch, **logs)
+                stop, lr = self._on_root(group, self._end_epoch, epoch, epochs, logs,
+                                         verbose, lr_schedule, callbacks)
+                optimizer.lr = lr  # rank 0's, when data-parallel
+                if stop:
+                    break
+            self._on_root(group, self._call_callbacks, callbacks, "on_train_end")
+            if group is not None:  # a callback may have restored earlier weights
+                group.broadcast_arrays(self.parameters() + self.buffers())
+        finally:
+            if group is not None:
+                self._engine.set_reducer(0)
+            self._end_training()
+            self._lock.release()
+        return history
+
+    def _fit_setup(self, X, y, loss, optimizer, epochs, batch_size, validation_data,
+                   validation_split, lr_schedule, callbacks, initial_epoch, sample_weight,
+                   group):
+        """fit's arguments validated and converted (nothing changes if one is bad)."""
         loss = get_loss(self._loss_or_default(loss))
         epochs = check_int(epochs, "epochs", minimum=0)
         initial_epoch = check_int(initial_epoch, "initial_epoch", minimum=0)
@@ -248,59 +330,41 @@ class Sequential:
         validation = None
         if validation_data is not None:
             validation = self._validation_set(validation_data, loss)
-        batch_size = min(batch_size, X.shape[0])
+        if group is None:
+            batch_size = min(batch_size, X.shape[0])
+        elif any(layer.kind == "batchnorm" for layer in self.layers):
+            raise ValueError("BatchNorm1d is not supported in data-parallel training: its "
+                             "batch statistics would be each process's, not the global "
+                             "batch's")
         if any(layer.kind == "batchnorm" for layer in self.layers) and (
                 batch_size == 1 or X.shape[0] % batch_size == 1):
             raise ValueError(f"BatchNorm1d needs batches of at least 2 rows; batch_size="
                              f"{batch_size} with {X.shape[0]} rows leaves a batch of 1")
         n_run = self._trained_layers(loss)
         optimizer = optimizer or self.optimizer or SGD(lr=0.01)
-        history = History()
-        divisor = loss.mean_divisor(X.shape[0] if weights is None
-                                    else float(np.sum(weights, dtype=np.float64)),
-                                    self.n_outputs)
-        if not self._lock.acquire(blocking=False):
-            raise RuntimeError("this model is being used by another thread")
-        try:
-            self._begin_training()
-            optimizer._bind(self.parameters())
-            self.optimizer = optimizer
-            self.loss = loss
-            if lr_schedule is not None:
-                lr_schedule._attach(optimizer)
-            self.stop_training = False
-            for callback in callbacks:
-                getattr(callback, "on_train_begin", lambda model: None)(self)
-            for epoch in range(initial_epoch, epochs):
-                lr = optimizer.lr  # the schedule may have changed it since the last epoch
-                self._engine.set_optimizer(*optimizer._engine_args(), optimizer.steps)
-                start = time.perf_counter()
-                loss_sum = self._train_epoch(X, targets, labels, weights, batch_size, kind,
-                                             n_run, shuffle, epoch, epochs, verbose == 2)
-                seconds = time.perf_counter() - start
-                logs = {"loss": loss_sum / divisor + self.penalty(), "lr": lr,
-                        "seconds": seconds,
-                        "samples_per_second": X.shape[0] / seconds}
-                if validation is not None:
-                    X_val, prepared, val_weights = validation
-                    metrics = self._metrics(X_val, prepared, loss, n_run, 1024, val_weights)
-                    logs.update({f"val_{key}": value for key, value in metrics.items()})
-                history._append(epoch, **logs)
-                if verbose:
-                    self._print_epoch(epoch, epochs, logs)
-                if lr_schedule is not None:
-                    lr_schedule.step(logs.get("val_loss", logs["loss"]))
-                for callback in callbacks:
-                    if callback.on_epoch_end(epoch, logs):
-                        self.stop_training = True
-                if self.stop_training:
-                    break
-            for callback in callbacks:
-                getattr(callback, "on_train_end", lambda model: None)(self)
-        finally:
-            self._end_training()
-            self._lock.release()
-        return history
+        return (X, targets, labels, weights, loss, kind, n_run, optimizer, epochs,
+                batch_size, validation, callbacks, initial_epoch)
+
+    @staticmethod
+    def _on_root(group, fn, *args):
+        """fn(*args) here, or when data-parallel on rank 0, its result broadcast."""
+        return fn(*args) if group is None else group.on_root(fn, *args)
+
+    def _call_callbacks(self, callbacks, method):
+        for callback in callbacks:
+            getattr(callback, method, lambda model: None)(self)
+
+    def _end_epoch(self, epoch, epochs, logs, verbose, lr_schedule, callbacks):
+        """Report the epoch, step the schedule, run the callbacks; returns (whether to
+        stop, the next epoch's learning rate)."""
+        if verbose:
+            self._print_epoch(epoch, epochs, logs)
+        if lr_schedule is not None:
+            lr_schedule.step(logs.get("val_loss", logs["loss"]))
+        for callback in callbacks:
+            if callback.on_epoch_end(epoch, logs):
+                self.stop_training = True
+        return self.stop_training, self.optimizer.lr
 
     def _begin_training(self):
         """Let the predicts running on their callers' threads finish, and hold new ones
@@ -385,6 +449,8 @@ class Sequential:
     def save(self, path, include_optimizer=True):
         """Write the model to one .npz file (see fastnn.serialization); fastnn.load reads it."""
         from .serialization import save
+        if self._group is not None and not self._group.is_root:
+            return  # after data-parallel training, rank 0 writes the file
         save(self, path, include_optimizer)
 
     # -- inference ------------------------------------------------------------------
