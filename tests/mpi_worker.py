@@ -1,0 +1,206 @@
+"""Run under mpirun by tests/test_distributed.py: each scenario trains data-parallel over
+MPI.COMM_WORLD and, on rank 0, the same model in one process on the concatenated data;
+every rank writes what it saw to OUT/rank-<r>.json for the test to check.
+
+    mpirun -n 2 python tests/mpi_worker.py OUT scenario [scenario ...]
+"""
+import json
+import os
+import signal
+import sys
+import threading
+import traceback
+
+import numpy as np
+from mpi4py import MPI
+
+import fastnn as fnn
+import fastnn.distributed as dist
+from fastnn import callbacks, layers, optim
+
+comm = MPI.COMM_WORLD
+rank = comm.Get_rank()
+N, D, C = 203, 12, 4   # 203 rows in batches of 32: an uneven last batch of 11
+
+
+def data(n=N, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, D))
+    y = (X[:, :C] + 0.5 * rng.normal(size=(n, C))).argmax(axis=1)
+    return X, y
+
+
+def model(dtype="float64", l2=0.0, dropout=False, seed=1):
+    stack = [layers.Dense(D, 16, l2=l2), layers.ReLU()]
+    stack += [layers.Dropout(0.2)] if dropout else []
+    return fnn.Sequential(stack + [layers.Dense(16, C)], dtype=dtype, seed=seed)
+
+
+def relative_error(a, b):
+    return max(float(np.max(np.abs(p - q)) / np.max(np.abs(q))) for p, q in zip(a, b))
+
+
+def versus_one_process(make_model, make_optimizer, weights=False, shuffle=True,
+                       allreduce="compiled"):
+    """Weights after 3 epochs data-parallel, against one process (on rank 0)."""
+    X, y = data()
+    w = np.random.default_rng(5).uniform(0, 2, N) if weights else None
+    start, stop = dist.shard(N, comm)
+    m = make_model(seed=1 if rank == 0 else 50 + rank)  # rank 0's start is broadcast
+    group = dist.Group(comm, allreduce=allreduce)
+    history = m.fit(X[start:stop], y[start:stop], optimizer=make_optimizer(), epochs=3,
+                    batch_size=32, shuffle=shuffle, comm=group,
+                    sample_weight=None if w is None else w[start:stop])
+    checksums = comm.allgather([float(np.sum(p)) for p in m.parameters()])
+    result = {"same_on_every_rank": all(c == checksums[0] for c in checksums),
+              "loss": history["loss"], "path": group.bind(m._engine)}
+    if rank == 0:
+        ref = make_model(seed=1)
+        ref_history = ref.fit(X, y, optimizer=make_optimizer(), epochs=3, batch_size=32,
+                              shuffle=shuffle, sample_weight=w)
+        result["relative_error"] = relative_error(m.parameters(), ref.parameters())
+        result["ref_loss"] = ref_history["loss"]
+    return result
+
+
+def sgd_momentum():
+    return versus_one_process(model, lambda: optim.SGD(lr=0.1, momentum=0.9))
+
+
+def adam():
+    return versus_one_process(model, lambda: optim.Adam(lr=0.01))
+
+
+def l2_penalty():
+    return versus_one_process(lambda seed: model(l2=1e-2, seed=seed),
+                              lambda: optim.SGD(lr=0.05, momentum=0.9, nesterov=True))
+
+
+def weighted():
+    return versus_one_process(model, lambda: optim.Adam(lr=0.01), weights=True)
+
+
+def in_order():
+    return versus_one_process(model, lambda: optim.SGD(lr=0.1), shuffle=False)
+
+
+def float32():
+    return versus_one_process(lambda seed: model("float32", seed=seed), lambda: optim.Adam(lr=0.01))
+
+
+def python_allreduce():
+    return versus_one_process(model, lambda: optim.SGD(lr=0.1, momentum=0.9),
+                              allreduce="python")
+
+
+def validation_and_callbacks():
+    """Validation metrics over every rank's rows; EarlyStopping and ReduceLROnPlateau
+    decided on rank 0, their outcome on every rank; against one process (rank 0)."""
+    X, y = data()
+    X_val, y_val = data(60, seed=3)
+
+    def train(X, y, X_val, y_val, comm=None):
+        m = model()
+        history = m.fit(X, y, optimizer=optim.SGD(lr=0.5), epochs=30, batch_size=32,
+                        validation_data=(X_val, y_val), comm=comm,
+                        lr_schedule=optim.ReduceLROnPlateau(factor=0.5, patience=0),
+                        callbacks=[callbacks.EarlyStopping(patience=2, min_delta=1e-3)])
+        return {"epochs": len(history.epoch), "lr": history["lr"] + [m.optimizer.lr],
+                "val_loss": history["val_loss"], "val_accuracy": history["val_accuracy"],
+                "weights": [float(np.sum(p)) for p in m.parameters()]}
+
+    start, stop = dist.shard(N, comm)
+    v0, v1 = dist.shard(60, comm)
+    result = train(X[start:stop], y[start:stop], X_val[v0:v1], y_val[v0:v1], comm)
+    if rank == 0:
+        result["one_process"] = train(X, y, X_val, y_val)
+    return result
+
+
+def _outcome(fn):
+    try:
+        fn()
+    except Exception as exc:  # what each rank raised
+        return {"raised": type(exc).__name__, "message": str(exc)}
+    return {"raised": None}
+
+
+def bad_shard():
+    X, y = data()
+    start, stop = dist.shard(N, comm)
+    X_local = X[start:stop, :D - 1] if rank == 1 else X[start:stop]  # one column short
+    return _outcome(lambda: model().fit(X_local, y[start:stop], epochs=1, comm=comm))
+
+
+def nan_loss():
+    X, y = data()
+    X = X * 1e200
+    start, stop = dist.shard(N, comm)
+    return _outcome(lambda: model().fit(X[start:stop], y[start:stop], epochs=1,
+                                        optimizer=optim.SGD(lr=1e10), comm=comm))
+
+
+class _Failing:
+    def on_epoch_end(self, epoch, logs):
+        raise OSError("disk full")
+
+
+def failing_callback():
+    X, y = data()
+    start, stop = dist.shard(N, comm)
+    return _outcome(lambda: model().fit(X[start:stop], y[start:stop], epochs=2,
+                                        callbacks=[_Failing()], comm=comm))
+
+
+def batchnorm_refused():
+    X, y = data()
+    start, stop = dist.shard(N, comm)
+    m = fnn.Sequential([layers.Dense(D, 8), layers.BatchNorm1d(8), layers.ReLU(),
+                        layers.Dense(8, C)], seed=0)
+    return _outcome(lambda: m.fit(X[start:stop], y[start:stop], epochs=1, comm=comm))
+
+
+def interrupted():
+    """Ctrl-C on rank 1 mid-epoch: rank 1 raises KeyboardInterrupt, the others stop at
+    the same step; every rank keeps identical parameters."""
+    X, y = data(40000)
+    start, stop = dist.shard(len(X), comm)
+    m = model()
+    if rank == 1:
+        threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+    try:
+        m.fit(X[start:stop], y[start:stop], epochs=50, batch_size=8, comm=comm)
+        outcome = {"raised": None}
+    except KeyboardInterrupt:
+        outcome = {"raised": "KeyboardInterrupt"}
+    except Exception as exc:
+        outcome = {"raised": type(exc).__name__, "message": str(exc)}
+    checksums = comm.allgather([float(np.sum(p)) for p in m.parameters()])
+    outcome["same_on_every_rank"] = all(c == checksums[0] for c in checksums)
+    outcome["steps"] = m.optimizer.steps
+    return outcome
+
+
+def save_on_root(out):
+    X, y = data()
+    start, stop = dist.shard(N, comm)
+    m = model()
+    m.fit(X[start:stop], y[start:stop], epochs=1, comm=comm)
+    m.save(os.path.join(out, f"model-{rank}.npz"))
+    return {}
+
+
+def main():
+    out, names = sys.argv[1], sys.argv[2:]
+    results = {"size": comm.Get_size()}
+    for name in names:
+        try:
+            results[name] = save_on_root(out) if name == "save_on_root" else globals()[name]()
+        except BaseException:
+            results[name] = {"error": traceback.format_exc()}
+    with open(os.path.join(out, f"rank-{rank}.json"), "w") as f:
+        json.dump(results, f)
+
+
+if __name__ == "__main__":
+    main()
