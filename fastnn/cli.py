@@ -52,15 +52,31 @@ class CommandError(Exception):
 
 # -- train ------------------------------------------------------------------------------
 
-def _training_data(args):
-    """(X, y, X_test, y_test or None, task, classes, feature names, target name)."""
+def _training_data(args, group=None):
+    """(X, y, X_test, y_test or None, task, classes, feature names, target name).
+    Data-parallel (group), X and y are this process's shard of the rows: a .npy file's
+    features are memory-mapped so only the shard is read, the other formats are parsed
+    whole and sliced; targets are encoded over every process's rows."""
     import numpy as np
 
     from .tabular import encode_target, read_table
+    rows = None
+    if group is not None:
+        from .distributed import shard
+        rows = lambda n: shard(n, group.comm)  # noqa: E731
     if args.data_files:
-        table = read_table(args.data_files, target=args.target,
-                           features=_names(args.features))
-        task, y, classes = encode_target(table.y, args.task)
+        # every process reads its part, and all raise if one of them cannot
+        with group.collective() if group is not None else contextlib.nullcontext():
+            table = read_table(args.data_files, target=args.target,
+                               features=_names(args.features), rows=rows)
+        y = table.y
+        if group is not None:  # the same classes (and task) on every process
+            shards = group.comm.allgather(y)
+            y = np.concatenate(shards)
+        task, y, classes = encode_target(y, args.task)
+        if group is not None:
+            start = sum(len(part) for part in shards[:group.rank])
+            y = y[start:start + len(table.X)]
         return (table.X, y, None, None, task, classes, table.feature_names,
                 table.target_name)
     from .datasets import load_mnist
@@ -68,6 +84,9 @@ def _training_data(args):
     X_test, y_test = load_mnist(args.data_path, args.data, "test", download=args.download)
     if args.task == "regression":
         raise CommandError(f"--data {args.data} is a classification task")
+    if rows is not None:
+        start, stop = rows(len(X))
+        X, y = X[start:stop], y[start:stop]
     return (X, y.astype(np.int64), X_test, y_test.astype(np.int64), "classification",
             list(range(10)), None, None)
 
@@ -117,9 +136,15 @@ def _schedule(args):
             "plateau": lambda: optim.ReduceLROnPlateau(patience=2)}[args.schedule]()
 
 
-def _standardization(X):
-    """Each column's mean and standard deviation (1 for a constant column)."""
-    mean, std = X.mean(axis=0), X.std(axis=0)
+def _standardization(X, group=None):
+    """Each column's mean and standard deviation (1 for a constant column); data-parallel,
+    over every process's rows."""
+    if group is None:
+        mean, std = X.mean(axis=0), X.std(axis=0)
+    else:
+        n = group.sum([X.shape[0]])[0]
+        mean = group.sum(X.sum(axis=0)) / n
+        std = (group.sum(((X - mean) ** 2).sum(axis=0)) / n) ** 0.5
     std[std == 0] = 1.0
     return mean, std
 
@@ -138,22 +163,28 @@ def fold_standardization(model, mean, std, y_mean=None, y_std=None):
 
 
 def train(args):
-
+    """Train and save a model. Started by mpirun with several processes, it trains
+    data-parallel (fastnn.distributed): each process its shard of the rows, rank 0
+    printing and saving."""
     import fastnn as fnn
 
     from .callbacks import EarlyStopping
-    X, y, X_test, y_test, task, classes, feature_names, target_name = _training_data(args)
+    from .distributed import launched_group
+    group = launched_group()
+    say = print if group is None or group.is_root else (lambda *a, **k: None)
+    data = _training_data(args, group)
+    X, y, X_test, y_test, task, classes, feature_names, target_name = data
     n_outputs = len(classes) if task == "classification" else 1
     loss = "cross_entropy" if task == "classification" else "mse"
     model = build_model(X.shape[1], n_outputs, args)
     mean = std = y_mean = y_std = None
     X_test_raw = X_test
     if args.standardize:
-        mean, std = _standardization(X)
+        mean, std = _standardization(X, group)
         X = (X - mean) / std
         X_test = None if X_test is None else (X_test - mean) / std
         if task == "regression":
-            y_mean, y_std = float(y.mean()), float(y.std()) or 1.0
+            y_mean, y_std = (float(v) for v in _standardization(y.reshape(-1, 1), group))
             y = (y - y_mean) / y_std
             y_test = None if y_test is None else (y_test - y_mean) / y_std
     if task == "regression":
@@ -163,27 +194,30 @@ def train(args):
         dict(validation_split=args.validation_split)
     if args.patience and not (X_test is not None or args.validation_split):
         raise CommandError("--patience needs validation data: give --validation-split")
-    print(f"{task}: {X.shape[0]} rows, {X.shape[1]} features"
-          + (f", {len(classes)} classes" if task == "classification" else "")
-          + f"; loss {loss}, optimizer {args.optimizer}")
-    if args.verbose:
+    n_rows = X.shape[0] if group is None else int(group.sum([X.shape[0]])[0])
+    say(f"{task}: {n_rows} rows, {X.shape[1]} features"
+        + (f", {len(classes)} classes" if task == "classification" else "")
+        + f"; loss {loss}, optimizer {args.optimizer}"
+        + ("" if group is None else f"; data-parallel over {group.size} processes"))
+    if args.verbose and say is print:
         model.summary()
     start = time.perf_counter()
     with fnn.threads(args.threads) if args.threads else contextlib.nullcontext():
         model.fit(X, y, loss=loss, optimizer=_optimizer(args), epochs=args.epochs,
                   batch_size=args.batch_size, verbose=args.verbose,
-                  lr_schedule=_schedule(args), callbacks=callbacks, **validation)
+                  lr_schedule=_schedule(args), callbacks=callbacks, comm=group,
+                  **validation)
     seconds = time.perf_counter() - start
     if args.standardize:
         fold_standardization(model, mean, std, y_mean, y_std)
     model.classes = classes if task == "classification" and args.data_files else None
     model.feature_names, model.target_name = feature_names, target_name
     if X_test is not None:
-        print(f"test: {_metrics_line(model, X_test_raw, y_test, task)}")
-    print(f"trained in {seconds:.1f} s")
+        say(f"test: {_metrics_line(model, X_test_raw, y_test, task)}")
+    say(f"trained in {seconds:.1f} s")
     if args.save:
-        model.save(args.save)
-        print(f"saved to {args.save}")
+        model.save(args.save)  # data-parallel: rank 0 writes it
+        say(f"saved to {args.save}")
     return 0
 
 

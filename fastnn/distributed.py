@@ -35,7 +35,7 @@ import numpy as np
 
 from . import _engine
 
-__all__ = ["shard", "Group", "DistributedError"]
+__all__ = ["shard", "Group", "DistributedError", "launched_group"]
 
 REDUCE_MPI, REDUCE_PYTHON = 1, 2
 
@@ -54,6 +54,22 @@ def shard(n_rows, comm):
     base, extra = divmod(int(n_rows), size)
     start = rank * base + min(rank, extra)
     return start, start + base + (rank < extra)
+
+
+# what mpirun / mpiexec set in each process it starts: Open MPI, MPICH (Hydra), MVAPICH
+_LAUNCHER_SIZES = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "MV2_COMM_WORLD_SIZE")
+
+
+def launched_group():
+    """The Group of MPI.COMM_WORLD when this process was started by an MPI launcher with
+    more than one process (the command line trains data-parallel then), else None:
+    without a launcher, mpi4py is not imported."""
+    import os
+    sizes = [os.environ.get(name, "") for name in _LAUNCHER_SIZES]
+    if not any(size.isdigit() and int(size) > 1 for size in sizes):
+        return None
+    from mpi4py import MPI
+    return Group(MPI.COMM_WORLD) if MPI.COMM_WORLD.Get_size() > 1 else None
 
 
 class Group:

@@ -26,9 +26,13 @@ class Table:
         self.feature_names, self.target_name = feature_names, target_name
 
 
-def read_table(paths, target=None, features=None, need_target=True):
+def read_table(paths, target=None, features=None, need_target=True, rows=None):
     """Read DATA as the command line names it: one CSV, .npz or Parquet file, or two .npy
     files (features, then targets).
+
+    rows: a function n -> (start, stop) choosing a block of the file's n rows (a
+    data-parallel process's shard): .npy features are memory-mapped, so only that block
+    is read and checked; the other formats are parsed whole, then sliced.
 
     target: the target column's name (CSV, Parquet; default the last column) or, for
     .npz, the targets' key (default "y"). features: the feature columns' names (default
@@ -44,10 +48,18 @@ def read_table(paths, target=None, features=None, need_target=True):
         if kinds != ["npy", "npy"]:
             raise DataError(f"two data files must be .npy files (features, then targets); "
                             f"got {paths[0]} and {paths[1]}")
-        return _read_npy(paths[0], paths[1])
+        return _read_npy(paths[0], paths[1], rows)
     if len(paths) != 1:
         raise DataError(f"give one data file, or two .npy files; got {len(paths)} paths")
-    path, kind = paths[0], kinds[0]
+    table = _read_one(paths[0], kinds[0], target, features, need_target)
+    if rows is not None:
+        start, stop = rows(len(table.X))
+        table.X = table.X[start:stop]
+        table.y = None if table.y is None else table.y[start:stop]
+    return table
+
+
+def _read_one(path, kind, target, features, need_target):
     if kind == "csv":
         header, rows = _read_csv_rows(path)
         return _from_columns(path, header, rows, target, features, need_target,
@@ -62,7 +74,7 @@ def read_table(paths, target=None, features=None, need_target=True):
         if need_target:
             raise DataError(f"{path}: a single .npy file holds no targets; give the "
                             f"targets as a second .npy file")
-        return _read_npy(path, None)
+        return _read_npy(path, None, None)
     raise DataError(f"{path}: unknown data format (expected .csv, .npz, .npy or .parquet)")
 
 
@@ -232,17 +244,25 @@ def _read_npz(path, key, need_target):
     return _from_arrays(path, X, y)
 
 
-def _read_npy(x_path, y_path):
+def _read_npy(x_path, y_path, rows):
+    """Features (memory-mapped and cut to `rows` when given) and targets."""
     arrays = []
     for path in (x_path, y_path):
         if path is None:
             arrays.append(None)
             continue
         try:
-            arrays.append(np.load(path, allow_pickle=False))
+            arrays.append(np.load(path, allow_pickle=False,
+                                  mmap_mode="r" if rows is not None else None))
         except Exception as exc:
             raise DataError(f"{path}: not a readable .npy array ({exc})") from None
-    return _from_arrays(x_path, *arrays, y_path=y_path)
+    X, y = arrays
+    if rows is not None:
+        if X.ndim != 2 or (y is not None and len(y) != len(X)):
+            return _from_arrays(x_path, X, y, y_path=y_path)  # its error names the shapes
+        start, stop = rows(len(X))
+        X, y = X[start:stop], None if y is None else np.asarray(y[start:stop])
+    return _from_arrays(x_path, X, y, y_path=y_path)
 
 
 def _from_arrays(path, X, y, y_path=None):

@@ -37,9 +37,8 @@ def _mpirun():
     return found
 
 
-def launch(n, scenarios, out):
-    """Run the worker on n processes (loopback only, more processes than cores allowed);
-    returns each rank's results."""
+def mpirun_command(n):
+    """mpirun for n processes on loopback, more processes than cores allowed."""
     mpirun = _mpirun()
     version = subprocess.run([mpirun, "--version"], capture_output=True, text=True).stdout
     command = [mpirun, "-n", str(n)]
@@ -48,6 +47,12 @@ def launch(n, scenarios, out):
                     "--mca", "btl_tcp_if_include", "lo"]
         if hasattr(os, "geteuid") and os.geteuid() == 0:
             command.append("--allow-run-as-root")
+    return command
+
+
+def launch(n, scenarios, out):
+    """Run the worker on n processes; returns each rank's results."""
+    command = mpirun_command(n)
     env = dict(os.environ, OMP_NUM_THREADS="1")
     try:
         done = subprocess.run(command + [sys.executable, WORKER, str(out)] + scenarios,
@@ -149,6 +154,31 @@ def test_save_writes_on_rank0_only(two):
     out = two[1]
     assert os.path.exists(out / "model-0.npz")
     assert not os.path.exists(out / "model-1.npz")
+
+
+def test_command_line_trains_data_parallel_under_mpirun(tmp_path):
+    """`mpirun -n 2 fastnn train X.npy y.npy`: each process memory-maps its shard of the
+    features; the model rank 0 saves equals one process's (string classes encoded over
+    every row, standardization over every row)."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(301, 6)) * [1, 2, 3, 4, 5, 6] + 3
+    y = np.where(X[:, 0] - 3 > 0.5 * (X[:, 1] - 3), "yes", "no")
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "y.npy", y)
+    args = ["-m", "fastnn", "train", "X.npy", "y.npy", "--epochs", "3", "--dtype",
+            "float64", "--validation-split", "0", "--hidden", "16", "--optimizer", "adam"]
+    parallel = subprocess.run(mpirun_command(2) + [sys.executable] + args
+                              + ["--save", "two.npz"], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert parallel.returncode == 0, parallel.stdout + parallel.stderr
+    assert parallel.stdout.count("data-parallel over 2 processes") == 1  # rank 0 speaks
+    single = subprocess.run([sys.executable] + args + ["--save", "one.npz"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=300)
+    assert single.returncode == 0, single.stderr
+    two, one = fnn.load(tmp_path / "two.npz"), fnn.load(tmp_path / "one.npz")
+    assert two.classes == one.classes == ["no", "yes"]
+    for a, b in zip(two.parameters(), one.parameters()):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
 
 
 # -- without MPI ---------------------------------------------------------------------
