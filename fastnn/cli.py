@@ -184,7 +184,7 @@ def train(args):
         X = (X - mean) / std
         X_test = None if X_test is None else (X_test - mean) / std
         if task == "regression":
-            y_mean, y_std = (float(v) for v in _standardization(y.reshape(-1, 1), group))
+            y_mean, y_std = (float(v[0]) for v in _standardization(y.reshape(-1, 1), group))
             y = (y - y_mean) / y_std
             y_test = None if y_test is None else (y_test - y_mean) / y_std
     if task == "regression":
