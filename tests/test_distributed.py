@@ -257,8 +257,8 @@ def test_one_process_reducer_matches_ordinary_training():
         np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-15)
 
 
-def test_import_fastnn_does_not_import_mpi4py():
+def test_import_fastnn_does_not_import_mpi4py(tmp_path):
     code = "import sys, fastnn, fastnn.distributed; print('mpi4py' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          check=True)
+                          check=True, cwd=tmp_path)  # the installed package, not ./fastnn
     assert done.stdout.strip() == "False"
