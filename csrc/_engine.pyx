@@ -1,6 +1,6 @@
 """The training driver: runs every batch of an epoch in compiled code, on fastnn's team.
 
-Design, in six points:
+Design, in eight points:
 1. Python (fastnn/model.py) validates the input, converts it once per call to a
    C-contiguous array of the model's dtype, and builds one Engine per model. Every
    batch of fit, predict, evaluate and gradients then runs here with the GIL released.
@@ -39,6 +39,11 @@ Design, in six points:
    pass through buffers the caller owns (one set per Python thread), so several Python
    threads predict at once and nothing of the Net but its parameters is read. One row
    uses GEMV: OpenBLAS's GEMM with one row was slower (bench/bench_inference.py).
+8. Data-parallel steps (fastnn/distributed.py): the gradients land in one flat buffer
+   (Engine.flat_gradients), thread 0 sums it over the processes with one MPI_Allreduce
+   (its address from the MPI library mpi4py loaded; or a call back into Python), and
+   each thread then applies the whole optimizer update to its blocks. 2 processes x 1
+   thread came within 1.11-1.14x of 1 x 2 threads on 2 cores (docs/distributed.md).
 """
 from cython cimport floating
 from libc.math cimport isfinite
