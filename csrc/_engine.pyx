@@ -47,8 +47,8 @@ Design, in eight points:
 """
 from cython cimport floating
 from libc.math cimport isfinite
-from libc.stdint cimport int64_t, uint64_t
-from libc.stdlib cimport calloc, free
+from libc.stdint cimport int64_t, uint32_t, uint64_t
+from libc.stdlib cimport calloc, free, getenv
 from libc.string cimport memcpy, memset
 
 import contextlib
@@ -69,9 +69,17 @@ from _losses cimport count_correct, loss_forward_backward
 from _optimizers cimport (GradientDestination, TO_GRAD, destination_array,
                           gradient_destination, optimizer_finish, uses_scaled_momentum)
 
+from cpython.buffer cimport PyBUF_C_CONTIGUOUS, PyBUF_FORMAT, PyBuffer_Release, PyObject_GetBuffer
+from cpython.pythread cimport PyThread_get_thread_ident
+
+cdef extern from "scratch.h" nogil:
+    void* fastnn_thread_scratch(size_t n_bytes)
+
 cdef extern from "team.h" nogil:
     ctypedef void (*fastnn_job_fn)(void* ctx, int tid, int n_threads) noexcept nogil
     int fastnn_team_run(int n_threads, fastnn_job_fn job, void* ctx)
+    int fastnn_team_awake(int n_threads)
+    void fastnn_team_rouse(int n_threads)
     void fastnn_barrier(int n_threads)
     void fastnn_blas_register(void* set_fn, void* get_fn)
     int fastnn_blas_controlled()
@@ -122,6 +130,26 @@ def _blas_kept_to_one_thread():
         return contextlib.nullcontext()
     from threadpoolctl import threadpool_limits
     return threadpool_limits(limits=1, user_api="blas")
+
+
+def omp_num_threads():
+    """OMP_NUM_THREADS's first entry (before any comma, spaces around it allowed) as an
+    int, or 0 when unset or not digits. Read with C's getenv, which os.environ keeps in
+    step: a twentieth of os.environ.get's cost, which a one-row predict would feel."""
+    cdef const char* s = getenv("OMP_NUM_THREADS")
+    cdef long n = 0
+    cdef bint digits = False
+    if s == NULL:
+        return 0
+    while s[0] == c' ' or s[0] == c'\t':
+        s += 1
+    while c'0' <= s[0] <= c'9':
+        n = min(n * 10 + (s[0] - c'0'), 1 << 30)
+        digits = True
+        s += 1
+    while s[0] == c' ' or s[0] == c'\t':
+        s += 1
+    return n if digits and (s[0] == 0 or s[0] == c',') else 0
 
 
 def set_grain(double flops):
@@ -267,6 +295,18 @@ cdef void* data_ptr(object arr):
     if arr is None:
         return NULL
     return <void*> <size_t> arr.__array_interface__["data"][0]
+
+
+cdef void* new_array_data(shape, dtype, list keep):
+    """A new C-contiguous array (appended to keep) and its data's address, through the
+    buffer protocol: cheaper than __array_interface__ where microseconds count."""
+    cdef Py_buffer view
+    arr = np.empty(shape, dtype=dtype)
+    keep.append(arr)
+    PyObject_GetBuffer(arr, &view, PyBUF_C_CONTIGUOUS)
+    cdef void* ptr = view.buf
+    PyBuffer_Release(&view)
+    return ptr
 
 
 cdef inline floating* at(void* base, Py_ssize_t offset, floating* tag) noexcept nogil:
@@ -972,6 +1012,32 @@ cdef void run_steps(Job* job, int tid, int nt, floating* tag) noexcept nogil:
         keep_running_stats(net, True, tid, nt, tag)
 
 
+cdef Py_ssize_t SMALL_ROWS = 16  # predicts of up to this many rows: predict_small
+# The least work a thread takes in a small predict: a one-row GEMV streams the weights
+# from cache, so splitting pays at a far smaller size than a step's products do.
+cdef double SMALL_GRAIN_FLOPS = 1e5
+# Below this much work, waking a sleeping worker (tens of microseconds) costs more than
+# the split saves: such predicts split only while the workers are awake.
+cdef double SMALL_WAKE_FLOPS = 2e6
+
+
+cdef bint all_finite(const void* x, Py_ssize_t n, bint f64) noexcept nogil:
+    """Whether n floats (doubles when f64) are all finite: their exponent bits are never
+    all ones, or-ed over integer views (which vectorizes, unlike a float reduction)."""
+    cdef const uint32_t* w32 = <const uint32_t*> x
+    cdef const uint64_t* w64 = <const uint64_t*> x
+    cdef uint32_t bad32 = 0
+    cdef uint64_t bad64 = 0
+    cdef Py_ssize_t i
+    if f64:
+        for i in range(n):
+            bad64 |= <uint64_t> ((w64[i] & 0x7ff0000000000000ULL) == 0x7ff0000000000000ULL)
+        return bad64 == 0
+    for i in range(n):
+        bad32 |= <uint32_t> ((w32[i] & 0x7f800000U) == 0x7f800000U)
+    return bad32 == 0
+
+
 cdef void infer_rows(Net* net, int n_run, const floating* X, floating* out,
                      Py_ssize_t n_rows, Py_ssize_t chunk, floating* buf_a,
                      floating* buf_b) noexcept nogil:
@@ -1011,6 +1077,83 @@ cdef void infer_rows(Net* net, int n_run, const floating* X, floating* out,
         start += n
 
 
+cdef void forward_split(Net* net, int n_run, const floating* x, floating* out,
+                        Py_ssize_t n, floating* buf_a, floating* buf_b, int tid,
+                        int nt) noexcept nogil:
+    """Thread tid's part of a predict of n rows (1 to SMALL_ROWS) through the caller's two
+    (n x widest) buffers: its block of each layer's units, as forward() splits a step,
+    with a barrier before each Dense layer (and Softmax) reads a whole row. A Dense layer
+    writes the buffer it does not read; elementwise layers work in place, so no thread
+    writes a buffer another may still be reading. One row uses GEMV on the block's rows
+    of W; with nt = 1 this is the whole of predict_small's work."""
+    cdef int l, layout = WHOLE
+    cdef LayerPlan* L
+    cdef const floating* inp = x
+    cdef floating* dst
+    cdef Py_ssize_t c0, c1, m
+    for l in range(n_run):
+        L = &net.layers[l]
+        m = L.n_out
+        if l == n_run - 1:
+            dst = out
+        elif L.kind == DENSE or inp == x:
+            dst = buf_b if inp == buf_a else buf_a
+        else:
+            dst = <floating*> inp
+        if L.kind == DENSE:
+            sync(&layout, WHOLE, nt)
+            share(m, tid, nt, UNIT_ALIGN, &c0, &c1)
+            if c1 > c0 and n == 1:
+                if L.bias != NULL:
+                    memcpy(dst + c0, <floating*> L.bias + c0, (c1 - c0) * sizeof(floating))
+                gemv(False, <int> (c1 - c0), L.n_in, <floating> 1,
+                     <floating*> L.weight + c0 * L.n_in, L.n_in, inp,
+                     <floating> (1 if L.bias != NULL else 0), dst + c0)
+            elif c1 > c0:
+                dense_forward(inp, at(L.weight, c0 * L.n_in, dst), at(L.bias, c0, dst),
+                              dst + c0, <int> n, L.n_in, <int> (c1 - c0), <int> m)
+            layout = COLS
+        elif L.kind == SOFTMAX:  # works on whole rows
+            sync(&layout, ROWS, nt)
+            share(n, tid, nt, 1, &c0, &c1)
+            activation_forward(SOFTMAX, L.slope, inp + c0 * m, dst + c0 * m, c1 - c0, m)
+            layout = ROWS
+        else:
+            sync(&layout, COLS, nt)
+            share(m, tid, nt, UNIT_ALIGN, &c0, &c1)
+            if L.kind == BATCHNORM and c1 > c0:
+                batchnorm_eval_forward(inp + c0, dst + c0, at(L.weight, c0, dst),
+                                       at(L.bias, c0, dst), at(L.bn[0], c0, dst),
+                                       at(L.bn[1], c0, dst), n, c1 - c0, m, L.eps)
+            elif L.kind == DROPOUT or L.kind == IDENTITY:
+                if dst != inp:
+                    scale_cols(inp, <floating*> NULL, dst, n, m, c0, c1)
+            elif L.kind != BATCHNORM:
+                activation_cols(L.kind, L.slope, inp, dst, n, m, c0, c1)
+            layout = COLS
+        inp = dst
+
+
+cdef struct SmallPredict:
+    Net* net
+    const void* x
+    void* out
+    void* buf_a
+    void* buf_b
+    Py_ssize_t n
+    bint f64
+
+
+cdef void small_predict_job(void* ctx, int tid, int nt) noexcept nogil:
+    cdef SmallPredict* p = <SmallPredict*> ctx
+    if p.f64:
+        forward_split(p.net, p.net.n_layers, <const double*> p.x, <double*> p.out, p.n,
+                      <double*> p.buf_a, <double*> p.buf_b, tid, nt)
+    else:
+        forward_split(p.net, p.net.n_layers, <const float*> p.x, <float*> p.out, p.n,
+                      <float*> p.buf_a, <float*> p.buf_b, tid, nt)
+
+
 cdef void train_job(void* ctx, int tid, int nt) noexcept nogil:
     cdef Job* job = <Job*> ctx
     if job.f64:
@@ -1031,19 +1174,29 @@ cdef int plan_threads(Net* net, Py_ssize_t rows, int n_run, int passes,
                       int max_threads) noexcept nogil:
     """Threads for a call: one per GRAIN_FLOPS of a step's matrix products (`passes`
     products per Dense layer: 3 when training, 1 forward only), within [1, max_threads]."""
+    cdef int n = <int> min(<double> max_threads,
+                           forward_flops(net, rows, n_run) * passes / GRAIN_FLOPS)
+    return max(1, min(n, FASTNN_MAX_THREADS))
+
+
+cdef double forward_flops(Net* net, Py_ssize_t rows, int n_run) noexcept nogil:
+    """The flops of the Dense layers' products in a forward pass of `rows` rows."""
     cdef double flops = 0
-    cdef int l, n
+    cdef int l
     for l in range(n_run):
         if net.layers[l].kind == DENSE:
-            flops += 2.0 * rows * net.layers[l].n_in * net.layers[l].n_out * passes
-    n = <int> min(<double> max_threads, flops / GRAIN_FLOPS)
-    return max(1, min(n, FASTNN_MAX_THREADS))
+            flops += 2.0 * rows * net.layers[l].n_in * net.layers[l].n_out
+    return flops
 
 
 cdef int run_on_team(Job* job, fastnn_job_fn fn, int n_threads) noexcept nogil:
     """Run a job with BLAS pinned to one thread; returns the threads it ran on."""
+    return run_on_team_job(fn, job, n_threads)
+
+
+cdef int run_on_team_job(fastnn_job_fn fn, void* ctx, int n_threads) noexcept nogil:
     fastnn_blas_pin()
-    n_threads = fastnn_team_run(n_threads, fn, job)
+    n_threads = fastnn_team_run(n_threads, fn, ctx)
     fastnn_blas_unpin()
     return n_threads
 
@@ -1066,6 +1219,9 @@ cdef class Engine:
     cdef list _keep      # every array whose pointer the plan holds
     cdef list _buffers
     cdef int _last_threads
+    cdef Py_ssize_t widest   # the widest layer input or output (predict's buffers)
+    cdef unsigned long _trainer  # the thread running fit (its ident), 0 when none
+    cdef int _readers            # predicts running on their callers' threads
 
     def __cinit__(self, list specs, dtype):
         cdef LayerPlan* L
@@ -1084,6 +1240,7 @@ cdef class Engine:
         self.grads = []
         self._keep = []
         self._buffers = []
+        self._trainer = self._readers = 0
         params = []
         for l, (kind, n_in, n_out, slope, weight, bias, l2, extra) in enumerate(specs):
             L = &self.net.layers[l]
@@ -1113,6 +1270,8 @@ cdef class Engine:
                     L.weight_param = len(params) - 1
                 else:
                     L.bias_param = len(params) - 1
+        self.widest = max([self.net.layers[0].n_in if n else 0]
+                          + [self.net.layers[l].n_out for l in range(n)])
         self.net.n_params = len(params)
         self.net.params = <ParamPlan*> calloc(max(len(params), 1), sizeof(ParamPlan))
         if self.net.params == NULL:
@@ -1352,6 +1511,87 @@ cdef class Engine:
                          <float*> self.net.params[i].value, <float*> self.net.params[i].grad)
         return job.loss_sum, job.correct
 
+    def predict_small(self, X, int max_threads):
+        """Predict X, 1 to SMALL_ROWS rows; or None, having done nothing, unless X is a
+        C-contiguous 2-D array of this dtype with the first layer's width and finite
+        values, and no fit runs in another thread: the caller then takes the general
+        path, which converts, reports or waits. After a thread's first call the output
+        array is the only allocation (the buffers are the thread's scratch block,
+        csrc/scratch.h). Threads: the plan's count at SMALL_GRAIN_FLOPS a thread (within
+        max_threads) when the team is free and its workers awake; else the calling thread
+        alone (work below SMALL_WAKE_FLOPS), rousing the workers for the predicts
+        that follow."""
+        cdef Py_buffer view
+        cdef Py_ssize_t n_rows, n_in = self.net.layers[0].n_in, widest = self.widest
+        cdef int n_layers = self.net.n_layers, n_threads = 1
+        cdef unsigned long me = PyThread_get_thread_ident()
+        cdef SmallPredict job
+        cdef double flops
+        cdef size_t itemsize = self.dtype.itemsize
+        if self._trainer != 0 and self._trainer != me:
+            return None
+        try:
+            PyObject_GetBuffer(X, &view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT)
+        except (BufferError, ValueError, TypeError):
+            return None
+        try:
+            job.f64 = self.dtype.itemsize == 8
+            n_rows = view.shape[0] if view.ndim == 2 else 0
+            if view.ndim != 2 or not 1 <= n_rows <= SMALL_ROWS or view.shape[1] != n_in \
+                    or view.format[1] != 0 or view.format[0] != (c'd' if job.f64 else c'f') \
+                    or not all_finite(view.buf, n_rows * n_in, job.f64):
+                return None
+            kept = []
+            job.out = new_array_data((n_rows, self.net.layers[n_layers - 1].n_out),
+                                     self.dtype, kept)
+            job.buf_a = fastnn_thread_scratch(2 * n_rows * widest * itemsize)
+            if job.buf_a == NULL:
+                raise MemoryError()
+            job.buf_b = (<char*> job.buf_a) + n_rows * widest * itemsize
+            job.net, job.x, job.n = &self.net, view.buf, n_rows
+            flops = forward_flops(&self.net, n_rows, n_layers)
+            if max_threads > 1 and fastnn_blas_controlled():
+                n_threads = <int> max(1.0, min(<double> min(max_threads, FASTNN_MAX_THREADS),
+                                               flops / SMALL_GRAIN_FLOPS))
+            self._readers += 1  # no GIL release since the trainer check: fit waits for it
+            try:
+                with nogil:
+                    if n_threads > 1 and (flops >= SMALL_WAKE_FLOPS
+                                          or fastnn_team_awake(n_threads)):
+                        n_threads = run_on_team_job(small_predict_job, &job, n_threads)
+                    else:
+                        small_predict_job(&job, 0, 1)
+                        if n_threads > 1:
+                            fastnn_team_rouse(n_threads)
+                        n_threads = 1
+            finally:
+                self._readers -= 1
+            self._last_threads = n_threads
+            return kept[0]
+        finally:
+            PyBuffer_Release(&view)
+
+    def enter_reader(self, unsigned long thread):
+        """Count a predict on its caller's thread in, unless another thread fits (False):
+        one step under the GIL, as predict_small's own check is."""
+        if self._trainer != 0 and self._trainer != thread:
+            return False
+        self._readers += 1
+        return True
+
+    def leave_reader(self):
+        self._readers -= 1
+
+    @property
+    def readers(self):
+        """Predicts running on their callers' threads now."""
+        return self._readers
+
+    def set_trainer(self, unsigned long thread):
+        """Mark a fit running on `thread` (0: none); predicts from other threads then take
+        the general path, which waits until fit ends."""
+        self._trainer = thread
+
     def infer(self, X, out, buf_a, buf_b, Py_ssize_t chunk, int n_run=-1):
         """Run layers [0, n_run) (all: -1) into `out` on the calling thread, without the
         team: chunk rows at a time through the caller's two buffers (chunk x the widest
@@ -1362,9 +1602,7 @@ cdef class Engine:
             n_run = self.net.n_layers
         if not 1 <= n_run <= self.net.n_layers:
             raise ValueError(f"n_run must be in [1, {self.net.n_layers}], got {n_run}")
-        cdef Py_ssize_t widest = max(max(self.net.layers[l].n_out
-                                         for l in range(self.net.n_layers)),
-                                     self.net.layers[0].n_in)
+        cdef Py_ssize_t widest = self.widest
         if X.dtype != self.dtype or X.ndim != 2 or X.shape[1] != self.net.layers[0].n_in \
                 or not X.flags.c_contiguous or out.shape != (X.shape[0], self.net.layers[
                     n_run - 1].n_out) or out.dtype != self.dtype \

@@ -58,6 +58,7 @@ typedef struct {
     _Atomic int arrived;           /* threads at the current barrier */
     _Atomic unsigned barrier_gen;  /* incremented when a barrier opens */
     _Atomic int sleepers;          /* threads asleep on barrier_gen */
+    _Atomic int asleep;            /* workers asleep on `wake`, waiting for a job */
     unsigned long spawn_gen;       /* job_gen when the newest workers were started */
     int atfork_set;
 } fastnn_team_t;
@@ -138,10 +139,14 @@ static void *fastnn_worker(void *arg) {
                 fastnn_pause();
                 continue;
             }
+            /* One wait: woken by a job, or roused (fastnn_team_rouse) to spin again. */
             pthread_mutex_lock(&t->wake_lock);
-            while (atomic_load_explicit(&t->job_gen, memory_order_acquire) == seen)
+            atomic_fetch_add_explicit(&t->asleep, 1, memory_order_relaxed);
+            if (atomic_load_explicit(&t->job_gen, memory_order_acquire) == seen)
                 pthread_cond_wait(&t->wake, &t->wake_lock);
+            atomic_fetch_sub_explicit(&t->asleep, 1, memory_order_relaxed);
             pthread_mutex_unlock(&t->wake_lock);
+            round = 0;
         }
         /* Every worker acknowledges every job (those outside its n at once), so the
          * caller never posts the next job while one is still reading this one. */
@@ -165,6 +170,7 @@ static void fastnn_team_after_fork(void) {
     t->n_workers = 0;
     atomic_store(&t->arrived, 0);
     atomic_store(&t->done, 0);
+    atomic_store(&t->asleep, 0);
 }
 
 /* Start workers until there are n - 1 of them (or as many as the system gives). */
@@ -186,6 +192,27 @@ static int fastnn_team_grow(int n) {
     }
     pthread_attr_destroy(&attr);
     return t->n_workers + 1;
+}
+
+/* Whether a job of n threads posted now would start at once: n - 1 workers exist and
+ * none sleeps (they spin for a while after each job). A job of microseconds (a one-row
+ * predict) is worth splitting only then; waking a sleeping worker costs more. */
+static int fastnn_team_awake(int n) {
+    fastnn_team_t *t = &fastnn_team;
+    return n > 1 && t->n_workers >= n - 1 && atomic_load_explicit(&t->asleep, memory_order_relaxed) == 0;
+}
+
+/* Wake the sleeping workers without a job: they spin again (FASTNN_SPINS), so a job
+ * posted in the next few tens of microseconds finds them awake. Started when needed. */
+static void fastnn_team_rouse(int n) {
+    fastnn_team_t *t = &fastnn_team;
+    if (pthread_mutex_trylock(&t->busy) != 0)
+        return;  /* a job runs: its workers are awake */
+    fastnn_team_grow(n);
+    pthread_mutex_unlock(&t->busy);
+    pthread_mutex_lock(&t->wake_lock);
+    pthread_cond_broadcast(&t->wake);
+    pthread_mutex_unlock(&t->wake_lock);
 }
 
 /* Run job(ctx, tid, n) on n threads (the caller is tid 0) and return n, the count used:

@@ -83,11 +83,8 @@ def available_cores():
     global _machine_cores
     if _machine_cores is None:
         _machine_cores = _affinity_and_quota()
-    n = _machine_cores
-    omp = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
-    if omp.isdigit() and int(omp) > 0:
-        n = min(n, int(omp))
-    return max(1, n)
+    omp = _engine.omp_num_threads()
+    return max(1, min(_machine_cores, omp) if omp > 0 else _machine_cores)
 
 
 _machine_cores = None

@@ -131,7 +131,7 @@ class Sequential:
         self._widest = max([self.n_features] + [spec[2] for spec in specs])
         self._lock = threading.Lock()          # fit, evaluate, gradients, team predicts
         self._activity = threading.Condition()  # calling-thread predicts against fit
-        self._readers, self._trainer = 0, None
+        self._trainer = None  # the thread running fit (the engine knows it too)
         self._infer_buffers = threading.local()
         self._group = None   # set by a data-parallel fit: save writes on its rank 0 only
         self.optimizer = None
@@ -369,14 +369,17 @@ class Sequential:
     def _begin_training(self):
         """Let the predicts running on their callers' threads finish, and hold new ones
         (except from this thread: a callback may predict) until _end_training."""
+        me = threading.get_ident()
         with self._activity:
-            self._trainer = threading.get_ident()
-            while self._readers:
-                self._activity.wait()
+            self._trainer = me
+            self._engine.set_trainer(me)
+            while self._engine.readers:  # predict_small does not notify: poll
+                self._activity.wait(0.001)
 
     def _end_training(self):
         with self._activity:
             self._trainer = None
+            self._engine.set_trainer(0)
             self._activity.notify_all()
 
     def _validation_set(self, validation_data, loss):
@@ -464,6 +467,10 @@ class Sequential:
         model's team busy with another: predicts from several Python threads run at
         once (the GIL released). A predict started while another thread fits waits
         until the fit ends."""
+        if type(X) is np.ndarray and type(batch_size) is int and batch_size >= len(X):
+            out = self._engine.predict_small(X, get_num_threads())  # up to 16 rows: us
+            if out is not None:
+                return out
         batch_size = check_int(batch_size, "batch_size")
         check_batch_rows(batch_size, X)
         X = as_features(X, self.n_features, self.dtype, allow_empty=True)
@@ -506,16 +513,14 @@ class Sequential:
                                        np.empty(size, self.dtype))
         me = threading.get_ident()
         with self._activity:
-            while self._trainer is not None and self._trainer != me:
+            while not self._engine.enter_reader(me):
                 self._activity.wait()
-            self._readers += 1
         try:
             self._engine.infer(X, out, buffers[1], buffers[2], chunk, n_run)
         finally:
+            self._engine.leave_reader()
             with self._activity:
-                self._readers -= 1
-                if not self._readers:
-                    self._activity.notify_all()
+                self._activity.notify_all()
 
     def predict_proba(self, X, batch_size=1024):
         """Class probabilities for a model with a classification loss: the softmax of
