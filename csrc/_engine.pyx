@@ -71,6 +71,7 @@ from _optimizers cimport (GradientDestination, TO_GRAD, destination_array,
 
 from cpython.buffer cimport PyBUF_C_CONTIGUOUS, PyBUF_FORMAT, PyBuffer_Release, PyObject_GetBuffer
 from cpython.pythread cimport PyThread_get_thread_ident
+from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
 cdef extern from "scratch.h" nogil:
     void* fastnn_thread_scratch(size_t n_bytes)
@@ -1012,7 +1013,22 @@ cdef void run_steps(Job* job, int tid, int nt, floating* tag) noexcept nogil:
         keep_running_stats(net, True, tid, nt, tag)
 
 
-cdef Py_ssize_t SMALL_ROWS = 16  # predicts of up to this many rows: predict_small
+# predict_small takes up to SMALL_ROWS rows, within SMALL_VALUES values of a buffer (its
+# two per-thread buffers hold rows x the widest layer each)
+cdef Py_ssize_t SMALL_ROWS = 64, SMALL_VALUES = 1 << 18
+# Small predicts from several Python threads (in any model) each run alone on their
+# callers' threads, so that the callers share the cores rather than one taking the team
+# and the others squeezing in beside it: a predict runs alone while another runs, or
+# when another thread's predict ended within SMALL_SHARED_S. (Changed with the GIL.)
+cdef int small_in_flight = 0
+cdef unsigned long small_last_thread = 0
+cdef double small_last_end = -1e300, SMALL_SHARED_S = 1e-3
+
+
+cdef double monotonic_s() noexcept nogil:
+    cdef timespec t
+    clock_gettime(CLOCK_MONOTONIC, &t)
+    return t.tv_sec + 1e-9 * t.tv_nsec
 # The least work a thread takes in a small predict: a one-row GEMV streams the weights
 # from cache, so splitting pays at a far smaller size than a step's products do.
 cdef double SMALL_GRAIN_FLOPS = 1e5
@@ -1521,12 +1537,14 @@ cdef class Engine:
         max_threads) when the team is free and its workers awake; else the calling thread
         alone (work below SMALL_WAKE_FLOPS), rousing the workers for the predicts
         that follow."""
+        global small_in_flight, small_last_thread, small_last_end
         cdef Py_buffer view
         cdef Py_ssize_t n_rows, n_in = self.net.layers[0].n_in, widest = self.widest
         cdef int n_layers = self.net.n_layers, n_threads = 1
         cdef unsigned long me = PyThread_get_thread_ident()
         cdef SmallPredict job
         cdef double flops
+        cdef bint shared
         cdef size_t itemsize = self.dtype.itemsize
         if self._trainer != 0 and self._trainer != me:
             return None
@@ -1538,6 +1556,7 @@ cdef class Engine:
             job.f64 = self.dtype.itemsize == 8
             n_rows = view.shape[0] if view.ndim == 2 else 0
             if view.ndim != 2 or not 1 <= n_rows <= SMALL_ROWS or view.shape[1] != n_in \
+                    or n_rows * widest > SMALL_VALUES \
                     or view.format[1] != 0 or view.format[0] != (c'd' if job.f64 else c'f') \
                     or not all_finite(view.buf, n_rows * n_in, job.f64):
                 return None
@@ -1550,22 +1569,29 @@ cdef class Engine:
             job.buf_b = (<char*> job.buf_a) + n_rows * widest * itemsize
             job.net, job.x, job.n = &self.net, view.buf, n_rows
             flops = forward_flops(&self.net, n_rows, n_layers)
-            if max_threads > 1 and fastnn_blas_controlled():
+            shared = small_in_flight > 0 or (small_last_thread != me and
+                                             monotonic_s() - small_last_end < SMALL_SHARED_S)
+            if max_threads > 1 and not shared and fastnn_blas_controlled():
                 n_threads = <int> max(1.0, min(<double> min(max_threads, FASTNN_MAX_THREADS),
                                                flops / SMALL_GRAIN_FLOPS))
             self._readers += 1  # no GIL release since the trainer check: fit waits for it
+            small_in_flight += 1
             try:
                 with nogil:
                     if n_threads > 1 and (flops >= SMALL_WAKE_FLOPS
                                           or fastnn_team_awake(n_threads)):
                         n_threads = run_on_team_job(small_predict_job, &job, n_threads)
-                    else:
+                    else:  # BLAS pinned as on the team: callers each on one core
+                        fastnn_blas_pin()
                         small_predict_job(&job, 0, 1)
+                        fastnn_blas_unpin()
                         if n_threads > 1:
                             fastnn_team_rouse(n_threads)
                         n_threads = 1
             finally:
                 self._readers -= 1
+                small_in_flight -= 1
+                small_last_thread, small_last_end = me, monotonic_s()
             self._last_threads = n_threads
             return kept[0]
         finally:
