@@ -133,6 +133,14 @@ def _blas_kept_to_one_thread():
     return threadpool_limits(limits=1, user_api="blas")
 
 
+def set_small_wake_flops(double flops):
+    """Set the work from which a small predict splits even while the team's workers
+    sleep (tests set 0 to make every split predict wake them); returns the old value."""
+    global SMALL_WAKE_FLOPS
+    old, SMALL_WAKE_FLOPS = SMALL_WAKE_FLOPS, flops
+    return old
+
+
 def omp_num_threads():
     """OMP_NUM_THREADS's first entry (before any comma, spaces around it allowed) as an
     int, or 0 when unset or not digits. Read with C's getenv, which os.environ keeps in

@@ -42,6 +42,9 @@ __asm__(".symver pthread_mutex_trylock,pthread_mutex_trylock@GLIBC_2.2.5");
 /* Waiting at a barrier: this many polls with a pause instruction, then sleep
  * until the barrier opens (a futex on Linux; 50 us naps elsewhere). */
 #define FASTNN_SPINS 2000
+/* A worker waits this long for the next job before it sleeps: back-to-back small
+ * predicts (about 10 us apart) find it awake and split (Engine.predict_small). */
+#define FASTNN_JOB_SPIN_NS 200000LL
 
 typedef void (*fastnn_job_fn)(void *ctx, int tid, int n_threads);
 
@@ -65,6 +68,12 @@ typedef struct {
 
 static fastnn_team_t fastnn_team = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER,
                                     PTHREAD_COND_INITIALIZER};
+
+static inline long long fastnn_now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
 
 static inline void fastnn_pause(void) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -128,14 +137,18 @@ static inline void fastnn_barrier(int n) {
 static void *fastnn_worker(void *arg) {
     fastnn_team_t *t = &fastnn_team;
     int tid = (int)(intptr_t)arg, round, n;
+    long long spin_from;
     /* Started just before a job is posted: that job is the first one to run. */
     unsigned long seen = t->spawn_gen, g;
     fastnn_job_fn job;
     void *ctx;
     for (;;) {
         round = 0;
+        spin_from = fastnn_now_ns();
         while ((g = atomic_load_explicit(&t->job_gen, memory_order_acquire)) == seen) {
-            if (round++ < FASTNN_SPINS) {
+            /* Spin for FASTNN_JOB_SPIN_NS after a job (a count of pauses would be a
+             * different time on each CPU), then sleep. */
+            if (++round % 64 != 0 || fastnn_now_ns() - spin_from < FASTNN_JOB_SPIN_NS) {
                 fastnn_pause();
                 continue;
             }
@@ -147,6 +160,7 @@ static void *fastnn_worker(void *arg) {
             atomic_fetch_sub_explicit(&t->asleep, 1, memory_order_relaxed);
             pthread_mutex_unlock(&t->wake_lock);
             round = 0;
+            spin_from = fastnn_now_ns();
         }
         /* Every worker acknowledges every job (those outside its n at once), so the
          * caller never posts the next job while one is still reading this one. */
@@ -202,7 +216,7 @@ static int fastnn_team_awake(int n) {
     return n > 1 && t->n_workers >= n - 1 && atomic_load_explicit(&t->asleep, memory_order_relaxed) == 0;
 }
 
-/* Wake the sleeping workers without a job: they spin again (FASTNN_SPINS), so a job
+/* Wake the sleeping workers without a job: they spin again (FASTNN_JOB_SPIN_NS), so a job
  * posted in the next few tens of microseconds finds them awake. Started when needed. */
 static void fastnn_team_rouse(int n) {
     fastnn_team_t *t = &fastnn_team;

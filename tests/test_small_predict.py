@@ -51,14 +51,16 @@ def numpy_predict(model, X):
 
 
 def predict_on(model, X, n_threads):
-    """predict with n_threads allowed; with 2, repeated until a call ran split (the
-    first call of a while runs alone and wakes the team's workers)."""
-    with fnn.threads(n_threads):
-        for _ in range(100):
+    """predict with n_threads allowed, split over the team even where its workers sleep
+    (a split is otherwise made only while they are awake: a performance choice)."""
+    old = _engine.set_small_wake_flops(0)
+    try:
+        with fnn.threads(n_threads):
             out = model.predict(X)
-            if model.last_threads == n_threads:
-                return out
-    pytest.fail(f"no predict of {len(X)} rows ran on {n_threads} threads")
+    finally:
+        _engine.set_small_wake_flops(old)
+    assert model.last_threads == n_threads
+    return out
 
 
 @pytest.mark.parametrize("dtype, tol", [("float64", 1e-12), ("float32", 2e-6)])
