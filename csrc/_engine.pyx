@@ -35,10 +35,15 @@ Design, in eight points:
    optimizer update in the same pass as its gradient product.
 6. Between steps thread 0 takes the GIL just long enough to check for signals, so
    Ctrl-C stops within one batch and leaves the parameters of the last completed step.
-7. Small predicts (Engine.infer) bypass the team: the calling thread runs the forward
-   pass through buffers the caller owns (one set per Python thread), so several Python
-   threads predict at once and nothing of the Net but its parameters is read. One row
-   uses GEMV: OpenBLAS's GEMM with one row was slower (bench/bench_inference.py).
+7. Small predicts never touch the Net's buffers, so several Python threads predict at
+   once. Up to 64 rows go through Engine.predict_small: compiled checks, the thread's
+   scratch block (csrc/scratch.h), no allocation but the output.
+   - One row uses GEMV (OpenBLAS's GEMM with one row was slower).
+   - A split over the team is made only while its workers are awake (they spin 200 us
+     after a job). One row of 784-256-128-10 then took 7.4-8.6 us against 12.5 us on
+     one core (docs/benchmarks.md).
+   - While other threads predict, each runs alone on its core.
+   - Larger predicts below the grain use Engine.infer on the calling thread.
 8. Data-parallel steps (fastnn/distributed.py): the gradients land in one flat buffer
    (Engine.flat_gradients), thread 0 sums it over the processes with one MPI_Allreduce
    (its address from the MPI library mpi4py loaded; or a call back into Python), and
