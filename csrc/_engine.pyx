@@ -1067,45 +1067,6 @@ cdef bint all_finite(const void* x, Py_ssize_t n, bint f64) noexcept nogil:
     return bad32 == 0
 
 
-cdef void infer_rows(Net* net, int n_run, const floating* X, floating* out,
-                     Py_ssize_t n_rows, Py_ssize_t chunk, floating* buf_a,
-                     floating* buf_b) noexcept nogil:
-    """Layers [0, n_run) on the calling thread, chunk rows at a time, through the caller's
-    two buffers (nothing of the Net's but its parameters is touched)."""
-    cdef Py_ssize_t start = 0, n, m, n_in = net.layers[0].n_in
-    cdef Py_ssize_t width_out = net.layers[n_run - 1].n_out
-    cdef int l
-    cdef LayerPlan* L
-    cdef const floating* inp
-    cdef floating* dst
-    while start < n_rows:
-        n = min(chunk, n_rows - start)
-        inp = X + start * n_in
-        for l in range(n_run):
-            L = &net.layers[l]
-            m = L.n_out
-            dst = out + start * width_out if l == n_run - 1 else \
-                (buf_a if l % 2 == 0 else buf_b)
-            if L.kind == DENSE and n == 1:  # one row: GEMV (OpenBLAS's GEMM is slower)
-                if L.bias != NULL:
-                    memcpy(dst, L.bias, m * sizeof(floating))
-                gemv(False, L.n_out, L.n_in, <floating> 1, <floating*> L.weight, L.n_in, inp,
-                     <floating> (1 if L.bias != NULL else 0), dst)
-            elif L.kind == DENSE:
-                dense_forward(inp, <floating*> L.weight, <floating*> L.bias, dst, <int> n,
-                              L.n_in, L.n_out, L.n_out)
-            elif L.kind == BATCHNORM:
-                batchnorm_eval_forward(inp, dst, <floating*> L.weight, <floating*> L.bias,
-                                       <floating*> L.bn[0], <floating*> L.bn[1], n, m, m,
-                                       L.eps)
-            elif L.kind == DROPOUT or L.kind == IDENTITY:
-                memcpy(dst, inp, n * m * sizeof(floating))
-            else:
-                activation_forward(L.kind, L.slope, inp, dst, n, m)
-            inp = dst
-        start += n
-
-
 cdef void forward_split(Net* net, int n_run, const floating* x, floating* out,
                         Py_ssize_t n, floating* buf_a, floating* buf_b, int tid,
                         int nt) noexcept nogil:
@@ -1183,6 +1144,20 @@ cdef void small_predict_job(void* ctx, int tid, int nt) noexcept nogil:
                       <float*> p.buf_a, <float*> p.buf_b, tid, nt)
 
 
+cdef void infer_rows(Net* net, int n_run, const floating* X, floating* out,
+                     Py_ssize_t n_rows, Py_ssize_t chunk, floating* buf_a,
+                     floating* buf_b) noexcept nogil:
+    """Layers [0, n_run) on the calling thread, chunk rows at a time, through the caller's
+    two (chunk x widest) buffers (nothing of the Net's but its parameters is touched)."""
+    cdef Py_ssize_t start = 0, n, n_in = net.layers[0].n_in
+    cdef Py_ssize_t width_out = net.layers[n_run - 1].n_out
+    while start < n_rows:
+        n = min(chunk, n_rows - start)
+        forward_split(net, n_run, X + start * n_in, out + start * width_out, n, buf_a, buf_b,
+                      0, 1)
+        start += n
+
+
 cdef void train_job(void* ctx, int tid, int nt) noexcept nogil:
     cdef Job* job = <Job*> ctx
     if job.f64:
@@ -1218,12 +1193,9 @@ cdef double forward_flops(Net* net, Py_ssize_t rows, int n_run) noexcept nogil:
     return flops
 
 
-cdef int run_on_team(Job* job, fastnn_job_fn fn, int n_threads) noexcept nogil:
-    """Run a job with BLAS pinned to one thread; returns the threads it ran on."""
-    return run_on_team_job(fn, job, n_threads)
-
-
-cdef int run_on_team_job(fastnn_job_fn fn, void* ctx, int n_threads) noexcept nogil:
+cdef int run_on_team(fastnn_job_fn fn, void* ctx, int n_threads) noexcept nogil:
+    """Run fn(ctx, tid, n) on the team with BLAS pinned to one thread; returns the threads
+    it ran on."""
     fastnn_blas_pin()
     n_threads = fastnn_team_run(n_threads, fn, ctx)
     fastnn_blas_unpin()
@@ -1485,7 +1457,7 @@ cdef class Engine:
         try:
             with _blas_kept_to_one_thread():
                 with nogil:
-                    self._last_threads = run_on_team(&job, train_job, n_threads)
+                    self._last_threads = run_on_team(train_job, &job, n_threads)
                 if job.status == -1:  # raised here, before any Python code runs
                     reraise()
             if job.status == -2:
@@ -1523,7 +1495,7 @@ cdef class Engine:
                                  3 if job.want_grads else 1, max_threads)
         with _blas_kept_to_one_thread():
             with nogil:
-                self._last_threads = run_on_team(&job, run_job, n_threads)
+                self._last_threads = run_on_team(run_job, &job, n_threads)
             if job.status < 0:  # raised here, before any Python code runs
                 reraise()
         if job.want_grads:  # the L2 penalty's gradient, l2 * W, once for the whole mean
@@ -1540,16 +1512,17 @@ cdef class Engine:
                          <float*> self.net.params[i].value, <float*> self.net.params[i].grad)
         return job.loss_sum, job.correct
 
-    def predict_small(self, X, int max_threads):
-        """Predict X, 1 to SMALL_ROWS rows; or None, having done nothing, unless X is a
-        C-contiguous 2-D array of this dtype with the first layer's width and finite
-        values, and no fit runs in another thread: the caller then takes the general
-        path, which converts, reports or waits. After a thread's first call the output
-        array is the only allocation (the buffers are the thread's scratch block,
-        csrc/scratch.h). Threads: the plan's count at SMALL_GRAIN_FLOPS a thread (within
-        max_threads) when the team is free and its workers awake; else the calling thread
-        alone (work below SMALL_WAKE_FLOPS), rousing the workers for the predicts
-        that follow."""
+    def predict_small(self, X, batch_size, int max_threads):
+        """Predict X in one batch; or None, having done nothing, unless X is a C-contiguous
+        2-D array of this dtype with the first layer's width, 1 to SMALL_ROWS rows (at
+        most batch_size, within SMALL_VALUES a buffer) and finite values, and no fit runs
+        in another thread: the caller then takes the general path, which converts,
+        reports or waits. After a thread's first call the output array is the only
+        allocation (the buffers are the thread's scratch block, csrc/scratch.h).
+        Threads: one per SMALL_GRAIN_FLOPS (within max_threads) on the team when no
+        other thread predicts (see small_in_flight) and the workers are awake or the work
+        reaches SMALL_WAKE_FLOPS; else the calling thread alone, rousing the workers for
+        the predicts that follow when it could have split."""
         global small_in_flight, small_last_thread, small_last_end
         cdef Py_buffer view
         cdef Py_ssize_t n_rows, n_in = self.net.layers[0].n_in, widest = self.widest
@@ -1568,7 +1541,8 @@ cdef class Engine:
         try:
             job.f64 = self.dtype.itemsize == 8
             n_rows = view.shape[0] if view.ndim == 2 else 0
-            if view.ndim != 2 or not 1 <= n_rows <= SMALL_ROWS or view.shape[1] != n_in \
+            if view.ndim != 2 or not 1 <= n_rows <= SMALL_ROWS or batch_size < n_rows \
+                    or view.shape[1] != n_in \
                     or n_rows * widest > SMALL_VALUES \
                     or view.format[1] != 0 or view.format[0] != (c'd' if job.f64 else c'f') \
                     or not all_finite(view.buf, n_rows * n_in, job.f64):
@@ -1593,7 +1567,7 @@ cdef class Engine:
                 with nogil:
                     if n_threads > 1 and (flops >= SMALL_WAKE_FLOPS
                                           or fastnn_team_awake(n_threads)):
-                        n_threads = run_on_team_job(small_predict_job, &job, n_threads)
+                        n_threads = run_on_team(small_predict_job, &job, n_threads)
                     else:  # BLAS pinned as on the team: callers each on one core
                         fastnn_blas_pin()
                         small_predict_job(&job, 0, 1)

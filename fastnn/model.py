@@ -373,7 +373,7 @@ class Sequential:
         with self._activity:
             self._trainer = me
             self._engine.set_trainer(me)
-            while self._engine.readers:  # predict_small does not notify: poll
+            while self._engine.readers:  # readers leave without notifying: poll
                 self._activity.wait(0.001)
 
     def _end_training(self):
@@ -467,8 +467,8 @@ class Sequential:
         model's team busy with another: predicts from several Python threads run at
         once (the GIL released). A predict started while another thread fits waits
         until the fit ends."""
-        if type(X) is np.ndarray and type(batch_size) is int and batch_size >= len(X):
-            out = self._engine.predict_small(X, get_num_threads())  # up to 16 rows: us
+        if type(X) is np.ndarray and type(batch_size) is int:  # a few rows: microseconds
+            out = self._engine.predict_small(X, batch_size, get_num_threads())
             if out is not None:
                 return out
         batch_size = check_int(batch_size, "batch_size")
@@ -518,9 +518,7 @@ class Sequential:
         try:
             self._engine.infer(X, out, buffers[1], buffers[2], chunk, n_run)
         finally:
-            self._engine.leave_reader()
-            with self._activity:
-                self._activity.notify_all()
+            self._engine.leave_reader()  # a starting fit polls the count
 
     def predict_proba(self, X, batch_size=1024):
         """Class probabilities for a model with a classification loss: the softmax of

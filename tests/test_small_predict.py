@@ -120,6 +120,8 @@ def test_anything_unusual_takes_the_checked_path(rng):
         model.predict(X[:, :5].copy())
     with pytest.raises(ValueError, match="must be 2-D"):
         model.predict(X[0])
+    with pytest.raises(ValueError, match="must be 2-D"):
+        model.predict(np.array(1.0, dtype=np.float32))
     with pytest.raises(ValueError, match="batch_size must be a positive int"):
         model.predict(X, batch_size=0)
     with pytest.raises(ValueError, match="batch_size must be a positive int"):
