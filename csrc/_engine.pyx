@@ -53,6 +53,7 @@ Design, in eight points:
 from cython cimport floating
 from libc.math cimport isfinite
 from libc.stdint cimport int64_t, uint32_t, uint64_t
+from cpython.pyport cimport PY_SSIZE_T_MAX
 from libc.stdlib cimport calloc, free, getenv
 from libc.string cimport memcpy, memset
 
@@ -77,6 +78,9 @@ from _optimizers cimport (GradientDestination, TO_GRAD, destination_array,
 from cpython.buffer cimport PyBUF_C_CONTIGUOUS, PyBUF_FORMAT, PyBuffer_Release, PyObject_GetBuffer
 from cpython.pythread cimport PyThread_get_thread_ident
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
+
+cdef extern from "contention.h" nogil:
+    long long fastnn_thread_wait_ns()
 
 cdef extern from "scratch.h" nogil:
     void* fastnn_thread_scratch(size_t n_bytes)
@@ -298,6 +302,13 @@ cdef struct Job:
     double loss_sum     # results, written by thread 0
     double correct      # correct predictions (weighted by W when given)
     Py_ssize_t failed_batch
+    # train: the stretch of steps this job runs (Engine.train_epoch runs an epoch as one
+    # job, or in stretches sized to the cores the machine gives), where the next begins
+    Py_ssize_t next_start        # the next step's first row in the call's sequence
+    Py_ssize_t next_batch        # and its index
+    Py_ssize_t end_batch         # the stretch stops before this step
+    bint measure                 # each thread reads its run delay around the stretch
+    long long waited[256]        # ns each thread waited for a CPU in the stretch (-1: unknown)
     double loss_part[256]      # per thread (FASTNN_MAX_THREADS)
     double penalty_part[256]
     double correct_part[256]
@@ -853,7 +864,7 @@ cdef void train_steps(Job* job, int tid, int nt, floating* tag) noexcept nogil:
     cdef Counters c = counters_of(net)
     cdef LayerPlan* last = &net.layers[job.n_run - 1]
     cdef Py_ssize_t width = last.n_out, n_in = net.layers[0].n_in
-    cdef Py_ssize_t start = 0, n, i, r0, r1, batch = 0
+    cdef Py_ssize_t start = job.next_start, n, i, r0, r1, batch = job.next_batch
     cdef const floating* X = <const floating*> job.X
     cdef const floating* T = <const floating*> job.T
     cdef const floating* W = <const floating*> job.W
@@ -865,7 +876,8 @@ cdef void train_steps(Job* job, int tid, int nt, floating* tag) noexcept nogil:
     cdef double batch_loss, denom, rows_per_weight
     cdef int layout
     cdef bint parallel = job.step_rows != NULL
-    while (batch < job.n_steps) if parallel else (start < job.n_samples):
+    while batch < job.end_batch and ((batch < job.n_steps) if parallel
+                                     else (start < job.n_samples)):
         if tid == 0 and check_signals() != 0:
             job.stop = 1   # seen by every thread after the barrier below
         n = job.step_rows[batch] if parallel else min(job.batch_size, job.n_samples - start)
@@ -954,6 +966,7 @@ cdef void train_steps(Job* job, int tid, int nt, floating* tag) noexcept nogil:
     fastnn_barrier(nt)  # every thread is done with the Net before thread 0 writes to it
     if tid == 0:
         store_counters(net, &c)
+        job.next_start, job.next_batch = start, batch
 
 
 cdef void run_steps(Job* job, int tid, int nt, floating* tag) noexcept nogil:
@@ -1160,10 +1173,13 @@ cdef void infer_rows(Net* net, int n_run, const floating* X, floating* out,
 
 cdef void train_job(void* ctx, int tid, int nt) noexcept nogil:
     cdef Job* job = <Job*> ctx
+    cdef long long before = fastnn_thread_wait_ns() if job.measure else -1
     if job.f64:
         train_steps(job, tid, nt, <double*> NULL)
     else:
         train_steps(job, tid, nt, <float*> NULL)
+    if job.measure:
+        job.waited[tid] = fastnn_thread_wait_ns() - before if before >= 0 else -1
 
 
 cdef void run_job(void* ctx, int tid, int nt) noexcept nogil:
@@ -1172,6 +1188,135 @@ cdef void run_job(void* ctx, int tid, int nt) noexcept nogil:
         run_steps(job, tid, nt, <double*> NULL)
     else:
         run_steps(job, tid, nt, <float*> NULL)
+
+
+# Sizing the team to the cores the machine gives (Engine.train_epoch with adapt): an
+# epoch runs in stretches of about STRETCH_S; after each, the team's run delays (how long
+# its threads waited for a CPU: csrc/contention.h) set the next stretch's threads.
+# Barrier-synchronous threads run only as fast as the slowest, so a thread sharing its
+# core with another process holds the whole team back: on 2 cores with one other process
+# spinning, 2 threads took 2.13x their idle epoch time and 1 thread 1.77x
+# (docs/design.md). A stretch in which some thread waited more than CONTENDED of it
+# drops about as many threads as the team's waits add up to. Below the plan, after
+# `patience` calm stretches one stretch tries the whole plan again: patience starts at
+# FIRST_PATIENCE, doubles (up to MAX_PATIENCE) each time such a try finds the machine
+# still busy, and starts over when one finds it free. A call more than STALE_S after the
+# last starts on the whole plan: what was learned then may no longer hold.
+cdef double STRETCH_S = 0.02
+cdef double STALE_S = 0.2
+cdef double JUDGE_S = 0.01      # shorter stretches are too noisy to judge (a woken
+                                # thread waits for its CPU too: 1.5 ms seen here)
+cdef double CONTENDED = 0.15
+cdef int FIRST_PATIENCE = 2, MAX_PATIENCE = 8
+cdef Py_ssize_t FIRST_STRETCH = 4
+DEF MAX_TRACE = 64
+
+
+cdef struct LoadState:
+    int threads         # the last stretch's threads (0: none yet)
+    int calm            # stretches in a row, below the plan, in which no thread waited
+    int patience        # calm stretches before the next try of the whole plan (0: first)
+    bint trying         # the last stretch was such a try
+    double step_s       # seconds per step in the last stretch
+    double ended        # when the last call ended (monotonic_s)
+    int n_stretches     # the last call's stretches; the first MAX_TRACE of them:
+    int trace_threads[64]       # the threads each ran on
+    float trace_waited[64]      # and the largest share of it a thread waited for a CPU
+
+
+cdef int threads_after(int k, int most, const long long* waited, int used, double wall,
+                       LoadState* s) noexcept nogil:
+    """The threads for the next stretch, after one of `wall` seconds on `used` threads
+    (k asked for) in which thread t waited waited[t] ns for a CPU."""
+    cdef double total = 0, worst = 0, f
+    cdef int t
+    cdef bint tried = s.trying
+    if s.patience < FIRST_PATIENCE:
+        s.patience = FIRST_PATIENCE
+    if used < k or wall < JUDGE_S:  # another call held the team, or too short to judge
+        return k
+    s.trying = False
+    for t in range(used):
+        if waited[t] < 0:
+            return k
+        f = waited[t] * 1e-9 / wall
+        total += f
+        worst = max(worst, f)
+    if 0 < s.n_stretches <= MAX_TRACE:
+        s.trace_waited[s.n_stretches - 1] = <float> worst
+    if worst > CONTENDED:
+        s.calm = 0
+        if tried:
+            s.patience = min(2 * s.patience, MAX_PATIENCE)
+        return max(1, k - max(1, <int> (total + 0.5)))
+    if tried:
+        s.patience = FIRST_PATIENCE
+    if k < most:
+        s.calm += 1
+        if s.calm >= s.patience:
+            s.calm = 0
+            s.trying = True
+            return most
+    return k
+
+
+def set_stretching(double stretch_s, double judge_s):
+    """Set the length adapting training aims its stretches at and the least it judges
+    (tests make every stretch one step, or never judge); returns the old pair."""
+    global STRETCH_S, JUDGE_S
+    old = (STRETCH_S, JUDGE_S)
+    STRETCH_S, JUDGE_S = stretch_s, judge_s
+    return old
+
+
+def _threads_after(int k, int most, waited, int used, double wall, state):
+    """threads_after for tests: state is a dict of LoadState's fields, updated in place;
+    returns the threads for the next stretch."""
+    cdef long long w[256]
+    cdef LoadState s
+    s.threads, s.calm, s.patience = k, state["calm"], state["patience"]
+    s.trying, s.step_s = state["trying"], 0
+    for t in range(used):
+        w[t] = waited[t]
+    k = threads_after(k, most, w, used, wall, &s)
+    state.update(calm=s.calm, patience=s.patience, trying=s.trying)
+    return k
+
+
+cdef int train_adapting(Job* job, int most, LoadState* state) noexcept nogil:
+    """Run an epoch's training job in stretches of about STRETCH_S, each on the threads
+    threads_after chose from the last (the first on the last call's choice); returns the
+    threads of the last stretch. Every stretch carries on from where the last stopped:
+    the steps, their order and their results are those of one job on the same counts."""
+    cdef int k = state.threads if 1 <= state.threads <= most else most, used = k
+    cdef Py_ssize_t steps = FIRST_STRETCH, first
+    cdef double t0 = monotonic_s(), wall
+    cdef bint parallel = job.step_rows != NULL
+    job.measure = True
+    state.n_stretches = 0
+    if t0 - state.ended > STALE_S:
+        k, state.calm, state.patience, state.trying = most, 0, FIRST_PATIENCE, False
+    if state.step_s > 0:
+        steps = max(1, <Py_ssize_t> (STRETCH_S / state.step_s))
+    while job.status == 0 and ((job.next_batch < job.n_steps) if parallel
+                               else (job.next_start < job.n_samples)):
+        first = job.next_batch
+        job.end_batch = first + steps
+        t0 = monotonic_s()
+        used = run_on_team(train_job, job, k)
+        wall = monotonic_s() - t0
+        if state.n_stretches < MAX_TRACE:
+            state.trace_threads[state.n_stretches] = used
+            state.trace_waited[state.n_stretches] = -1
+        state.n_stretches += 1
+        if job.next_batch == first:  # no step ran: nothing more will
+            break
+        state.step_s = wall / (job.next_batch - first)
+        steps = max(1, <Py_ssize_t> (STRETCH_S / state.step_s))
+        k = threads_after(k, most, job.waited, used, wall, state)
+    state.threads = k
+    state.ended = monotonic_s()
+    return used
 
 
 cdef int plan_threads(Net* net, Py_ssize_t rows, int n_run, int passes,
@@ -1220,6 +1365,7 @@ cdef class Engine:
     cdef list _keep      # every array whose pointer the plan holds
     cdef list _buffers
     cdef int _last_threads
+    cdef LoadState load      # what train_adapting learned of the machine (kept across calls)
     cdef Py_ssize_t widest   # the widest layer input or output (predict's buffers)
     cdef unsigned long _trainer  # the thread running fit (its ident), 0 when none
     cdef int _readers            # predicts running on their callers' threads
@@ -1381,6 +1527,14 @@ cdef class Engine:
         """The threads the last train_epoch or run call ran on (its plan)."""
         return self._last_threads
 
+    @property
+    def last_stretches(self):
+        """The last adapting train_epoch's stretches (the first 64): a list of (threads,
+        the largest share of the stretch a thread waited for a CPU, or -1 when unknown
+        or not judged)."""
+        return [(self.load.trace_threads[i], self.load.trace_waited[i])
+                for i in range(min(self.load.n_stretches, MAX_TRACE))]
+
     def plan_threads(self, Py_ssize_t rows, int n_run, bint training, int max_threads):
         """The threads a call on batches of `rows` rows would run on (see point 4)."""
         return plan_threads(&self.net, rows, n_run, 3 if training else 1, max_threads)
@@ -1409,9 +1563,10 @@ cdef class Engine:
 
     def train_epoch(self, X, targets, labels, order, Py_ssize_t batch_size, int loss_kind,
                     int n_run, int max_threads=1, weights=None, step_rows=None,
-                    step_denoms=None):
+                    step_denoms=None, bint adapt=False):
         """Train on the rows X[order] (all of X, in order, when order is None) in batches,
-        on at most max_threads threads. X is a C-contiguous array or a CSR matrix (see
+        on at most max_threads threads; with `adapt`, on as many of those as the machine
+        gives (train_adapting: fewer while other processes hold cores). X is a C-contiguous array or a CSR matrix (see
         _check_inputs); `weights` (one per row of X) makes each batch's loss the weighted
         mean.
 
@@ -1457,7 +1612,10 @@ cdef class Engine:
         try:
             with _blas_kept_to_one_thread():
                 with nogil:
-                    self._last_threads = run_on_team(train_job, &job, n_threads)
+                    if adapt and n_threads > 1:
+                        self._last_threads = train_adapting(&job, n_threads, &self.load)
+                    else:
+                        self._last_threads = run_on_team(train_job, &job, n_threads)
                 if job.status == -1:  # raised here, before any Python code runs
                     reraise()
             if job.status == -2:
@@ -1663,6 +1821,9 @@ cdef class Engine:
         job.weight_total = 0
         job.stop = job.status = 0
         job.loss_sum, job.correct, job.failed_batch = 0, 0, -1
+        job.next_start = job.next_batch = 0
+        job.end_batch = PY_SSIZE_T_MAX
+        job.measure = False
 
     cdef void* _block(self, list buffers, Py_ssize_t n_rows, Py_ssize_t width, dtype):
         """A new zeroed (n_rows, width) buffer, kept alive in `buffers`."""

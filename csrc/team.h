@@ -41,7 +41,9 @@ __asm__(".symver pthread_mutex_trylock,pthread_mutex_trylock@GLIBC_2.2.5");
 #define FASTNN_MAX_THREADS 256
 /* Waiting at a barrier: this many polls with a pause instruction, then sleep
  * until the barrier opens (a futex on Linux; 50 us naps elsewhere). */
+#ifndef FASTNN_SPINS
 #define FASTNN_SPINS 2000
+#endif
 /* A worker waits this long for the next job before it sleeps: back-to-back small
  * predicts (about 10 us apart) find it awake and split (Engine.predict_small). */
 #define FASTNN_JOB_SPIN_NS 200000LL

@@ -115,8 +115,9 @@ def _affinity_and_quota():
 
 
 def _check_count(n):
+    """n as a count, or None for the default (None or -1: the cores available)."""
     if n is None or (isinstance(n, int) and not isinstance(n, bool) and n == -1):
-        return available_cores()
+        return None
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise ValueError(f"number of threads must be a positive int, -1 or None; got {n!r}")
     return min(n, _engine.MAX_THREADS)
@@ -127,11 +128,20 @@ def get_num_threads():
     return available_cores() if _n_threads is None else _n_threads
 
 
+def adapts_to_load():
+    """Whether training sizes its team to the cores a busy machine leaves it: only while
+    no count was fixed (set_num_threads, threads(), OMP_NUM_THREADS). A fixed count is
+    used as given, so training with it is bitwise reproducible however busy the machine;
+    adapting, results agree to rounding."""
+    return _n_threads is None and _engine.omp_num_threads() == 0
+
+
 def set_num_threads(n):
-    """Use at most n threads (None or -1: all available cores) in fastnn and in BLAS."""
+    """Use at most n threads in fastnn and in BLAS. None or -1 restores the default: all
+    available cores, training sized to what a busy machine leaves free."""
     global _n_threads
     n = _check_count(n)
-    threadpool_limits(limits=n, user_api="blas")
+    threadpool_limits(limits=available_cores() if n is None else n, user_api="blas")
     _n_threads = n
 
 
@@ -141,9 +151,9 @@ def threads(n):
     global _n_threads
     n = _check_count(n)
     previous = _n_threads
-    with threadpool_limits(limits=n, user_api="blas"):
+    with threadpool_limits(limits=available_cores() if n is None else n, user_api="blas"):
         _n_threads = n
         try:
-            yield n
+            yield get_num_threads()
         finally:
             _n_threads = previous

@@ -38,6 +38,10 @@ def info(args):
           f"{os.environ.get('OMP_NUM_THREADS', 'unset')}); each call runs on a team sized "
           f"to its work (one thread per {_engine.get_grain() / 1e6:g} MFLOP of a step's "
           f"products)")
+    print("busy machine: " + ("training runs on as many of those threads as the machine "
+                              "leaves free (no count fixed)" if _threads.adapts_to_load()
+                              else "the fixed count is used as given (bitwise "
+                              "reproducible)"))
     pinned = ("pinned to 1 thread during fastnn's calls" if _engine.blas_controlled()
               else "limited to 1 thread by threadpoolctl during fastnn's calls")
     print(f"thread design: fastnn's own pthreads team runs every pass; BLAS {pinned}; "

@@ -224,7 +224,7 @@ class Group:
         """One epoch of data-parallel training (fit's per-epoch call); returns the global
         summed loss. Raises FloatingPointError, on every process, when a global batch's
         loss is not finite (the parameters are those before it)."""
-        from ._threads import get_num_threads
+        from ._threads import adapts_to_load, get_num_threads
         order, step_rows, denoms = self.epoch_plan(X.shape[0], batch_size, shuffle,
                                                    model._rng, weights)
         if any(layer.kind == "dropout" for layer in model.layers):
@@ -235,7 +235,7 @@ class Group:
         try:
             loss_sum, failed = model._engine.train_epoch(
                 X, targets, labels, order, batch_size, kind, n_run, get_num_threads(),
-                weights, step_rows, denoms)
+                weights, step_rows, denoms, adapt=adapts_to_load())
         except StopIteration:
             raise DistributedError("training stopped: another process was interrupted "
                                    "or failed") from None

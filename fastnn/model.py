@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 from . import _engine
-from ._threads import get_num_threads
+from ._threads import adapts_to_load, get_num_threads
 from ._validation import (
     INT32_MAX,
     CSRRows,
@@ -418,7 +418,8 @@ class Sequential:
                 rows_weights = None if weights is None else weights[first:last]
             try:
                 part, failed = self._engine.train_epoch(*args, batch_size, kind, n_run,
-                                                        get_num_threads(), rows_weights)
+                                                        get_num_threads(), rows_weights,
+                                                        adapt=adapts_to_load())
             finally:
                 self.optimizer.steps = self._engine.step
             if failed >= 0:

@@ -62,7 +62,7 @@ from sklearn.utils.validation import (
 )
 
 from . import _engine
-from ._threads import get_num_threads, threads
+from ._threads import adapts_to_load, get_num_threads, threads
 from ._validation import CSRRows, is_sparse
 from .layers import Dense, Identity, ReLU, Sigmoid, Softmax, Tanh
 from .model import Sequential
@@ -432,7 +432,8 @@ class _BaseMLP(BaseEstimator):
         try:
             self._loss_sum, failed = engine.train_epoch(X, targets, labels, order,
                                                         batch_size, kind, n_run,
-                                                        get_num_threads(), weights)
+                                                        get_num_threads(), weights,
+                                                        adapt=adapts_to_load())
         finally:
             optimizer.steps = engine.step
         if failed >= 0 and not self.early_stopping:

@@ -33,7 +33,9 @@ def rng():
 
 @pytest.fixture(autouse=True)
 def _restore_threads():
-    n = fnn.get_num_threads()
+    """Each test starts from the setting the last left: unset (the cores available, the
+    team sized to a busy machine) unless a test fixed a count."""
+    n = fnn._threads._n_threads
     yield
     fnn.set_num_threads(n)
 

@@ -296,9 +296,9 @@ class _EngineSpy:
     def __init__(self, engine):
         self._engine, self.orders = engine, []
 
-    def train_epoch(self, X, targets, labels, order, *args):
+    def train_epoch(self, X, targets, labels, order, *args, **kwargs):
         self.orders.append(None if order is None else order.copy())
-        return self._engine.train_epoch(X, targets, labels, order, *args)
+        return self._engine.train_epoch(X, targets, labels, order, *args, **kwargs)
 
     def __getattr__(self, name):
         return getattr(self._engine, name)

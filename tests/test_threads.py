@@ -273,3 +273,171 @@ def test_another_blas_is_limited_to_one_thread_through_threadpoolctl(rng):
             watcher.join()
         _engine.register_blas(set_address, get_address)
     assert 1 in seen and get_blas_threads() == 2
+
+
+# -- the team sized to a busy machine ------------------------------------------------------
+
+def calm_state():
+    return {"calm": 0, "patience": 2, "trying": False}
+
+
+def test_a_contended_stretch_drops_as_many_threads_as_the_waits_add_up_to():
+    """threads_after's rules: a thread that waited more than 15% of a stretch for a CPU
+    holds the barrier-bound team back; the next stretch drops about as many threads as
+    the team's waiting adds up to, never below one."""
+    wall = 0.02
+    state = calm_state()
+    assert _engine._threads_after(2, 2, [0.28 * wall * 1e9, 0.30 * wall * 1e9], 2, wall,
+                                  state) == 1
+    assert _engine._threads_after(16, 16, [0.5 * wall * 1e9] * 2 + [0.0] * 14, 16, wall,
+                                  calm_state()) == 15
+    assert _engine._threads_after(8, 8, [0.9 * wall * 1e9] * 8, 8, wall, calm_state()) == 1
+    # a little waiting (an idle machine's: under 1% here) changes nothing
+    assert _engine._threads_after(4, 4, [0.05 * wall * 1e9] * 4, 4, wall, calm_state()) == 4
+    # not judged: too short, another call held the team (ran on fewer), waits unknown
+    busy = [0.5 * wall * 1e9] * 2
+    assert _engine._threads_after(2, 2, busy, 2, 0.001, calm_state()) == 2
+    assert _engine._threads_after(2, 2, busy[:1], 1, wall, calm_state()) == 2
+    assert _engine._threads_after(2, 2, [-1, -1], 2, wall, calm_state()) == 2
+
+
+def test_below_the_plan_the_whole_plan_is_tried_again_ever_less_often_while_busy():
+    """After `patience` calm stretches one stretch tries the whole plan; each try that
+    finds the machine still busy doubles the patience (to at most 8 stretches), one that
+    finds it free starts it over at 2."""
+    wall, calm, busy = 0.02, [0.0], [0.4 * 0.02 * 1e9] * 2
+    state = calm_state()
+    k, runs = 1, []
+    for _ in range(40):
+        runs.append(k)
+        k = _engine._threads_after(k, 2, busy[:k] if k == 2 else calm, k, wall, state)
+    tries = [i for i, n in enumerate(runs) if n == 2]
+    assert tries[0] == 2 and [b - a - 1 for a, b in zip(tries, tries[1:])] == [4, 8, 8, 8]
+    # a try that finds the cores free keeps them, and the patience starts over
+    while k == 1:
+        k = _engine._threads_after(k, 2, calm, k, wall, state)
+    assert state["trying"] and state["patience"] == 8
+    assert _engine._threads_after(2, 2, [0.0, 0.0], 2, wall, state) == 2
+    assert state["patience"] == 2 and not state["trying"]
+
+
+def test_only_an_unset_count_adapts_to_the_machine(monkeypatch):
+    """A count fixed by set_num_threads, threads() or OMP_NUM_THREADS is used as given
+    (training with it stays bitwise reproducible); unset, training adapts."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    fnn.set_num_threads(None)  # the default again, as at import
+    assert fnn._threads.adapts_to_load()
+    with fnn.threads(2):
+        assert not fnn._threads.adapts_to_load()
+        with fnn.threads(-1):
+            assert fnn._threads.adapts_to_load()
+    assert fnn._threads.adapts_to_load()
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert not fnn._threads.adapts_to_load()
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    fnn.set_num_threads(2)
+    assert not fnn._threads.adapts_to_load()
+
+
+def _train_adapting_or_not(X, y, adapt, monkeypatch):
+    """A training run whose count is fixed at 3, with or without the stretches."""
+    monkeypatch.setattr(fnn.model, "adapts_to_load", lambda: adapt)
+    with fnn.threads(3):
+        model = every_kind_of_layer("float64")
+        model.fit(X, y, optimizer=fnn.optim.SGD(lr=0.05, momentum=0.9), epochs=2,
+                  batch_size=37)
+        model.fit(X, y, optimizer=fnn.optim.Adam(lr=1e-2), epochs=1, batch_size=37)
+    return model
+
+
+def test_stretches_carry_on_exactly_where_the_last_stopped(rng, monkeypatch,
+                                                           every_call_on_the_team):
+    """An epoch run in stretches of one step each (never judged, so always on the same
+    threads) ends bitwise where one job does: rows, order, momentum scaling, dropout's
+    stream, batch norm and the optimizer's counters carry across the stretches."""
+    X = rng.normal(size=(400, 12))
+    y = rng.integers(0, 4, 400)
+    whole = _train_adapting_or_not(X, y, False, monkeypatch)
+    old = _engine.set_stretching(1e-12, 1e9)
+    try:
+        stretched = _train_adapting_or_not(X, y, True, monkeypatch)
+    finally:
+        _engine.set_stretching(*old)
+    # the first stretch is 4 steps unless the last call (within 0.2 s) timed a step
+    stretches = stretched._engine.last_stretches
+    assert {n for n, _ in stretches} == {3} and len(stretches) in (-(-400 // 37) - 3,
+                                                                   -(-400 // 37))
+    assert whole._engine.last_stretches == []
+    for a, b in zip(whole.parameters() + whole.buffers(),
+                    stretched.parameters() + stretched.buffers()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_loss_that_fails_in_a_later_stretch_names_its_batch(rng, monkeypatch,
+                                                              every_call_on_the_team):
+    """The batch whose loss is not finite is counted over the whole epoch, not within
+    its stretch, and the parameters are those before it."""
+    X = rng.normal(size=(400, 12))
+    y = rng.normal(size=(400, 4))
+    y[200] = 1e200  # in batch 5 of 37 rows (185-221): its squared error overflows
+    old = _engine.set_stretching(1e-12, 1e9)
+    try:
+        for adapt in (False, True):
+            monkeypatch.setattr(fnn.model, "adapts_to_load", lambda adapt=adapt: adapt)
+            model = fnn.Sequential([fnn.Dense(12, 40), fnn.ReLU(), fnn.Dense(40, 4)],
+                                   dtype="float64", seed=0)
+            before = [p.copy() for p in model.parameters()]
+            with fnn.threads(2), pytest.raises(FloatingPointError, match="batch 5;"):
+                model.fit(X, y, loss="mse", epochs=1, batch_size=37, shuffle=False,
+                          optimizer=fnn.optim.SGD(lr=0.0))
+            assert model._engine.step == 5
+            assert all(np.array_equal(a, b) for a, b in zip(before, model.parameters()))
+            # adapting, the batch is in the third stretch (4 steps, then one each)
+            assert len(model._engine.last_stretches) == (3 if adapt else 0)
+    finally:
+        _engine.set_stretching(*old)
+
+
+def test_a_team_sharing_one_core_drops_to_one_thread(tmp_path):
+    """Two team threads pinned to one core wait for it half the time: adapting training
+    runs the rest of the epoch on one thread, and ends where one thread does, to
+    rounding. With a fixed count the team keeps both threads."""
+    if _engine_wait_unknown():
+        pytest.skip("this kernel does not report run delays (/proc/thread-self/schedstat)")
+    code = """if True:
+        import os
+        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+        import numpy as np, fastnn as fnn
+        rng = np.random.default_rng(0)
+        X = rng.normal(size=(12000, 256))
+        y = rng.integers(0, 10, 12000)
+        def fit(adapt, threads):
+            fnn.model.adapts_to_load = lambda: adapt
+            m = fnn.Sequential([fnn.Dense(256, 256), fnn.ReLU(), fnn.Dense(256, 10)],
+                               dtype="float64", seed=0)
+            with fnn.threads(threads):
+                m.fit(X, y, epochs=1, batch_size=128, shuffle=False)
+            return m, m._engine.last_stretches
+        one, _ = fit(False, 1)
+        fixed, _ = fit(False, 2)
+        assert fixed.last_threads == 2, fixed.last_threads
+        adapting, stretches = fit(True, 2)
+        print("stretches", stretches)
+        assert stretches[0][0] == 2, stretches
+        assert any(n == 2 and w > 0.15 and after == 1
+                   for (n, w), (after, _) in zip(stretches, stretches[1:])), stretches
+        for a, b in zip(one.parameters(), adapting.parameters()):
+            np.testing.assert_allclose(b, a, rtol=1e-10, atol=1e-13)
+        print("ok")
+    """
+    result = run_python(["-c", code], cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip().endswith("ok")
+
+
+def _engine_wait_unknown():
+    try:
+        with open("/proc/thread-self/schedstat") as f:
+            return len(f.read().split()) < 2
+    except OSError:
+        return True
