@@ -28,6 +28,12 @@ Design, in eight points:
    A block's results do not depend on which thread computes it; with a fixed count,
    training is bitwise reproducible, and counts differ only in BLAS's blocking and the
    order in which the loss's partial sums are added.
+   A busy machine: barrier-bound threads go at the pace of the one sharing its core
+   with another process (2 threads: 2.02-2.11x the idle epoch with one process spinning
+   beside, 1 thread: 1.67-1.70x). While no count is fixed, an epoch therefore runs in
+   stretches of ~20 ms, and each thread's wait for a CPU (csrc/contention.h) sets the
+   next stretch's count (train_adapting): 1.74-1.77x (docs/design.md). Below the plan it tries the whole plan
+   again after 2, 4, then every 8 calm stretches.
 5. A training step: gather the batch (shuffled order; a sparse X's rows densified into
    the batch buffer; sample weights with their rows), forward through the trained
    layers, fused loss + gradient, stop if the loss is not finite (parameters untouched),
