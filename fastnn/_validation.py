@@ -11,9 +11,11 @@ def check_finite_rows(a, name):
         raise ValueError(f"{name} contains NaN or inf (first in row {row}: {a[row]})")
 
 
-def as_features(X, n_features, dtype, allow_empty=False):
+def as_features(X, n_features, dtype, allow_empty=False, check_finite=True):
     """X as a C-contiguous 2-D array of `dtype` with n_features columns, finite; or, for a
-    scipy sparse matrix or array, as CSRRows (never densified).
+    scipy sparse matrix or array, as CSRRows (never densified). check_finite=False leaves
+    a dense X's finiteness to the caller (predict checks it in the engine, where each
+    thread reads its rows anyway).
 
     Converts (once) when the dtype or memory layout differ; a read-only or memory-mapped
     array that already fits is used as it is and never written to.
@@ -37,7 +39,8 @@ def as_features(X, n_features, dtype, allow_empty=False):
     if converted or not X.flags.c_contiguous:
         with np.errstate(over="ignore"):  # values beyond float32's range: reported below
             X = np.ascontiguousarray(X, dtype=dtype)
-    check_finite_rows(X, f"X (as {X.dtype.name})" if converted else "X")
+    if check_finite:
+        check_finite_rows(X, f"X (as {X.dtype.name})" if converted else "X")
     return X
 
 

@@ -474,15 +474,23 @@ class Sequential:
                 return out
         batch_size = check_int(batch_size, "batch_size")
         check_batch_rows(batch_size, X)
-        X = as_features(X, self.n_features, self.dtype, allow_empty=True)
+        given = X
+        X = as_features(X, self.n_features, self.dtype, allow_empty=True, check_finite=False)
         out = np.empty((X.shape[0], self.n_outputs), dtype=self.dtype)
         if X.shape[0] == 0:
             return out
         chunk = _chunk_rows(X, batch_size)
         n_run = len(self.layers)
-        self._dispatch(X, chunk, n_run, lambda: self._infer(X, out, chunk, n_run),
-                       lambda: self._engine.run(X, out, None, None, -1, False, n_run, chunk,
-                                                get_num_threads()))
+        dense = isinstance(X, np.ndarray)  # (a sparse X was checked as it was converted)
+        try:
+            self._dispatch(X, chunk, n_run,
+                           lambda: self._infer(X, out, chunk, n_run, check_finite=True),
+                           lambda: self._engine.run(X, out, None, None, -1, False, n_run,
+                                                    chunk, get_num_threads(),
+                                                    check_finite=dense))
+        except _engine.NonFiniteRow as error:  # the message names X as given
+            as_features(given, self.n_features, self.dtype, allow_empty=True)
+            raise ValueError(str(error)) from None
         return out
 
     def _dispatch(self, X, chunk, n_run, here, team):
@@ -504,7 +512,7 @@ class Sequential:
         finally:
             self._lock.release()
 
-    def _infer(self, X, out, chunk, n_run):
+    def _infer(self, X, out, chunk, n_run, check_finite=False):
         """Layers [0, n_run) on the calling thread, through this thread's buffers."""
         local = self._infer_buffers
         buffers = getattr(local, "buffers", None)
@@ -517,7 +525,7 @@ class Sequential:
             while not self._engine.enter_reader(me):
                 self._activity.wait()
         try:
-            self._engine.infer(X, out, buffers[1], buffers[2], chunk, n_run)
+            self._engine.infer(X, out, buffers[1], buffers[2], chunk, n_run, check_finite)
         finally:
             self._engine.leave_reader()  # a starting fit polls the count
 

@@ -120,3 +120,36 @@ def test_nothing_to_train_before_a_fused_link(rng):
     model.fit(rng.normal(size=(5, 4)), [0, 1, 2, 0, 1], epochs=1)  # works: Dense is trained
     with pytest.raises(ValueError, match="cross_entropy targets must have shape"):
         model.fit(rng.normal(size=(5, 4)), np.ones((5, 2)), epochs=1)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_predict_finds_nan_or_inf_in_any_chunk_and_names_the_first(threads):
+    """predict leaves a dense X's finiteness to the engine, whose threads check their rows
+    of each chunk before reading them: on the team (rows split) and on the calling thread,
+    whichever chunk and thread holds the first bad value, it is named; float64 input to
+    a float32 model is named "as float32" (a value overflowing float32 included)."""
+    from fastnn import _engine
+    grain = _engine.get_grain()
+    _engine.set_grain(1.0)  # every predict on the team, whatever its size
+    model = fnn.Sequential([fnn.Dense(30, 64), fnn.ReLU(), fnn.Dense(64, 5)], seed=0)
+    X = np.random.default_rng(1).random((3000, 30), dtype=np.float32)
+    try:
+        with fnn.threads(threads):
+            expected = model.predict(X)
+            for first in (0, 511, 512, 1023, 1500, 2999):
+                bad = X.copy()
+                bad[first, 7] = np.nan
+                bad[min(first + 300, 2999), 1] = np.inf
+                for batch_size in (1024, 100, 7):
+                    with pytest.raises(ValueError, match=rf"^X contains NaN or inf \(first "
+                                                         rf"in row {first}:"):
+                        model.predict(bad, batch_size=batch_size)
+                wide = bad.astype(np.float64)
+                wide[first, 7] = 1e300
+                with pytest.raises(ValueError, match=rf"^X \(as float32\) contains NaN or "
+                                                     rf"inf \(first in row {first}:"):
+                    model.predict(wide)
+            np.testing.assert_array_equal(model.predict(X), expected)
+            assert model.last_threads == threads
+    finally:
+        _engine.set_grain(grain)
