@@ -156,13 +156,18 @@ def test_save_writes_on_rank0_only(two):
     assert not os.path.exists(out / "model-1.npz")
 
 
-def test_command_line_trains_data_parallel_under_mpirun(tmp_path):
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test_command_line_trains_data_parallel_under_mpirun(tmp_path, task):
     """`mpirun -n 2 fastnn train X.npy y.npy`: each process memory-maps its shard of the
-    features; the model rank 0 saves equals one process's (string classes encoded over
-    every row, standardization over every row)."""
+    features; the model rank 0 saves equals one process's: string classes encoded over
+    every row, the features' standardization over every row, and for regression the
+    target's mean and std over every row (folded into the last layer)."""
     rng = np.random.default_rng(0)
     X = rng.normal(size=(301, 6)) * [1, 2, 3, 4, 5, 6] + 3
-    y = np.where(X[:, 0] - 3 > 0.5 * (X[:, 1] - 3), "yes", "no")
+    if task == "classification":
+        y = np.where(X[:, 0] - 3 > 0.5 * (X[:, 1] - 3), "yes", "no")
+    else:  # the rows' order makes each shard's mean and std differ from the whole's
+        y = 100 + 20 * np.sort(X[:, 0] - 0.5 * X[:, 1] + rng.normal(size=301))
     np.save(tmp_path / "X.npy", X)
     np.save(tmp_path / "y.npy", y)
     args = ["-m", "fastnn", "train", "X.npy", "y.npy", "--epochs", "3", "--dtype",
@@ -176,9 +181,14 @@ def test_command_line_trains_data_parallel_under_mpirun(tmp_path):
                             capture_output=True, text=True, timeout=300)
     assert single.returncode == 0, single.stderr
     two, one = fnn.load(tmp_path / "two.npz"), fnn.load(tmp_path / "one.npz")
-    assert two.classes == one.classes == ["no", "yes"]
+    if task == "classification":
+        assert two.classes == one.classes == ["no", "yes"]
+    else:
+        assert two.loss.name == one.loss.name == "mse" and two.classes is None
     for a, b in zip(two.parameters(), one.parameters()):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+    X_new = rng.normal(size=(20, 6)) + 3  # raw features in, the target's units out
+    np.testing.assert_allclose(two.predict(X_new), one.predict(X_new), rtol=1e-10)
 
 
 # -- without MPI ---------------------------------------------------------------------
