@@ -9,8 +9,12 @@ each the fastest epoch of its runs:
   1 x C   one process, C team threads (ordinary fit)
   R x C/R mpirun -n R, C/R threads each, fit(comm=...): the compiled MPI_Allreduce
   R x C/R (python)  the same with the per-step call back into Python for the allreduce
-for R = 2, 4, ... up to C. Also: the allreduce of the model's flat gradient buffer alone
-(median of 50 calls per process count), so its share of a step can be read off.
+for R = 2, 4, ... up to C, and
+  C x default  mpirun -n C with no thread count set (no OMP_NUM_THREADS): each process
+          plans up to C threads, C*C on C cores, and its team sizes itself to what the
+          others leave (its "threads" is the last stretch's count).
+Also: the allreduce of the model's flat gradient buffer alone (median of 50 calls per
+process count), so its share of a step can be read off.
 Run it with --worker under mpirun only through this driver.
 """
 import argparse
@@ -53,7 +57,8 @@ def worker(args):
     X = rng.normal(size=(stop - start, SIZES[0])).astype(np.float32)
     y = rng.integers(0, SIZES[-1], stop - start)
     model = build_model()
-    fnn.set_num_threads(args.threads)
+    if args.threads:  # 0: the default, nothing fixed
+        fnn.set_num_threads(args.threads)
     history = model.fit(X, y, optimizer=optim.SGD(lr=0.01, momentum=0.9),
                         epochs=args.epochs, batch_size=args.batch_size, comm=group)
     result = {"processes": size, "threads": args.threads, "allreduce": args.allreduce,
@@ -91,8 +96,10 @@ def run(processes, threads, allreduce, args):
                "--batch-size", str(args.batch_size)]
     if allreduce != "none":
         command = mpirun(processes) + command
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600,
-                          env=dict(os.environ, OMP_NUM_THREADS=str(threads)))
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     if done.returncode != 0 or not lines:
         raise RuntimeError(f"{command} failed:\n{done.stdout}\n{done.stderr}")
@@ -120,11 +127,13 @@ def main(argv=None):
         configs += [(ranks, args.cores // ranks, "compiled"),
                     (ranks, args.cores // ranks, "python")]
         ranks *= 2
+    if args.cores > 1:
+        configs.append((args.cores, 0, "compiled"))
     best = {}
     for _ in range(args.rounds):   # interleaved: A, B, C, A, B, C, ...
         for config in configs:
             result = run(*config, args)
-            key = f"{config[0]}x{config[1]} {config[2]}"
+            key = f"{config[0]}x{config[1] or 'default'} {config[2]}"
             if key not in best or result["epoch_seconds"] < best[key]["epoch_seconds"]:
                 best[key] = result
     base = best[f"1x{args.cores} none"]["epoch_seconds"]
@@ -138,6 +147,8 @@ def main(argv=None):
     for key, result in best.items():
         reduce_ms = result.get("allreduce_seconds", 0) * 1e3
         share = reduce_ms / 1e3 * steps / result["epoch_seconds"]
+        if result["threads"] == 0:
+            key += f" ({result['team_threads']} at the end)"
         print(f"{key:<26}{result['epoch_seconds']:>9.3f}"
               f"{result['epoch_seconds'] / base:>13.2f}x"
               + (f"{reduce_ms:>14.2f}{share:>9.0%}" if reduce_ms else ""))
