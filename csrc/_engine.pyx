@@ -1261,8 +1261,8 @@ cdef void run_job(void* ctx, int tid, int nt) noexcept nogil:
 # its threads waited for a CPU: csrc/contention.h) set the next stretch's threads.
 # Barrier-synchronous threads run only as fast as the slowest, so a thread sharing its
 # core with another process holds the whole team back: on 2 cores with one other process
-# spinning, 2 threads took 2.13x their idle epoch time and 1 thread 1.77x
-# (docs/design.md). A stretch in which some thread waited more than CONTENDED of it
+# spinning, an epoch on 2 threads took 2.02-2.11x the idle epoch and on 1 thread
+# 1.67-1.70x (bench/bench_busy.py, docs/design.md). A stretch in which some thread waited more than CONTENDED of it
 # drops about as many threads as the team's waits add up to. Below the plan, after
 # `patience` calm stretches one stretch tries the whole plan again: patience starts at
 # FIRST_PATIENCE, doubles (up to MAX_PATIENCE) each time such a try finds the machine
@@ -1340,6 +1340,7 @@ def _threads_after(int k, int most, waited, int used, double wall, state):
     returns the threads for the next stretch."""
     cdef long long w[256]
     cdef LoadState s
+    memset(&s, 0, sizeof(s))
     s.threads, s.calm, s.patience = k, state["calm"], state["patience"]
     s.trying, s.step_s = state["trying"], 0
     for t in range(used):
