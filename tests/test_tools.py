@@ -79,3 +79,14 @@ def test_manylinux_wheel_builds_installs_and_runs(tmp_path):
     wheel = result.stdout.strip().splitlines()[-1].removeprefix("wheel: ")
     assert os.path.exists(wheel) and "manylinux_2_17_" in os.path.basename(wheel), wheel
     assert "ok: predict writes the original labels" in result.stdout
+
+
+@pytest.mark.parametrize("args", [[], ["out"], ["out", "small", "extra"]])
+def test_multicore_bench_says_how_to_call_it(tmp_path, args):
+    """tools/multicore_bench.sh runs on a lent machine whose minutes are counted: a wrong
+    call stops at once with its usage, before building anything."""
+    done = subprocess.run(["bash", os.path.join(ROOT, "tools", "multicore_bench.sh"), *args],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=30)
+    assert done.returncode == 2
+    assert "usage:" in done.stderr and "small|large|mpi|busy" in done.stderr
+    assert not (tmp_path / "out").exists()
