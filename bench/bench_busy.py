@@ -15,6 +15,8 @@ of the rounds for each, and busy / idle.
   stretch on all of them), and `fnn.threads(1)`. "busy / idle" divides each busy time
   by the default's idle time. The default's busy epoch also reports the share of its
   stretches that ran below the plan (Engine.last_stretches).
+- predict60k: predict of the 60,000 rows with the same model, default threads (its
+  blocks of rows go to whichever thread is free), fastest of 3 calls.
 """
 import argparse
 import contextlib
@@ -60,7 +62,8 @@ def main():
         with_sklearn = False
     modes = {"default": contextlib.nullcontext, f"fixed {cores}": lambda: fnn.threads(cores),
              "fixed 1": lambda: fnn.threads(1)}
-    times = {state: {"fit100": [], **{m: [] for m in modes}} for state in ("idle", "busy")}
+    times = {state: {"fit100": [], "predict60k": [], **{m: [] for m in modes}}
+             for state in ("idle", "busy")}
     below = []
     for _ in range(args.rounds):
         for state in ("idle", "busy"):
@@ -71,6 +74,12 @@ def main():
             try:
                 if with_sklearn:
                     times[state]["fit100"].append(small_fit_seconds())
+                best = np.inf
+                for _ in range(3):
+                    start = time.perf_counter()
+                    model.predict(X)
+                    best = min(best, time.perf_counter() - start)
+                times[state]["predict60k"].append(best)
                 for mode, context in modes.items():
                     time.sleep(0.25)  # what the last epoch learned is stale (0.2 s)
                     with context():
@@ -90,6 +99,8 @@ def main():
     if with_sklearn:
         i, b = best["idle"]["fit100"], best["busy"]["fit100"]
         print(f"fit100: idle {i:.3f} s, busy {b:.3f} s, busy / idle {b / i:.2f}")
+    i, b = best["idle"]["predict60k"], best["busy"]["predict60k"]
+    print(f"predict60k: idle {i * 1e3:.1f} ms, busy {b * 1e3:.1f} ms, busy / idle {b / i:.2f}")
     idle = best["idle"]["default"]
     for mode in modes:
         i, b = best["idle"][mode], best["busy"][mode]

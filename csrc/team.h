@@ -270,6 +270,15 @@ static int fastnn_team_run(int n, fastnn_job_fn job, void *ctx) {
     return n;
 }
 
+/* Work shared by claiming: each call returns the next index of *counter (from 0). */
+static inline long fastnn_claim(long *counter) {
+    return __atomic_fetch_add(counter, 1, __ATOMIC_RELAXED);
+}
+
+/* A flag several threads read while one may set it (no ordering needed beyond it). */
+static inline int fastnn_flag_get(int *flag) { return __atomic_load_n(flag, __ATOMIC_RELAXED); }
+static inline void fastnn_flag_set(int *flag) { __atomic_store_n(flag, 1, __ATOMIC_RELAXED); }
+
 /* ---- BLAS pinned to one thread while fastnn's calls run ----
  * scipy's OpenBLAS is found once from Python (fastnn/_threads.py) and its
  * openblas_set/get_num_threads registered here. Calls nest and may overlap across

@@ -441,3 +441,29 @@ def _engine_wait_unknown():
             return len(f.read().split()) < 2
     except OSError:
         return True
+
+
+# -- predicts in claimed blocks --------------------------------------------------------------
+
+@pytest.mark.parametrize("batch_size", [1024, 100, 7, 1])
+def test_team_predicts_claim_blocks_and_agree_with_one_thread(rng, batch_size,
+                                                              every_call_on_the_team):
+    """A predict on the team hands out blocks of batch_size / threads rows to whichever
+    thread is free: with more threads than cores (so the scheduler takes some off their
+    cores mid-block) every layer kind's predictions equal one thread's, and two runs on
+    the same count are bitwise equal whichever thread took which block. A sparse X's
+    blocks are densified into each thread's own rows of the buffer: the same results."""
+    import scipy.sparse
+    X = rng.normal(size=(3001, 12))
+    model = every_kind_of_layer("float64")
+    model.fit(X[:200], rng.integers(0, 4, 200), epochs=1, batch_size=50)  # BN statistics
+    with fnn.threads(1):
+        expected = model.predict(X, batch_size=batch_size)
+    with fnn.threads(5):
+        first = model.predict(X, batch_size=batch_size)
+        assert model.last_threads == 5
+        second = model.predict(X, batch_size=batch_size)
+        sparse = model.predict(scipy.sparse.csr_matrix(X), batch_size=batch_size)
+    np.testing.assert_allclose(first, expected, rtol=1e-12, atol=1e-14)
+    np.testing.assert_array_equal(sparse, first)
+    np.testing.assert_array_equal(first, second)
