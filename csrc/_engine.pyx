@@ -324,9 +324,8 @@ cdef struct Job:
     Py_ssize_t next_batch        # and its index
     Py_ssize_t end_batch         # the stretch stops before this step
     bint measure                 # each thread reads its run delay around the stretch
-    bint check_finite            # run, split by rows: each thread checks its rows of X
-    Py_ssize_t bad_input         # 1 + the chunk in which a thread found NaN or inf (0:
-                                 # none); read after the next chunk's barrier
+    bint check_finite            # predict_blocks: each thread checks its rows of X
+    int bad_input                # predict_blocks found NaN or inf (written by thread 0)
     Py_ssize_t bad_row[256]      # the first such row each thread found, or -1
     long next_block              # predict_blocks: the next block of rows to claim
     int halt                     # predict_blocks: a thread found NaN or inf
@@ -1015,11 +1014,12 @@ cdef void run_steps(Job* job, int tid, int nt, floating* tag) noexcept nogil:
         job.loss_kind, job.weight_total if W != NULL else <double> job.n_samples, width,
         net.per_row)
     cdef int layout
-    # Predicts and evaluations split each chunk's rows: each thread runs every layer on
-    # its rows, in its rows of the buffers, with no barrier between layers. On 60,000
-    # rows of 784-256-128-10 this took 0.97x the forward products (BLAS's own threads),
-    # where splitting units took 1.14x: each thread packs half the input, not all of
-    # it, and its rows' activations stay in its cache (docs/benchmarks.md).
+    # Evaluations split each chunk's rows: each thread runs every layer on its rows, in
+    # its rows of the buffers, with no barrier between layers (predicts do the same in
+    # claimed blocks: predict_blocks). On 60,000 rows of 784-256-128-10 this took
+    # 1.03-1.05x the forward products (BLAS's own threads), where splitting units took
+    # 1.14-1.18x: each thread packs half the input, not all of it, and its rows'
+    # activations stay in its cache (docs/benchmarks.md).
     cdef bint by_rows = not job.training and not job.want_grads
     if job.training:
         keep_running_stats(net, False, tid, nt, tag)
@@ -1039,14 +1039,6 @@ cdef void run_steps(Job* job, int tid, int nt, floating* tag) noexcept nogil:
             if tid == 0:
                 job.status = -1
             break
-        if job.bad_input and job.bad_input <= chunk:  # found in an earlier chunk
-            break
-        if job.check_finite and r1 > r0:
-            job.bad_row[tid] = first_bad_row(xb + r0 * n_in, r1 - r0, n_in)
-            if job.bad_row[tid] >= 0:
-                job.bad_row[tid] += start + r0
-                job.bad_input = chunk + 1  # not seen by the others until the barrier
-                r1 = r0
         if by_rows:
             if r1 > r0:
                 forward(net, &c, xb + r0 * n_in, r1 - r0, job.n_run,
@@ -1763,9 +1755,9 @@ cdef class Engine:
         training step does (batch norm's statistics are those of each chunk of
         batch_size rows; its running statistics are left as they were). Returns
         (loss_sum, correct predictions), both weighted by `weights` when given.
-        check_finite (a dense X, neither gradients nor training): the threads check their
-        rows of each chunk before using them, and NonFiniteRow names the first row with
-        NaN or inf (`out` is then partly written)."""
+        check_finite (a predict of a dense X): the threads check each block of rows before
+        using it, and NonFiniteRow names a row with NaN or inf (`out` is then partly
+        written)."""
         cdef Job job
         cdef int n_threads
         cdef Py_ssize_t i, n_samples = X.shape[0]
@@ -1776,8 +1768,8 @@ cdef class Engine:
         job.training = training
         job.weight_total = float(np.sum(weights, dtype=np.float64)) \
             if weights is not None else n_samples
-        if check_finite and (job.want_grads or training or job.sparse):
-            raise TypeError("check_finite is for a dense X without gradients or training")
+        if check_finite and (loss_kind >= 0 or training or job.sparse):
+            raise TypeError("check_finite is for predicts of a dense X")
         job.check_finite = check_finite
         n_threads = plan_threads(&self.net, min(batch_size, n_samples), n_run,
                                  3 if job.want_grads else 1, max_threads)
