@@ -65,7 +65,7 @@ Design, in eight points:
 """
 from cython cimport floating
 from libc.math cimport isfinite
-from libc.stdint cimport int64_t, uint32_t, uint64_t
+from libc.stdint cimport int64_t, uint64_t
 from cpython.pyport cimport PY_SSIZE_T_MAX
 from libc.stdlib cimport calloc, free, getenv
 from libc.string cimport memcpy, memset
@@ -79,6 +79,7 @@ from _blas cimport axpy, gemv, sum_of_squares
 from _dense cimport dense_forward, dense_input_grad, dense_param_grad
 from _batchnorm cimport (batchnorm_backward, batchnorm_eval_backward, batchnorm_eval_forward,
                          batchnorm_train_forward)
+from _finite cimport all_finite, first_nonfinite
 from _dropout cimport dropout_advance, dropout_backward, dropout_forward_block
 from _kinds cimport (BATCHNORM, DENSE, DROPOUT, IDENTITY, RELU, LEAKY_RELU, SIGMOID, TANH, SOFTMAX,
                      CROSS_ENTROPY_LABELS, CROSS_ENTROPY_PROBS, BINARY_CROSS_ENTROPY, MSE, L1,
@@ -325,7 +326,6 @@ cdef struct Job:
     Py_ssize_t end_batch         # the stretch stops before this step
     bint measure                 # each thread reads its run delay around the stretch
     bint check_finite            # predict_blocks: each thread checks its rows of X
-    int bad_input                # predict_blocks found NaN or inf (written by thread 0)
     Py_ssize_t bad_row[256]      # the first such row each thread found, or -1
     long next_block              # predict_blocks: the next block of rows to claim
     int halt                     # predict_blocks: a thread found NaN or inf
@@ -1101,36 +1101,6 @@ cdef double SMALL_GRAIN_FLOPS = 1e5
 cdef double SMALL_WAKE_FLOPS = 2e6
 
 
-cdef bint all_finite(const void* x, Py_ssize_t n, bint f64) noexcept nogil:
-    """Whether n floats (doubles when f64) are all finite: their exponent bits are never
-    all ones, or-ed over integer views (which vectorizes, unlike a float reduction)."""
-    cdef const uint32_t* w32 = <const uint32_t*> x
-    cdef const uint64_t* w64 = <const uint64_t*> x
-    cdef uint32_t bad32 = 0
-    cdef uint64_t bad64 = 0
-    cdef Py_ssize_t i
-    if f64:
-        for i in range(n):
-            bad64 |= <uint64_t> ((w64[i] & 0x7ff0000000000000ULL) == 0x7ff0000000000000ULL)
-        return bad64 == 0
-    for i in range(n):
-        bad32 |= <uint32_t> ((w32[i] & 0x7f800000U) == 0x7f800000U)
-    return bad32 == 0
-
-
-cdef Py_ssize_t first_bad_row(const floating* x, Py_ssize_t rows,
-                              Py_ssize_t width) noexcept nogil:
-    """The first of `rows` rows (of `width` values) holding NaN or inf, or -1."""
-    cdef Py_ssize_t i
-    cdef bint f64 = sizeof(floating) == 8
-    if all_finite(x, rows * width, f64):
-        return -1
-    for i in range(rows):
-        if not all_finite(x + i * width, width, f64):
-            return i
-    return -1
-
-
 class NonFiniteRow(ValueError):
     """Engine.run / Engine.infer with check_finite found NaN or inf in X, in `row` (the
     first such row on the calling thread; on the team, one of them)."""
@@ -1229,7 +1199,7 @@ cdef Py_ssize_t infer_rows(Net* net, int n_run, const floating* X, floating* out
     while start < n_rows:
         n = min(chunk, n_rows - start)
         if check_finite:
-            bad = first_bad_row(X + start * n_in, n, n_in)
+            bad = first_nonfinite(X + start * n_in, n, n_in)
             if bad >= 0:
                 return start + bad
         forward_split(net, n_run, X + start * n_in, out + start * width_out, n, buf_a, buf_b,
@@ -1277,17 +1247,15 @@ cdef void predict_blocks(Job* job, int tid, int nt, floating* tag) noexcept nogi
         else:
             xb = <const floating*> job.X + start * n_in
             if job.check_finite:
-                bad = first_bad_row(xb, n, n_in)
+                bad = first_nonfinite(xb, n, n_in)
                 if bad >= 0:
                     job.bad_row[tid] = start + bad
                     fastnn_flag_set(&job.halt)
                     break
         forward(net, &c, xb, n, job.n_run, out + start * width, False, tid * block, 0, 1)
     fastnn_barrier(nt)
-    if tid == 0:
-        if job.stop:
-            job.status = -1
-        job.bad_input = job.halt
+    if tid == 0 and job.stop:
+        job.status = -1
 
 
 cdef void run_job(void* ctx, int tid, int nt) noexcept nogil:
@@ -1780,7 +1748,7 @@ cdef class Engine:
                 self._last_threads = run_on_team(run_job, &job, n_threads)
             if job.status < 0:  # raised here, before any Python code runs
                 reraise()
-        if job.bad_input:
+        if job.halt:
             raise NonFiniteRow(min(job.bad_row[i] for i in range(n_threads)
                                    if job.bad_row[i] >= 0))
         if job.want_grads:  # the L2 penalty's gradient, l2 * W, once for the whole mean
@@ -1830,7 +1798,8 @@ cdef class Engine:
                     or view.shape[1] != n_in \
                     or n_rows * widest > SMALL_VALUES \
                     or view.format[1] != 0 or view.format[0] != (c'd' if job.f64 else c'f') \
-                    or not all_finite(view.buf, n_rows * n_in, job.f64):
+                    or not (all_finite(<const double*> view.buf, n_rows * n_in) if job.f64
+                            else all_finite(<const float*> view.buf, n_rows * n_in)):
                 return None
             kept = []
             job.out = new_array_data((n_rows, self.net.layers[n_layers - 1].n_out),
@@ -1956,7 +1925,7 @@ cdef class Engine:
         job.next_start = job.next_batch = 0
         job.end_batch = PY_SSIZE_T_MAX
         job.measure = job.check_finite = False
-        job.bad_input = job.next_block = job.halt = 0
+        job.next_block = job.halt = 0
 
     cdef void* _block(self, list buffers, Py_ssize_t n_rows, Py_ssize_t width, dtype):
         """A new zeroed (n_rows, width) buffer, kept alive in `buffers`."""

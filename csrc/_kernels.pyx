@@ -7,6 +7,7 @@ from libc.stdint cimport int64_t, uint64_t
 from libc.stdlib cimport free, malloc
 
 from _activations cimport activation_backward, activation_forward
+from _finite cimport first_nonfinite
 from _batchnorm cimport batchnorm_backward, batchnorm_train_forward
 from _blas cimport gemm as _gemm, gemv as _gemv
 from _dense cimport dense_backward as _dense_backward, dense_forward as _dense_forward
@@ -155,29 +156,13 @@ def optimizer_step(int kind, hyper_given, long long step, floating[::1] param,
                 s0[i] = s0[i] * <floating> dest.scale
 
 
-cdef inline bint row_has_nonfinite(const floating* row, Py_ssize_t m) noexcept nogil:
-    # x - x is 0 for finite x and NaN for NaN or inf; an OR of comparisons vectorizes.
-    cdef Py_ssize_t j
-    cdef int bad = 0
-    for j in range(m):
-        bad |= (row[j] - row[j]) != 0
-    return bad
-
-
 def first_nonfinite_row(const floating[:, ::1] a):
     """Index of the first row of `a` holding NaN or inf, or -1 if every value is finite."""
-    cdef Py_ssize_t i, n = a.shape[0], m = a.shape[1]
-    cdef Py_ssize_t n_bad = 0, first = -1
-    if n == 0 or m == 0:
+    cdef Py_ssize_t first = -1
+    if a.shape[0] == 0 or a.shape[1] == 0:
         return -1
     with nogil:
-        for i in range(n):
-            n_bad += row_has_nonfinite(&a[i, 0], m)
-        if n_bad:
-            for i in range(n):
-                if row_has_nonfinite(&a[i, 0], m):
-                    first = i
-                    break
+        first = first_nonfinite(&a[0, 0], a.shape[0], a.shape[1])
     return first
 
 
