@@ -35,6 +35,19 @@ def junit_counts(path):
             int(suite.get("skipped")))
 
 
+def junit_failures(path):
+    """Each failed or erroring test of a JUnit XML report with the head of its message."""
+    import xml.etree.ElementTree as ET
+    if not os.path.exists(path):
+        return "no report was written"
+    lines = []
+    for case in ET.parse(path).getroot().iter("testcase"):
+        for bad in list(case.findall("failure")) + list(case.findall("error")):
+            text = (bad.get("message") or "") + "\n" + (bad.text or "")
+            lines.append(f"{case.get('classname')}::{case.get('name')}\n{text[-3000:]}")
+    return "\n\n".join(lines) or "no test failed"
+
+
 def test_suite_under_address_and_undefined_behavior_sanitizers(tmp_path):
     if _sanitizer_runtime() is None:
         pytest.skip("gcc with libasan is not installed")
@@ -46,7 +59,10 @@ def test_suite_under_address_and_undefined_behavior_sanitizers(tmp_path):
                             capture_output=True, text=True, timeout=1200,
                             env=dict(os.environ, PYTHON=sys.executable))
     output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-4000:]
+    # the compiler's warnings go to stderr: pytest's own account comes first
+    assert result.returncode == 0, (junit_failures(report) + "\n--- pytest:\n"
+                                    + result.stdout[-3000:] + "\n--- stderr:\n"
+                                    + result.stderr[-4000:])
     assert "ERROR: AddressSanitizer" not in output and "runtime error" not in output
     tests, failed, skipped = junit_counts(report)
     assert failed == 0 and tests - skipped > 300, (tests, failed, skipped)

@@ -15,7 +15,11 @@ rm -f fastnn/*.so csrc/*.c
 export CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -g -O1"
 export LDFLAGS="-fsanitize=address,undefined"
 PYTHON="${PYTHON:-python3}"   # the interpreter (and its Cython) to build and test with
-"$PYTHON" setup.py build_ext --inplace -q
+# the build's warnings would bury a failure's report: shown only if the build fails
+if ! "$PYTHON" setup.py build_ext --inplace -q > "$work/build.log" 2>&1; then
+    cat "$work/build.log" >&2
+    exit 1
+fi
 export LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so)"
 export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
