@@ -25,15 +25,18 @@ Design, in eight points:
    measurements behind this design are in docs/design.md.
 4. Plan: the thread count is chosen once per call from the step's work (its matrix
    products' flops, at least GRAIN_FLOPS per thread), capped by fnn.set_num_threads.
-   A block's results do not depend on which thread computes it; with a fixed count,
-   training is bitwise reproducible, and counts differ only in BLAS's blocking and the
-   order in which the loss's partial sums are added.
+   The plan cuts a training step into that many blocks (struct Part); a thread that
+   runs several blocks makes each block's products and partial sums as a thread of its
+   own would. So results depend on the plan only, never on how many threads ran it:
+   training is bitwise reproducible for a given plan, however busy the machine, and
+   plans differ only in BLAS's blocking and the grouping of the loss's partial sums.
    A busy machine: barrier-bound threads go at the pace of the one sharing its core
    with another process (2 threads: 2.02-2.11x the idle epoch with one process spinning
    beside, 1 thread: 1.67-1.70x). While no count is fixed, an epoch therefore runs in
    stretches of ~20 ms, and each thread's wait for a CPU (csrc/contention.h) sets the
-   next stretch's count (train_adapting): 1.74-1.77x (docs/design.md). Below the plan it tries the whole plan
-   again after 2, 4, then every 8 calm stretches.
+   next stretch's threads (train_adapting), each running its share of the plan's
+   blocks: 1.73-1.85x (docs/design.md). Below the plan it tries the whole plan again
+   after 2, 4, then every 8 calm stretches.
 5. A training step: gather the batch (shuffled order; a sparse X's rows densified into
    the batch buffer; sample weights with their rows), forward through the trained
    layers, fused loss + gradient, stop if the loss is not finite (parameters untouched),
@@ -324,6 +327,7 @@ cdef struct Job:
     Py_ssize_t next_start        # the next step's first row in the call's sequence
     Py_ssize_t next_batch        # and its index
     Py_ssize_t end_batch         # the stretch stops before this step
+    int plan                     # training: the plan's blocks (Part), on any threads
     bint measure                 # each thread reads its run delay around the stretch
     bint check_finite            # predict_blocks: each thread checks its rows of X
     Py_ssize_t bad_row[256]      # the first such row each thread found, or -1
@@ -366,6 +370,35 @@ cdef inline void share(Py_ssize_t n, int tid, int nt, Py_ssize_t align, Py_ssize
     cdef Py_ssize_t blocks = (n + align - 1) // align
     lo[0] = min(n, (blocks * tid // nt) * align)
     hi[0] = min(n, (blocks * (tid + 1) // nt) * align)
+
+
+cdef struct Part:
+    # A training step's work is cut into the plan's nv blocks (of units, of rows); a
+    # thread runs the blocks [v0, v1), and each block's matrix products and partial sums
+    # are made exactly as when it has a thread of its own. A stretch on fewer threads
+    # than the plan (train_adapting) therefore gives the plan's results bit for bit.
+    int v0
+    int v1
+    int nv
+    int nt      # threads running now: they meet at the barriers
+
+
+cdef inline Part part_of(int tid, int nt, int nv) noexcept nogil:
+    """Thread tid of nt's contiguous run of a plan of nv >= nt blocks."""
+    cdef Part p
+    p.v0, p.v1, p.nv, p.nt = tid * nv // nt, (tid + 1) * nv // nt, nv, nt
+    return p
+
+
+cdef inline void span(const Part* p, Py_ssize_t n, Py_ssize_t align, Py_ssize_t* lo,
+                      Py_ssize_t* hi) noexcept nogil:
+    """[lo, hi): the union of the shares of [0, n) of p's blocks (elementwise passes)."""
+    cdef Py_ssize_t ignored
+    if p.v1 <= p.v0:
+        lo[0] = hi[0] = 0
+        return
+    share(n, p.v0, p.nv, align, lo, &ignored)
+    share(n, p.v1 - 1, p.nv, align, &ignored, hi)
 
 
 cdef inline bint sync(int* layout, int wanted, int nt) noexcept nogil:
@@ -431,8 +464,8 @@ cdef void scale_cols(const floating* src, const floating* mask, floating* dst, P
 
 
 cdef int forward(Net* net, Counters* c, const floating* x, Py_ssize_t n, int n_run,
-                 floating* last_out, bint training, Py_ssize_t row0, int tid,
-                 int nt) noexcept nogil:
+                 floating* last_out, bint training, Py_ssize_t row0,
+                 const Part* p) noexcept nogil:
     """Run layers [0, n_run) on n rows of x (complete); the last writes to last_out if not
     NULL, the others to rows [row0, row0 + n) of their buffers. Dropout draws masks when
     `training`, else passes its input through. Returns the layout in which the last
@@ -442,25 +475,27 @@ cdef int forward(Net* net, Counters* c, const floating* x, Py_ssize_t n, int n_r
     cdef const floating* inp = x
     cdef floating* out
     cdef Py_ssize_t c0, c1, m
+    cdef int v
     for l in range(n_run):
         L = &net.layers[l]
         m = L.n_out
         out = last_out if (l == n_run - 1 and last_out != NULL) else \
             <floating*> L.out + row0 * m
         if L.kind == DENSE:
-            sync(&layout, WHOLE, nt)
-            share(m, tid, nt, UNIT_ALIGN, &c0, &c1)
-            dense_forward(inp, at(L.weight, c0 * L.n_in, out), at(L.bias, c0, out), out + c0,
-                          <int> n, L.n_in, <int> (c1 - c0), <int> m)
+            sync(&layout, WHOLE, p.nt)
+            for v in range(p.v0, p.v1):
+                share(m, v, p.nv, UNIT_ALIGN, &c0, &c1)
+                dense_forward(inp, at(L.weight, c0 * L.n_in, out), at(L.bias, c0, out),
+                              out + c0, <int> n, L.n_in, <int> (c1 - c0), <int> m)
             layout = COLS
         elif L.kind == SOFTMAX:  # works on whole rows
-            sync(&layout, ROWS, nt)
-            share(n, tid, nt, 1, &c0, &c1)
+            sync(&layout, ROWS, p.nt)
+            span(p, n, 1, &c0, &c1)
             activation_forward(SOFTMAX, L.slope, inp + c0 * m, out + c0 * m, c1 - c0, m)
             layout = ROWS
         else:
-            sync(&layout, COLS, nt)
-            share(m, tid, nt, UNIT_ALIGN, &c0, &c1)
+            sync(&layout, COLS, p.nt)
+            span(p, m, UNIT_ALIGN, &c0, &c1)
             if L.kind == BATCHNORM and c1 > c0:
                 if training:
                     batchnorm_train_forward(inp + c0, out + c0, at(L.weight, c0, out),
@@ -536,8 +571,8 @@ cdef void land(Net* net, Counters* c, int param, const floating* grad, Py_ssize_
 
 
 cdef void dense_update(Net* net, Counters* c, int l, const floating* inp, Py_ssize_t n,
-                       bint update, double grad_beta, int tid, int nt) noexcept nogil:
-    """Thread tid's block of Dense layer l: its rows' gradient product, landed where the
+                       bint update, double grad_beta, const Part* p) noexcept nogil:
+    """Each of p's blocks of Dense layer l: its rows' gradient product, landed where the
     optimizer wants it (folded into the update where the formula allows), then the rest
     of the block's update, while its weights are in this core's cache."""
     cdef LayerPlan* L = &net.layers[l]
@@ -547,32 +582,35 @@ cdef void dense_update(Net* net, Counters* c, int l, const floating* inp, Py_ssi
                                                    &wdest)
     cdef floating* dest_b = <floating*> destination(net, c, L.bias_param, update, grad_beta,
                                                    &bdest)
-    share(L.n_out, tid, nt, UNIT_ALIGN, &c0, &c1)
-    if c1 <= c0:
-        return
-    dense_param_grad(inp, <floating*> L.grad + c0, dest_w + c0 * L.n_in,
-                     NULL if dest_b == NULL else dest_b + c0, <floating> wdest.alpha,
-                     <floating> wdest.beta, <floating> bdest.beta, <floating*> net.ones,
-                     <int> n, L.n_in, <int> (c1 - c0), L.n_out)
-    if update:
-        finish_update(net, c, L.weight_param, wdest, c0 * L.n_in, (c1 - c0) * L.n_in, dest_w)
-        finish_update(net, c, L.bias_param, bdest, c0, c1 - c0, dest_w)
+    cdef int v
+    for v in range(p.v0, p.v1):
+        share(L.n_out, v, p.nv, UNIT_ALIGN, &c0, &c1)
+        if c1 <= c0:
+            continue
+        dense_param_grad(inp, <floating*> L.grad + c0, dest_w + c0 * L.n_in,
+                         NULL if dest_b == NULL else dest_b + c0, <floating> wdest.alpha,
+                         <floating> wdest.beta, <floating> bdest.beta, <floating*> net.ones,
+                         <int> n, L.n_in, <int> (c1 - c0), L.n_out)
+        if update:
+            finish_update(net, c, L.weight_param, wdest, c0 * L.n_in, (c1 - c0) * L.n_in,
+                          dest_w)
+            finish_update(net, c, L.bias_param, bdest, c0, c1 - c0, dest_w)
 
 
 cdef inline void meet(Net* net, Counters* c, int* layout, int wanted, int* pending,
-                      Py_ssize_t n, bint update, double grad_beta, int tid, int nt,
+                      Py_ssize_t n, bint update, double grad_beta, const Part* p,
                       floating* tag) noexcept nogil:
     """sync(); after a barrier, the weight update a Dense layer left pending (every thread
     has read that W for its input-gradient columns by then)."""
-    if sync(layout, wanted, nt) and pending[0] >= 0:
+    if sync(layout, wanted, p.nt) and pending[0] >= 0:
         dense_update(net, c, pending[0], <floating*> net.layers[pending[0] - 1].out, n,
-                     update, grad_beta, tid, nt)
+                     update, grad_beta, p)
         pending[0] = -1
 
 
 cdef void backward(Net* net, Counters* c, const floating* x, Py_ssize_t n, int n_run,
-                   bint update, bint training, double grad_beta, int tid,
-                   int nt) noexcept nogil:
+                   bint update, bint training, double grad_beta,
+                   const Part* p) noexcept nogil:
     """Backpropagate layers[n_run - 1].grad (complete); each parameter block's gradient
     lands where the optimizer wants it (update: a training step) or in the gradient arrays
     (beta = grad_beta). With `training` the forward pass ran in training mode: dropout
@@ -586,6 +624,7 @@ cdef void backward(Net* net, Counters* c, const floating* x, Py_ssize_t n, int n
     cdef floating* grad_in
     cdef floating* g
     cdef Py_ssize_t c0, c1, m
+    cdef int v
     for l in range(n_run - 1, -1, -1):
         L = &net.layers[l]
         m = L.n_out
@@ -593,26 +632,27 @@ cdef void backward(Net* net, Counters* c, const floating* x, Py_ssize_t n, int n
         inp = x if l == 0 else <floating*> net.layers[l - 1].out
         grad_in = <floating*> net.layers[l - 1].grad if L.need_grad_in else NULL
         if L.kind == DENSE:
-            meet(net, c, &layout, WHOLE, &pending, n, update, grad_beta, tid, nt, g)
+            meet(net, c, &layout, WHOLE, &pending, n, update, grad_beta, p, g)
             if grad_in != NULL:
-                share(L.n_in, tid, nt, UNIT_ALIGN, &c0, &c1)
-                dense_input_grad(g, at(L.weight, c0, g), grad_in + c0, <int> n,
-                                 <int> (c1 - c0), L.n_in, <int> m)
+                for v in range(p.v0, p.v1):
+                    share(L.n_in, v, p.nv, UNIT_ALIGN, &c0, &c1)
+                    dense_input_grad(g, at(L.weight, c0, g), grad_in + c0, <int> n,
+                                     <int> (c1 - c0), L.n_in, <int> m)
                 pending = l
                 layout = COLS
             else:
-                dense_update(net, c, l, inp, n, update, grad_beta, tid, nt)
+                dense_update(net, c, l, inp, n, update, grad_beta, p)
         elif L.kind == SOFTMAX:
-            meet(net, c, &layout, ROWS, &pending, n, update, grad_beta, tid, nt, g)
+            meet(net, c, &layout, ROWS, &pending, n, update, grad_beta, p, g)
             if grad_in != NULL:
-                share(n, tid, nt, 1, &c0, &c1)
+                span(p, n, 1, &c0, &c1)
                 activation_backward(SOFTMAX, L.slope, inp + c0 * m,
                                     <floating*> L.out + c0 * m, g + c0 * m, grad_in + c0 * m,
                                     c1 - c0, m)
                 layout = ROWS
         else:
-            meet(net, c, &layout, COLS, &pending, n, update, grad_beta, tid, nt, g)
-            share(m, tid, nt, UNIT_ALIGN, &c0, &c1)
+            meet(net, c, &layout, COLS, &pending, n, update, grad_beta, p, g)
+            span(p, m, UNIT_ALIGN, &c0, &c1)
             if L.kind == BATCHNORM:
                 if c1 > c0 and training:
                     batchnorm_backward(inp + c0, g + c0, at(L.weight, c0, g),
@@ -637,14 +677,14 @@ cdef void backward(Net* net, Counters* c, const floating* x, Py_ssize_t n, int n
         if not L.need_grad_in:
             break
     if pending >= 0:
-        fastnn_barrier(nt)
+        fastnn_barrier(p.nt)
         dense_update(net, c, pending, <floating*> net.layers[pending - 1].out, n, update,
-                     grad_beta, tid, nt)
+                     grad_beta, p)
 
 
-cdef void unscale_momentum(Net* net, Counters* c, int tid, int nt,
+cdef void unscale_momentum(Net* net, Counters* c, const Part* p,
                            floating* tag) noexcept nogil:
-    """Fold the momentum scale into thread tid's blocks of the buffers (c *= s), so they
+    """Fold the momentum scale into p's blocks of the buffers (c *= s), so they
     hold torch's b again."""
     cdef Py_ssize_t i, j, lo, hi
     cdef floating s = <floating> c.mom_scale
@@ -654,15 +694,15 @@ cdef void unscale_momentum(Net* net, Counters* c, int tid, int nt,
         for i in range(net.n_params):
             P = &net.params[i]
             buf = <floating*> P.state[0]
-            share(P.units, tid, nt, UNIT_ALIGN, &lo, &hi)
+            span(p, P.units, UNIT_ALIGN, &lo, &hi)
             for j in range(lo * P.row, hi * P.row):
                 buf[j] = buf[j] * s
     c.mom_scale = 1.0
 
 
-cdef void keep_running_stats(Net* net, bint restore, int tid, int nt,
+cdef void keep_running_stats(Net* net, bint restore, const Part* p,
                              floating* tag) noexcept nogil:
-    """Copy thread tid's features of batch norm's running statistics aside before a
+    """Copy p's features of batch norm's running statistics aside before a
     training step (restore=False), or back when the step's loss was not finite
     (restore=True), so a failed step leaves them as they were, like the parameters."""
     cdef int l
@@ -672,7 +712,7 @@ cdef void keep_running_stats(Net* net, bint restore, int tid, int nt,
     for l in range(net.n_layers):
         L = &net.layers[l]
         if L.kind == BATCHNORM:
-            share(L.n_out, tid, nt, UNIT_ALIGN, &lo, &hi)
+            span(p, L.n_out, UNIT_ALIGN, &lo, &hi)
             size = (hi - lo) * sizeof(floating)
             if restore:
                 memcpy(at(L.bn[0], lo, tag), at(L.bn[6], lo, tag), size)
@@ -731,24 +771,26 @@ cdef double loss_scale(int loss_kind, double n, Py_ssize_t width,
     return 1.0 / (n * width)
 
 
-cdef double half_l2_penalty(Net* net, int tid, int nt, floating* tag) noexcept nogil:
-    """0.5 * sum over penalised parameters of l2 * |W|^2 (scikit-learn's alpha term), over
-    thread tid's blocks."""
+cdef void half_l2_penalty(Net* net, const Part* p, double* parts,
+                          floating* tag) noexcept nogil:
+    """0.5 * sum over penalised parameters of l2 * |W|^2 (scikit-learn's alpha term): the
+    part over each of p's blocks v in parts[v]."""
     cdef Py_ssize_t i, lo, hi
     cdef ParamPlan* P
-    cdef double total = 0
-    for i in range(net.n_params):
-        P = &net.params[i]
-        if P.l2 != 0:
-            share(P.units, tid, nt, UNIT_ALIGN, &lo, &hi)
-            if hi > lo:
-                total += 0.5 * P.l2 * sum_of_squares(<int> ((hi - lo) * P.row),
-                                                     at(P.value, lo * P.row, tag))
-    return total
+    cdef int v
+    for v in range(p.v0, p.v1):
+        parts[v] = 0
+        for i in range(net.n_params):
+            P = &net.params[i]
+            if P.l2 != 0:
+                share(P.units, v, p.nv, UNIT_ALIGN, &lo, &hi)
+                if hi > lo:
+                    parts[v] += 0.5 * P.l2 * sum_of_squares(<int> ((hi - lo) * P.row),
+                                                            at(P.value, lo * P.row, tag))
 
 
 cdef double sum_parts(const double* parts, int nt) noexcept nogil:
-    """The threads' partial sums, added in thread order (the same in every thread)."""
+    """The blocks' partial sums, added in block order (the same in every thread)."""
     cdef int i
     cdef double total = 0
     for i in range(nt):
@@ -819,18 +861,18 @@ cdef double get_extra(Net* net, int slot, floating* tag) noexcept nogil:
     return <double> extra[2 * slot] + <double> extra[2 * slot + 1]
 
 
-cdef void zero_gradients(Net* net, int tid, int nt, floating* tag) noexcept nogil:
-    """Thread tid's share of the flat gradient buffer set to zero (a process with no
+cdef void zero_gradients(Net* net, const Part* p, floating* tag) noexcept nogil:
+    """p's share of the flat gradient buffer set to zero (a process with no
     rows in a step adds nothing to the sum)."""
     cdef Py_ssize_t lo, hi
-    share(net.extra_at, tid, nt, UNIT_ALIGN, &lo, &hi)
+    span(p, net.extra_at, UNIT_ALIGN, &lo, &hi)
     if hi > lo:
         memset(<floating*> net.flat + lo, 0, (hi - lo) * sizeof(floating))
 
 
-cdef void update_from_gradients(Net* net, Counters* c, int tid, int nt,
+cdef void update_from_gradients(Net* net, Counters* c, const Part* p,
                                 floating* tag) noexcept nogil:
-    """Thread tid's blocks of every parameter updated from the (summed) gradient arrays:
+    """p's blocks of every parameter updated from the (summed) gradient arrays:
     the optimizer's whole update, torch's formula with its coupled L2 term."""
     cdef int i
     cdef Py_ssize_t lo, hi
@@ -839,7 +881,7 @@ cdef void update_from_gradients(Net* net, Counters* c, int tid, int nt,
     dest.where, dest.alpha, dest.beta, dest.scale = TO_GRAD, 1.0, 0.0, 1.0
     for i in range(net.n_params):
         P = &net.params[i]
-        share(P.units, tid, nt, UNIT_ALIGN, &lo, &hi)
+        span(p, P.units, UNIT_ALIGN, &lo, &hi)
         if hi > lo:
             optimizer_finish(net.opt_kind, net.hyper, P.l2 * c.l2_scale, c.step, dest,
                              at(P.value, lo * P.row, tag), at(P.grad, lo * P.row, tag),
@@ -849,38 +891,40 @@ cdef void update_from_gradients(Net* net, Counters* c, int tid, int nt,
 
 
 cdef bint reduce_step(Job* job, Net* net, Counters* c, double local_loss, Py_ssize_t batch,
-                      int tid, int nt, floating* tag) noexcept nogil:
+                      const Part* p, floating* tag) noexcept nogil:
     """Data-parallel: sum this step's gradients, loss and stop flags over the processes
     (thread 0, one allreduce), then, unless a process stopped or the global loss is not
     finite, update every parameter from the sums. Returns whether training goes on."""
     cdef double batch_loss
-    fastnn_barrier(nt)   # every block of the gradients is written
-    if tid == 0:
+    cdef bint lead = p.v0 == 0   # the calling thread
+    fastnn_barrier(p.nt)   # every block of the gradients is written
+    if lead:
         put_extra(net, 0, local_loss, tag)
         put_extra(net, 1, 1.0 if job.stop else 0.0, tag)
         job.reduce_failed = allreduce_flat(net, sizeof(floating)) != 0
-    fastnn_barrier(nt)
+    fastnn_barrier(p.nt)
     if job.reduce_failed:
-        if tid == 0:
+        if lead:
             job.status = -3
         return False
     if get_extra(net, 1, tag) > 0:
-        if tid == 0:
+        if lead:
             job.status = -1 if job.stop else -2
         return False
     batch_loss = get_extra(net, 0, tag)
     if not isfinite(batch_loss):
-        if tid == 0:
+        if lead:
             job.failed_batch, job.status = batch, 1
         return False
-    if tid == 0:
+    if lead:
         job.loss_sum += batch_loss
-    update_from_gradients(net, c, tid, nt, tag)
+    update_from_gradients(net, c, p, tag)
     return True
 
 
-cdef void train_steps(Job* job, int tid, int nt, floating* tag) noexcept nogil:
-    """Thread tid's part of an epoch of mini-batch training (see the module header).
+cdef void train_steps(Job* job, const Part* p, floating* tag) noexcept nogil:
+    """A thread's part (p's blocks) of an epoch of mini-batch training (see the module
+    header).
     Data-parallel (job.step_rows set): step k takes the next step_rows[k] rows of this
     process's sequence, scales its loss by the global batch's denominator, and meets the
     other processes in reduce_step instead of updating as it goes."""
@@ -898,14 +942,15 @@ cdef void train_steps(Job* job, int tid, int nt, floating* tag) noexcept nogil:
     cdef const int64_t* lb = NULL
     cdef floating* xbuf
     cdef double batch_loss, denom, rows_per_weight
-    cdef int layout
-    cdef bint parallel = job.step_rows != NULL
+    cdef int layout, v
+    cdef bint parallel = job.step_rows != NULL, lead = p.v0 == 0  # lead: the caller
+    cdef int nt = p.nt
     while batch < job.end_batch and ((batch < job.n_steps) if parallel
                                      else (start < job.n_samples)):
-        if tid == 0 and check_signals() != 0:
+        if lead and check_signals() != 0:
             job.stop = 1   # seen by every thread after the barrier below
         n = job.step_rows[batch] if parallel else min(job.batch_size, job.n_samples - start)
-        share(n, tid, nt, 1, &r0, &r1)
+        span(p, n, 1, &r0, &r1)
         if job.order != NULL or job.sparse:
             xbuf = <floating*> net.xbuf[batch % 2]
             gather_inputs(job, start + r0, r1 - r0, n_in, xbuf + r0 * n_in)
@@ -928,15 +973,17 @@ cdef void train_steps(Job* job, int tid, int nt, floating* tag) noexcept nogil:
             lb = (job.labels + start) if job.labels != NULL else NULL
             wb = (W + start) if W != NULL else NULL
         if wb != NULL:
-            job.weight_part[tid] = weight_sum(wb, r0, r1)
+            for v in range(p.v0, p.v1):
+                share(n, v, p.nv, 1, &r0, &r1)
+                job.weight_part[v] = weight_sum(wb, r0, r1)
         fastnn_barrier(nt)  # the batch is gathered, and the last step is done everywhere
         if job.stop and not parallel:  # data-parallel: the other processes learn it first
-            if tid == 0:
+            if lead:
                 job.status = -1
             break
         if parallel and n == 0:  # none of this step's rows are here: add zeros
-            zero_gradients(net, tid, nt, tag)
-            if not reduce_step(job, net, &c, 0.0, batch, tid, nt, tag):
+            zero_gradients(net, p, tag)
+            if not reduce_step(job, net, &c, 0.0, batch, p, tag):
                 break
             c.step += 1
             batch += 1
@@ -946,49 +993,51 @@ cdef void train_steps(Job* job, int tid, int nt, floating* tag) noexcept nogil:
         if parallel:
             denom = job.step_denoms[batch]
         else:
-            denom = n if wb == NULL else sum_parts(job.weight_part, nt)
+            denom = n if wb == NULL else sum_parts(job.weight_part, p.nv)
         rows_per_weight = n / denom if (wb != NULL and net.per_row and denom != 0) else 1.0
-        keep_running_stats(net, False, tid, nt, tag)
+        keep_running_stats(net, False, p, tag)
         if net.per_row:
-            job.penalty_part[tid] = half_l2_penalty(net, tid, nt, tag)
-        layout = forward(net, &c, xb, n, job.n_run, <floating*> NULL, True, 0, tid, nt)
+            half_l2_penalty(net, p, job.penalty_part, tag)
+        layout = forward(net, &c, xb, n, job.n_run, <floating*> NULL, True, 0, p)
         sync(&layout, ROWS, nt)
-        job.loss_part[tid] = loss_forward_backward(
-            job.loss_kind, <floating*> last.out + r0 * width,
-            NULL if tb == NULL else tb + r0 * width, NULL if lb == NULL else lb + r0,
-            NULL if wb == NULL else wb + r0, <floating*> last.grad + r0 * width, r1 - r0,
-            width, <floating> loss_scale(job.loss_kind, denom, width, net.per_row))
+        for v in range(p.v0, p.v1):
+            share(n, v, p.nv, 1, &r0, &r1)
+            job.loss_part[v] = loss_forward_backward(
+                job.loss_kind, <floating*> last.out + r0 * width,
+                NULL if tb == NULL else tb + r0 * width, NULL if lb == NULL else lb + r0,
+                NULL if wb == NULL else wb + r0, <floating*> last.grad + r0 * width, r1 - r0,
+                width, <floating> loss_scale(job.loss_kind, denom, width, net.per_row))
         fastnn_barrier(nt)
-        batch_loss = sum_parts(job.loss_part, nt)
+        batch_loss = sum_parts(job.loss_part, p.nv)
         if parallel:  # gradients to the flat buffer, summed, then every update
-            backward(net, &c, xb, n, job.n_run, False, True, 0.0, tid, nt)
-            if not reduce_step(job, net, &c, batch_loss, batch, tid, nt, tag):
+            backward(net, &c, xb, n, job.n_run, False, True, 0.0, p)
+            if not reduce_step(job, net, &c, batch_loss, batch, p, tag):
                 break
             c.step += 1
             start += n
             batch += 1
             continue
         if not isfinite(batch_loss):
-            keep_running_stats(net, True, tid, nt, tag)
-            if tid == 0:
+            keep_running_stats(net, True, p, tag)
+            if lead:
                 job.failed_batch, job.status = batch, 1
             break
-        if tid == 0:
+        if lead:
             job.loss_sum += batch_loss * rows_per_weight
             if net.per_row:
-                net.penalty_sum += sum_parts(job.penalty_part, nt) * rows_per_weight
+                net.penalty_sum += sum_parts(job.penalty_part, p.nv) * rows_per_weight
         if net.per_row:
             c.l2_scale = 1.0 / denom if denom != 0 else 0.0
         if c.mom_scale * net.hyper[1] < 1e-3:  # keep alpha = (1 - d) / s moderate
-            unscale_momentum(net, &c, tid, nt, tag)
-        backward(net, &c, xb, n, job.n_run, True, True, 0.0, tid, nt)
+            unscale_momentum(net, &c, p, tag)
+        backward(net, &c, xb, n, job.n_run, True, True, 0.0, p)
         if uses_scaled_momentum(net.opt_kind, net.hyper):
             c.mom_scale = c.mom_scale * net.hyper[1] if c.step > 0 else 1.0
         c.step += 1
         start += n
         batch += 1
     fastnn_barrier(nt)  # every thread is done with the Net before thread 0 writes to it
-    if tid == 0:
+    if lead:
         store_counters(net, &c)
         job.next_start, job.next_batch = start, batch
 
@@ -1014,6 +1063,7 @@ cdef void run_steps(Job* job, int tid, int nt, floating* tag) noexcept nogil:
         job.loss_kind, job.weight_total if W != NULL else <double> job.n_samples, width,
         net.per_row)
     cdef int layout
+    cdef Part p = part_of(tid, nt, nt), alone = part_of(0, 1, 1)
     # Evaluations split each chunk's rows: each thread runs every layer on its rows, in
     # its rows of the buffers, with no barrier between layers (predicts do the same in
     # claimed blocks: predict_blocks). On 60,000 rows of 784-256-128-10 this took
@@ -1022,7 +1072,7 @@ cdef void run_steps(Job* job, int tid, int nt, floating* tag) noexcept nogil:
     # activations stay in its cache (docs/benchmarks.md).
     cdef bint by_rows = not job.training and not job.want_grads
     if job.training:
-        keep_running_stats(net, False, tid, nt, tag)
+        keep_running_stats(net, False, &p, tag)
     while start < job.n_samples:
         if tid == 0 and check_signals() != 0:
             job.stop = 1
@@ -1043,12 +1093,12 @@ cdef void run_steps(Job* job, int tid, int nt, floating* tag) noexcept nogil:
             if r1 > r0:
                 forward(net, &c, xb + r0 * n_in, r1 - r0, job.n_run,
                         (out + (start + r0) * width) if out != NULL else <floating*> NULL,
-                        False, r0, 0, 1)
+                        False, r0, &alone)
             layout = ROWS
         else:
             layout = forward(net, &c, xb, n, job.n_run,
                              (out + start * width) if out != NULL else <floating*> NULL,
-                             job.training, 0, tid, nt)
+                             job.training, 0, &p)
         if job.loss_kind >= 0:
             sync(&layout, ROWS, nt)
             job.loss_part[tid] = loss_forward_backward(
@@ -1069,12 +1119,12 @@ cdef void run_steps(Job* job, int tid, int nt, floating* tag) noexcept nogil:
                 job.correct += sum_parts(job.correct_part, nt)
             if job.want_grads:
                 backward(net, &c, xb, n, job.n_run, False, job.training,
-                         0.0 if start == 0 else 1.0, tid, nt)
+                         0.0 if start == 0 else 1.0, &p)
         start += n
         chunk += 1
     fastnn_barrier(nt)
     if job.training:
-        keep_running_stats(net, True, tid, nt, tag)
+        keep_running_stats(net, True, &p, tag)
 
 
 # predict_small takes up to SMALL_ROWS rows, within SMALL_VALUES values of a buffer (its
@@ -1211,10 +1261,11 @@ cdef Py_ssize_t infer_rows(Net* net, int n_run, const floating* X, floating* out
 cdef void train_job(void* ctx, int tid, int nt) noexcept nogil:
     cdef Job* job = <Job*> ctx
     cdef long long before = fastnn_thread_wait_ns() if job.measure else -1
+    cdef Part p = part_of(tid, nt, max(nt, job.plan))
     if job.f64:
-        train_steps(job, tid, nt, <double*> NULL)
+        train_steps(job, &p, <double*> NULL)
     else:
-        train_steps(job, tid, nt, <float*> NULL)
+        train_steps(job, &p, <float*> NULL)
     if job.measure:
         job.waited[tid] = fastnn_thread_wait_ns() - before if before >= 0 else -1
 
@@ -1232,6 +1283,7 @@ cdef void predict_blocks(Job* job, int tid, int nt, floating* tag) noexcept nogi
     cdef Py_ssize_t block = max(1, job.batch_size // nt), start, n, bad
     cdef floating* out = <floating*> job.out
     cdef const floating* xb
+    cdef Part alone = part_of(0, 1, 1)
     while True:
         if tid == 0 and check_signals() != 0:
             fastnn_flag_set(&job.stop)
@@ -1252,7 +1304,7 @@ cdef void predict_blocks(Job* job, int tid, int nt, floating* tag) noexcept nogi
                     job.bad_row[tid] = start + bad
                     fastnn_flag_set(&job.halt)
                     break
-        forward(net, &c, xb, n, job.n_run, out + start * width, False, tid * block, 0, 1)
+        forward(net, &c, xb, n, job.n_run, out + start * width, False, tid * block, &alone)
     fastnn_barrier(nt)
     if tid == 0 and job.stop:
         job.status = -1
@@ -1421,9 +1473,23 @@ cdef double forward_flops(Net* net, Py_ssize_t rows, int n_run) noexcept nogil:
     return flops
 
 
+# At most this many threads run a team job (0: no cap); tests set it (cap_team) to make a
+# training step's plan run on fewer threads than it has blocks, as a busy machine does.
+cdef int TEAM_CAP = 0
+
+
+def cap_team(int n):
+    """Run every team job on at most n threads (0: no cap); returns the old cap."""
+    global TEAM_CAP
+    old, TEAM_CAP = TEAM_CAP, max(0, n)
+    return old
+
+
 cdef int run_on_team(fastnn_job_fn fn, void* ctx, int n_threads) noexcept nogil:
     """Run fn(ctx, tid, n) on the team with BLAS pinned to one thread; returns the threads
     it ran on."""
+    if TEAM_CAP > 0:
+        n_threads = min(n_threads, TEAM_CAP)
     fastnn_blas_pin()
     n_threads = fastnn_team_run(n_threads, fn, ctx)
     fastnn_blas_unpin()
@@ -1668,6 +1734,7 @@ cdef class Engine:
         cdef Job job
         cdef Counters c
         cdef int n_threads
+        cdef Part alone = part_of(0, 1, 1)
         if order is not None and (order.dtype != np.int64 or not order.flags.c_contiguous):
             raise TypeError("order must be a C-contiguous int64 array")
         self.reserve(batch_size)
@@ -1692,6 +1759,7 @@ cdef class Engine:
             job.step_denoms = <double*> data_ptr(step_denoms)
             job.n_steps = step_rows.shape[0]
         n_threads = plan_threads(&self.net, batch_size, n_run, 3, max_threads)
+        job.plan = n_threads
         try:
             with _blas_kept_to_one_thread():
                 with nogil:
@@ -1708,9 +1776,9 @@ cdef class Engine:
         finally:  # however it ends, the momentum buffers hold torch's b again
             c = counters_of(&self.net)
             if job.f64:
-                unscale_momentum(&self.net, &c, 0, 1, <double*> NULL)
+                unscale_momentum(&self.net, &c, &alone, <double*> NULL)
             else:
-                unscale_momentum(&self.net, &c, 0, 1, <float*> NULL)
+                unscale_momentum(&self.net, &c, &alone, <float*> NULL)
             store_counters(&self.net, &c)
         return job.loss_sum, job.failed_batch if job.status == 1 else -1
 

@@ -131,8 +131,8 @@ def get_num_threads():
 def adapts_to_load():
     """Whether training sizes its team to the cores a busy machine leaves it: only while
     no count was fixed (set_num_threads, threads(), OMP_NUM_THREADS). A fixed count is
-    used as given, so training with it is bitwise reproducible however busy the machine;
-    adapting, results agree to rounding."""
+    used as given. Either way training is bitwise reproducible: the fewer threads run
+    the same plan's blocks."""
     return _n_threads is None and _engine.omp_num_threads() == 0
 
 

@@ -54,31 +54,40 @@ def test_fit_peak_memory_is_not_n_times_width(rng):
 
 
 def test_fit_while_another_thread_trains_is_refused_cleanly(rng):
+    """A second fit while one runs is refused; predicts wait for it. The training thread
+    is held in its first epoch's callback (inside fit) until the refusal has been seen,
+    so the check does not depend on how fast this machine trains the other epochs."""
     X = rng.normal(size=(40000, 50)).astype(np.float32)
     y = rng.integers(0, 10, 40000)
     model = fnn.Sequential([fnn.Dense(50, 256), fnn.ReLU(), fnn.Dense(256, 10)], seed=0)
-    started = threading.Event()
+    started, refused = threading.Event(), threading.Event()
     errors = []
 
-    class Signal(fnn.Callback):
+    class HoldFirstEpoch(fnn.Callback):
         def on_epoch_end(self, epoch, logs):
-            started.set()
+            if epoch == 0:
+                started.set()
+                refused.wait(60)
 
     def train():
         try:
-            model.fit(X, y, epochs=3, batch_size=32, callbacks=[Signal()])
+            model.fit(X, y, epochs=3, batch_size=32, callbacks=[HoldFirstEpoch()])
         except Exception as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
     thread = threading.Thread(target=train)
     thread.start()
-    started.wait(30)
-    with pytest.raises(RuntimeError, match="being used by another thread"):
-        model.fit(X[:100], y[:100])
+    try:
+        assert started.wait(60)
+        with pytest.raises(RuntimeError, match="being used by another thread"):
+            model.fit(X[:100], y[:100])
+    finally:
+        refused.set()
     small = model.predict(X[:3])  # the calling thread's path: waits for the fit to end
     out = model.predict(X[:1000])  # the team's path: waits too
     thread.join()
     assert not errors
+    assert model.optimizer.steps == 3 * (40000 // 32)  # the refused call changed nothing
     np.testing.assert_array_equal(small, model.predict(X[:3]))  # the trained weights
     np.testing.assert_array_equal(out, model.predict(X[:1000]))
     assert all(np.isfinite(p).all() for p in model.parameters())

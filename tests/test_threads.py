@@ -124,6 +124,39 @@ def test_a_fixed_thread_count_is_bitwise_reproducible(rng, dtype, every_call_on_
         np.testing.assert_array_equal(a, b)
 
 
+def train_capped(X, y, w, optimizer, plan, cap, dtype):
+    """Parameters, buffers and per-epoch losses after training planned for `plan`
+    threads while the team runs at most `cap` of them (_engine.cap_team)."""
+    old = _engine.cap_team(cap)
+    try:
+        with fnn.threads(plan):
+            model = every_kind_of_layer(dtype)
+            history = model.fit(X, y, optimizer=OPTIMIZERS[optimizer](), epochs=2,
+                                batch_size=37, sample_weight=w)
+    finally:
+        _engine.cap_team(old)
+    assert model.last_threads == min(plan, cap or plan)
+    return model.parameters() + model.buffers() + [np.array(history["loss"])]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("optimizer", ["momentum", "adam"])
+def test_a_plan_on_fewer_threads_ends_bit_for_bit_where_it_does_on_its_own(
+        rng, dtype, optimizer, every_call_on_the_team):
+    """A step's plan fixes its blocks; a stretch that runs on fewer threads (a busy
+    machine, or the team held by another call) runs several blocks per thread, each
+    block's products and partial sums made as before: weights, batch-norm statistics and
+    the epoch losses are the plan's exactly, for every layer kind and sample weights."""
+    X = rng.normal(size=(300, 12)).astype(dtype)
+    y = rng.integers(0, 4, 300)
+    w = rng.uniform(0.5, 2.0, 300)
+    for plan, caps in ((3, (1, 2)), (5, (2, 4))):
+        own = train_capped(X, y, w, optimizer, plan, 0, dtype)
+        for cap in caps:
+            for a, b in zip(own, train_capped(X, y, w, optimizer, plan, cap, dtype)):
+                np.testing.assert_array_equal(b, a)
+
+
 def test_threads_are_sized_to_the_work():
     """One thread for a small step, the allowed count for a large one; never more."""
     small = fnn.Sequential([fnn.Dense(8, 4), fnn.ReLU(), fnn.Dense(4, 2)], seed=0)
@@ -188,8 +221,8 @@ def test_an_idle_team_uses_no_cpu(rng, every_call_on_the_team):
 
 
 def test_two_models_train_at_once_from_two_python_threads(rng, every_call_on_the_team):
-    """The team runs one call at a time; a second call meanwhile runs on its own thread.
-    Both train exactly as they would alone."""
+    """The team runs one call at a time; a second call meanwhile runs on its own thread,
+    through its plan's blocks. Both train bit for bit as they would alone."""
     X = rng.normal(size=(2000, 12))
     y = rng.integers(0, 4, 2000)
 
@@ -212,9 +245,9 @@ def test_two_models_train_at_once_from_two_python_threads(rng, every_call_on_the
             w.start()
         for w in workers:
             w.join()
-    for model, params in zip(models, expected):
+    for model, params in zip(models, expected):  # the plan's blocks, on any threads
         for a, b in zip(model.parameters(), params):
-            np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-13)
+            np.testing.assert_array_equal(a, b)
 
 
 def test_the_team_works_in_a_forked_child(tmp_path):
@@ -400,8 +433,9 @@ def test_a_loss_that_fails_in_a_later_stretch_names_its_batch(rng, monkeypatch,
 
 def test_a_team_sharing_one_core_drops_to_one_thread(tmp_path):
     """Two team threads pinned to one core wait for it half the time: adapting training
-    runs the rest of the epoch on one thread, and ends where one thread does, to
-    rounding. With a fixed count the team keeps both threads."""
+    runs the rest of the epoch on one thread, and ends bit for bit where the team of two
+    does, its plan unchanged (to rounding where a plan of one thread does). With a fixed
+    count the team keeps both threads."""
     if _engine_wait_unknown():
         pytest.skip("this kernel does not report run delays (/proc/thread-self/schedstat)")
     code = """if True:
@@ -428,6 +462,8 @@ def test_a_team_sharing_one_core_drops_to_one_thread(tmp_path):
                    for (n, w), (after, _) in zip(stretches, stretches[1:])), stretches
         for a, b in zip(one.parameters(), adapting.parameters()):
             np.testing.assert_allclose(b, a, rtol=1e-10, atol=1e-13)
+        for a, b in zip(fixed.parameters(), adapting.parameters()):  # the same plan
+            assert np.array_equal(a, b)
         print("ok")
     """
     result = run_python(["-c", code], cwd=tmp_path, timeout=300)

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import warnings
 
 import pytest
 from conftest import ROOT
@@ -36,36 +37,58 @@ def junit_counts(path):
 
 
 def junit_failures(path):
-    """Each failed or erroring test of a JUnit XML report with the head of its message."""
+    """{test id: the head of its failure or error message} from a JUnit XML report."""
     import xml.etree.ElementTree as ET
-    if not os.path.exists(path):
-        return "no report was written"
-    lines = []
+    failures = {}
     for case in ET.parse(path).getroot().iter("testcase"):
         for bad in list(case.findall("failure")) + list(case.findall("error")):
-            text = (bad.get("message") or "") + "\n" + (bad.text or "")
-            lines.append(f"{case.get('classname')}::{case.get('name')}\n{text[-3000:]}")
-    return "\n\n".join(lines) or "no test failed"
+            # classname is the module's dotted path, then any classes
+            parts = case.get("classname").split(".")
+            cut = next((i for i in range(len(parts), 0, -1)
+                        if os.path.exists(os.path.join(ROOT, *parts[:i]) + ".py")), 1)
+            node = "::".join(["/".join(parts[:cut]) + ".py", *parts[cut:], case.get("name")])
+            failures[node] = ((bad.get("message") or "") + "\n" + (bad.text or ""))[-3000:]
+    return failures
+
+
+def run_sanitized(args, report):
+    """tools/sanitize.sh with these pytest args; (exit status, stdout, stderr)."""
+    result = subprocess.run(["bash", os.path.join(ROOT, "tools", "sanitize.sh"), "-m",
+                             "not slow", "-W", "ignore", f"--junitxml={report}", *args],
+                            capture_output=True, text=True, timeout=1200,
+                            env=dict(os.environ, PYTHON=sys.executable))
+    return result.returncode, result.stdout, result.stderr
 
 
 def test_suite_under_address_and_undefined_behavior_sanitizers(tmp_path):
+    """The suite (less its slow checks, left to the normal run) rebuilt and run under
+    AddressSanitizer + UndefinedBehaviorSanitizer. This run judges memory safety: a
+    sanitizer's report, a crash or a test that fails twice fails it. The normal run
+    judges the assertions, so a test that fails here once and passes when run again
+    (a timing-dependent test on a machine slowed by the sanitizers) is reported as a
+    warning, with its first failure."""
     if _sanitizer_runtime() is None:
         pytest.skip("gcc with libasan is not installed")
-    # the slow checks are left to the normal run: this one rebuilds and reruns the rest,
-    # judged by the script's exit status and pytest's own report (not its mixed output)
     report = tmp_path / "sanitized.xml"
-    result = subprocess.run(["bash", os.path.join(ROOT, "tools", "sanitize.sh"), "-x",
-                             "-m", "not slow", "-W", "ignore", f"--junitxml={report}"],
-                            capture_output=True, text=True, timeout=1200,
-                            env=dict(os.environ, PYTHON=sys.executable))
-    output = result.stdout + result.stderr
-    # the compiler's warnings go to stderr: pytest's own account comes first
-    assert result.returncode == 0, (junit_failures(report) + "\n--- pytest:\n"
-                                    + result.stdout[-3000:] + "\n--- stderr:\n"
-                                    + result.stderr[-4000:])
-    assert "ERROR: AddressSanitizer" not in output and "runtime error" not in output
+    status, out, err = run_sanitized([], report)
+    assert "ERROR: AddressSanitizer" not in out + err and "runtime error" not in out + err, \
+        err[-4000:]
+    assert status in (0, 1) and os.path.exists(report), \
+        f"exit status {status}\n--- pytest:\n{out[-3000:]}\n--- stderr:\n{err[-4000:]}"
     tests, failed, skipped = junit_counts(report)
-    assert failed == 0 and tests - skipped > 300, (tests, failed, skipped)
+    assert tests - skipped > 300, (tests, failed, skipped)
+    failures = junit_failures(report)
+    assert (status == 0) == (not failures), out[-3000:]
+    if failures:
+        again = tmp_path / "again.xml"
+        status, out, err = run_sanitized(sorted(failures), again)
+        assert "ERROR: AddressSanitizer" not in out + err and "runtime error" not in out + err, \
+            err[-4000:]
+        assert status == 0 and junit_counts(again)[0] == len(failures), "\n\n".join(
+            f"{node}\n{text}" for node, text in failures.items()) + "\n--- again:\n" + out[-3000:]
+        warnings.warn("failed under the sanitizers once, passed when run again: "
+                      + "\n\n".join(f"{node}\n{text}" for node, text in failures.items()),
+                      stacklevel=1)
 
 
 def test_training_under_valgrind_memcheck():

@@ -4,6 +4,7 @@
 # test suite there under them. Python itself is not instrumented, so libasan is
 # preloaded and leak detection (which would report the interpreter's own) is off.
 #   bash tools/sanitize.sh [pytest args]        (tests/test_tools.py runs it in CI)
+# Arguments naming tests (tests/...) run just those; otherwise the whole of tests/.
 set -euo pipefail
 src="$(cd "$(dirname "$0")/.." && pwd)"
 work="$(mktemp -d)"
@@ -27,4 +28,8 @@ export PYTHONPATH="$work"
 # the real-data tests read MNIST beside the original checkout
 export FASTNN_MNIST="${FASTNN_MNIST:-$src/../shared/data/mnist}"
 export FASTNN_UNDER_SANITIZERS=1
-"$PYTHON" -m pytest -q -p no:cacheprovider tests "$@"
+targets=(tests)
+for arg in "$@"; do
+    case "$arg" in tests/*) targets=() ;; esac
+done
+"$PYTHON" -m pytest -q -p no:cacheprovider "${targets[@]}" "$@"
