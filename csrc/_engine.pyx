@@ -36,8 +36,8 @@ Design, in eight points:
    stretches of ~20 ms, and each thread's wait for a CPU (csrc/contention.h) sets the
    next stretch's threads (train_adapting), each running its share of the plan's
    blocks: 1.76x (1.73-1.85x before the blocks were kept, which costs 4-5%;
-   docs/design.md). Below the plan it tries the whole plan again
-   after 2, 4, then every 8 calm stretches.
+   docs/design.md). Below the plan it tries the whole plan again after 2, 4, then
+   every 8 calm stretches.
 5. A training step: gather the batch (shuffled order; a sparse X's rows densified into
    the batch buffer; sample weights with their rows), forward through the trained
    layers, fused loss + gradient, stop if the loss is not finite (parameters untouched),
