@@ -943,6 +943,7 @@ cdef void train_steps(Job* job, const Part* p, floating* tag) noexcept nogil:
     cdef const int64_t* lb = NULL
     cdef floating* xbuf
     cdef double batch_loss, denom, rows_per_weight
+    cdef floating scale
     cdef int layout, v
     cdef bint parallel = job.step_rows != NULL, lead = p.v0 == 0  # lead: the caller
     cdef int nt = p.nt
@@ -1001,13 +1002,14 @@ cdef void train_steps(Job* job, const Part* p, floating* tag) noexcept nogil:
             half_l2_penalty(net, p, job.penalty_part, tag)
         layout = forward(net, &c, xb, n, job.n_run, <floating*> NULL, True, 0, p)
         sync(&layout, ROWS, nt)
+        scale = <floating> loss_scale(job.loss_kind, denom, width, net.per_row)
         for v in range(p.v0, p.v1):
             share(n, v, p.nv, 1, &r0, &r1)
             job.loss_part[v] = loss_forward_backward(
                 job.loss_kind, <floating*> last.out + r0 * width,
                 NULL if tb == NULL else tb + r0 * width, NULL if lb == NULL else lb + r0,
                 NULL if wb == NULL else wb + r0, <floating*> last.grad + r0 * width, r1 - r0,
-                width, <floating> loss_scale(job.loss_kind, denom, width, net.per_row))
+                width, scale)
         fastnn_barrier(nt)
         batch_loss = sum_parts(job.loss_part, p.nv)
         if parallel:  # gradients to the flat buffer, summed, then every update

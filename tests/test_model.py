@@ -1,6 +1,9 @@
 """The Sequential API contract: parameters, predict, evaluate, batching, determinism,
 dtypes, threads and the input forms fit accepts."""
+import os
+import signal
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -259,9 +262,6 @@ class _InterruptSoon(fnn.callbacks.Callback):
         self.delay, self.timer, self.sent = delay, None, None
 
     def on_epoch_end(self, epoch, logs):
-        import os
-        import signal
-        import time
         if self.timer is None:
             def send():
                 self.sent = time.perf_counter()
@@ -275,8 +275,6 @@ def test_ctrl_c_stops_fit_within_a_batch_and_keeps_finite_parameters(rng, n_thre
     """On one thread and on the team (thread 0 checks for signals between steps and the
     team stops together). Python's own SIGINT handler is installed for the test, so it
     runs the same when the process inherited an ignored SIGINT (a shell's background job)."""
-    import signal
-    import time
     X = rng.normal(size=(50000, 100)).astype(np.float32)
     y = rng.integers(0, 10, 50000)
     model = fnn.Sequential([fnn.Dense(100, 512), fnn.ReLU(), fnn.Dense(512, 10)], seed=0)
