@@ -198,7 +198,7 @@ def _check_members(archive, file_size, path):
         if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:
             raise ValueError(f"member {name} is compressed or encrypted (fastnn "
                              f"stores arrays uncompressed)")
-        if info.file_size != info.compress_size or \
+        if info.file_size != info.compress_size or info.header_offset < 0 or \
                 info.header_offset + info.compress_size > file_size:
             raise ValueError(f"member {name} declares {info.file_size} bytes that "
                              f"the file does not hold")
