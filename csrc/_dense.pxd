@@ -1,8 +1,9 @@
 """Affine (Dense) layer kernels: out = x @ W.T + b and its backward pass, on blocks.
 
-W has torch's layout, (n_out, n_in), row-major. The engine's threads each own a block
-of a layer's output units (rows of W, columns of out), so every kernel takes a block:
-pointers offset to its first unit or column and the row strides of the full arrays.
+W has torch's layout, (n_out, n_in), row-major. The engine's threads each own a tile
+of a layer's products (csrc/_engine.pyx, point 3: rows of the batch by output units, and
+of W units by inputs), so every kernel takes a block: pointers offset to its first row,
+unit or column and the row strides of the full arrays.
 Each kernel allocates nothing and makes one-thread BLAS calls from the calling thread.
 """
 from cython cimport floating
@@ -43,20 +44,25 @@ cdef inline void dense_input_grad(const floating* grad_out, const floating* weig
 cdef inline void dense_param_grad(const floating* x, const floating* grad_out,
                                   floating* dest_weight, floating* dest_bias, floating alpha,
                                   floating beta, floating beta_bias, const floating* ones,
-                                  int n, int n_in, int units, int n_out) noexcept nogil:
-    """For a block of `units` output units (grad_out offset to its first column, stride
-    n_out; dest_weight/dest_bias to its first row/entry):
+                                  int n, int n_in, int units, int n_out,
+                                  int cols) noexcept nogil:
+    """For a tile of `units` output units by `cols` inputs (grad_out offset to its first
+    unit's column, stride n_out; x to its first input's column and dest_weight to the
+    tile's first entry, strides n_in; dest_bias to the first unit's entry):
 
-    dest_weight = alpha * grad_out.T @ x    + beta * dest_weight     (units x n_in)
+    dest_weight = alpha * grad_out.T @ x    + beta * dest_weight     (units x cols)
     dest_bias   = alpha * grad_out.T @ ones + beta_bias * dest_bias  (units), if not NULL
 
     alpha/beta let the product land where it is consumed: beta = 1 accumulates a
     gradient over chunks, and an optimizer can fold its update into the product (plain
-    SGD: dest = weight itself, alpha = -lr). ones holds at least n ones.
+    SGD: dest = weight itself, alpha = -lr). ones holds at least n ones. cols = n_in is
+    the whole rows of W.
     """
     if units <= 0:
         return
-    gemm(True, False, units, n_in, n, alpha, grad_out, n_out, x, n_in, beta, dest_weight, n_in)
+    if cols > 0:
+        gemm(True, False, units, cols, n, alpha, grad_out, n_out, x, n_in, beta, dest_weight,
+             n_in)
     if dest_bias != NULL:
         gemv(True, n, units, alpha, grad_out, n_out, ones, beta_bias, dest_bias)
 
@@ -73,4 +79,4 @@ cdef inline void dense_backward(const floating* x, const floating* weight,
     if grad_x != NULL:
         dense_input_grad(grad_out, weight, grad_x, n, n_in, n_in, n_out)
     dense_param_grad(x, grad_out, dest_weight, dest_bias, alpha, beta, beta_bias, ones, n,
-                     n_in, n_out, n_out)
+                     n_in, n_out, n_out, n_in)

@@ -137,6 +137,7 @@ cdef enum Layout:       # how the threads last wrote a buffer
     WHOLE = 0           # complete for every thread (after a barrier, or given)
     COLS = 1            # each thread its block of columns
     ROWS = 2            # each thread its block of rows
+    TILES = 3           # each thread its tiles of a Dense layer's grid (see dense_grid)
 
 # The least work (flops of a step's matrix products) worth another thread: see point 4;
 # docs/design.md says what chose it (a small, noisy sweep on 2 cores).
@@ -221,6 +222,7 @@ cdef struct LayerPlan:
     double eps
     double momentum
     bint need_grad_in   # whether a layer below has parameters
+    bint tiles_ok       # Dense: no batch norm or dropout next to it (they want columns)
 
 
 # Data-parallel training (fastnn/distributed.py): after each step's backward pass, thread
@@ -412,6 +414,66 @@ cdef inline bint sync(int* layout, int wanted, int nt) noexcept nogil:
     return True
 
 
+# Tests and benchmarks force every Dense layer's grid to this many rows (0: dense_grid's rule).
+cdef int GRID_ROWS_FORCED = 0
+
+
+def force_grid_rows(int rows):
+    """Cut every Dense layer's products into `rows` x (blocks / rows) tiles where the
+    plan's blocks divide that way (0: the rule of dense_grid); returns the old setting."""
+    global GRID_ROWS_FORCED
+    old, GRID_ROWS_FORCED = GRID_ROWS_FORCED, max(0, rows)
+    return old
+
+
+cdef int dense_grid(const LayerPlan* L, Py_ssize_t n, int nv) noexcept nogil:
+    """R: a Dense layer's products on n rows are cut into an R x C grid of the plan's nv
+    blocks (R C = nv). Block v is tile (v / C, v % C): rows of the batch by units for Y and
+    the input gradient (units of this layer, inputs of the layer below), units by inputs
+    for dW. C blocks of units make C threads each pack the whole input, R blocks of rows
+    make R threads each pack the whole of W, so the rule takes the R that packs least,
+    C n + R n_out (times n_in), among those that give every column block units; ties go
+    to fewer rows. With R = 1 this is a block of units per thread; a layer of fewer
+    units than blocks of 16 (a 10-class output) splits its rows rather than idle threads.
+    docs/design.md, "A grid of tiles", has what it is worth."""
+    cdef int rows, best = 1
+    cdef Py_ssize_t blocks = (L.n_out + UNIT_ALIGN - 1) // UNIT_ALIGN
+    cdef double cost, least = -1
+    if nv <= 1 or not L.tiles_ok:
+        return 1
+    if GRID_ROWS_FORCED > 0:
+        return GRID_ROWS_FORCED if nv % GRID_ROWS_FORCED == 0 else 1
+    for rows in range(1, nv + 1):
+        if nv % rows != 0 or (nv // rows > blocks and rows < nv):
+            continue
+        cost = <double> (nv // rows) * n + <double> rows * L.n_out
+        if least < 0 or cost < least:
+            best, least = rows, cost
+    return best
+
+
+def grid_rows(int n_in, int n_out, Py_ssize_t n, int nv):
+    """dense_grid's R for a Dense(n_in, n_out) on n rows and nv blocks, free of batch
+    norm and dropout (benchmarks project with it)."""
+    cdef LayerPlan L
+    L.n_in, L.n_out, L.tiles_ok = n_in, n_out, True
+    return dense_grid(&L, n, nv)
+
+
+cdef inline int grid_layout(int rows, int nv) noexcept nogil:
+    """The layout a grid of `rows` rows leaves: one row of tiles is COLS, one column ROWS."""
+    return COLS if rows == 1 else (ROWS if rows == nv else TILES)
+
+
+cdef inline void tile(int v, int rows, int nv, Py_ssize_t n, Py_ssize_t m, Py_ssize_t* r0,
+                      Py_ssize_t* r1, Py_ssize_t* c0, Py_ssize_t* c1) noexcept nogil:
+    """Block v's tile of an (n x m) product cut in a grid of `rows` rows: its rows
+    [r0, r1) and its columns [c0, c1) (in blocks of UNIT_ALIGN)."""
+    cdef int cols = nv // rows
+    share(n, v // cols, rows, 1, r0, r1)
+    share(m, v % cols, cols, UNIT_ALIGN, c0, c1)
+
+
 cdef extern from "Python.h":
     int PyErr_CheckSignals_status "PyErr_CheckSignals"()  # -1 leaves the exception set
 
@@ -471,11 +533,11 @@ cdef int forward(Net* net, Counters* c, const floating* x, Py_ssize_t n, int n_r
     NULL, the others to rows [row0, row0 + n) of their buffers. Dropout draws masks when
     `training`, else passes its input through. Returns the layout in which the last
     layer's output was written."""
-    cdef int l, layout = WHOLE
+    cdef int l, layout = WHOLE, grid = 1
     cdef LayerPlan* L
     cdef const floating* inp = x
     cdef floating* out
-    cdef Py_ssize_t c0, c1, m
+    cdef Py_ssize_t c0, c1, r0, r1, m
     cdef int v
     for l in range(n_run):
         L = &net.layers[l]
@@ -484,16 +546,32 @@ cdef int forward(Net* net, Counters* c, const floating* x, Py_ssize_t n, int n_r
             <floating*> L.out + row0 * m
         if L.kind == DENSE:
             sync(&layout, WHOLE, p.nt)
+            grid = dense_grid(L, n, p.nv)
             for v in range(p.v0, p.v1):
-                share(m, v, p.nv, UNIT_ALIGN, &c0, &c1)
-                dense_forward(inp, at(L.weight, c0 * L.n_in, out), at(L.bias, c0, out),
-                              out + c0, <int> n, L.n_in, <int> (c1 - c0), <int> m)
-            layout = COLS
+                tile(v, grid, p.nv, n, m, &r0, &r1, &c0, &c1)
+                if r1 > r0:
+                    dense_forward(inp + r0 * L.n_in, at(L.weight, c0 * L.n_in, out),
+                                  at(L.bias, c0, out), out + r0 * m + c0, <int> (r1 - r0),
+                                  L.n_in, <int> (c1 - c0), <int> m)
+            layout = grid_layout(grid, p.nv)
         elif L.kind == SOFTMAX:  # works on whole rows
             sync(&layout, ROWS, p.nt)
             span(p, n, 1, &c0, &c1)
             activation_forward(SOFTMAX, L.slope, inp + c0 * m, out + c0 * m, c1 - c0, m)
             layout = ROWS
+        elif L.kind != BATCHNORM and L.kind != DROPOUT and layout != COLS:
+            # elementwise, on the rows or tiles this thread wrote (no barrier)
+            if layout == TILES:
+                for v in range(p.v0, p.v1):
+                    tile(v, grid, p.nv, n, m, &r0, &r1, &c0, &c1)
+                    activation_cols(L.kind, L.slope, inp + r0 * m, out + r0 * m, r1 - r0, m,
+                                    c0, c1)
+            else:
+                if layout == WHOLE:
+                    layout = ROWS
+                span(p, n, 1, &r0, &r1)
+                if r1 > r0:
+                    activation_forward(L.kind, L.slope, inp + r0 * m, out + r0 * m, r1 - r0, m)
         else:
             sync(&layout, COLS, p.nt)
             span(p, m, UNIT_ALIGN, &c0, &c1)
@@ -573,11 +651,14 @@ cdef void land(Net* net, Counters* c, int param, const floating* grad, Py_ssize_
 
 cdef void dense_update(Net* net, Counters* c, int l, const floating* inp, Py_ssize_t n,
                        bint update, double grad_beta, const Part* p) noexcept nogil:
-    """Each of p's blocks of Dense layer l: its rows' gradient product, landed where the
-    optimizer wants it (folded into the update where the formula allows), then the rest
-    of the block's update, while its weights are in this core's cache."""
+    """Each of p's blocks of Dense layer l: its tile of the weight gradient (units by
+    inputs, dense_grid) and, in the grid's first row, its units' bias gradient, landed
+    where the optimizer wants them (folded into the update where the formula allows),
+    then the rest of the tile's update, while its weights are in this core's cache."""
     cdef LayerPlan* L = &net.layers[l]
-    cdef Py_ssize_t c0, c1
+    cdef Py_ssize_t c0, c1, k0, k1, u
+    cdef int grid = dense_grid(L, n, p.nv), cols = p.nv // grid
+    cdef bint first_row
     cdef GradientDestination wdest, bdest
     cdef floating* dest_w = <floating*> destination(net, c, L.weight_param, update, grad_beta,
                                                    &wdest)
@@ -585,16 +666,25 @@ cdef void dense_update(Net* net, Counters* c, int l, const floating* inp, Py_ssi
                                                    &bdest)
     cdef int v
     for v in range(p.v0, p.v1):
-        share(L.n_out, v, p.nv, UNIT_ALIGN, &c0, &c1)
+        share(L.n_out, v % cols, cols, UNIT_ALIGN, &c0, &c1)
+        share(L.n_in, v // cols, grid, UNIT_ALIGN, &k0, &k1)
+        first_row = v < cols
         if c1 <= c0:
             continue
-        dense_param_grad(inp, <floating*> L.grad + c0, dest_w + c0 * L.n_in,
-                         NULL if dest_b == NULL else dest_b + c0, <floating> wdest.alpha,
-                         <floating> wdest.beta, <floating> bdest.beta, <floating*> net.ones,
-                         <int> n, L.n_in, <int> (c1 - c0), L.n_out)
-        if update:
+        dense_param_grad(inp + k0, <floating*> L.grad + c0, dest_w + c0 * L.n_in + k0,
+                         dest_b + c0 if (dest_b != NULL and first_row) else NULL,
+                         <floating> wdest.alpha, <floating> wdest.beta, <floating> bdest.beta,
+                         <floating*> net.ones, <int> n, L.n_in, <int> (c1 - c0), L.n_out,
+                         <int> (k1 - k0))
+        if not update:
+            continue
+        if k1 - k0 == L.n_in:
             finish_update(net, c, L.weight_param, wdest, c0 * L.n_in, (c1 - c0) * L.n_in,
                           dest_w)
+        else:
+            for u in range(c0, c1):
+                finish_update(net, c, L.weight_param, wdest, u * L.n_in + k0, k1 - k0, dest_w)
+        if first_row:
             finish_update(net, c, L.bias_param, bdest, c0, c1 - c0, dest_w)
 
 
@@ -619,12 +709,12 @@ cdef void backward(Net* net, Counters* c, const floating* x, Py_ssize_t n, int n
 
     A Dense layer's weight blocks are updated only after the next barrier: until then
     other threads read all of W for the input gradient of their columns."""
-    cdef int l, layout = WHOLE, pending = -1
+    cdef int l, layout = WHOLE, pending = -1, grid = 1
     cdef LayerPlan* L
     cdef const floating* inp
     cdef floating* grad_in
     cdef floating* g
-    cdef Py_ssize_t c0, c1, m
+    cdef Py_ssize_t c0, c1, r0, r1, m
     cdef int v
     for l in range(n_run - 1, -1, -1):
         L = &net.layers[l]
@@ -635,12 +725,15 @@ cdef void backward(Net* net, Counters* c, const floating* x, Py_ssize_t n, int n
         if L.kind == DENSE:
             meet(net, c, &layout, WHOLE, &pending, n, update, grad_beta, p, g)
             if grad_in != NULL:
+                grid = dense_grid(L, n, p.nv)
                 for v in range(p.v0, p.v1):
-                    share(L.n_in, v, p.nv, UNIT_ALIGN, &c0, &c1)
-                    dense_input_grad(g, at(L.weight, c0, g), grad_in + c0, <int> n,
-                                     <int> (c1 - c0), L.n_in, <int> m)
+                    tile(v, grid, p.nv, n, L.n_in, &r0, &r1, &c0, &c1)
+                    if r1 > r0:
+                        dense_input_grad(g + r0 * m, at(L.weight, c0, g),
+                                         grad_in + r0 * L.n_in + c0, <int> (r1 - r0),
+                                         <int> (c1 - c0), L.n_in, <int> m)
                 pending = l
-                layout = COLS
+                layout = grid_layout(grid, p.nv)
             else:
                 dense_update(net, c, l, inp, n, update, grad_beta, p)
         elif L.kind == SOFTMAX:
@@ -651,6 +744,21 @@ cdef void backward(Net* net, Counters* c, const floating* x, Py_ssize_t n, int n
                                     <floating*> L.out + c0 * m, g + c0 * m, grad_in + c0 * m,
                                     c1 - c0, m)
                 layout = ROWS
+        elif L.kind != BATCHNORM and L.kind != DROPOUT and (layout == ROWS or
+                                                              layout == TILES):
+            # elementwise, on the rows or tiles this thread wrote (no barrier)
+            if grad_in != NULL and layout == TILES:
+                for v in range(p.v0, p.v1):
+                    tile(v, grid, p.nv, n, m, &r0, &r1, &c0, &c1)
+                    activation_grad_cols(L.kind, L.slope, inp + r0 * m,
+                                         <floating*> L.out + r0 * m, g + r0 * m,
+                                         grad_in + r0 * m, r1 - r0, m, c0, c1)
+            elif grad_in != NULL:
+                span(p, n, 1, &r0, &r1)
+                if r1 > r0:
+                    activation_backward(L.kind, L.slope, inp + r0 * m,
+                                        <floating*> L.out + r0 * m, g + r0 * m,
+                                        grad_in + r0 * m, r1 - r0, m)
         else:
             meet(net, c, &layout, COLS, &pending, n, update, grad_beta, p, g)
             span(p, m, UNIT_ALIGN, &c0, &c1)
@@ -1033,6 +1141,7 @@ cdef void train_steps(Job* job, const Part* p, floating* tag) noexcept nogil:
             c.l2_scale = 1.0 / denom if denom != 0 else 0.0
         if c.mom_scale * net.hyper[1] < 1e-3:  # keep alpha = (1 - d) / s moderate
             unscale_momentum(net, &c, p, tag)
+            fastnn_barrier(nt)  # its blocks of units are not the updates' tiles
         backward(net, &c, xb, n, job.n_run, True, True, 0.0, p)
         if uses_scaled_momentum(net.opt_kind, net.hyper):
             c.mom_scale = c.mom_scale * net.hyper[1] if c.step > 0 else 1.0
@@ -1569,6 +1678,16 @@ cdef class Engine:
                     L.weight_param = len(params) - 1
                 else:
                     L.bias_param = len(params) - 1
+        kinds = [spec[0] for spec in specs]
+        dense = [l for l in range(n) if kinds[l] == DENSE]
+        for i, l in enumerate(dense):
+            # its grid may cut rows unless batch norm or dropout, which want whole columns,
+            # read its output or write its input gradient (the layers up to the next Dense
+            # and down to the one before)
+            below = dense[i - 1] + 1 if i > 0 else 0
+            above = dense[i + 1] if i + 1 < len(dense) else n
+            self.net.layers[l].tiles_ok = not any(
+                kinds[k] in (BATCHNORM, DROPOUT) for k in range(below, above))
         self.widest = max([self.net.layers[0].n_in if n else 0]
                           + [self.net.layers[l].n_out for l in range(n)])
         self.net.n_params = len(params)

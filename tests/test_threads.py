@@ -115,6 +115,52 @@ def test_one_two_and_more_threads_agree(rng, optimizer, every_call_on_the_team):
             np.testing.assert_allclose(b, a, rtol=1e-9, atol=1e-12)
 
 
+@pytest.fixture
+def grid_rows():
+    """force(rows): cut every Dense layer's products into `rows` rows of tiles where the
+    plan's blocks divide so (_engine.force_grid_rows); the rule again afterwards."""
+    old = _engine.force_grid_rows(0)
+    yield _engine.force_grid_rows
+    _engine.force_grid_rows(old)
+
+
+def dense_layers_only():
+    """Every activation between Dense layers of uneven widths (50 = 16+16+18 units, a
+    10-unit layer), an L2 penalty, a hidden softmax: no batch norm or dropout, so every
+    Dense layer may cut rows as well as units."""
+    return fnn.Sequential([
+        fnn.Dense(12, 50, l2=1e-3), fnn.ReLU(), fnn.Dense(50, 40), fnn.LeakyReLU(0.1),
+        fnn.Dense(40, 33), fnn.Tanh(), fnn.Dense(33, 10), fnn.Softmax(),
+        fnn.Dense(10, 20), fnn.Sigmoid(), fnn.Dense(20, 4)], dtype="float64", seed=3)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
+def test_every_grid_of_tiles_agrees_with_one_thread(rng, optimizer, grid_rows,
+                                                    every_call_on_the_team):
+    """Each Dense layer's products cut into R x C tiles (R blocks of rows by C of units in
+    forward and the input gradient, units by R blocks of inputs in the weight gradient,
+    the bias in the grid's first row), activations run on the tiles: 4 and 6 threads in
+    every grid end with one thread's weights, predictions, gradients and loss, to the
+    rounding of BLAS's blocking (R = 1 is the plan's blocks of units, R = threads its
+    blocks of rows)."""
+    X = rng.normal(size=(400, 12))
+    y = rng.integers(0, 4, 400)
+
+    def train(n_threads, rows):
+        grid_rows(rows)
+        with fnn.threads(n_threads):
+            model = dense_layers_only()
+            model.fit(X, y, optimizer=OPTIMIZERS[optimizer](), epochs=2, batch_size=37)
+            assert model.last_threads == n_threads
+            return model.parameters() + [model.predict(X)] + model.gradients(X, y) + [
+                np.array([model.evaluate(X, y)["loss"]])]
+    one = train(1, 0)
+    for n_threads, rows in ((4, 1), (4, 2), (4, 4), (6, 2), (6, 3), (6, 0)):
+        for a, b in zip(one, train(n_threads, rows)):
+            np.testing.assert_allclose(b, a, rtol=1e-9, atol=1e-12,
+                                       err_msg=f"{n_threads} threads, {rows} rows of tiles")
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_a_fixed_thread_count_is_bitwise_reproducible(rng, dtype, every_call_on_the_team):
     X = rng.normal(size=(300, 12)).astype(dtype)
@@ -142,15 +188,17 @@ def train_capped(X, y, w, optimizer, plan, cap, dtype):
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("optimizer", ["momentum", "adam"])
 def test_a_plan_on_fewer_threads_ends_bit_for_bit_where_it_does_on_its_own(
-        rng, dtype, optimizer, every_call_on_the_team):
+        rng, dtype, optimizer, grid_rows, every_call_on_the_team):
     """A step's plan fixes its blocks; a stretch that runs on fewer threads (a busy
     machine, or the team held by another call) runs several blocks per thread, each
     block's products and partial sums made as before: weights, batch-norm statistics and
-    the epoch losses are the plan's exactly, for every layer kind and sample weights."""
+    the epoch losses are the plan's exactly, for every layer kind and sample weights,
+    and with the Dense layers' products in tiles of 2 x 3 (6 blocks)."""
     X = rng.normal(size=(300, 12)).astype(dtype)
     y = rng.integers(0, 4, 300)
     w = rng.uniform(0.5, 2.0, 300)
-    for plan, caps in ((3, (1, 2)), (5, (2, 4))):
+    for plan, caps, rows in ((3, (1, 2), 0), (5, (2, 4), 0), (6, (1, 4), 2)):
+        grid_rows(rows)
         own = train_capped(X, y, w, optimizer, plan, 0, dtype)
         for cap in caps:
             for a, b in zip(own, train_capped(X, y, w, optimizer, plan, cap, dtype)):
