@@ -222,7 +222,7 @@ cdef struct LayerPlan:
     double eps
     double momentum
     bint need_grad_in   # whether a layer below has parameters
-    bint tiles_ok       # Dense: no batch norm or dropout next to it (they want columns)
+    bint tiles_ok       # Dense: no batch norm next to it (its statistics want columns)
 
 
 # Data-parallel training (fastnn/distributed.py): after each step's backward pass, thread
@@ -454,7 +454,7 @@ cdef int dense_grid(const LayerPlan* L, Py_ssize_t n, int nv) noexcept nogil:
 
 def grid_rows(int n_in, int n_out, Py_ssize_t n, int nv):
     """dense_grid's R for a Dense(n_in, n_out) on n rows and nv blocks, free of batch
-    norm and dropout (benchmarks project with it)."""
+    norm (benchmarks project with it)."""
     cdef LayerPlan L
     L.n_in, L.n_out, L.tiles_ok = n_in, n_out, True
     return dense_grid(&L, n, nv)
@@ -526,6 +526,37 @@ cdef void scale_cols(const floating* src, const floating* mask, floating* dst, P
             dropout_backward(src + o, mask + o, dst + o, c1 - c0)
 
 
+cdef void elementwise_forward(const LayerPlan* L, uint64_t rng, const floating* inp,
+                             floating* out, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t m,
+                             Py_ssize_t c0, Py_ssize_t c1, bint training) noexcept nogil:
+    """An activation or dropout layer (masks drawn when `training`, else the identity) on
+    rows [r0, r1) by columns [c0, c1) of (n x m) blocks."""
+    if r1 <= r0 or c1 <= c0:
+        return
+    if L.kind == DROPOUT and training:
+        dropout_forward_block(inp + r0 * m, out + r0 * m, <floating*> L.mask + r0 * m, r1 - r0,
+                              m, c0, c1, L.slope, rng, r0)
+    elif L.kind == DROPOUT:
+        scale_cols(inp + r0 * m, <floating*> NULL, out + r0 * m, r1 - r0, m, c0, c1)
+    else:
+        activation_cols(L.kind, L.slope, inp + r0 * m, out + r0 * m, r1 - r0, m, c0, c1)
+
+
+cdef void elementwise_backward(const LayerPlan* L, const floating* inp, const floating* g,
+                              floating* grad_in, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t m,
+                              Py_ssize_t c0, Py_ssize_t c1, bint training) noexcept nogil:
+    """The input gradient of an activation or dropout layer (its forward pass's masks when
+    `training`, else the identity) on rows [r0, r1) by columns [c0, c1)."""
+    if r1 <= r0 or c1 <= c0:
+        return
+    if L.kind == DROPOUT:
+        scale_cols(g + r0 * m, <floating*> L.mask + r0 * m if training else <floating*> NULL,
+                   grad_in + r0 * m, r1 - r0, m, c0, c1)
+    else:
+        activation_grad_cols(L.kind, L.slope, inp + r0 * m, <floating*> L.out + r0 * m,
+                             g + r0 * m, grad_in + r0 * m, r1 - r0, m, c0, c1)
+
+
 cdef int forward(Net* net, Counters* c, const floating* x, Py_ssize_t n, int n_run,
                  floating* last_out, bint training, Py_ssize_t row0,
                  const Part* p) noexcept nogil:
@@ -559,19 +590,18 @@ cdef int forward(Net* net, Counters* c, const floating* x, Py_ssize_t n, int n_r
             span(p, n, 1, &c0, &c1)
             activation_forward(SOFTMAX, L.slope, inp + c0 * m, out + c0 * m, c1 - c0, m)
             layout = ROWS
-        elif L.kind != BATCHNORM and L.kind != DROPOUT and layout != COLS:
+        elif L.kind != BATCHNORM and layout != COLS:
             # elementwise, on the rows or tiles this thread wrote (no barrier)
             if layout == TILES:
                 for v in range(p.v0, p.v1):
                     tile(v, grid, p.nv, n, m, &r0, &r1, &c0, &c1)
-                    activation_cols(L.kind, L.slope, inp + r0 * m, out + r0 * m, r1 - r0, m,
-                                    c0, c1)
+                    elementwise_forward(L, c.rng, inp, out, r0, r1, m, c0, c1, training)
             else:
-                if layout == WHOLE:
-                    layout = ROWS
+                layout = ROWS
                 span(p, n, 1, &r0, &r1)
-                if r1 > r0:
-                    activation_forward(L.kind, L.slope, inp + r0 * m, out + r0 * m, r1 - r0, m)
+                elementwise_forward(L, c.rng, inp, out, r0, r1, m, 0, m, training)
+            if L.kind == DROPOUT and training:
+                c.rng = dropout_advance(c.rng, n * m)
         else:
             sync(&layout, COLS, p.nt)
             span(p, m, UNIT_ALIGN, &c0, &c1)
@@ -586,15 +616,10 @@ cdef int forward(Net* net, Counters* c, const floating* x, Py_ssize_t n, int n_r
                     batchnorm_eval_forward(inp + c0, out + c0, at(L.weight, c0, out),
                                            at(L.bias, c0, out), at(L.bn[0], c0, out),
                                            at(L.bn[1], c0, out), n, c1 - c0, m, L.eps)
-            elif L.kind == DROPOUT:
-                if training:
-                    dropout_forward_block(inp, out, <floating*> L.mask, n, m, c0, c1, L.slope,
-                                          c.rng)
-                    c.rng = dropout_advance(c.rng, n * m)
-                else:
-                    scale_cols(inp, <floating*> NULL, out, n, m, c0, c1)
             elif L.kind != BATCHNORM:
-                activation_cols(L.kind, L.slope, inp, out, n, m, c0, c1)
+                elementwise_forward(L, c.rng, inp, out, 0, n, m, c0, c1, training)
+                if L.kind == DROPOUT and training:
+                    c.rng = dropout_advance(c.rng, n * m)
             layout = COLS
         inp = out
     return layout
@@ -744,21 +769,15 @@ cdef void backward(Net* net, Counters* c, const floating* x, Py_ssize_t n, int n
                                     <floating*> L.out + c0 * m, g + c0 * m, grad_in + c0 * m,
                                     c1 - c0, m)
                 layout = ROWS
-        elif L.kind != BATCHNORM and L.kind != DROPOUT and (layout == ROWS or
-                                                              layout == TILES):
+        elif L.kind != BATCHNORM and (layout == ROWS or layout == TILES):
             # elementwise, on the rows or tiles this thread wrote (no barrier)
             if grad_in != NULL and layout == TILES:
                 for v in range(p.v0, p.v1):
                     tile(v, grid, p.nv, n, m, &r0, &r1, &c0, &c1)
-                    activation_grad_cols(L.kind, L.slope, inp + r0 * m,
-                                         <floating*> L.out + r0 * m, g + r0 * m,
-                                         grad_in + r0 * m, r1 - r0, m, c0, c1)
+                    elementwise_backward(L, inp, g, grad_in, r0, r1, m, c0, c1, training)
             elif grad_in != NULL:
                 span(p, n, 1, &r0, &r1)
-                if r1 > r0:
-                    activation_backward(L.kind, L.slope, inp + r0 * m,
-                                        <floating*> L.out + r0 * m, g + r0 * m,
-                                        grad_in + r0 * m, r1 - r0, m)
+                elementwise_backward(L, inp, g, grad_in, r0, r1, m, 0, m, training)
         else:
             meet(net, c, &layout, COLS, &pending, n, update, grad_beta, p, g)
             span(p, m, UNIT_ALIGN, &c0, &c1)
@@ -776,12 +795,8 @@ cdef void backward(Net* net, Counters* c, const floating* x, Py_ssize_t n, int n
                                             c1 - c0, m, L.eps)
                 land(net, c, L.weight_param, <floating*> L.bn[4], c0, c1, update, grad_beta)
                 land(net, c, L.bias_param, <floating*> L.bn[5], c0, c1, update, grad_beta)
-            elif grad_in != NULL and L.kind == DROPOUT:
-                # training: the masks of this step's forward pass; else the identity
-                scale_cols(g, <floating*> L.mask if training else NULL, grad_in, n, m, c0, c1)
             elif grad_in != NULL:
-                activation_grad_cols(L.kind, L.slope, inp, <floating*> L.out, g, grad_in, n, m,
-                                     c0, c1)
+                elementwise_backward(L, inp, g, grad_in, 0, n, m, c0, c1, training)
             layout = COLS
         if not L.need_grad_in:
             break
@@ -1681,13 +1696,13 @@ cdef class Engine:
         kinds = [spec[0] for spec in specs]
         dense = [l for l in range(n) if kinds[l] == DENSE]
         for i, l in enumerate(dense):
-            # its grid may cut rows unless batch norm or dropout, which want whole columns,
-            # read its output or write its input gradient (the layers up to the next Dense
-            # and down to the one before)
+            # its grid may cut rows unless batch norm, whose statistics want whole columns,
+            # reads its output or writes its input gradient (the layers up to the next
+            # Dense and down to the one before)
             below = dense[i - 1] + 1 if i > 0 else 0
             above = dense[i + 1] if i + 1 < len(dense) else n
-            self.net.layers[l].tiles_ok = not any(
-                kinds[k] in (BATCHNORM, DROPOUT) for k in range(below, above))
+            self.net.layers[l].tiles_ok = not any(kinds[k] == BATCHNORM
+                                                  for k in range(below, above))
         self.widest = max([self.net.layers[0].n_in if n else 0]
                           + [self.net.layers[l].n_out for l in range(n)])
         self.net.n_params = len(params)

@@ -124,14 +124,15 @@ def grid_rows():
     _engine.force_grid_rows(old)
 
 
-def dense_layers_only():
-    """Every activation between Dense layers of uneven widths (50 = 16+16+18 units, a
-    10-unit layer), an L2 penalty, a hidden softmax: no batch norm or dropout, so every
+def no_batch_norm():
+    """Every activation and dropout between Dense layers of uneven widths (50 = 16+16+18
+    units, a 10-unit layer), an L2 penalty, a hidden softmax: no batch norm, so every
     Dense layer may cut rows as well as units."""
     return fnn.Sequential([
-        fnn.Dense(12, 50, l2=1e-3), fnn.ReLU(), fnn.Dense(50, 40), fnn.LeakyReLU(0.1),
-        fnn.Dense(40, 33), fnn.Tanh(), fnn.Dense(33, 10), fnn.Softmax(),
-        fnn.Dense(10, 20), fnn.Sigmoid(), fnn.Dense(20, 4)], dtype="float64", seed=3)
+        fnn.Dense(12, 50, l2=1e-3), fnn.ReLU(), fnn.Dropout(0.2), fnn.Dense(50, 40),
+        fnn.LeakyReLU(0.1), fnn.Dense(40, 33), fnn.Tanh(), fnn.Dropout(0.3),
+        fnn.Dense(33, 10), fnn.Softmax(), fnn.Dense(10, 20), fnn.Sigmoid(),
+        fnn.Dense(20, 4)], dtype="float64", seed=3)
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
@@ -139,7 +140,8 @@ def test_every_grid_of_tiles_agrees_with_one_thread(rng, optimizer, grid_rows,
                                                     every_call_on_the_team):
     """Each Dense layer's products cut into R x C tiles (R blocks of rows by C of units in
     forward and the input gradient, units by R blocks of inputs in the weight gradient,
-    the bias in the grid's first row), activations run on the tiles: 4 and 6 threads in
+    the bias in the grid's first row), activations and dropout run on the tiles (the
+    masks those of the element's place in the layer): 4 and 6 threads in
     every grid end with one thread's weights, predictions, gradients and loss, to the
     rounding of BLAS's blocking (R = 1 is the plan's blocks of units, R = threads its
     blocks of rows)."""
@@ -149,7 +151,7 @@ def test_every_grid_of_tiles_agrees_with_one_thread(rng, optimizer, grid_rows,
     def train(n_threads, rows):
         grid_rows(rows)
         with fnn.threads(n_threads):
-            model = dense_layers_only()
+            model = no_batch_norm()
             model.fit(X, y, optimizer=OPTIMIZERS[optimizer](), epochs=2, batch_size=37)
             assert model.last_threads == n_threads
             return model.parameters() + [model.predict(X)] + model.gradients(X, y) + [
