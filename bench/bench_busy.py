@@ -17,9 +17,13 @@ of the rounds for each, and busy / idle.
   stretches that ran below the plan (Engine.last_stretches).
 - predict60k: predict of the 60,000 rows with the same model, default threads (its
   blocks of rows go to whichever thread is free), fastest of 3 calls.
+- torch epoch256 (when torch is installed): the same epoch in torch with as many threads
+  as cores (fastnn.benchmark.time_torch), divided by torch's own idle time: how far a
+  framework whose threads meet at every operator gets on the same busy machine.
 """
 import argparse
 import contextlib
+import importlib.util
 import json
 import subprocess
 import sys
@@ -30,7 +34,7 @@ import numpy as np
 
 import fastnn as fnn
 from fastnn._threads import available_cores, describe_blas
-from fastnn.benchmark import load_data, mlp_layers
+from fastnn.benchmark import load_data, mlp_layers, time_torch
 
 
 def small_fit_seconds():
@@ -62,7 +66,8 @@ def main():
         with_sklearn = False
     modes = {"default": contextlib.nullcontext, f"fixed {cores}": lambda: fnn.threads(cores),
              "fixed 1": lambda: fnn.threads(1)}
-    times = {state: {"fit100": [], "predict60k": [], **{m: [] for m in modes}}
+    with_torch = importlib.util.find_spec("torch") is not None
+    times = {state: {"fit100": [], "predict60k": [], "torch": [], **{m: [] for m in modes}}
              for state in ("idle", "busy")}
     below = []
     for _ in range(args.rounds):
@@ -89,6 +94,10 @@ def main():
                         stretches = model._engine.last_stretches
                         below.append(sum(n < cores for n, _ in stretches) / len(stretches)
                                      if stretches else 0.0)
+                if with_torch:
+                    with fnn.threads(cores):  # time_torch gives torch fastnn's count
+                        times[state]["torch"].append(
+                            time_torch([784, 256, 128, 10], X, y, 256, "momentum"))
             finally:
                 if spinner is not None:
                     spinner.kill()
@@ -108,6 +117,10 @@ def main():
               f"{b / idle:.2f}")
     print(f"default's busy epochs: {100 * float(np.mean(below)):.0f}% of stretches below "
           f"{cores} threads")
+    if with_torch:
+        i, b = best["idle"]["torch"], best["busy"]["torch"]
+        print(f"torch epoch256 ({cores} threads): idle {i:.3f} s, busy {b:.3f} s, busy / "
+              f"torch's idle {b / i:.2f}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"blas": describe_blas(), "cores": cores, "data": source,

@@ -9,15 +9,25 @@ Design, in eight points:
    vector of ones. They are (re)allocated only when a call needs more rows: nothing is
    allocated per step. Parameters are the layers' own numpy arrays (live).
 3. Threads: one team (csrc/team.h, pthreads) runs every pass of a step; BLAS is pinned
-   to one thread meanwhile, so exactly one pool is ever busy. Thread t owns a block of
-   each layer's output units (rows of W, columns of the activations; multiples of 16):
-   it computes Y[:, own] = A W[own]^T + b[own] and the activation, batch norm and dropout
-   passes of its columns; in backward dW[own] = dZ[:, own]^T A folded into its block's
-   optimizer update, and dA[:, own'] = dZ W[:, own'] for its block of the layer below.
-   Gathering and the loss split the batch's rows. The threads meet at a barrier only
-   where a pass reads another thread's columns: before each Dense layer and around the
-   loss (about two per Dense layer and step). A weight block's update waits for the
-   next barrier, after every thread has read W for the input gradient.
+   to one thread meanwhile, so exactly one pool is ever busy. Each Dense layer's
+   products are cut into a grid of the plan's blocks (dense_grid): R blocks of the
+   batch's rows by C of the layer's units (multiples of 16), R C = blocks. Block (r, c)
+   computes Y[rows_r, units_c] = A[rows_r] W[units_c]^T + b and the activation and
+   dropout of that tile; in backward dA[rows_r, inputs_c] = dZ[rows_r] W[:, inputs_c]
+   for the layer below, and dW[units_c, inputs_r] = dZ[:, units_c]^T A[:, inputs_r]
+   over the whole batch folded into its tile's optimizer update. R = 1 is a block of
+   units per thread; R is chosen per layer and batch to pack the least (C threads each
+   pack the input, R each pack W), and a layer of fewer units than blocks (a 10-class
+   output) splits its rows. Projected for 16 threads from one-thread timings, this cut
+   784-256-128-10's epoch from 1.77-1.96x the floor to 1.31-1.40x at batch 128 and 512;
+   on 2 threads at batch 512 it was ahead of units alone in 7 of 9 interleaved cells
+   (by up to 0.06x the floor), level in one, behind by 0.03 in one (docs/design.md).
+   Batch norm's statistics want whole columns, so a Dense layer next to one keeps
+   R = 1, and the thread's columns run batch norm. Gathering and the loss split rows.
+   The threads meet at a barrier only where a pass reads what another thread wrote:
+   before each Dense layer, around the loss, before batch norm after a cut of rows
+   (about two per Dense layer and step). A weight tile's update waits for the next
+   barrier, after every thread has read W for the input gradient.
    Why not BLAS's threads plus OpenMP for the rest: measured on 2 cores, an OpenMP
    region between BLAS calls wakes a second pool whose spinning threads fight BLAS's
    (epochs 7-35x slower with libgomp's default policy, no gain with passive waiting);
