@@ -6,6 +6,8 @@
 #   bash tools/multicore_bench.sh OUT large    # fastnn bench, 784-1024-1024-10
 #   bash tools/multicore_bench.sh OUT mpi      # bench/bench_distributed.py
 #   bash tools/multicore_bench.sh OUT busy     # bench/bench_busy.py
+#   bash tools/multicore_bench.sh OUT grid     # bench/bench_grid.py: the grid of tiles
+#                                              # against blocks of units, 4 threads up
 #
 # Thread counts: 1, 2, 4, ... up to the cores available; SGD momentum and Adam; batch
 # sizes $BATCHES (default 32,128,512: split `large` into BATCHES=32 and BATCHES=128,512
@@ -17,7 +19,7 @@
 # BLAS kernel that ran. Render a table with `python tools/bench_table.py OUT/F.json`.
 set -euo pipefail
 if [ $# -ne 2 ]; then
-    echo "usage: $0 OUT small|large|mpi|busy" >&2
+    echo "usage: $0 OUT small|large|mpi|busy|grid" >&2
     exit 2
 fi
 out=$1
@@ -49,5 +51,7 @@ case $phase in
     large) bench 784-1024-1024-10 1 ;;
     mpi) "$py" bench/bench_distributed.py --cores "$cores" --json "$out/distributed.json" ;;
     busy) "$py" bench/bench_busy.py --rounds 3 --json "$out/busy.json" ;;
+    grid) "$py" bench/bench_grid.py --threads "${counts#1,2,}" --batch-sizes "$batches" \
+              --repeats 2 --json "$out/grid.json" ;;
     *) echo "unknown phase $phase" >&2; exit 2 ;;
 esac
