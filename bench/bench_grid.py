@@ -16,7 +16,14 @@ import sys
 
 import fastnn as fnn
 from fastnn import _engine
-from fastnn.benchmark import NETWORKS, blas_description, load_data, time_fit, time_floor
+from fastnn.benchmark import (
+    NETWORKS,
+    blas_description,
+    load_data,
+    planned_grid,
+    time_fit,
+    time_floor,
+)
 
 OPTIMIZERS = {"sgd": lambda: fnn.optim.SGD(lr=0.01),
               "momentum": lambda: fnn.optim.SGD(lr=0.01, momentum=0.9),
@@ -56,8 +63,7 @@ def main(argv=None):
                                     time_fit(widths, X, y, batch, make))
                         _engine.force_grid_rows(0)
                     floor = min(times.pop("floor"))
-                    grid = [_engine.grid_rows(a, b, batch, n_threads)
-                            for a, b in zip(widths[:-1], widths[1:])]
+                    grid = planned_grid(widths, batch, n_threads)
                     cells = {f"{name}/{opt}": min(t) / floor for (name, opt), t in times.items()}
                     print(f"{n_threads:>2} threads {network:<17} batch {batch:>3} (rule's "
                           f"rows {'/'.join(map(str, grid))}): " + "  ".join(

@@ -33,7 +33,14 @@ import numpy as np
 
 import fastnn as fnn
 from fastnn import _engine, _kernels
-from fastnn.benchmark import NETWORKS, blas_description, load_data, time_fit, time_floor
+from fastnn.benchmark import (
+    NETWORKS,
+    blas_description,
+    load_data,
+    planned_grid,
+    time_fit,
+    time_floor,
+)
 
 OPTIMIZERS = {"momentum": lambda: fnn.optim.SGD(lr=0.01, momentum=0.9),
               "adam": lambda: fnn.optim.Adam(lr=1e-3)}
@@ -51,12 +58,6 @@ def block_products_seconds(widths, batch, n_threads, repeats=5):
     """One thread's products in one step on n_threads threads, each Dense layer's cut in
     a grid of units (one block of units per thread, grid rows of 1)."""
     return tile_products_seconds(widths, batch, [1] * (len(widths) - 1), n_threads, repeats)
-
-
-def engine_grid(widths, batch, n_threads):
-    """The rows of each Dense layer's grid the engine takes (_engine.grid_rows)."""
-    return [_engine.grid_rows(n_in, n_out, batch, n_threads)
-            for n_in, n_out in zip(widths[:-1], widths[1:])]
 
 
 def tile_products_seconds(widths, batch, grid_rows, n_threads, repeats=5):
@@ -136,7 +137,7 @@ def main(argv=None):
             with fnn.threads(2):
                 floor_2 = min(time_floor(widths, X, batch) for _ in range(args.repeats))
             products = {t: block_products_seconds(widths, batch, t) for t in counts}
-            grids = {t: engine_grid(widths, batch, t) for t in counts}
+            grids = {t: planned_grid(widths, batch, t) for t in counts}
             tiles = {t: tile_products_seconds(widths, batch, grids[t], t) for t in counts}
             for opt, make in OPTIMIZERS.items():
                 with fnn.threads(1):

@@ -26,7 +26,7 @@ import time
 import numpy as np
 
 import fastnn as fnn
-from fastnn import _kernels
+from fastnn import _engine, _kernels
 from fastnn._threads import describe_blas
 from fastnn.datasets import data_folder, load_mnist
 
@@ -101,6 +101,13 @@ def planned_threads(widths, batch_size):
     model = fnn.Sequential(mlp_layers(widths), seed=0)
     return model._engine.plan_threads(batch_size, len(model.layers), True,
                                       fnn.get_num_threads())
+
+
+def planned_grid(widths, batch_size, n_threads):
+    """The rows of each Dense layer's grid of tiles on n_threads planned threads (the
+    engine's rule, csrc/_engine.pyx's dense_grid; 1: a block of units per thread)."""
+    return [_engine.grid_rows(n_in, n_out, batch_size, n_threads)
+            for n_in, n_out in zip(widths[:-1], widths[1:])]
 
 
 def time_torch(widths, X, y, batch_size, optimizer="momentum"):
@@ -400,6 +407,7 @@ def main(argv=None):
                           f"{f:9.3f} {len(X) / f:10,.0f} {g:8.3f} {f / g:6.2f} {tt}",
                           flush=True)
                     row = {"network": name, "threads": n_threads, "plan_threads": plan,
+                           "plan_grid_rows": planned_grid(widths, batch_size, plan),
                            "batch_size": batch_size, "optimizer": k, "samples": len(X),
                            "fastnn_s": f, "samples_per_s": len(X) / f,
                            "floor_s": g, "ratio": f / g, "torch_s": torch_s}

@@ -44,7 +44,8 @@ def info(args):
                               else "the fixed count is used as given"))
     pinned = ("pinned to 1 thread during fastnn's calls" if _engine.blas_controlled()
               else "limited to 1 thread by threadpoolctl during fastnn's calls")
-    print(f"thread design: fastnn's own pthreads team runs every pass; BLAS {pinned}; "
+    print(f"thread design: fastnn's own pthreads team runs every pass, each Dense layer's "
+          f"products cut into a grid of row x unit tiles, one per thread; BLAS {pinned}; "
           f"no OpenMP")
     print("compiled dtypes: float32, float64")
     return 0
