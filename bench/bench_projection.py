@@ -1,11 +1,12 @@
 """Projection of fastnn's epoch against the GEMM floor on more cores than this machine has,
 from times measured here on one thread (issue 10, until a 16-core machine is at hand).
 
-On T threads the team (csrc/_engine.pyx, point 3) gives thread t one block of each
-layer's units, so a step costs about
+On T threads the team (csrc/_engine.pyx, point 3) gives thread t one tile of each
+layer's products (before developer session 9: one block of its units), so a step costs
+about
 
-    products of the largest block (measured: the same one-thread BLAS calls one team
-    thread makes, with ceil(units / T) rounded up to 16)
+    products of the largest tile (measured: the same one-thread BLAS calls one team
+    thread makes, units and inputs in blocks of 16)
   + the rest of the step on one thread / T  (bias, activations, loss, gather, update:
     measured as the one-thread epoch minus its one-thread products)
   + barriers per step x the cost of one barrier on T threads (measured here on 2 threads;
