@@ -110,6 +110,28 @@ from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 cdef extern from "contention.h" nogil:
     long long fastnn_thread_wait_ns()
 
+cdef extern from "helping.h" nogil:
+    int FASTNN_TILE_FREE, FASTNN_TILE_TAKEN, FASTNN_TILE_DONE, FASTNN_TILE_LEAD
+    uint64_t fastnn_tile_word(uint64_t pass_seq, int helper, int status)
+    int fastnn_tile_status(uint64_t word)
+    int fastnn_tile_helper(uint64_t word)
+    uint64_t fastnn_load_word(uint64_t* word)
+    void fastnn_store_word(uint64_t* word, uint64_t value)
+    bint fastnn_swap_word(uint64_t* word, uint64_t expected, uint64_t desired)
+    void fastnn_pass_begin(unsigned* seq)
+    void fastnn_pass_post(unsigned* seq, int* sleepers)
+    unsigned fastnn_pass_wait(unsigned* seq, unsigned seen, int* sleepers)
+    bint fastnn_pass_still(unsigned* seq, unsigned seen)
+    unsigned fastnn_pass_now(unsigned* seq)
+    void fastnn_reset_claims(long* counter)
+    long long fastnn_now_ns()
+    void fastnn_pause()
+    int fastnn_help_pin
+    int fastnn_pin_lead(int avoid)
+    void fastnn_pin_away(int cpu)
+    void fastnn_unpin()
+    int fastnn_allowed_cpus()
+
 cdef extern from "scratch.h" nogil:
     void* fastnn_thread_scratch(size_t n_bytes)
 
@@ -341,6 +363,7 @@ cdef struct Job:
     Py_ssize_t next_batch        # and its index
     Py_ssize_t end_batch         # the stretch stops before this step
     int plan                     # training: the plan's blocks (Part), on any threads
+    Help* help                   # training: thread 0 leads, the others help (train_job)
     bint measure                 # each thread reads its run delay around the stretch
     bint check_finite            # predict_blocks: each thread checks its rows of X
     Py_ssize_t bad_row[256]      # the first such row each thread found, or -1
@@ -385,6 +408,59 @@ cdef inline void share(Py_ssize_t n, int tid, int nt, Py_ssize_t align, Py_ssize
     hi[0] = min(n, (blocks * (tid + 1) // nt) * align)
 
 
+# A pass of one Dense layer's products, cut into the tiles of its grid (dense_grid):
+# what run_tiles hands a lead's helpers (csrc/helping.h).
+cdef enum TileKind:
+    TILE_FORWARD = 0        # Y[rows_r, units_c] = A[rows_r] W[units_c]^T + b
+    TILE_INPUT_GRAD = 1     # dA[rows_r, inputs_c] = dZ[rows_r] W[:, inputs_c]
+    TILE_PARAM_GRAD = 2     # dW[units_c, inputs_r] over the batch (+ the bias, first row)
+
+
+cdef struct TilePass:
+    int kind
+    bint f64
+    LayerPlan* L
+    const void* inp     # forward: the layer's input; param grad: the batch's input
+    const void* grad    # the layer's output gradient (input and param grad)
+    void* out           # forward: Y (stride n_out); input grad: dA (stride n_in)
+    void* dest_w        # param grad: where the products land (destination())
+    void* dest_b
+    double alpha
+    double beta_w
+    double beta_b
+    const void* ones
+    Py_ssize_t n        # the step's rows
+    int grid            # dense_grid's rows
+    int nv
+    # the lead's alone: each weight tile's update after its product
+    Net* net
+    Counters* c
+    bint update
+    GradientDestination wdest
+    GradientDestination bdest
+
+
+# A lead and its helpers (train_adapting on a busy machine; csrc/helping.h): the posted
+# pass, each tile's state word, when a helper took it and where it left its result.
+cdef struct Help:
+    unsigned seq        # the sequence lock: odd while a pass is written
+    int sleepers
+    int quit
+    int lead_cpu        # the lead's CPU while it is kept there (-1: not kept)
+    int avoid_cpu       # the CPU the lead shared with another process last time
+    int solo            # stretches the lead runs alone before it tries helpers again
+    int patience        # and how many it waits after the next try that does not pay
+    long claim          # the next tile a helper may try
+    double grace        # the lead computes a helper's tile again after this many
+                        # times its own tile's time
+    long long tiles     # tiles the helpers handed in (for the trace)
+    long long retaken   # and tiles the lead computed again
+    TilePass posted
+    uint64_t state[256]
+    uint64_t taken_at[256]
+    void* scratch[256]
+
+
 cdef struct Part:
     # A training step's work is cut into the plan's nv blocks (of units, of rows); a
     # thread runs the blocks [v0, v1), and each block's matrix products and partial sums
@@ -394,12 +470,13 @@ cdef struct Part:
     int v1
     int nv
     int nt      # threads running now: they meet at the barriers
+    Help* help  # a lead's helpers (run_tiles), or NULL
 
 
 cdef inline Part part_of(int tid, int nt, int nv) noexcept nogil:
     """Thread tid of nt's contiguous run of a plan of nv >= nt blocks."""
     cdef Part p
-    p.v0, p.v1, p.nv, p.nt = tid * nv // nt, (tid + 1) * nv // nt, nv, nt
+    p.v0, p.v1, p.nv, p.nt, p.help = tid * nv // nt, (tid + 1) * nv // nt, nv, nt, NULL
     return p
 
 
@@ -482,6 +559,225 @@ cdef inline void tile(int v, int rows, int nv, Py_ssize_t n, Py_ssize_t m, Py_ss
     cdef int cols = nv // rows
     share(n, v // cols, rows, 1, r0, r1)
     share(m, v % cols, cols, UNIT_ALIGN, c0, c1)
+
+
+cdef Py_ssize_t tile_entries(const TilePass* t, int v) noexcept nogil:
+    """The entries a helper's scratch block needs for tile v of pass t (see tile_product)."""
+    cdef Py_ssize_t r0, r1, c0, c1
+    cdef int cols = t.nv // t.grid
+    if t.kind == TILE_FORWARD:
+        tile(v, t.grid, t.nv, t.n, t.L.n_out, &r0, &r1, &c0, &c1)
+        return (r1 - r0) * (c1 - c0)
+    if t.kind == TILE_INPUT_GRAD:
+        tile(v, t.grid, t.nv, t.n, t.L.n_in, &r0, &r1, &c0, &c1)
+        return (r1 - r0) * t.L.n_in
+    share(t.L.n_out, v % cols, cols, UNIT_ALIGN, &c0, &c1)
+    return (c1 - c0) * (t.L.n_in + 1)
+
+
+cdef void tile_product(const TilePass* t, int v, floating* scratch) noexcept nogil:
+    """Tile v of pass t, into its place, or (a helper) into `scratch`: a forward tile with
+    its own width as stride, the others with the full arrays' strides from scratch's
+    start (a weight tile followed by its bias entries). A destination the product adds
+    to (beta != 0) is copied into scratch first. The product is the same call either
+    way, so its result is the same bit for bit."""
+    cdef LayerPlan* L = t.L
+    cdef Py_ssize_t r0, r1, c0, c1, k0, k1, u, m = L.n_out
+    cdef int cols = t.nv // t.grid
+    cdef const floating* g = <const floating*> t.grad
+    cdef floating* out = <floating*> t.out
+    cdef floating* dw
+    cdef floating* db = NULL
+    if t.kind == TILE_FORWARD:
+        tile(v, t.grid, t.nv, t.n, m, &r0, &r1, &c0, &c1)
+        if r1 > r0:
+            dense_forward(<const floating*> t.inp + r0 * L.n_in, at(L.weight, c0 * L.n_in, out),
+                          at(L.bias, c0, out), scratch if scratch != NULL else out + r0 * m + c0,
+                          <int> (r1 - r0), L.n_in, <int> (c1 - c0),
+                          <int> (c1 - c0) if scratch != NULL else <int> m)
+    elif t.kind == TILE_INPUT_GRAD:
+        tile(v, t.grid, t.nv, t.n, L.n_in, &r0, &r1, &c0, &c1)
+        if r1 > r0:
+            dense_input_grad(g + r0 * m, at(L.weight, c0, out),
+                             scratch if scratch != NULL else out + r0 * L.n_in + c0,
+                             <int> (r1 - r0), <int> (c1 - c0), L.n_in, <int> m)
+    else:
+        share(m, v % cols, cols, UNIT_ALIGN, &c0, &c1)
+        share(L.n_in, v // cols, t.grid, UNIT_ALIGN, &k0, &k1)
+        if c1 <= c0:
+            return
+        dw = <floating*> t.dest_w + c0 * L.n_in + k0
+        if t.dest_b != NULL and v < cols:  # the grid's first row makes the bias gradient
+            db = <floating*> t.dest_b + c0
+        if scratch != NULL:
+            if t.beta_w != 0:
+                for u in range(c1 - c0):
+                    memcpy(scratch + u * L.n_in, dw + u * L.n_in, (k1 - k0) * sizeof(floating))
+            if db != NULL and t.beta_b != 0:
+                memcpy(scratch + (c1 - c0) * L.n_in, db, (c1 - c0) * sizeof(floating))
+            dw = scratch
+            if db != NULL:
+                db = scratch + (c1 - c0) * L.n_in
+        dense_param_grad(<const floating*> t.inp + k0, g + c0, dw, db, <floating> t.alpha,
+                         <floating> t.beta_w, <floating> t.beta_b,
+                         <const floating*> t.ones, <int> t.n, L.n_in, <int> (c1 - c0), L.n_out,
+                         <int> (k1 - k0))
+
+
+cdef void commit_tile(const TilePass* t, int v, const floating* scratch) noexcept nogil:
+    """A helper's tile v, from its scratch block (tile_product's layout) into place."""
+    cdef LayerPlan* L = t.L
+    cdef Py_ssize_t r0, r1, c0, c1, k0, k1, i, m = L.n_out
+    cdef int cols = t.nv // t.grid
+    cdef floating* out = <floating*> t.out
+    if t.kind == TILE_FORWARD:
+        tile(v, t.grid, t.nv, t.n, m, &r0, &r1, &c0, &c1)
+        for i in range(r1 - r0):
+            memcpy(out + (r0 + i) * m + c0, scratch + i * (c1 - c0), (c1 - c0) * sizeof(floating))
+    elif t.kind == TILE_INPUT_GRAD:
+        tile(v, t.grid, t.nv, t.n, L.n_in, &r0, &r1, &c0, &c1)
+        for i in range(r1 - r0):
+            memcpy(out + (r0 + i) * L.n_in + c0, scratch + i * L.n_in,
+                   (c1 - c0) * sizeof(floating))
+    else:
+        share(m, v % cols, cols, UNIT_ALIGN, &c0, &c1)
+        share(L.n_in, v // cols, t.grid, UNIT_ALIGN, &k0, &k1)
+        for i in range(c1 - c0):
+            memcpy(<floating*> t.dest_w + (c0 + i) * L.n_in + k0, scratch + i * L.n_in,
+                   (k1 - k0) * sizeof(floating))
+        if t.dest_b != NULL and v < cols and c1 > c0:
+            memcpy(<floating*> t.dest_b + c0, scratch + (c1 - c0) * L.n_in,
+                   (c1 - c0) * sizeof(floating))
+
+
+cdef void finish_tile(const TilePass* t, int v, floating* tag) noexcept nogil:
+    """After a weight tile's product: the rest of its optimizer update (and its bias's,
+    in the grid's first row), while its weights are in this core's cache."""
+    cdef LayerPlan* L = t.L
+    cdef Py_ssize_t c0, c1, k0, k1, u
+    cdef int cols = t.nv // t.grid
+    if t.kind != TILE_PARAM_GRAD or not t.update:
+        return
+    share(L.n_out, v % cols, cols, UNIT_ALIGN, &c0, &c1)
+    share(L.n_in, v // cols, t.grid, UNIT_ALIGN, &k0, &k1)
+    if c1 <= c0:
+        return
+    if k1 - k0 == L.n_in:
+        finish_update(t.net, t.c, L.weight_param, t.wdest, c0 * L.n_in, (c1 - c0) * L.n_in,
+                      tag)
+    else:
+        for u in range(c0, c1):
+            finish_update(t.net, t.c, L.weight_param, t.wdest, u * L.n_in + k0, k1 - k0, tag)
+    if v < cols:
+        finish_update(t.net, t.c, L.bias_param, t.bdest, c0, c1 - c0, tag)
+
+
+cdef inline void lead_tile(TilePass* t, int v, floating* tag) noexcept nogil:
+    tile_product(t, v, <floating*> NULL)
+    finish_tile(t, v, tag)
+
+
+cdef void lead_tiles(Help* h, TilePass* t, floating* tag) noexcept nogil:
+    """The lead's run of pass t (csrc/helping.h): post it, compute the last tile, then
+    every tile no helper has taken; then hand in each helper's finished tile, and compute
+    again any tile a helper took that is not done h.grace times the lead's own tile's
+    time after the helper took it (or after the pass began)."""
+    cdef int v, last = t.nv - 1, status
+    cdef unsigned seq
+    cdef uint64_t word
+    cdef long long start, took, since
+    fastnn_pass_begin(&h.seq)
+    h.posted = t[0]
+    seq = h.seq + 1     # the sequence once posted (only the lead writes it)
+    for v in range(last):
+        fastnn_store_word(&h.state[v], fastnn_tile_word(seq, 0, FASTNN_TILE_FREE))
+    fastnn_store_word(&h.state[last], fastnn_tile_word(seq, 0, FASTNN_TILE_LEAD))
+    fastnn_reset_claims(&h.claim)
+    fastnn_pass_post(&h.seq, &h.sleepers)
+    start = fastnn_now_ns()
+    lead_tile(t, last, tag)
+    took = fastnn_now_ns() - start
+    while True:
+        v = <int> fastnn_claim(&h.claim)
+        if v >= last:
+            break
+        if fastnn_swap_word(&h.state[v], fastnn_tile_word(seq, 0, FASTNN_TILE_FREE),
+                            fastnn_tile_word(seq, 0, FASTNN_TILE_LEAD)):
+            lead_tile(t, v, tag)
+    for v in range(last):
+        while True:
+            word = fastnn_load_word(&h.state[v])
+            status = fastnn_tile_status(word)
+            if status == FASTNN_TILE_LEAD:
+                break
+            if status == FASTNN_TILE_DONE:
+                commit_tile(t, v, <floating*> h.scratch[fastnn_tile_helper(word)])
+                finish_tile(t, v, tag)
+                h.tiles += 1
+                break
+            since = max(<long long> fastnn_load_word(&h.taken_at[v]), start)
+            if status == FASTNN_TILE_FREE or fastnn_now_ns() > since + h.grace * took:
+                if fastnn_swap_word(&h.state[v], word,
+                                    fastnn_tile_word(seq, 0, FASTNN_TILE_LEAD)):
+                    lead_tile(t, v, tag)
+                    if status == FASTNN_TILE_TAKEN:
+                        h.retaken += 1
+                    break
+            else:
+                fastnn_pause()
+
+
+cdef inline TilePass tile_pass(int kind, LayerPlan* L, const floating* inp,
+                               const floating* grad, floating* out, Py_ssize_t n, int grid,
+                               int nv, floating* tag) noexcept nogil:
+    cdef TilePass t
+    memset(&t, 0, sizeof(t))
+    t.kind, t.f64, t.L, t.inp, t.grad, t.out = kind, floating is double, L, inp, grad, out
+    t.n, t.grid, t.nv = n, grid, nv
+    return t
+
+
+cdef void run_tiles(TilePass* t, const Part* p, floating* tag) noexcept nogil:
+    """p's tiles of pass t, each followed by its update (param grad); a lead with helpers
+    shares the pass with them."""
+    cdef int v
+    if p.help != NULL and p.nv > 1:
+        lead_tiles(p.help, t, tag)
+        return
+    for v in range(p.v0, p.v1):
+        lead_tile(t, v, tag)
+
+
+cdef void help_tiles(Help* h, int tid) noexcept nogil:
+    """A helper: until the lead quits, take at most one tile of each pass it posts into
+    this thread's scratch block, and hand it in (csrc/helping.h)."""
+    cdef unsigned seen = fastnn_pass_now(&h.seq)
+    cdef TilePass t
+    cdef int v
+    cdef void* scratch
+    while not fastnn_flag_get(&h.quit):  # set before the lead's last post
+        seen = fastnn_pass_wait(&h.seq, seen, &h.sleepers)
+        if fastnn_flag_get(&h.quit):
+            return
+        t = h.posted
+        if not fastnn_pass_still(&h.seq, seen):
+            continue
+        v = <int> fastnn_claim(&h.claim)
+        if v >= t.nv - 1 or not fastnn_swap_word(
+                &h.state[v], fastnn_tile_word(seen, 0, FASTNN_TILE_FREE),
+                fastnn_tile_word(seen, tid, FASTNN_TILE_TAKEN)):
+            continue
+        fastnn_store_word(&h.taken_at[v], <uint64_t> fastnn_now_ns())
+        scratch = fastnn_thread_scratch(max(1, tile_entries(&t, v)) * (8 if t.f64 else 4))
+        if scratch == NULL:
+            continue    # the lead computes it after its grace
+        if t.f64:
+            tile_product(&t, v, <double*> scratch)
+        else:
+            tile_product(&t, v, <float*> scratch)
+        h.scratch[tid] = scratch
+        fastnn_swap_word(&h.state[v], fastnn_tile_word(seen, tid, FASTNN_TILE_TAKEN),
+                         fastnn_tile_word(seen, tid, FASTNN_TILE_DONE))
 
 
 cdef extern from "Python.h":
@@ -576,6 +872,7 @@ cdef int forward(Net* net, Counters* c, const floating* x, Py_ssize_t n, int n_r
     layer's output was written."""
     cdef int l, layout = WHOLE, grid = 1
     cdef LayerPlan* L
+    cdef TilePass products
     cdef const floating* inp = x
     cdef floating* out
     cdef Py_ssize_t c0, c1, r0, r1, m
@@ -588,12 +885,8 @@ cdef int forward(Net* net, Counters* c, const floating* x, Py_ssize_t n, int n_r
         if L.kind == DENSE:
             sync(&layout, WHOLE, p.nt)
             grid = dense_grid(L, n, p.nv)
-            for v in range(p.v0, p.v1):
-                tile(v, grid, p.nv, n, m, &r0, &r1, &c0, &c1)
-                if r1 > r0:
-                    dense_forward(inp + r0 * L.n_in, at(L.weight, c0 * L.n_in, out),
-                                  at(L.bias, c0, out), out + r0 * m + c0, <int> (r1 - r0),
-                                  L.n_in, <int> (c1 - c0), <int> m)
+            products = tile_pass(TILE_FORWARD, L, inp, NULL, out, n, grid, p.nv, out)
+            run_tiles(&products, p, out)
             layout = grid_layout(grid, p.nv)
         elif L.kind == SOFTMAX:  # works on whole rows
             sync(&layout, ROWS, p.nt)
@@ -691,36 +984,14 @@ cdef void dense_update(Net* net, Counters* c, int l, const floating* inp, Py_ssi
     where the optimizer wants them (folded into the update where the formula allows),
     then the rest of the tile's update, while its weights are in this core's cache."""
     cdef LayerPlan* L = &net.layers[l]
-    cdef Py_ssize_t c0, c1, k0, k1, u
-    cdef int grid = dense_grid(L, n, p.nv), cols = p.nv // grid
-    cdef bint first_row
-    cdef GradientDestination wdest, bdest
-    cdef floating* dest_w = <floating*> destination(net, c, L.weight_param, update, grad_beta,
-                                                   &wdest)
-    cdef floating* dest_b = <floating*> destination(net, c, L.bias_param, update, grad_beta,
-                                                   &bdest)
-    cdef int v
-    for v in range(p.v0, p.v1):
-        share(L.n_out, v % cols, cols, UNIT_ALIGN, &c0, &c1)
-        share(L.n_in, v // cols, grid, UNIT_ALIGN, &k0, &k1)
-        first_row = v < cols
-        if c1 <= c0:
-            continue
-        dense_param_grad(inp + k0, <floating*> L.grad + c0, dest_w + c0 * L.n_in + k0,
-                         dest_b + c0 if (dest_b != NULL and first_row) else NULL,
-                         <floating> wdest.alpha, <floating> wdest.beta, <floating> bdest.beta,
-                         <floating*> net.ones, <int> n, L.n_in, <int> (c1 - c0), L.n_out,
-                         <int> (k1 - k0))
-        if not update:
-            continue
-        if k1 - k0 == L.n_in:
-            finish_update(net, c, L.weight_param, wdest, c0 * L.n_in, (c1 - c0) * L.n_in,
-                          dest_w)
-        else:
-            for u in range(c0, c1):
-                finish_update(net, c, L.weight_param, wdest, u * L.n_in + k0, k1 - k0, dest_w)
-        if first_row:
-            finish_update(net, c, L.bias_param, bdest, c0, c1 - c0, dest_w)
+    cdef TilePass products = tile_pass(TILE_PARAM_GRAD, L, inp, <floating*> L.grad, NULL, n,
+                                       dense_grid(L, n, p.nv), p.nv, <floating*> L.grad)
+    products.dest_w = destination(net, c, L.weight_param, update, grad_beta, &products.wdest)
+    products.dest_b = destination(net, c, L.bias_param, update, grad_beta, &products.bdest)
+    products.alpha, products.beta_w = products.wdest.alpha, products.wdest.beta
+    products.beta_b = products.bdest.beta
+    products.ones, products.net, products.c, products.update = net.ones, net, c, update
+    run_tiles(&products, p, <floating*> L.grad)
 
 
 cdef inline void meet(Net* net, Counters* c, int* layout, int wanted, int* pending,
@@ -746,6 +1017,7 @@ cdef void backward(Net* net, Counters* c, const floating* x, Py_ssize_t n, int n
     other threads read all of W for the input gradient of their columns."""
     cdef int l, layout = WHOLE, pending = -1, grid = 1
     cdef LayerPlan* L
+    cdef TilePass products
     cdef const floating* inp
     cdef floating* grad_in
     cdef floating* g
@@ -761,12 +1033,8 @@ cdef void backward(Net* net, Counters* c, const floating* x, Py_ssize_t n, int n
             meet(net, c, &layout, WHOLE, &pending, n, update, grad_beta, p, g)
             if grad_in != NULL:
                 grid = dense_grid(L, n, p.nv)
-                for v in range(p.v0, p.v1):
-                    tile(v, grid, p.nv, n, L.n_in, &r0, &r1, &c0, &c1)
-                    if r1 > r0:
-                        dense_input_grad(g + r0 * m, at(L.weight, c0, g),
-                                         grad_in + r0 * L.n_in + c0, <int> (r1 - r0),
-                                         <int> (c1 - c0), L.n_in, <int> m)
+                products = tile_pass(TILE_INPUT_GRAD, L, NULL, g, grad_in, n, grid, p.nv, g)
+                run_tiles(&products, p, g)
                 pending = l
                 layout = grid_layout(grid, p.nv)
             else:
@@ -1399,7 +1667,22 @@ cdef void train_job(void* ctx, int tid, int nt) noexcept nogil:
     cdef Job* job = <Job*> ctx
     cdef long long before = fastnn_thread_wait_ns() if job.measure else -1
     cdef Part p = part_of(tid, nt, max(nt, job.plan))
-    if job.f64:
+    if job.help != NULL:    # thread 0 runs every pass on the plan's blocks, helped
+        p = part_of(0, 1, job.plan)
+        p.help = job.help
+        if tid > 0:
+            fastnn_pin_away(job.help.lead_cpu)
+            help_tiles(job.help, tid)
+            fastnn_unpin()
+        elif job.f64:
+            train_steps(job, &p, <double*> NULL)
+        else:
+            train_steps(job, &p, <float*> NULL)
+        if tid == 0:
+            fastnn_flag_set(&job.help.quit)
+            fastnn_pass_begin(&job.help.seq)
+            fastnn_pass_post(&job.help.seq, &job.help.sleepers)
+    elif job.f64:
         train_steps(job, &p, <double*> NULL)
     else:
         train_steps(job, &p, <float*> NULL)
@@ -1491,7 +1774,8 @@ cdef struct LoadState:
     double step_s       # seconds per step in the last stretch
     double ended        # when the last call ended (monotonic_s)
     int n_stretches     # the last call's stretches; the first MAX_TRACE of them:
-    int trace_threads[64]       # the threads each ran on
+    int trace_threads[64]       # the threads each ran on (1: a lead, helped or not)
+    int trace_helpers[64]       # and the lead's helpers
     float trace_waited[64]      # and the largest share of it a thread waited for a CPU
 
 
@@ -1555,37 +1839,108 @@ def _threads_after(int k, int most, waited, int used, double wall, state):
     return k
 
 
-cdef int train_adapting(Job* job, int most, LoadState* state) noexcept nogil:
+# How adapting training uses a core it shares (csrc/helping.h): 0 never helps, 1 runs
+# a lead and helpers in place of one thread alone, 2 always (tests, benchmarks).
+cdef int HELPING = 1
+cdef double HELP_GRACE = 1.5    # see lead_tiles
+cdef int HELP_STRETCHES = 10    # a helped stretch is this many stretches long: it ends
+                                # waiting for a helper that may be off its core for a
+                                # scheduler slice, amortised over 0.2 s
+
+
+def set_helping(int mode, double grace, bint pin=True):
+    """Set when adapting training runs a lead with helpers (0 never, 1 in place of one
+    thread alone, 2 always), the lead's grace (lead_tiles) and whether a helped
+    stretch keeps the lead on one CPU and its helpers off it; returns the old triple."""
+    global HELPING, HELP_GRACE, fastnn_help_pin
+    old = (HELPING, HELP_GRACE, bool(fastnn_help_pin))
+    HELPING, HELP_GRACE, fastnn_help_pin = mode, grace, pin
+    return old
+
+
+cdef double worst_wait(const long long* waited, int first, int used, double wall) noexcept nogil:
+    """The largest share of `wall` a thread in [first, used) waited for a CPU (-1: unknown)."""
+    cdef double worst = 0
+    cdef int t
+    for t in range(first, used):
+        if waited[t] < 0:
+            return -1
+        worst = max(worst, waited[t] * 1e-9 / wall)
+    return worst
+
+
+cdef int train_adapting(Job* job, int most, LoadState* state, Help* help) noexcept nogil:
     """Run an epoch's training job in stretches of about STRETCH_S, each on the threads
     threads_after chose from the last (the first on the last call's choice); returns the
     threads of the last stretch. Every stretch carries on from where the last stopped:
-    the steps, their order and their results are those of one job on the same counts."""
+    the steps, their order and their results are those of one job on the same counts.
+    Where one thread would run alone, a lead runs with most - 1 helpers (HELPING) in
+    stretches HELP_STRETCHES times as long, until no thread waits for its CPU."""
     cdef int k = state.threads if 1 <= state.threads <= most else most, used = k
     cdef Py_ssize_t steps = FIRST_STRETCH, first
-    cdef double t0 = monotonic_s(), wall
-    cdef bint parallel = job.step_rows != NULL
+    cdef double t0 = monotonic_s(), wall, worst
+    cdef bint parallel = job.step_rows != NULL, helped, shared
+    cdef long long tiles = 0, retaken = 0
     job.measure = True
     state.n_stretches = 0
+    help.tiles = help.retaken = 0
     if t0 - state.ended > STALE_S:
         k, state.calm, state.patience, state.trying = most, 0, FIRST_PATIENCE, False
+        help.solo, help.patience, help.avoid_cpu = 0, 0, -1
     if state.step_s > 0:
         steps = max(1, <Py_ssize_t> (STRETCH_S / state.step_s))
     while job.status == 0 and ((job.next_batch < job.n_steps) if parallel
                                else (job.next_start < job.n_samples)):
         first = job.next_batch
+        helped = most > 1 and (HELPING == 2 or (HELPING == 1 and k == 1 and help.solo == 0
+                                                and fastnn_allowed_cpus() > 1))
+        if k == 1 and not helped and help.solo > 0:
+            help.solo -= 1
+        if helped:
+            tiles, retaken = help.tiles, help.retaken
+            help.quit, help.grace = 0, HELP_GRACE
+            job.help = help
+            if state.step_s > 0:
+                steps = max(1, <Py_ssize_t> (STRETCH_S * HELP_STRETCHES / state.step_s))
         job.end_batch = first + steps
         t0 = monotonic_s()
-        used = run_on_team(train_job, job, k)
+        if helped:
+            help.lead_cpu = fastnn_pin_lead(help.avoid_cpu)
+        used = run_on_team(train_job, job, most if helped else k)
+        if helped:
+            fastnn_unpin()
         wall = monotonic_s() - t0
+        job.help = NULL
         if state.n_stretches < MAX_TRACE:
-            state.trace_threads[state.n_stretches] = used
+            state.trace_threads[state.n_stretches] = 1 if helped else used
+            state.trace_helpers[state.n_stretches] = used - 1 if helped else 0
             state.trace_waited[state.n_stretches] = -1
         state.n_stretches += 1
         if job.next_batch == first:  # no step ran: nothing more will
             break
         state.step_s = wall / (job.next_batch - first)
         steps = max(1, <Py_ssize_t> (STRETCH_S / state.step_s))
-        k = threads_after(k, most, job.waited, used, wall, state)
+        if not helped:
+            k = threads_after(k, most, job.waited, used, wall, state)
+        elif used > 1 and wall >= JUDGE_S:
+            # the lead shared its CPU: the next stretch keeps it on another; no thread
+            # waited: the whole plan again
+            shared = job.waited[0] * 1e-9 > CONTENDED * wall
+            worst = worst_wait(job.waited, 0, used, wall)
+            if state.n_stretches <= MAX_TRACE:
+                state.trace_waited[state.n_stretches - 1] = <float> worst
+            if HELPING == 1 and 0 <= worst <= CONTENDED:
+                k, state.calm, state.patience, state.trying = most, 0, FIRST_PATIENCE, False
+            elif HELPING == 1 and (2 * (help.retaken - retaken) > help.tiles - tiles
+                                   or (shared and help.avoid_cpu >= 0)):
+                # the helpers were late more often than not, or the lead shared its CPU
+                # again on another (fewer CPUs than threads): alone for a while, longer
+                # each time
+                help.solo = help.patience = min(2 * max(1, help.patience), MAX_PATIENCE)
+                shared = False
+            else:
+                help.patience = 0
+            help.avoid_cpu = help.lead_cpu if shared else -1
     state.threads = k
     state.ended = monotonic_s()
     return used
@@ -1652,6 +2007,7 @@ cdef class Engine:
     cdef list _buffers
     cdef int _last_threads
     cdef LoadState load      # what train_adapting learned of the machine (kept across calls)
+    cdef Help help           # train_adapting's lead and helpers
     cdef Py_ssize_t widest   # the widest layer input or output (predict's buffers)
     cdef unsigned long _trainer  # the thread running fit (its ident), 0 when none
     cdef int _readers            # predicts running on their callers' threads
@@ -1831,6 +2187,15 @@ cdef class Engine:
         return [(self.load.trace_threads[i], self.load.trace_waited[i])
                 for i in range(min(self.load.n_stretches, MAX_TRACE))]
 
+    @property
+    def last_helpers(self):
+        """The last adapting train_epoch's helpers: per stretch (the first 64) the helpers
+        its lead had (0: none), and the tiles they handed in and that the lead computed
+        again because a helper was late (csrc/helping.h)."""
+        return {"helpers": [self.load.trace_helpers[i]
+                            for i in range(min(self.load.n_stretches, MAX_TRACE))],
+                "tiles": self.help.tiles, "retaken": self.help.retaken}
+
     def plan_threads(self, Py_ssize_t rows, int n_run, bint training, int max_threads):
         """The threads a call on batches of `rows` rows would run on (see point 4)."""
         return plan_threads(&self.net, rows, n_run, 3 if training else 1, max_threads)
@@ -1911,7 +2276,8 @@ cdef class Engine:
             with _blas_kept_to_one_thread():
                 with nogil:
                     if adapt and n_threads > 1:
-                        self._last_threads = train_adapting(&job, n_threads, &self.load)
+                        self._last_threads = train_adapting(&job, n_threads, &self.load,
+                                                             &self.help)
                     else:
                         self._last_threads = run_on_team(train_job, &job, n_threads)
                 if job.status == -1:  # raised here, before any Python code runs
@@ -2141,6 +2507,7 @@ cdef class Engine:
         job.end_batch = PY_SSIZE_T_MAX
         job.measure = job.check_finite = False
         job.next_block = job.halt = 0
+        job.help = NULL
 
     cdef void* _block(self, list buffers, Py_ssize_t n_rows, Py_ssize_t width, dtype):
         """A new zeroed (n_rows, width) buffer, kept alive in `buffers`."""

@@ -124,7 +124,7 @@ def grid_rows():
     _engine.force_grid_rows(old)
 
 
-def no_batch_norm():
+def no_batch_norm(dtype="float64"):
     """Every activation and dropout between Dense layers of uneven widths (50 = 16+16+18
     units, a 10-unit layer), an L2 penalty, a hidden softmax: no batch norm, so every
     Dense layer may cut rows as well as units."""
@@ -132,7 +132,7 @@ def no_batch_norm():
         fnn.Dense(12, 50, l2=1e-3), fnn.ReLU(), fnn.Dropout(0.2), fnn.Dense(50, 40),
         fnn.LeakyReLU(0.1), fnn.Dense(40, 33), fnn.Tanh(), fnn.Dropout(0.3),
         fnn.Dense(33, 10), fnn.Softmax(), fnn.Dense(10, 20), fnn.Sigmoid(),
-        fnn.Dense(20, 4)], dtype="float64", seed=3)
+        fnn.Dense(20, 4)], dtype=dtype, seed=3)
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
@@ -456,6 +456,70 @@ def test_stretches_carry_on_exactly_where_the_last_stopped(rng, monkeypatch,
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.fixture
+def helped_stretches(monkeypatch):
+    """Adapting training whose every stretch runs a lead and helpers (set with the lead's
+    grace: 0 computes again every tile a helper has not finished when the lead looks)."""
+    monkeypatch.setattr(fnn.model, "adapts_to_load", lambda: True)
+    old = _engine.set_helping(0, 1.5)
+
+    def use(mode, grace):
+        _engine.set_helping(mode, grace)
+    yield use
+    _engine.set_helping(*old)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_a_lead_with_helpers_gives_the_plan_bit_for_bit(
+        rng, dtype, optimizer, helped_stretches, grid_rows, every_call_on_the_team):
+    """A lead that runs every pass of the step and shares each pass's tiles with helpers
+    (csrc/helping.h) ends where the team runs the same plan, bit for bit: whether the
+    lead waits for every helper (grace 1e9), takes back every late tile (grace 0), or
+    does something in between; on 2 and 3 threads, a grid of 2 x 2 tiles on 4, and
+    stretches of one step each. Every layer kind, batch norm and dropout included."""
+    X = rng.normal(size=(300, 12)).astype(dtype)
+    y = rng.integers(0, 4, 300)
+
+    def fit(mode, grace, n_threads, model):
+        helped_stretches(mode, grace)
+        with fnn.threads(n_threads):
+            m = model()
+            m.fit(X, y, optimizer=OPTIMIZERS[optimizer](), epochs=2, batch_size=37)
+        return m.parameters() + m.buffers(), m._engine.last_helpers
+
+    def every_kind():
+        return every_kind_of_layer(dtype)
+
+    def tiles():
+        return no_batch_norm(dtype)
+
+    handed_in = 0
+    for n_threads, rows, model in [(2, 0, every_kind), (3, 0, every_kind), (4, 2, tiles)]:
+        grid_rows(rows)
+        team, _ = fit(0, 1.5, n_threads, model)
+        for grace in (1e9, 0.0, 1.5):
+            helped, helpers = fit(2, grace, n_threads, model)
+            assert set(helpers["helpers"]) == {n_threads - 1}, helpers
+            if grace > 1e8:
+                assert helpers["retaken"] == 0, helpers
+            handed_in += helpers["tiles"]
+            for a, b in zip(team, helped):
+                np.testing.assert_array_equal(a, b)
+    old = _engine.set_stretching(1e-12, 1e9)
+    try:
+        grid_rows(0)
+        team, _ = fit(0, 1.5, 2, every_kind)
+        helped, helpers = fit(2, 1.5, 2, every_kind)
+        # a stretch per step (the first 4 steps unless the last call timed a step)
+        assert len(helpers["helpers"]) in (-(-300 // 37) - 3, -(-300 // 37)), helpers
+    finally:
+        _engine.set_stretching(*old)
+    for a, b in zip(team, helped):
+        np.testing.assert_array_equal(a, b)
+    assert handed_in > 0  # the helpers' tiles went in, not only the lead's
+
+
 def test_a_loss_that_fails_in_a_later_stretch_names_its_batch(rng, monkeypatch,
                                                               every_call_on_the_team):
     """The batch whose loss is not finite is counted over the whole epoch, not within
@@ -512,6 +576,49 @@ def test_a_team_sharing_one_core_drops_to_one_thread(tmp_path):
                    for (n, w), (after, _) in zip(stretches, stretches[1:])), stretches
         for a, b in zip(one.parameters(), adapting.parameters()):
             np.testing.assert_allclose(b, a, rtol=1e-10, atol=1e-13)
+        for a, b in zip(fixed.parameters(), adapting.parameters()):  # the same plan
+            assert np.array_equal(a, b)
+        print("ok")
+    """
+    result = run_python(["-c", code], cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip().endswith("ok")
+
+
+def test_a_team_with_a_core_taken_runs_a_lead_with_helpers(tmp_path):
+    """On two CPUs, one of them held by another process: adapting training drops from
+    the team of two to a lead with a helper, whose tiles go in, and ends bit for bit
+    where the team of two does."""
+    if _engine_wait_unknown():
+        pytest.skip("this kernel does not report run delays (/proc/thread-self/schedstat)")
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs two CPUs")
+    code = """if True:
+        import os, subprocess, sys
+        cpus = sorted(os.sched_getaffinity(0))[:2]
+        os.sched_setaffinity(0, set(cpus))
+        spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"],
+                                   preexec_fn=lambda: os.sched_setaffinity(0, {cpus[1]}))
+        import numpy as np, fastnn as fnn
+        try:
+            rng = np.random.default_rng(0)
+            X = rng.normal(size=(12000, 256))
+            y = rng.integers(0, 10, 12000)
+            def fit(adapt):
+                fnn.model.adapts_to_load = lambda: adapt
+                m = fnn.Sequential([fnn.Dense(256, 256), fnn.ReLU(), fnn.Dense(256, 10)],
+                                   dtype="float64", seed=0)
+                with fnn.threads(2):
+                    m.fit(X, y, epochs=2, batch_size=128, shuffle=False,
+                          optimizer=fnn.optim.SGD(lr=0.01, momentum=0.9))
+                return m
+            fixed = fit(False)
+            adapting = fit(True)
+        finally:
+            spinner.kill()
+        helpers = adapting._engine.last_helpers
+        print("stretches", adapting._engine.last_stretches, helpers)
+        assert 1 in helpers["helpers"] and helpers["tiles"] > 0, helpers
         for a, b in zip(fixed.parameters(), adapting.parameters()):  # the same plan
             assert np.array_equal(a, b)
         print("ok")
