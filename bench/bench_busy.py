@@ -10,11 +10,16 @@ of the rounds for each, and busy / idle.
   solver="sgd", max_iter=3000, ...)` on the first 100 rows of load_digits(n_class=2)
   scaled to [0, 1] (needs scikit-learn), default threads.
 - epoch256: one epoch of 784-256-128-10 (float32, SGD momentum) at batch 256 on MNIST
-  (synthetic data of its shape without it), three ways: the default (no count fixed:
-  the team sized to the cores the machine leaves), `fnn.threads(cores)` (fixed: every
-  stretch on all of them), and `fnn.threads(1)`. "busy / idle" divides each busy time
-  by the default's idle time. The default's busy epoch also reports the share of its
-  stretches that ran below the plan (Engine.last_stretches).
+  (synthetic data of its shape without it), five ways: the default (no count fixed:
+  the team sized to the cores the machine leaves, a lead with helpers where one thread
+  would run alone), "no helpers" (the default as it was before the helpers: one thread
+  alone), "unpinned helpers" (helpers, but the lead not kept on one CPU nor the helpers
+  off it), `fnn.threads(cores)` (fixed: every stretch on all of them), and
+  `fnn.threads(1)`. "busy / idle" divides each busy time by the default's idle time.
+  Each busy round also gives busy default / busy fixed 1, the pair timed closest
+  together. The default's busy epoch reports the share of its stretches that ran below
+  the plan (Engine.last_stretches) and the tiles its helpers handed in and the lead
+  took back (Engine.last_helpers).
 - predict60k: predict of the 60,000 rows with the same model, default threads (its
   blocks of rows go to whichever thread is free), fastest of 3 calls.
 - torch epoch256 (when torch is installed): the same epoch in torch with as many threads
@@ -33,6 +38,7 @@ import warnings
 import numpy as np
 
 import fastnn as fnn
+from fastnn import _engine
 from fastnn._threads import available_cores, describe_blas
 from fastnn.benchmark import load_data, mlp_layers, time_torch
 
@@ -50,6 +56,17 @@ def small_fit_seconds():
     return time.perf_counter() - start
 
 
+@contextlib.contextmanager
+def helping(mode, pin):
+    """Adapting training's helpers set for the block (fastnn._engine.set_helping)."""
+    old = _engine.set_helping(mode, 1.5)
+    _engine.set_helping(mode, old[1], pin)  # the grace as it was
+    try:
+        yield
+    finally:
+        _engine.set_helping(*old)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -64,12 +81,13 @@ def main():
         with_sklearn = True
     except ImportError:
         with_sklearn = False
-    modes = {"default": contextlib.nullcontext, f"fixed {cores}": lambda: fnn.threads(cores),
-             "fixed 1": lambda: fnn.threads(1)}
+    modes = {"default": contextlib.nullcontext, "no helpers": lambda: helping(0, True),
+             "unpinned helpers": lambda: helping(1, False),
+             f"fixed {cores}": lambda: fnn.threads(cores), "fixed 1": lambda: fnn.threads(1)}
     with_torch = importlib.util.find_spec("torch") is not None
     times = {state: {"fit100": [], "predict60k": [], "torch": [], **{m: [] for m in modes}}
              for state in ("idle", "busy")}
-    below = []
+    below, tiles = [], []
     for _ in range(args.rounds):
         for state in ("idle", "busy"):
             spinner = None
@@ -94,6 +112,8 @@ def main():
                         stretches = model._engine.last_stretches
                         below.append(sum(n < cores for n, _ in stretches) / len(stretches)
                                      if stretches else 0.0)
+                        helped = model._engine.last_helpers
+                        tiles.append((helped["tiles"], helped["retaken"]))
                 if with_torch:
                     with fnn.threads(cores):  # time_torch gives torch fastnn's count
                         times[state]["torch"].append(
@@ -116,7 +136,11 @@ def main():
         print(f"epoch256 {mode:>8}: idle {i:.3f} s, busy {b:.3f} s, busy / default's idle "
               f"{b / idle:.2f}")
     print(f"default's busy epochs: {100 * float(np.mean(below)):.0f}% of stretches below "
-          f"{cores} threads")
+          f"{cores} threads; tiles its helpers handed in / the lead took back, per round: "
+          + ", ".join(f"{t}/{r}" for t, r in tiles))
+    per_round = [b / f for b, f in zip(times["busy"]["default"], times["busy"]["fixed 1"])]
+    print("busy default / busy fixed 1, per round: "
+          + " ".join(f"{r:.2f}" for r in per_round) + f"; median {np.median(per_round):.2f}")
     if with_torch:
         i, b = best["idle"]["torch"], best["busy"]["torch"]
         print(f"torch epoch256 ({cores} threads): idle {i:.3f} s, busy {b:.3f} s, busy / "
@@ -125,7 +149,9 @@ def main():
         with open(args.json, "w") as f:
             json.dump({"blas": describe_blas(), "cores": cores, "data": source,
                        "rounds": args.rounds, "seconds": times, "fastest": best,
-                       "busy_stretches_below_plan": below}, f, indent=1)
+                       "busy_stretches_below_plan": below,
+                       "busy_helper_tiles_and_retaken": tiles,
+                       "busy_default_over_fixed1": per_round}, f, indent=1)
 
 
 if __name__ == "__main__":

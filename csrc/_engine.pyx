@@ -41,13 +41,17 @@ Design, in eight points:
    training is bitwise reproducible for a given plan, however busy the machine, and
    plans differ only in BLAS's blocking and the grouping of the loss's partial sums.
    A busy machine: barrier-bound threads go at the pace of the one sharing its core
-   with another process (2 threads: 2.02-2.11x the idle epoch with one process spinning
-   beside, 1 thread: 1.67-1.70x). While no count is fixed, an epoch therefore runs in
+   with another process (2 threads: 2.02-2.15x the idle epoch with one process spinning
+   beside, 1 thread: 1.67-1.84x). While no count is fixed, an epoch therefore runs in
    stretches of ~20 ms, and each thread's wait for a CPU (csrc/contention.h) sets the
    next stretch's threads (train_adapting), each running its share of the plan's
-   blocks: 1.76x (1.73-1.85x before the blocks were kept, which costs 4-5%;
-   docs/design.md). Below the plan it tries the whole plan again after 2, 4, then
-   every 8 calm stretches.
+   blocks. Where that leaves one thread, it leads and the others help (csrc/helping.h):
+   the lead runs every pass, helpers take tiles of its Dense passes into scratch, and
+   the lead computes again a tile whose helper is late, so a helper off its core never
+   holds the step. The lead is kept on its CPU and the helpers off it. 1.47x the idle
+   epoch, against 1.94x without helpers and 1.84x on one thread (bench_busy.py, one run
+   of 5 rounds; docs/design.md). Below the plan it tries the whole plan again after 2,
+   4, then every 8 calm stretches, or after a helped stretch in which no thread waited.
 5. A training step: gather the batch (shuffled order; a sparse X's rows densified into
    the batch buffer; sample weights with their rows), forward through the trained
    layers, fused loss + gradient, stop if the loss is not finite (parameters untouched),

@@ -39,7 +39,8 @@ def info(args):
           f"to its work (one thread per {_engine.get_grain() / 1e6:g} MFLOP of a step's "
           f"products)")
     print("busy machine: " + ("training runs on as many of those threads as the machine "
-                              "leaves free (no count fixed; the same results bit for bit)"
+                              "leaves free, and where that is one, the others help it "
+                              "tile by tile (no count fixed; the same results bit for bit)"
                               if _threads.adapts_to_load()
                               else "the fixed count is used as given"))
     pinned = ("pinned to 1 thread during fastnn's calls" if _engine.blas_controlled()
