@@ -1873,6 +1873,52 @@ cdef double worst_wait(const long long* waited, int first, int used, double wall
     return worst
 
 
+cdef int after_helped(int k, int most, const long long* waited, int used, double wall,
+                      long long handed_in, long long retaken, LoadState* s,
+                      Help* h) noexcept nogil:
+    """The threads for the next stretch after a helped one of `wall` seconds on `used`
+    threads (the lead first) in which the helpers handed in `handed_in` tiles and the
+    lead took back `retaken`. No thread waited for its CPU: the whole plan. The lead
+    waited (it shares its CPU): the next helped stretch keeps it on another (h.avoid_cpu).
+    It waited there too, or the helpers were late more often than not: the lead runs
+    alone for h.solo stretches, 2, 4, then 8, before it tries helpers again."""
+    cdef bint shared = waited[0] * 1e-9 > CONTENDED * wall
+    cdef double worst = worst_wait(waited, 0, used, wall)
+    if 0 < s.n_stretches <= MAX_TRACE:
+        s.trace_waited[s.n_stretches - 1] = <float> worst
+    if HELPING != 1:
+        return k
+    if 0 <= worst <= CONTENDED:
+        s.calm, s.patience, s.trying = 0, FIRST_PATIENCE, False
+        h.patience, h.avoid_cpu = 0, -1
+        return most
+    if 2 * retaken > handed_in or (shared and h.avoid_cpu >= 0):
+        h.solo = h.patience = min(2 * max(1, h.patience), MAX_PATIENCE)
+        h.avoid_cpu = -1
+    else:
+        h.patience = 0
+        h.avoid_cpu = h.lead_cpu if shared else -1
+    return k
+
+
+def _after_helped(int k, int most, waited, double wall, long long handed_in,
+                  long long retaken, state):
+    """after_helped for tests: state is a dict of Help's solo, patience, avoid_cpu and
+    lead_cpu, updated in place; returns the threads for the next stretch."""
+    cdef long long w[256]
+    cdef LoadState s
+    cdef Help h
+    memset(&s, 0, sizeof(s))
+    memset(&h, 0, sizeof(h))
+    h.solo, h.patience = state["solo"], state["patience"]
+    h.avoid_cpu, h.lead_cpu = state["avoid_cpu"], state["lead_cpu"]
+    for t in range(len(waited)):
+        w[t] = waited[t]
+    k = after_helped(k, most, w, len(waited), wall, handed_in, retaken, &s, &h)
+    state.update(solo=h.solo, patience=h.patience, avoid_cpu=h.avoid_cpu)
+    return k
+
+
 cdef int train_adapting(Job* job, int most, LoadState* state, Help* help) noexcept nogil:
     """Run an epoch's training job in stretches of about STRETCH_S, each on the threads
     threads_after chose from the last (the first on the last call's choice); returns the
@@ -1882,8 +1928,8 @@ cdef int train_adapting(Job* job, int most, LoadState* state, Help* help) noexce
     stretches HELP_STRETCHES times as long, until no thread waits for its CPU."""
     cdef int k = state.threads if 1 <= state.threads <= most else most, used = k
     cdef Py_ssize_t steps = FIRST_STRETCH, first
-    cdef double t0 = monotonic_s(), wall, worst
-    cdef bint parallel = job.step_rows != NULL, helped, shared
+    cdef double t0 = monotonic_s(), wall
+    cdef bint parallel = job.step_rows != NULL, helped
     cdef long long tiles = 0, retaken = 0
     job.measure = True
     state.n_stretches = 0
@@ -1927,24 +1973,8 @@ cdef int train_adapting(Job* job, int most, LoadState* state, Help* help) noexce
         if not helped:
             k = threads_after(k, most, job.waited, used, wall, state)
         elif used > 1 and wall >= JUDGE_S:
-            # the lead shared its CPU: the next stretch keeps it on another; no thread
-            # waited: the whole plan again
-            shared = job.waited[0] * 1e-9 > CONTENDED * wall
-            worst = worst_wait(job.waited, 0, used, wall)
-            if state.n_stretches <= MAX_TRACE:
-                state.trace_waited[state.n_stretches - 1] = <float> worst
-            if HELPING == 1 and 0 <= worst <= CONTENDED:
-                k, state.calm, state.patience, state.trying = most, 0, FIRST_PATIENCE, False
-            elif HELPING == 1 and (2 * (help.retaken - retaken) > help.tiles - tiles
-                                   or (shared and help.avoid_cpu >= 0)):
-                # the helpers were late more often than not, or the lead shared its CPU
-                # again on another (fewer CPUs than threads): alone for a while, longer
-                # each time
-                help.solo = help.patience = min(2 * max(1, help.patience), MAX_PATIENCE)
-                shared = False
-            else:
-                help.patience = 0
-            help.avoid_cpu = help.lead_cpu if shared else -1
+            k = after_helped(k, most, job.waited, used, wall, help.tiles - tiles,
+                             help.retaken - retaken, state, help)
     state.threads = k
     state.ended = monotonic_s()
     return used

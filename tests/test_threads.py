@@ -404,6 +404,38 @@ def test_below_the_plan_the_whole_plan_is_tried_again_ever_less_often_while_busy
     assert state["patience"] == 2 and not state["trying"]
 
 
+def test_after_a_helped_stretch_the_lead_moves_then_backs_off():
+    """after_helped's rules: no thread waited, the whole plan; the lead waited for its
+    CPU, the next helped stretch keeps it off that CPU; it waited on the other too (more
+    threads than CPUs), or the helpers were late more often than not: the lead runs
+    alone for 2, then 4, then at most 8 stretches; a helped stretch that pays starts the
+    patience over."""
+    wall, ns = 0.2, 0.2 * 1e9
+    free, lead_waits, helper_waits = [0.01 * ns] * 2, [0.4 * ns, 0.0], [0.0, 0.5 * ns]
+    state = {"solo": 0, "patience": 0, "avoid_cpu": -1, "lead_cpu": 3}
+    assert _engine._after_helped(1, 2, free, wall, 900, 10, state) == 2
+    assert _engine._after_helped(1, 2, helper_waits, wall, 900, 10, state) == 1
+    assert state == {"solo": 0, "patience": 0, "avoid_cpu": -1, "lead_cpu": 3}
+    assert _engine._after_helped(1, 2, lead_waits, wall, 900, 10, state) == 1
+    assert state["avoid_cpu"] == 3 and state["solo"] == 0
+    solos = []
+    for _ in range(4):  # the lead waits on the other CPU too
+        state["avoid_cpu"] = 3
+        assert _engine._after_helped(1, 2, lead_waits, wall, 900, 10, state) == 1
+        solos.append(state["solo"])
+        assert state["avoid_cpu"] == -1
+    assert solos == [2, 4, 8, 8]
+    state.update(solo=0)
+    assert _engine._after_helped(1, 2, helper_waits, wall, 900, 10, state) == 1
+    assert state["patience"] == 0 and state["solo"] == 0
+    # helpers late more often than not (the lead took back more than half of their tiles)
+    assert _engine._after_helped(1, 2, helper_waits, wall, 100, 51, state) == 1
+    assert state["solo"] == 2
+    # waits unknown: not the whole plan
+    state = {"solo": 0, "patience": 0, "avoid_cpu": -1, "lead_cpu": 0}
+    assert _engine._after_helped(1, 2, [-1, -1], wall, 900, 10, state) == 1
+
+
 def test_only_an_unset_count_adapts_to_the_machine(monkeypatch):
     """A count fixed by set_num_threads, threads() or OMP_NUM_THREADS is used as given
     (training with it stays bitwise reproducible); unset, training adapts."""
