@@ -48,9 +48,9 @@ Design, in eight points:
    blocks. Where that leaves one thread, it leads and the others help (csrc/helping.h):
    the lead runs every pass, helpers take tiles of its Dense passes into scratch, and
    the lead computes again a tile whose helper is late, so a helper off its core never
-   holds the step. The lead is kept on its CPU and the helpers off it. 1.47x the idle
-   epoch, against 1.94x without helpers and 1.84x on one thread (bench_busy.py, one run
-   of 5 rounds; docs/design.md). Below the plan it tries the whole plan again after 2,
+   holds the step. The lead is kept on its CPU and the helpers off it. 1.44-1.47x the
+   idle epoch, against 1.91-1.99x without helpers and 1.80-1.84x on one thread
+   (bench_busy.py, three runs of 5 rounds; docs/design.md). Below the plan it tries the whole plan again after 2,
    4, then every 8 calm stretches, or after a helped stretch in which no thread waited.
 5. A training step: gather the batch (shuffled order; a sparse X's rows densified into
    the batch buffer; sample weights with their rows), forward through the trained
@@ -454,6 +454,7 @@ cdef struct Help:
     int avoid_cpu       # the CPU the lead shared with another process last time
     int solo            # stretches the lead runs alone before it tries helpers again
     int patience        # and how many it waits after the next try that does not pay
+    bint probing        # the next helped stretch is a short try (HELP_PROBE)
     long claim          # the next tile a helper may try
     double grace        # the lead computes a helper's tile again after this many
                         # times its own tile's time
@@ -1850,6 +1851,8 @@ cdef double HELP_GRACE = 1.5    # see lead_tiles
 cdef int HELP_STRETCHES = 10    # a helped stretch is this many stretches long: it ends
                                 # waiting for a helper that may be off its core for a
                                 # scheduler slice, amortised over 0.2 s
+cdef int HELP_PROBE = 2         # but the first after a change is a short try
+cdef int FIRST_SOLO = 4, MAX_SOLO = 64  # stretches alone after helpers did not pay
 
 
 def set_helping(int mode, double grace, bint pin=True):
@@ -1881,7 +1884,9 @@ cdef int after_helped(int k, int most, const long long* waited, int used, double
     lead took back `retaken`. No thread waited for its CPU: the whole plan. The lead
     waited (it shares its CPU): the next helped stretch keeps it on another (h.avoid_cpu).
     It waited there too, or the helpers were late more often than not: the lead runs
-    alone for h.solo stretches, 2, 4, then 8, before it tries helpers again."""
+    alone for h.solo stretches, 4, 8, ... up to 64, before it tries helpers again. Only
+    after a helped stretch that went well is the next one long (HELP_STRETCHES): two
+    processes that each try helpers on a machine they fill lose little to the tries."""
     cdef bint shared = waited[0] * 1e-9 > CONTENDED * wall
     cdef double worst = worst_wait(waited, 0, used, wall)
     if 0 < s.n_stretches <= MAX_TRACE:
@@ -1890,32 +1895,34 @@ cdef int after_helped(int k, int most, const long long* waited, int used, double
         return k
     if 0 <= worst <= CONTENDED:
         s.calm, s.patience, s.trying = 0, FIRST_PATIENCE, False
-        h.patience, h.avoid_cpu = 0, -1
+        h.patience, h.avoid_cpu, h.probing = 0, -1, True
         return most
+    h.probing = True
     if 2 * retaken > handed_in or (shared and h.avoid_cpu >= 0):
-        h.solo = h.patience = min(2 * max(1, h.patience), MAX_PATIENCE)
+        h.solo = h.patience = min(2 * h.patience if h.patience else FIRST_SOLO, MAX_SOLO)
         h.avoid_cpu = -1
     else:
         h.patience = 0
         h.avoid_cpu = h.lead_cpu if shared else -1
+        h.probing = shared
     return k
 
 
 def _after_helped(int k, int most, waited, double wall, long long handed_in,
                   long long retaken, state):
-    """after_helped for tests: state is a dict of Help's solo, patience, avoid_cpu and
-    lead_cpu, updated in place; returns the threads for the next stretch."""
+    """after_helped for tests: state is a dict of Help's solo, patience, probing,
+    avoid_cpu and lead_cpu, updated in place; returns the threads for the next stretch."""
     cdef long long w[256]
     cdef LoadState s
     cdef Help h
     memset(&s, 0, sizeof(s))
     memset(&h, 0, sizeof(h))
-    h.solo, h.patience = state["solo"], state["patience"]
+    h.solo, h.patience, h.probing = state["solo"], state["patience"], state["probing"]
     h.avoid_cpu, h.lead_cpu = state["avoid_cpu"], state["lead_cpu"]
     for t in range(len(waited)):
         w[t] = waited[t]
     k = after_helped(k, most, w, len(waited), wall, handed_in, retaken, &s, &h)
-    state.update(solo=h.solo, patience=h.patience, avoid_cpu=h.avoid_cpu)
+    state.update(solo=h.solo, patience=h.patience, avoid_cpu=h.avoid_cpu, probing=h.probing)
     return k
 
 
@@ -1936,7 +1943,7 @@ cdef int train_adapting(Job* job, int most, LoadState* state, Help* help) noexce
     help.tiles = help.retaken = 0
     if t0 - state.ended > STALE_S:
         k, state.calm, state.patience, state.trying = most, 0, FIRST_PATIENCE, False
-        help.solo, help.patience, help.avoid_cpu = 0, 0, -1
+        help.solo, help.patience, help.avoid_cpu, help.probing = 0, 0, -1, True
     if state.step_s > 0:
         steps = max(1, <Py_ssize_t> (STRETCH_S / state.step_s))
     while job.status == 0 and ((job.next_batch < job.n_steps) if parallel
@@ -1951,7 +1958,9 @@ cdef int train_adapting(Job* job, int most, LoadState* state, Help* help) noexce
             help.quit, help.grace = 0, HELP_GRACE
             job.help = help
             if state.step_s > 0:
-                steps = max(1, <Py_ssize_t> (STRETCH_S * HELP_STRETCHES / state.step_s))
+                steps = max(1, <Py_ssize_t> (
+                    STRETCH_S * (HELP_PROBE if help.probing else HELP_STRETCHES)
+                    / state.step_s))
         job.end_batch = first + steps
         t0 = monotonic_s()
         if helped:

@@ -408,31 +408,33 @@ def test_after_a_helped_stretch_the_lead_moves_then_backs_off():
     """after_helped's rules: no thread waited, the whole plan; the lead waited for its
     CPU, the next helped stretch keeps it off that CPU; it waited on the other too (more
     threads than CPUs), or the helpers were late more often than not: the lead runs
-    alone for 2, then 4, then at most 8 stretches; a helped stretch that pays starts the
-    patience over."""
+    alone for 4, 8, ... up to 64 stretches. Only a helped stretch that went well makes
+    the next one long (not a short try), and starts the patience over."""
     wall, ns = 0.2, 0.2 * 1e9
     free, lead_waits, helper_waits = [0.01 * ns] * 2, [0.4 * ns, 0.0], [0.0, 0.5 * ns]
-    state = {"solo": 0, "patience": 0, "avoid_cpu": -1, "lead_cpu": 3}
+    state = {"solo": 0, "patience": 0, "probing": True, "avoid_cpu": -1, "lead_cpu": 3}
     assert _engine._after_helped(1, 2, free, wall, 900, 10, state) == 2
+    assert state["probing"]
     assert _engine._after_helped(1, 2, helper_waits, wall, 900, 10, state) == 1
-    assert state == {"solo": 0, "patience": 0, "avoid_cpu": -1, "lead_cpu": 3}
+    assert state == {"solo": 0, "patience": 0, "probing": False, "avoid_cpu": -1,
+                     "lead_cpu": 3}
     assert _engine._after_helped(1, 2, lead_waits, wall, 900, 10, state) == 1
-    assert state["avoid_cpu"] == 3 and state["solo"] == 0
+    assert state["avoid_cpu"] == 3 and state["solo"] == 0 and state["probing"]
     solos = []
-    for _ in range(4):  # the lead waits on the other CPU too
+    for _ in range(6):  # the lead waits on the other CPU too
         state["avoid_cpu"] = 3
         assert _engine._after_helped(1, 2, lead_waits, wall, 900, 10, state) == 1
         solos.append(state["solo"])
-        assert state["avoid_cpu"] == -1
-    assert solos == [2, 4, 8, 8]
+        assert state["avoid_cpu"] == -1 and state["probing"]
+    assert solos == [4, 8, 16, 32, 64, 64]
     state.update(solo=0)
     assert _engine._after_helped(1, 2, helper_waits, wall, 900, 10, state) == 1
-    assert state["patience"] == 0 and state["solo"] == 0
+    assert state["patience"] == 0 and state["solo"] == 0 and not state["probing"]
     # helpers late more often than not (the lead took back more than half of their tiles)
     assert _engine._after_helped(1, 2, helper_waits, wall, 100, 51, state) == 1
-    assert state["solo"] == 2
+    assert state["solo"] == 4 and state["probing"]
     # waits unknown: not the whole plan
-    state = {"solo": 0, "patience": 0, "avoid_cpu": -1, "lead_cpu": 0}
+    state = {"solo": 0, "patience": 0, "probing": True, "avoid_cpu": -1, "lead_cpu": 0}
     assert _engine._after_helped(1, 2, [-1, -1], wall, 900, 10, state) == 1
 
 
