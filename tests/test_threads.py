@@ -614,9 +614,7 @@ def test_a_team_sharing_one_core_drops_to_one_thread(tmp_path):
             assert np.array_equal(a, b)
         print("ok")
     """
-    result = run_python(["-c", code], cwd=tmp_path, timeout=300)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.strip().endswith("ok")
+    run_to_ok(code, tmp_path)
 
 
 def test_a_team_with_a_core_taken_runs_a_lead_with_helpers(tmp_path):
@@ -657,6 +655,12 @@ def test_a_team_with_a_core_taken_runs_a_lead_with_helpers(tmp_path):
             assert np.array_equal(a, b)
         print("ok")
     """
+    run_to_ok(code, tmp_path)
+
+
+def run_to_ok(code, tmp_path):
+    """Run a test's script in a process of its own (it changes CPU affinity); it prints
+    "ok" last when its assertions hold."""
     result = run_python(["-c", code], cwd=tmp_path, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip().endswith("ok")
