@@ -50,8 +50,9 @@ Design, in eight points:
    the lead computes again a tile whose helper is late, so a helper off its core never
    holds the step. The lead is kept on its CPU and the helpers off it. 1.44-1.47x the
    idle epoch, against 1.91-1.99x without helpers and 1.80-1.84x on one thread
-   (bench_busy.py, three runs of 5 rounds; docs/design.md). Below the plan it tries the whole plan again after 2,
-   4, then every 8 calm stretches, or after a helped stretch in which no thread waited.
+   (bench_busy.py, three runs of 5 rounds; docs/design.md). Below the plan it tries
+   the whole plan again after 2, 4, then every 8 calm stretches, or after a helped
+   stretch in which no thread waited.
 5. A training step: gather the batch (shuffled order; a sparse X's rows densified into
    the batch buffer; sample weights with their rows), forward through the trained
    layers, fused loss + gradient, stop if the loss is not finite (parameters untouched),
@@ -436,7 +437,7 @@ cdef struct TilePass:
     Py_ssize_t n        # the step's rows
     int grid            # dense_grid's rows
     int nv
-    # the lead's alone: each weight tile's update after its product
+    # for the lead only: each weight tile's update after its product
     Net* net
     Counters* c
     bint update
@@ -596,8 +597,9 @@ cdef void tile_product(const TilePass* t, int v, floating* scratch) noexcept nog
     if t.kind == TILE_FORWARD:
         tile(v, t.grid, t.nv, t.n, m, &r0, &r1, &c0, &c1)
         if r1 > r0:
-            dense_forward(<const floating*> t.inp + r0 * L.n_in, at(L.weight, c0 * L.n_in, out),
-                          at(L.bias, c0, out), scratch if scratch != NULL else out + r0 * m + c0,
+            dense_forward(<const floating*> t.inp + r0 * L.n_in,
+                          at(L.weight, c0 * L.n_in, out), at(L.bias, c0, out),
+                          scratch if scratch != NULL else out + r0 * m + c0,
                           <int> (r1 - r0), L.n_in, <int> (c1 - c0),
                           <int> (c1 - c0) if scratch != NULL else <int> m)
     elif t.kind == TILE_INPUT_GRAD:
@@ -638,7 +640,8 @@ cdef void commit_tile(const TilePass* t, int v, const floating* scratch) noexcep
     if t.kind == TILE_FORWARD:
         tile(v, t.grid, t.nv, t.n, m, &r0, &r1, &c0, &c1)
         for i in range(r1 - r0):
-            memcpy(out + (r0 + i) * m + c0, scratch + i * (c1 - c0), (c1 - c0) * sizeof(floating))
+            memcpy(out + (r0 + i) * m + c0, scratch + i * (c1 - c0),
+                   (c1 - c0) * sizeof(floating))
     elif t.kind == TILE_INPUT_GRAD:
         tile(v, t.grid, t.nv, t.n, L.n_in, &r0, &r1, &c0, &c1)
         for i in range(r1 - r0):
@@ -1755,12 +1758,14 @@ cdef void run_job(void* ctx, int tid, int nt) noexcept nogil:
 # Barrier-synchronous threads run only as fast as the slowest, so a thread sharing its
 # core with another process holds the whole team back: on 2 cores with one other process
 # spinning, an epoch on 2 threads took 2.02-2.11x the idle epoch and on 1 thread
-# 1.67-1.70x (bench/bench_busy.py, docs/design.md). A stretch in which some thread waited more than CONTENDED of it
-# drops about as many threads as the team's waits add up to. Below the plan, after
-# `patience` calm stretches one stretch tries the whole plan again: patience starts at
-# FIRST_PATIENCE, doubles (up to MAX_PATIENCE) each time such a try finds the machine
-# still busy, and starts over when one finds it free. A call more than STALE_S after the
-# last starts on the whole plan: what was learned then may no longer hold.
+# 1.67-1.70x (bench/bench_busy.py, docs/design.md). A stretch in which some thread waited
+# more than CONTENDED of it drops about as many threads as the team's waits add up to
+# (where that leaves one, a lead and helpers run instead: train_adapting, after_helped).
+# Below the plan, after `patience` calm stretches one stretch tries the whole plan again:
+# patience starts at FIRST_PATIENCE, doubles (up to MAX_PATIENCE) each time such a try
+# finds the machine still busy, and starts over when one finds it free. A call more than
+# STALE_S after the last starts on the whole plan: what was learned then may no longer
+# hold.
 cdef double STRETCH_S = 0.02
 cdef double STALE_S = 0.2
 cdef double JUDGE_S = 0.01      # shorter stretches are too noisy to judge (a woken
@@ -1865,7 +1870,8 @@ def set_helping(int mode, double grace, bint pin=True):
     return old
 
 
-cdef double worst_wait(const long long* waited, int first, int used, double wall) noexcept nogil:
+cdef double worst_wait(const long long* waited, int first, int used,
+                       double wall) noexcept nogil:
     """The largest share of `wall` a thread in [first, used) waited for a CPU (-1: unknown)."""
     cdef double worst = 0
     cdef int t
