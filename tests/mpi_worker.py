@@ -93,6 +93,36 @@ def python_allreduce():
                               allreduce="python")
 
 
+def helped():
+    """2 threads a rank, adapting, every stretch a lead with a helper that it always
+    takes tiles back from (grace 0), against the same ranks on their team of two: the
+    weights bit for bit (the reduce step and the update run on the lead)."""
+    from fastnn import _engine, _threads
+    X, y = data()
+    start, stop = dist.shard(N, comm)
+    adapts, grain = _threads.adapts_to_load, _engine.get_grain()
+    _threads.adapts_to_load = lambda: True
+    _engine.set_grain(1.0)
+    old = _engine.set_helping(0, 1.5)
+    try:
+        weights, helpers = [], None
+        for mode in (0, 2):
+            _engine.set_helping(mode, 0.0)
+            with fnn.threads(2):
+                m = model(dropout=True)
+                m.fit(X[start:stop], y[start:stop], optimizer=optim.Adam(lr=0.01), epochs=3,
+                      batch_size=32, comm=dist.Group(comm))
+            weights.append(m.parameters())
+            helpers = m._engine.last_helpers
+    finally:
+        _engine.set_helping(*old)
+        _engine.set_grain(grain)
+        _threads.adapts_to_load = adapts
+    return {"bitwise": all(np.array_equal(a, b) for a, b in zip(*weights)),
+            "helpers": sorted(set(helpers["helpers"])),
+            "tiles": helpers["tiles"] + helpers["retaken"]}
+
+
 def validation_and_callbacks():
     """Validation metrics over every rank's rows; EarlyStopping and ReduceLROnPlateau
     decided on rank 0, their outcome on every rank; against one process (rank 0)."""

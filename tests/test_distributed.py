@@ -71,7 +71,7 @@ def launch(n, scenarios, out):
 @pytest.fixture(scope="module")
 def two(tmp_path_factory):
     out = tmp_path_factory.mktemp("mpi2")
-    return launch(2, EQUIVALENCE + ["validation_and_callbacks"] + FAULTS, out), out
+    return launch(2, EQUIVALENCE + ["validation_and_callbacks", "helped"] + FAULTS, out), out
 
 
 @pytest.fixture(scope="module")
@@ -114,6 +114,14 @@ def test_validation_schedule_and_early_stopping_as_one_process(ranks):
         np.testing.assert_allclose(mine["val_loss"], one["val_loss"], rtol=1e-12)
         np.testing.assert_allclose(mine["val_accuracy"], one["val_accuracy"], rtol=1e-12)
         np.testing.assert_allclose(mine["weights"], one["weights"], rtol=1e-9, atol=1e-12)
+
+
+def test_a_lead_with_helpers_trains_data_parallel_as_its_team(two):
+    """Data-parallel, a rank whose stretches run a lead with a helper ends bit for bit
+    where its team of two does (tests/mpi_worker.py, helped)."""
+    for result in two[0]:
+        assert result["helped"]["bitwise"]
+        assert result["helped"]["helpers"] == [1] and result["helped"]["tiles"] > 0
 
 
 def test_bad_input_on_one_rank_raises_everywhere(two):
