@@ -705,7 +705,7 @@ cdef void lead_tiles(Help* h, TilePass* t, floating* tag) noexcept nogil:
     start = fastnn_now_ns()
     lead_tile(t, last, tag)
     took = fastnn_now_ns() - start
-    while True:
+    while h.grace >= 0:  # (a negative grace, for tests: the helpers take every other tile)
         v = <int> fastnn_claim(&h.claim)
         if v >= last:
             break
@@ -724,7 +724,11 @@ cdef void lead_tiles(Help* h, TilePass* t, floating* tag) noexcept nogil:
                 h.tiles += 1
                 break
             since = max(<long long> fastnn_load_word(&h.taken_at[v]), start)
-            if status == FASTNN_TILE_FREE or fastnn_now_ns() > since + h.grace * took:
+            if h.grace < 0 and (status == FASTNN_TILE_TAKEN
+                                or fastnn_now_ns() < start + 1000000 + 10 * took):
+                fastnn_pause()  # (tests) wait for the helpers; a tile none took in 1 ms
+                                # (a claim a late helper spent) the lead takes
+            elif status == FASTNN_TILE_FREE or fastnn_now_ns() > since + h.grace * took:
                 if fastnn_swap_word(&h.state[v], word,
                                     fastnn_tile_word(seq, 0, FASTNN_TILE_LEAD)):
                     lead_tile(t, v, tag)
@@ -1678,6 +1682,8 @@ cdef void train_job(void* ctx, int tid, int nt) noexcept nogil:
     if job.help != NULL:    # thread 0 runs every pass on the plan's blocks, helped
         p = part_of(0, 1, job.plan)
         p.help = job.help
+        if nt == 1:         # no helper came (the team was busy): nothing to wait for
+            job.help.grace = max(job.help.grace, 0.0)
         if tid > 0:
             fastnn_pin_away(job.help.lead_cpu)
             help_tiles(job.help, tid)
@@ -1862,8 +1868,10 @@ cdef int FIRST_SOLO = 4, MAX_SOLO = 64  # stretches alone after helpers did not 
 
 def set_helping(int mode, double grace, bint pin=True):
     """Set when adapting training runs a lead with helpers (0 never, 1 in place of one
-    thread alone, 2 always), the lead's grace (lead_tiles) and whether a helped
-    stretch keeps the lead on one CPU and its helpers off it; returns the old triple."""
+    thread alone, 2 always), the lead's grace (lead_tiles; negative, for tests: the
+    lead leaves every tile but its own to the helpers and waits for them) and whether a
+    helped stretch keeps the lead on one CPU and its helpers off it; returns the old
+    triple."""
     global HELPING, HELP_GRACE, fastnn_help_pin
     old = (HELPING, HELP_GRACE, bool(fastnn_help_pin))
     HELPING, HELP_GRACE, fastnn_help_pin = mode, grace, pin

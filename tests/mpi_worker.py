@@ -94,9 +94,9 @@ def python_allreduce():
 
 
 def helped():
-    """2 threads a rank, adapting, every stretch a lead with a helper that it always
-    takes tiles back from (grace 0), against the same ranks on their team of two: the
-    weights bit for bit (the reduce step and the update run on the lead)."""
+    """2 threads a rank, adapting, every stretch a lead with a helper that takes every
+    tile but the lead's own (a negative grace), against the same ranks on their team of
+    two: the weights bit for bit (the reduce step and the update run on the lead)."""
     from fastnn import _engine, _threads
     X, y = data()
     start, stop = dist.shard(N, comm)
@@ -107,7 +107,7 @@ def helped():
     try:
         weights, helpers = [], None
         for mode in (0, 2):
-            _engine.set_helping(mode, 0.0)
+            _engine.set_helping(mode, -1.0)
             with fnn.threads(2):
                 m = model(dropout=True)
                 m.fit(X[start:stop], y[start:stop], optimizer=optim.Adam(lr=0.01), epochs=3,

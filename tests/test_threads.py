@@ -509,8 +509,9 @@ def test_a_lead_with_helpers_gives_the_plan_bit_for_bit(
         rng, dtype, optimizer, helped_stretches, grid_rows, every_call_on_the_team):
     """A lead that runs every pass of the step and shares each pass's tiles with helpers
     (csrc/helping.h) ends where the team runs the same plan, bit for bit: whether the
-    lead waits for every helper (grace 1e9), takes back every late tile (grace 0), or
-    does something in between; on 2 and 3 threads, a grid of 2 x 2 tiles on 4, and
+    lead waits for every helper (grace 1e9), takes back every late tile (grace 0),
+    leaves every tile but its own to the helpers (a negative grace), or something in
+    between; on 2 and 3 threads, a grid of 2 x 2 tiles on 4, and
     stretches of one step each. Every layer kind, batch norm and dropout included."""
     X = rng.normal(size=(300, 12)).astype(dtype)
     y = rng.integers(0, 4, 300)
@@ -532,11 +533,13 @@ def test_a_lead_with_helpers_gives_the_plan_bit_for_bit(
     for n_threads, rows, model in [(2, 0, every_kind), (3, 0, every_kind), (4, 2, tiles)]:
         grid_rows(rows)
         team, _ = fit(0, 1.5, n_threads, model)
-        for grace in (1e9, 0.0, 1.5):
+        for grace in (1e9, 0.0, 1.5, -1.0):
             helped, helpers = fit(2, grace, n_threads, model)
             assert set(helpers["helpers"]) == {n_threads - 1}, helpers
-            if grace > 1e8:
+            if grace > 1e8 or grace < 0:
                 assert helpers["retaken"] == 0, helpers
+            if grace < 0:  # the helpers took every tile but the lead's own
+                assert helpers["tiles"] > 0, helpers
             handed_in += helpers["tiles"]
             for a, b in zip(team, helped):
                 np.testing.assert_array_equal(a, b)
