@@ -57,6 +57,8 @@ static inline void fastnn_pass_post(unsigned *seq, int *sleepers) {
     if (__atomic_load_n(sleepers, __ATOMIC_SEQ_CST) > 0)
         fastnn_wake_all((_Atomic unsigned *)seq);
 }
+/* Whether a helped stretch keeps the lead on its CPU and the helpers off it
+ * (_engine.set_helping turns it off for the benchmark's "unpinned helpers"). */
 static int fastnn_help_pin = 1;
 #ifdef __linux__
 static __thread cpu_set_t fastnn_saved_mask;
