@@ -90,6 +90,7 @@ from libc.stdlib cimport calloc, free, getenv
 from libc.string cimport memcpy, memset
 
 import contextlib
+import os
 
 import numpy as np
 
@@ -115,6 +116,9 @@ from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 cdef extern from "contention.h" nogil:
     long long fastnn_thread_wait_ns()
 
+cdef extern from "neighbours.h" nogil:
+    int fastnn_neighbours_open(const char* path)
+    int fastnn_neighbours_share(int most)
 cdef extern from "helping.h" nogil:
     int FASTNN_TILE_FREE, FASTNN_TILE_TAKEN, FASTNN_TILE_DONE, FASTNN_TILE_LEAD
     uint64_t fastnn_tile_word(uint64_t pass_seq, int helper, int status)
@@ -1878,6 +1882,22 @@ def set_helping(int mode, double grace, bint pin=True):
     return old
 
 
+def set_neighbours(path):
+    """Use the registry of fastnn processes at `path` (csrc/neighbours.h; None: the
+    default, FASTNN_NEIGHBOURS or /dev/shm; "off": none); returns whether one is mapped."""
+    cdef bytes raw = None if path is None else os.fsencode(path)
+    cdef char* c_path = NULL
+    if raw is not None:
+        c_path = raw
+    return fastnn_neighbours_open(c_path) == 0
+
+
+def neighbours_share(int most):
+    """This process's share of its CPUs, at most `most`, as a training stretch takes it
+    (its entry beats); `most` when there is no registry."""
+    return fastnn_neighbours_share(most)
+
+
 cdef double worst_wait(const long long* waited, int first, int used,
                        double wall) noexcept nogil:
     """The largest share of `wall` a thread in [first, used) waited for a CPU (-1: unknown)."""
@@ -1946,8 +1966,11 @@ cdef int train_adapting(Job* job, int most, LoadState* state, Help* help) noexce
     threads of the last stretch. Every stretch carries on from where the last stopped:
     the steps, their order and their results are those of one job on the same counts.
     Where one thread would run alone, a lead runs with most - 1 helpers (HELPING) in
-    stretches HELP_STRETCHES times as long, until no thread waits for its CPU."""
+    stretches HELP_STRETCHES times as long, until no thread waits for its CPU. Other
+    fastnn processes training on the same CPUs cap every stretch at this process's share
+    of them (csrc/neighbours.h); helpers come only where the share is more than one."""
     cdef int k = state.threads if 1 <= state.threads <= most else most, used = k
+    cdef int share = most
     cdef Py_ssize_t steps = FIRST_STRETCH, first
     cdef double t0 = monotonic_s(), wall
     cdef bint parallel = job.step_rows != NULL, helped
@@ -1963,8 +1986,11 @@ cdef int train_adapting(Job* job, int most, LoadState* state, Help* help) noexce
     while job.status == 0 and ((job.next_batch < job.n_steps) if parallel
                                else (job.next_start < job.n_samples)):
         first = job.next_batch
-        helped = most > 1 and (HELPING == 2 or (HELPING == 1 and k == 1 and help.solo == 0
-                                                and fastnn_allowed_cpus() > 1))
+        if HELPING != 2:  # forced helpers (tests) keep every thread
+            share = fastnn_neighbours_share(most)
+            k = min(k, share)
+        helped = share > 1 and (HELPING == 2 or (HELPING == 1 and k == 1 and help.solo == 0
+                                                 and fastnn_allowed_cpus() > 1))
         if k == 1 and not helped and help.solo > 0:
             help.solo -= 1
         if helped:
@@ -1979,7 +2005,7 @@ cdef int train_adapting(Job* job, int most, LoadState* state, Help* help) noexce
         t0 = monotonic_s()
         if helped:
             help.lead_cpu = fastnn_pin_lead(help.avoid_cpu)
-        used = run_on_team(train_job, job, most if helped else k)
+        used = run_on_team(train_job, job, share if helped else k)
         if helped:
             fastnn_unpin()
         wall = monotonic_s() - t0

@@ -1,10 +1,17 @@
 """Shared fixtures: MNIST from ../shared/data/mnist, and models in the reference form."""
 import os
+import tempfile
 
 import numpy as np
 import pytest
 
 import fastnn as fnn
+
+# The session's own registry of fastnn processes (csrc/neighbours.h), which the processes
+# its tests start inherit: fastnn processes that train elsewhere on this machine then do
+# not change how many threads the tests' adapting training runs.
+os.environ["FASTNN_NEIGHBOURS"] = os.path.join(tempfile.mkdtemp(prefix="fastnn-tests-"),
+                                               "neighbours")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MNIST_DIR = os.environ.get("FASTNN_MNIST", os.path.join(ROOT, "..", "shared", "data", "mnist"))
@@ -49,6 +56,14 @@ def run_python(args, cwd, timeout=600):
     env = dict(os.environ, PYTHONPATH=package_root)
     return subprocess.run([sys.executable, *args], capture_output=True, text=True,
                           timeout=timeout, cwd=cwd, env=env)
+
+
+def run_to_ok(code, tmp_path):
+    """Run a test's script in a process of its own (it changes CPU affinity); it prints
+    "ok" last when its assertions hold."""
+    result = run_python(["-c", code], cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip().endswith("ok")
 
 
 def reference_layers(model):

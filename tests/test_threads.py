@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import run_python
+from conftest import run_python, run_to_ok
 from threadpoolctl import threadpool_info
 
 import fastnn as fnn
@@ -659,14 +659,6 @@ def test_a_team_with_a_core_taken_runs_a_lead_with_helpers(tmp_path):
         print("ok")
     """
     run_to_ok(code, tmp_path)
-
-
-def run_to_ok(code, tmp_path):
-    """Run a test's script in a process of its own (it changes CPU affinity); it prints
-    "ok" last when its assertions hold."""
-    result = run_python(["-c", code], cwd=tmp_path, timeout=300)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.strip().endswith("ok")
 
 
 def _engine_wait_unknown():
