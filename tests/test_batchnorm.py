@@ -17,9 +17,10 @@ def bn_train(x, gamma, beta, eps=1e-5):
     return y, mean, invstd
 
 
-def test_training_forward_matches_definition(rng):
-    x = rng.normal(2, 3, size=(20, 5))
-    gamma, beta = rng.normal(size=5), rng.normal(size=5)
+@pytest.mark.parametrize("features", [5, 101])  # 101: whole vectors and a remainder
+def test_training_forward_matches_definition(rng, features):
+    x = rng.normal(2, 3, size=(20, features))
+    gamma, beta = rng.normal(size=features), rng.normal(size=features)
     y, mean, invstd = bn_train(x, gamma, beta)
     expected = gamma * (x - x.mean(0)) / np.sqrt(x.var(0) + 1e-5) + beta
     np.testing.assert_allclose(y, expected, rtol=1e-12, atol=1e-12)
@@ -69,6 +70,29 @@ def test_running_statistics_follow_torch(rng):
     gamma, beta, w, b = model.parameters()
     expected = (gamma * (X - rm) / np.sqrt(rv + 1e-5) + beta) @ w.T + b
     np.testing.assert_allclose(model.predict(X), expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("features", [5, 101, 200])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_evaluation_matches_definition_over_many_features(rng, dtype, features, threads):
+    """predict's batch norm (its scales taken in chunks of 64 features, each thread on a
+    block of them) is gamma (x - running_mean) / sqrt(running_var + eps) + beta."""
+    model = fnn.Sequential([fnn.BatchNorm1d(features), fnn.Dense(features, 3)], dtype=dtype,
+                           seed=0)
+    gamma, beta, w, b = model.parameters()
+    running_mean, running_var = model.buffers()
+    for arr, values in ((gamma, rng.normal(size=features)), (beta, rng.normal(size=features)),
+                        (running_mean, rng.normal(size=features)),
+                        (running_var, rng.uniform(0.5, 2, size=features))):
+        arr[...] = values
+    X = rng.normal(size=(300, features)).astype(dtype)
+    expected = (gamma.astype(np.float64) * (X - running_mean.astype(np.float64))
+                / np.sqrt(running_var.astype(np.float64) + 1e-5) + beta) @ w.T + b
+    with fnn.threads(threads):
+        got = model.predict(X)
+    np.testing.assert_allclose(got, expected, rtol=1e-10 if dtype == "float64" else 1e-4,
+                               atol=1e-10 if dtype == "float64" else 1e-4)
 
 
 def test_running_variance_over_batches_of_different_sizes(rng):
