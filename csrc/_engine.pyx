@@ -52,7 +52,11 @@ Design, in eight points:
    idle epoch, against 1.91-1.99x without helpers and 1.80-1.84x on one thread
    (bench_busy.py, three runs of 5 rounds; docs/design.md). Below the plan it tries
    the whole plan again after 2, 4, then every 8 calm stretches, or after a helped
-   stretch in which no thread waited.
+   stretch in which no thread waited. Other fastnn processes training on the same CPUs
+   are known, not guessed (csrc/neighbours.h): each stretch is capped at this process's
+   share of its CPUs, and helpers come only where that share is over one thread. Two
+   processes on 2 cores: 2.13-2.28 s each for 3 epochs, against 2.51-2.80 s before and
+   2.02 s at one thread each (bench_neighbours.py, 5 rounds).
 5. A training step: gather the batch (shuffled order; a sparse X's rows densified into
    the batch buffer; sample weights with their rows), forward through the trained
    layers, fused loss + gradient, stop if the loss is not finite (parameters untouched),
@@ -119,6 +123,7 @@ cdef extern from "contention.h" nogil:
 cdef extern from "neighbours.h" nogil:
     int fastnn_neighbours_open(const char* path)
     int fastnn_neighbours_share(int most)
+    const char* fastnn_neighbours_path()
 cdef extern from "helping.h" nogil:
     int FASTNN_TILE_FREE, FASTNN_TILE_TAKEN, FASTNN_TILE_DONE, FASTNN_TILE_LEAD
     uint64_t fastnn_tile_word(uint64_t pass_seq, int helper, int status)
@@ -1890,6 +1895,12 @@ def set_neighbours(path):
     if raw is not None:
         c_path = raw
     return fastnn_neighbours_open(c_path) == 0
+
+
+def neighbours_registry():
+    """The path of the registry of fastnn processes this process uses, or None."""
+    cdef bytes path = fastnn_neighbours_path()
+    return os.fsdecode(path) if path else None
 
 
 def neighbours_share(int most):

@@ -57,6 +57,7 @@ static fastnn_registry *fastnn_reg = NULL;
 static int fastnn_reg_tried = 0;
 static long long fastnn_reg_key = 0, fastnn_reg_pid = 0;
 static int fastnn_reg_slot = -1;
+static char fastnn_reg_path[512];   /* the mapped registry's path ("" when none) */
 
 /* Map the registry at `path` (NULL: FASTNN_NEIGHBOURS, else /dev/shm/fastnn-<uid>
  * .neighbours); 0 when mapped, -1 when each process stays on its own. */
@@ -71,6 +72,7 @@ static int fastnn_neighbours_open(const char *path) {
     }
     fastnn_reg_tried = 1;
     fastnn_reg_slot = -1;
+    fastnn_reg_path[0] = 0;
     if (path == NULL)
         path = getenv("FASTNN_NEIGHBOURS");
     if (path != NULL && (path[0] == 0 || strcmp(path, "off") == 0))
@@ -104,7 +106,15 @@ static int fastnn_neighbours_open(const char *path) {
         return -1;
     }
     fastnn_reg = reg;
+    snprintf(fastnn_reg_path, sizeof(fastnn_reg_path), "%s", path);
     return 0;
+}
+
+/* The registry's path, mapping it first if no call has tried; "" when there is none. */
+static const char *fastnn_neighbours_path(void) {
+    if (!fastnn_reg_tried)
+        fastnn_neighbours_open(NULL);
+    return fastnn_reg_path;
 }
 
 /* This process's entry, claimed on first use (again after a fork): a free entry or one
@@ -190,5 +200,6 @@ static int fastnn_neighbours_share(int most) {
 #else
 static int fastnn_neighbours_open(const char *path) { (void)path; return -1; }
 static int fastnn_neighbours_share(int most) { return most; }
+static const char *fastnn_neighbours_path(void) { return ""; }
 #endif
 #endif

@@ -30,6 +30,17 @@ def test_info(capsys):
               and i["filepath"] != ours[0]["filepath"]]
     for other in others:  # numpy's BLAS, named apart from fastnn's
         assert f"not used by fastnn): {other['internal_api']} {other['version']}" in out
+    # the registry of fastnn processes it uses (the test session's own), or that none
+    from fastnn import _engine
+    registry = _engine.neighbours_registry()
+    assert registry == os.environ["FASTNN_NEIGHBOURS"]
+    assert f"(registry {registry};" in out
+    try:
+        _engine.set_neighbours("off")
+        assert cli.main(["info"]) == 0
+        assert "other fastnn processes: not seen" in capsys.readouterr().out
+    finally:
+        _engine.set_neighbours(None)
 
 
 @pytest.mark.slow
