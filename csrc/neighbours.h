@@ -29,6 +29,7 @@
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -59,6 +60,16 @@ static long long fastnn_reg_key = 0, fastnn_reg_pid = 0;
 static int fastnn_reg_slot = -1;
 static char fastnn_reg_path[512];   /* the mapped registry's path ("" when none) */
 
+/* fstat without glibc 2.33's fstat symbol, which the manylinux_2_17 tag forbids: the
+ * system call itself, whose struct stat is glibc's on 64-bit x86 and ARM. */
+static int fastnn_fstat(int fd, struct stat *st) {
+#if defined(SYS_fstat) && (defined(__x86_64__) || defined(__aarch64__))
+    return (int)syscall(SYS_fstat, fd, st);
+#else
+    return fstat(fd, st);
+#endif
+}
+
 /* Map the registry at `path` (NULL: FASTNN_NEIGHBOURS, else /dev/shm/fastnn-<uid>
  * .neighbours); 0 when mapped, -1 when each process stays on its own. */
 static int fastnn_neighbours_open(const char *path) {
@@ -85,7 +96,7 @@ static int fastnn_neighbours_open(const char *path) {
     if (fd < 0)
         return -1;
     /* only a regular file of this user, no larger than a registry (a fresh one is 0) */
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_uid != geteuid()
+    if (fastnn_fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_uid != geteuid()
             || (st.st_mode & 077) != 0
             || (st.st_size != 0 && st.st_size != (off_t)sizeof(fastnn_registry))
             || (st.st_size == 0 && ftruncate(fd, sizeof(fastnn_registry)) != 0)) {

@@ -47,10 +47,11 @@ def two_cpus():
 
 
 def start_neighbour(path, cpus):
-    """A process that beats in the registry at `path` as one training on `cpus`."""
+    """A process that beats in the registry at `path` as one training on `cpus` (run
+    from the registry's folder: the checkout's own fastnn may not be built)."""
     package_root = os.path.dirname(os.path.dirname(fnn.__file__))
     proc = subprocess.Popen([sys.executable, "-c", BEAT.format(cpus=set(cpus), path=path)],
-                            stdout=subprocess.PIPE, text=True,
+                            stdout=subprocess.PIPE, text=True, cwd=os.path.dirname(path),
                             env=dict(os.environ, PYTHONPATH=package_root))
     assert proc.stdout.readline().strip() == "beat"
     return proc
@@ -88,6 +89,24 @@ def test_three_processes_on_two_cpus_each_keep_one_thread(registry, two_cpus):
         for proc in neighbours:
             proc.kill()
             proc.wait()
+
+
+def test_a_forked_child_is_a_neighbour_of_its_own(registry, two_cpus):
+    """The child inherits the mapping and this process's entry; it must take its own."""
+    assert _engine.neighbours_share(2) == 2  # this process's entry, claimed
+    pid = os.fork()
+    if pid == 0:  # the child: beat for two seconds, touching nothing else
+        try:
+            deadline = time.monotonic() + 2
+            while time.monotonic() < deadline:
+                _engine.neighbours_share(2)
+                time.sleep(0.02)
+        finally:
+            os._exit(0)
+    try:
+        assert share_within(1, 1.5) == 1
+    finally:
+        os.waitpid(pid, 0)
 
 
 @pytest.mark.parametrize("make", ["other size", "symlink", "readable by others", "foreign"])
