@@ -24,6 +24,7 @@
 #define _GNU_SOURCE
 #endif
 #include <fcntl.h>
+#include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -59,6 +60,13 @@ static int fastnn_reg_tried = 0;
 static long long fastnn_reg_key = 0, fastnn_reg_pid = 0;
 static int fastnn_reg_slot = -1;
 static char fastnn_reg_path[512];   /* the mapped registry's path ("" when none) */
+/* All of the above is this process's, behind one lock: two models may train at once from
+ * two Python threads (a stretch takes it for a few microseconds every ~20 ms). */
+static pthread_mutex_t fastnn_reg_lock = PTHREAD_MUTEX_INITIALIZER;
+static int fastnn_reg_atfork = 0;
+
+/* A child forked while another thread held the lock starts with it free. */
+static void fastnn_neighbours_after_fork(void) { pthread_mutex_init(&fastnn_reg_lock, NULL); }
 
 /* fstat without glibc 2.33's fstat symbol, which the manylinux_2_17 tag forbids: the
  * system call itself, whose struct stat is glibc's on 64-bit x86 and ARM. */
@@ -70,13 +78,16 @@ static int fastnn_fstat(int fd, struct stat *st) {
 #endif
 }
 
-/* Map the registry at `path` (NULL: FASTNN_NEIGHBOURS, else /dev/shm/fastnn-<uid>
- * .neighbours); 0 when mapped, -1 when each process stays on its own. */
-static int fastnn_neighbours_open(const char *path) {
+/* fastnn_neighbours_open with the lock held */
+static int fastnn_neighbours_open_locked(const char *path) {
     char fallback[96];
     struct stat st;
     fastnn_registry *reg;
     int fd;
+    if (!fastnn_reg_atfork) {
+        pthread_atfork(NULL, NULL, fastnn_neighbours_after_fork);
+        fastnn_reg_atfork = 1;
+    }
     if (fastnn_reg != NULL) {
         munmap(fastnn_reg, sizeof(fastnn_registry));
         fastnn_reg = NULL;
@@ -121,10 +132,23 @@ static int fastnn_neighbours_open(const char *path) {
     return 0;
 }
 
+/* Map the registry at `path` (NULL: FASTNN_NEIGHBOURS, else /dev/shm/fastnn-<uid>
+ * .neighbours), dropping any mapped before (tests: while nothing trains); 0 when mapped,
+ * -1 when each process stays on its own. */
+static int fastnn_neighbours_open(const char *path) {
+    int rc;
+    pthread_mutex_lock(&fastnn_reg_lock);
+    rc = fastnn_neighbours_open_locked(path);
+    pthread_mutex_unlock(&fastnn_reg_lock);
+    return rc;
+}
+
 /* The registry's path, mapping it first if no call has tried; "" when there is none. */
 static const char *fastnn_neighbours_path(void) {
+    pthread_mutex_lock(&fastnn_reg_lock);
     if (!fastnn_reg_tried)
-        fastnn_neighbours_open(NULL);
+        fastnn_neighbours_open_locked(NULL);
+    pthread_mutex_unlock(&fastnn_reg_lock);
     return fastnn_reg_path;
 }
 
@@ -172,10 +196,15 @@ static int fastnn_neighbours_share(int most) {
     unsigned long long mine[FASTNN_MASK_WORDS];
     long long now, beat, stale;
     int i, w, cpus, others = 0, share;
-    if (!fastnn_reg_tried)
-        fastnn_neighbours_open(NULL);
-    if (fastnn_reg == NULL || sched_getaffinity(0, sizeof(mask), &mask) != 0)
+    if (sched_getaffinity(0, sizeof(mask), &mask) != 0)
         return most;
+    pthread_mutex_lock(&fastnn_reg_lock);
+    if (!fastnn_reg_tried)
+        fastnn_neighbours_open_locked(NULL);
+    if (fastnn_reg == NULL) {
+        pthread_mutex_unlock(&fastnn_reg_lock);
+        return most;
+    }
     memset(mine, 0, sizeof(mine));
     for (i = 0; i < FASTNN_MASK_WORDS * 64 && i < CPU_SETSIZE; i++)
         if (CPU_ISSET(i, &mask))
@@ -202,6 +231,7 @@ static int fastnn_neighbours_share(int most) {
                 break;
         others += w < FASTNN_MASK_WORDS;
     }
+    pthread_mutex_unlock(&fastnn_reg_lock);
     if (others == 0)                /* alone: as if there were no registry */
         return most;
     share = cpus / (1 + others);
