@@ -42,18 +42,70 @@ cdef extern from "batchnorm.h":
                                Py_ssize_t n, Py_ssize_t m, Py_ssize_t ld) noexcept nogil
     void fastnn_bn_grad_input_f(const float* x, const float* g, const float* mean,
                                 const float* invstd, const float* gamma, const float* dgamma,
-                                const float* dbeta, float* dx, Py_ssize_t n, Py_ssize_t m,
-                                Py_ssize_t ld) noexcept nogil
+                                const float* dbeta, float* dx, Py_ssize_t n,
+                                Py_ssize_t count, Py_ssize_t m, Py_ssize_t ld) noexcept nogil
     void fastnn_bn_grad_input_d(const double* x, const double* g, const double* mean,
                                 const double* invstd, const double* gamma,
                                 const double* dgamma, const double* dbeta, double* dx,
-                                Py_ssize_t n, Py_ssize_t m, Py_ssize_t ld) noexcept nogil
+                                Py_ssize_t n, Py_ssize_t count, Py_ssize_t m,
+                                Py_ssize_t ld) noexcept nogil
     void fastnn_bn_eval_f(const float* x, float* y, const float* gamma, const float* beta,
                           const float* rmean, const float* rvar, Py_ssize_t n, Py_ssize_t m,
                           Py_ssize_t ld, double eps) noexcept nogil
     void fastnn_bn_eval_d(const double* x, double* y, const double* gamma, const double* beta,
                           const double* rmean, const double* rvar, Py_ssize_t n, Py_ssize_t m,
                           Py_ssize_t ld, double eps) noexcept nogil
+
+
+cdef inline void bn_colsum(const floating* x, floating* sum, Py_ssize_t n, Py_ssize_t m,
+                           Py_ssize_t ld) noexcept nogil:
+    """sum[j] += x[i, j] over n rows (batchnorm.h)."""
+    if floating is float:
+        fastnn_bn_colsum_f(x, sum, n, m, ld)
+    else:
+        fastnn_bn_colsum_d(x, sum, n, m, ld)
+
+
+cdef inline void bn_colsqdev(const floating* x, const floating* mean, floating* sq,
+                             Py_ssize_t n, Py_ssize_t m, Py_ssize_t ld) noexcept nogil:
+    """sq[j] += (x[i, j] - mean[j])^2 over n rows (batchnorm.h)."""
+    if floating is float:
+        fastnn_bn_colsqdev_f(x, mean, sq, n, m, ld)
+    else:
+        fastnn_bn_colsqdev_d(x, mean, sq, n, m, ld)
+
+
+cdef inline void bn_normalize(const floating* x, floating* y, const floating* mean,
+                              const floating* invstd, const floating* gamma,
+                              const floating* beta, Py_ssize_t n, Py_ssize_t m,
+                              Py_ssize_t ld) noexcept nogil:
+    """y = (x - mean) gamma invstd + beta on n rows (batchnorm.h)."""
+    if floating is float:
+        fastnn_bn_normalize_f(x, y, mean, invstd, gamma, beta, n, m, ld)
+    else:
+        fastnn_bn_normalize_d(x, y, mean, invstd, gamma, beta, n, m, ld)
+
+
+cdef inline void bn_grad_sums(const floating* x, const floating* g, const floating* mean,
+                              const floating* invstd, floating* dgamma, floating* dbeta,
+                              Py_ssize_t n, Py_ssize_t m, Py_ssize_t ld) noexcept nogil:
+    """dgamma[j] += g xhat, dbeta[j] += g over n rows (batchnorm.h)."""
+    if floating is float:
+        fastnn_bn_grad_sums_f(x, g, mean, invstd, dgamma, dbeta, n, m, ld)
+    else:
+        fastnn_bn_grad_sums_d(x, g, mean, invstd, dgamma, dbeta, n, m, ld)
+
+
+cdef inline void bn_grad_input(const floating* x, const floating* g, const floating* mean,
+                               const floating* invstd, const floating* gamma,
+                               const floating* dgamma, const floating* dbeta, floating* dx,
+                               Py_ssize_t n, Py_ssize_t count, Py_ssize_t m,
+                               Py_ssize_t ld) noexcept nogil:
+    """dx on n rows of a batch of `count` rows (batchnorm.h)."""
+    if floating is float:
+        fastnn_bn_grad_input_f(x, g, mean, invstd, gamma, dgamma, dbeta, dx, n, count, m, ld)
+    else:
+        fastnn_bn_grad_input_d(x, g, mean, invstd, gamma, dgamma, dbeta, dx, n, count, m, ld)
 
 
 cdef inline void batchnorm_train_forward(const floating* x, floating* y, const floating* gamma,
@@ -65,24 +117,15 @@ cdef inline void batchnorm_train_forward(const floating* x, floating* y, const f
     for j in range(m):
         mean[j] = 0
         invstd[j] = 0  # holds the sum of squared deviations until the last loop
-    if floating is float:
-        fastnn_bn_colsum_f(x, mean, n, m, ld)
-    else:
-        fastnn_bn_colsum_d(x, mean, n, m, ld)
+    bn_colsum(x, mean, n, m, ld)
     for j in range(m):
         mean[j] /= n
-    if floating is float:
-        fastnn_bn_colsqdev_f(x, mean, invstd, n, m, ld)
-    else:
-        fastnn_bn_colsqdev_d(x, mean, invstd, n, m, ld)
+    bn_colsqdev(x, mean, invstd, n, m, ld)
     for j in range(m):
         running_mean[j] = (1 - momentum) * running_mean[j] + momentum * mean[j]
         running_var[j] = (1 - momentum) * running_var[j] + momentum * invstd[j] / (n - 1)
         invstd[j] = <floating> (1 / sqrt(invstd[j] / n + eps))
-    if floating is float:
-        fastnn_bn_normalize_f(x, y, mean, invstd, gamma, beta, n, m, ld)
-    else:
-        fastnn_bn_normalize_d(x, y, mean, invstd, gamma, beta, n, m, ld)
+    bn_normalize(x, y, mean, invstd, gamma, beta, n, m, ld)
 
 
 cdef inline void batchnorm_eval_forward(const floating* x, floating* y, const floating* gamma,
@@ -104,16 +147,9 @@ cdef inline void batchnorm_backward(const floating* x, const floating* g, const 
     for j in range(m):
         dgamma[j] = 0
         dbeta[j] = 0
-    if floating is float:
-        fastnn_bn_grad_sums_f(x, g, mean, invstd, dgamma, dbeta, n, m, ld)
-    else:
-        fastnn_bn_grad_sums_d(x, g, mean, invstd, dgamma, dbeta, n, m, ld)
-    if dx == NULL:
-        return
-    if floating is float:
-        fastnn_bn_grad_input_f(x, g, mean, invstd, gamma, dgamma, dbeta, dx, n, m, ld)
-    else:
-        fastnn_bn_grad_input_d(x, g, mean, invstd, gamma, dgamma, dbeta, dx, n, m, ld)
+    bn_grad_sums(x, g, mean, invstd, dgamma, dbeta, n, m, ld)
+    if dx != NULL:
+        bn_grad_input(x, g, mean, invstd, gamma, dgamma, dbeta, dx, n, n, m, ld)
 
 
 cdef inline void batchnorm_eval_backward(const floating* x, const floating* g,

@@ -87,7 +87,7 @@ Design, in eight points:
    thread came within 1.11-1.14x of 1 x 2 threads on 2 cores (docs/distributed.md).
 """
 from cython cimport floating
-from libc.math cimport isfinite
+from libc.math cimport isfinite, sqrt
 from libc.stdint cimport int64_t, uint64_t
 from cpython.pyport cimport PY_SSIZE_T_MAX
 from libc.stdlib cimport calloc, free, getenv
@@ -101,7 +101,8 @@ import numpy as np
 from _activations cimport activation_backward, activation_forward
 from _blas cimport axpy, gemv, sum_of_squares
 from _dense cimport dense_forward, dense_input_grad, dense_param_grad
-from _batchnorm cimport (batchnorm_backward, batchnorm_eval_backward, batchnorm_eval_forward,
+from _batchnorm cimport (bn_colsum, bn_colsqdev, bn_grad_input, bn_grad_sums, bn_normalize,
+                         batchnorm_backward, batchnorm_eval_backward, batchnorm_eval_forward,
                          batchnorm_train_forward)
 from _finite cimport all_finite, first_nonfinite
 from _dropout cimport dropout_advance, dropout_backward, dropout_forward_block
@@ -269,6 +270,10 @@ cdef struct LayerPlan:
     double momentum
     bint need_grad_in   # whether a layer below has parameters
     bint tiles_ok       # Dense: no batch norm next to it (its statistics want columns)
+    # batch norm on row blocks (batchnorm_rows_*): per block v of the plan, partial sums
+    # at bn_part + v m and bn_part + (bn_blocks + v) m, then a copy of gamma (m)
+    void* bn_part
+    int bn_blocks       # plan blocks bn_part holds (0: none; batch norm runs on columns)
 
 
 # Data-parallel training (fastnn/distributed.py): after each step's backward pass, thread
@@ -914,6 +919,10 @@ cdef int forward(Net* net, Counters* c, const floating* x, Py_ssize_t n, int n_r
             span(p, n, 1, &c0, &c1)
             activation_forward(SOFTMAX, L.slope, inp + c0 * m, out + c0 * m, c1 - c0, m)
             layout = ROWS
+        elif bn_on_rows(L, training, p):
+            sync(&layout, ROWS, p.nt)
+            batchnorm_rows_forward(L, inp, out, n, p)
+            layout = ROWS
         elif L.kind != BATCHNORM and layout != COLS:
             # elementwise, on the rows or tiles this thread wrote (no barrier)
             if layout == TILES:
@@ -977,6 +986,100 @@ cdef void finish_update(Net* net, Counters* c, int param, GradientDestination de
                      at(P.value, offset, tag), at(P.grad, offset, tag),
                      at(P.state[0], offset, tag), at(P.state[1], offset, tag),
                      at(P.state[2], offset, tag), count)
+
+
+cdef inline bint bn_on_rows(const LayerPlan* L, bint training, const Part* p) noexcept nogil:
+    """Whether a training pass runs batch norm on the plan's row blocks (its partial sums
+    reserved for as many blocks); else each thread takes whole columns."""
+    return training and L.kind == BATCHNORM and p.nv > 1 and L.bn_blocks >= p.nv
+
+
+cdef void batchnorm_rows_forward(LayerPlan* L, const floating* x, floating* y, Py_ssize_t n,
+                                 const Part* p) noexcept nogil:
+    """Training batch norm on row blocks: each block sums its rows per feature, each
+    thread totals its features' block sums in block order (the batch mean; then the sum
+    of squared deviations likewise: its 1/std and running statistics), and each block
+    normalizes its own rows. Three barriers; no row changes threads, so the Dense layers
+    on either side may cut rows (docs/design.md, "Batch norm on row blocks")."""
+    cdef Py_ssize_t m = L.n_out, r0, r1, c0, c1, j
+    cdef floating* part = <floating*> L.bn_part
+    cdef floating* mean = <floating*> L.bn[2]
+    cdef floating* invstd = <floating*> L.bn[3]
+    cdef floating* rmean = <floating*> L.bn[0]
+    cdef floating* rvar = <floating*> L.bn[1]
+    cdef floating total
+    cdef int v
+    span(p, m, UNIT_ALIGN, &c0, &c1)
+    for v in range(p.v0, p.v1):
+        share(n, v, p.nv, 1, &r0, &r1)
+        memset(part + v * m, 0, m * sizeof(floating))
+        bn_colsum(x + r0 * m, part + v * m, r1 - r0, m, m)
+    fastnn_barrier(p.nt)
+    for j in range(c0, c1):
+        total = 0
+        for v in range(p.nv):
+            total += part[v * m + j]
+        mean[j] = total / n
+    fastnn_barrier(p.nt)  # every block's sums read, and the whole mean written
+    for v in range(p.v0, p.v1):
+        share(n, v, p.nv, 1, &r0, &r1)
+        memset(part + v * m, 0, m * sizeof(floating))
+        bn_colsqdev(x + r0 * m, mean, part + v * m, r1 - r0, m, m)
+    fastnn_barrier(p.nt)
+    for j in range(c0, c1):
+        total = 0
+        for v in range(p.nv):
+            total += part[v * m + j]
+        rmean[j] = (1 - L.momentum) * rmean[j] + L.momentum * mean[j]
+        rvar[j] = (1 - L.momentum) * rvar[j] + L.momentum * total / (n - 1)
+        invstd[j] = <floating> (1 / sqrt(total / n + L.eps))
+    fastnn_barrier(p.nt)
+    span(p, n, 1, &r0, &r1)
+    bn_normalize(x + r0 * m, y + r0 * m, mean, invstd, <floating*> L.weight,
+                 <floating*> L.bias, r1 - r0, m, m)
+
+
+cdef void batchnorm_rows_backward(Net* net, Counters* c, LayerPlan* L, const floating* x,
+                                  const floating* g, floating* dx, Py_ssize_t n, bint update,
+                                  double grad_beta, const Part* p) noexcept nogil:
+    """The backward of batchnorm_rows_forward: block sums of g xhat and g, totalled per
+    feature in block order (dgamma and dbeta, landed where the optimizer wants them), then
+    each block's rows of dx. gamma is copied aside before its update lands, since every
+    block's dx reads all of it. Two barriers."""
+    cdef Py_ssize_t m = L.n_out, r0, r1, c0, c1, j
+    cdef floating* part = <floating*> L.bn_part
+    cdef floating* part_beta = part + L.bn_blocks * m
+    cdef floating* gamma = <floating*> L.weight
+    cdef floating* gamma_then = part + 2 * L.bn_blocks * m
+    cdef floating* dgamma = <floating*> L.bn[4]
+    cdef floating* dbeta = <floating*> L.bn[5]
+    cdef floating total, total_beta
+    cdef int v
+    span(p, m, UNIT_ALIGN, &c0, &c1)
+    for v in range(p.v0, p.v1):
+        share(n, v, p.nv, 1, &r0, &r1)
+        memset(part + v * m, 0, m * sizeof(floating))
+        memset(part_beta + v * m, 0, m * sizeof(floating))
+        bn_grad_sums(x + r0 * m, g + r0 * m, <floating*> L.bn[2], <floating*> L.bn[3],
+                     part + v * m, part_beta + v * m, r1 - r0, m, m)
+    fastnn_barrier(p.nt)
+    for j in range(c0, c1):
+        total = total_beta = 0
+        for v in range(p.nv):
+            total += part[v * m + j]
+            total_beta += part_beta[v * m + j]
+        dgamma[j], dbeta[j] = total, total_beta
+        if gamma != NULL:
+            gamma_then[j] = gamma[j]
+    land(net, c, L.weight_param, dgamma, c0, c1, update, grad_beta)
+    land(net, c, L.bias_param, dbeta, c0, c1, update, grad_beta)
+    if dx == NULL:
+        return
+    fastnn_barrier(p.nt)
+    span(p, n, 1, &r0, &r1)
+    bn_grad_input(x + r0 * m, g + r0 * m, <floating*> L.bn[2], <floating*> L.bn[3],
+                  NULL if gamma == NULL else gamma_then, dgamma, dbeta, dx + r0 * m, r1 - r0,
+                  n, m, m)
 
 
 cdef void land(Net* net, Counters* c, int param, const floating* grad, Py_ssize_t c0,
@@ -1068,6 +1171,10 @@ cdef void backward(Net* net, Counters* c, const floating* x, Py_ssize_t n, int n
                                     <floating*> L.out + c0 * m, g + c0 * m, grad_in + c0 * m,
                                     c1 - c0, m)
                 layout = ROWS
+        elif bn_on_rows(L, training, p):
+            meet(net, c, &layout, ROWS, &pending, n, update, grad_beta, p, g)
+            batchnorm_rows_backward(net, c, L, inp, g, grad_in, n, update, grad_beta, p)
+            layout = ROWS
         elif L.kind != BATCHNORM and (layout == ROWS or layout == TILES):
             # elementwise, on the rows or tiles this thread wrote (no barrier)
             if grad_in != NULL and layout == TILES:
@@ -2099,6 +2206,7 @@ cdef class Engine:
     cdef object _reducer_keep
     cdef list _keep      # every array whose pointer the plan holds
     cdef list _buffers
+    cdef list _bn_parts  # batch norm's per-block sums (LayerPlan.bn_part), per layer
     cdef int _last_threads
     cdef LoadState load      # what train_adapting learned of the machine (kept across calls)
     cdef Help help           # train_adapting's lead and helpers
@@ -2219,6 +2327,26 @@ cdef class Engine:
         buffers[len(buffers) - 1].fill(1)
         self._buffers = buffers
         self.net.capacity = capacity
+
+    def _batchnorm_on_rows(self, int blocks):
+        """Training on a plan of `blocks` blocks runs batch norm on row blocks: reserve
+        its per-block sums (kept for later calls) and let every Dense layer's grid cut
+        rows, batch norm's neighbours too (docs/design.md, "Batch norm on row blocks")."""
+        cdef LayerPlan* L
+        cdef int l
+        if blocks <= 1 or not any(self.net.layers[l].kind == BATCHNORM
+                                  for l in range(self.net.n_layers)):
+            return
+        if self._bn_parts is None:
+            self._bn_parts = [None] * self.net.n_layers
+        for l in range(self.net.n_layers):
+            L = &self.net.layers[l]
+            if L.kind == DENSE:
+                L.tiles_ok = True
+            elif L.kind == BATCHNORM and L.bn_blocks < blocks:
+                part = np.zeros((2 * blocks + 1) * L.n_out, dtype=self.dtype)
+                self._bn_parts[l] = part
+                L.bn_part, L.bn_blocks = data_ptr(part), blocks
 
     def use_per_row_scaling(self, bint per_row):
         """scikit-learn's MLP conventions (True) or torch's (False, the default).
@@ -2365,6 +2493,7 @@ cdef class Engine:
             job.step_denoms = <double*> data_ptr(step_denoms)
             job.n_steps = step_rows.shape[0]
         n_threads = plan_threads(&self.net, batch_size, n_run, 3, max_threads)
+        self._batchnorm_on_rows(n_threads)
         job.plan = n_threads
         try:
             with _blas_kept_to_one_thread():

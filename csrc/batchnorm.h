@@ -61,13 +61,14 @@
                 dbeta[j] += g[i * ld + j];                                                  \
             }                                                                               \
     }                                                                                       \
-    /* dx = k / n (n g - dbeta - xhat dgamma), k = gamma invstd (invstd if gamma NULL) */   \
+    /* dx = k / N (N g - dbeta - xhat dgamma), k = gamma invstd (invstd if gamma NULL),    \
+     * on n rows of a batch of N = batch rows */                                            \
     FASTNN_CLONES static void fastnn_bn_grad_input_##SUFFIX(                                \
             const T *restrict x, const T *restrict g, const T *restrict mean,               \
             const T *restrict invstd, const T *restrict gamma, const T *restrict dgamma,    \
-            const T *restrict dbeta, T *restrict dx, ptrdiff_t n, ptrdiff_t m,              \
-            ptrdiff_t ld) {                                                                 \
-        T count = (T) n;                                                                    \
+            const T *restrict dbeta, T *restrict dx, ptrdiff_t n, ptrdiff_t batch,          \
+            ptrdiff_t m, ptrdiff_t ld) {                                                    \
+        T count = (T) batch;                                                                \
         for (ptrdiff_t i = 0; i < n; i++)                                                   \
             for (ptrdiff_t j = 0; j < m; j++) {                                             \
                 T xhat = (x[i * ld + j] - mean[j]) * invstd[j];                             \
