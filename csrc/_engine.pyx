@@ -22,11 +22,14 @@ Design, in eight points:
    784-256-128-10's epoch from 1.77-1.96x the floor to 1.31-1.40x at batch 128 and 512;
    on 2 threads at batch 512 it was ahead of units alone in 7 of 9 interleaved cells
    (by up to 0.06x the floor), level in one, behind by 0.03 in one (docs/design.md).
-   Batch norm's statistics want whole columns, so a Dense layer next to one keeps
-   R = 1, and the thread's columns run batch norm. Gathering and the loss split rows.
-   The threads meet at a barrier only where a pass reads what another thread wrote:
-   before each Dense layer, around the loss, before batch norm after a cut of rows
-   (about two per Dense layer and step). A weight tile's update waits for the next
+   Training batch norm runs on the plan's row blocks: block sums per feature, totalled
+   in block order after a barrier (three barriers forward, two backward), so its
+   neighbours cut rows like any Dense layer (784-256-128-10 with BatchNorm1d at batch
+   512: 1.07x the floor, against 1.16x when its neighbours kept R = 1 and it ran on
+   columns; bench_toolkit runs 5 and 6). One block, and evaluation, run it on columns.
+   Gathering and the loss split rows. The threads meet at a barrier only where a pass
+   reads what another thread wrote: before each Dense layer, around the loss, inside
+   batch norm (about two per Dense layer and step). A weight tile's update waits for the next
    barrier, after every thread has read W for the input gradient.
    Why not BLAS's threads plus OpenMP for the rest: measured on 2 cores, an OpenMP
    region between BLAS calls wakes a second pool whose spinning threads fight BLAS's
@@ -269,7 +272,8 @@ cdef struct LayerPlan:
     double eps
     double momentum
     bint need_grad_in   # whether a layer below has parameters
-    bint tiles_ok       # Dense: no batch norm next to it (its statistics want columns)
+    bint tiles_ok       # Dense: its grid may cut rows (batch norm next to it only once
+                        # training has reserved bn_part: on columns it wants whole ones)
     # batch norm on row blocks (batchnorm_rows_*): per block v of the plan, partial sums
     # at bn_part + v m and bn_part + (bn_blocks + v) m, then a copy of gamma (m)
     void* bn_part
@@ -2264,9 +2268,10 @@ cdef class Engine:
         kinds = [spec[0] for spec in specs]
         dense = [l for l in range(n) if kinds[l] == DENSE]
         for i, l in enumerate(dense):
-            # its grid may cut rows unless batch norm, whose statistics want whole columns,
-            # reads its output or writes its input gradient (the layers up to the next
-            # Dense and down to the one before)
+            # its grid may cut rows unless batch norm on columns, whose statistics want
+            # whole ones, reads its output or writes its input gradient (the layers up to
+            # the next Dense and down to the one before); training lifts this once batch
+            # norm runs on row blocks (_batchnorm_on_rows)
             below = dense[i - 1] + 1 if i > 0 else 0
             above = dense[i + 1] if i + 1 < len(dense) else n
             self.net.layers[l].tiles_ok = not any(kinds[k] == BATCHNORM
