@@ -23,7 +23,7 @@ Design, in eight points:
    on 2 threads at batch 512 it was ahead of units alone in 7 of 9 interleaved cells
    (by up to 0.06x the floor), level in one, behind by 0.03 in one (docs/design.md).
    Training batch norm runs on the plan's row blocks: block sums per feature, totalled
-   in block order after a barrier (three barriers forward, two backward), so its
+   in block order after a barrier (four barriers forward, two backward), so its
    neighbours cut rows like any Dense layer (784-256-128-10 with BatchNorm1d at batch
    512: 1.07x the floor, against 1.16x when its neighbours kept R = 1 and it ran on
    columns; bench_toolkit runs 5 and 6). One block, and evaluation, run it on columns.
@@ -1003,7 +1003,7 @@ cdef void batchnorm_rows_forward(LayerPlan* L, const floating* x, floating* y, P
     """Training batch norm on row blocks: each block sums its rows per feature, each
     thread totals its features' block sums in block order (the batch mean; then the sum
     of squared deviations likewise: its 1/std and running statistics), and each block
-    normalizes its own rows. Three barriers; no row changes threads, so the Dense layers
+    normalizes its own rows. Four barriers; no row changes threads, so the Dense layers
     on either side may cut rows (docs/design.md, "Batch norm on row blocks")."""
     cdef Py_ssize_t m = L.n_out, r0, r1, c0, c1, j
     cdef floating* part = <floating*> L.bn_part
