@@ -998,6 +998,16 @@ cdef inline bint bn_on_rows(const LayerPlan* L, bint training, const Part* p) no
     return training and L.kind == BATCHNORM and p.nv > 1 and L.bn_blocks >= p.nv
 
 
+cdef inline floating block_total(const floating* part, int nv, Py_ssize_t m,
+                                 Py_ssize_t j) noexcept nogil:
+    """Feature j's total over the plan's nv block sums (part + v m), in block order."""
+    cdef floating total = 0
+    cdef int v
+    for v in range(nv):
+        total += part[v * m + j]
+    return total
+
+
 cdef void batchnorm_rows_forward(LayerPlan* L, const floating* x, floating* y, Py_ssize_t n,
                                  const Part* p) noexcept nogil:
     """Training batch norm on row blocks: each block sums its rows per feature, each
@@ -1020,10 +1030,7 @@ cdef void batchnorm_rows_forward(LayerPlan* L, const floating* x, floating* y, P
         bn_colsum(x + r0 * m, part + v * m, r1 - r0, m, m)
     fastnn_barrier(p.nt)
     for j in range(c0, c1):
-        total = 0
-        for v in range(p.nv):
-            total += part[v * m + j]
-        mean[j] = total / n
+        mean[j] = block_total(part, p.nv, m, j) / n
     fastnn_barrier(p.nt)  # every block's sums read, and the whole mean written
     for v in range(p.v0, p.v1):
         share(n, v, p.nv, 1, &r0, &r1)
@@ -1031,9 +1038,7 @@ cdef void batchnorm_rows_forward(LayerPlan* L, const floating* x, floating* y, P
         bn_colsqdev(x + r0 * m, mean, part + v * m, r1 - r0, m, m)
     fastnn_barrier(p.nt)
     for j in range(c0, c1):
-        total = 0
-        for v in range(p.nv):
-            total += part[v * m + j]
+        total = block_total(part, p.nv, m, j)
         rmean[j] = (1 - L.momentum) * rmean[j] + L.momentum * mean[j]
         rvar[j] = (1 - L.momentum) * rvar[j] + L.momentum * total / (n - 1)
         invstd[j] = <floating> (1 / sqrt(total / n + L.eps))
@@ -1057,7 +1062,6 @@ cdef void batchnorm_rows_backward(Net* net, Counters* c, LayerPlan* L, const flo
     cdef floating* gamma_then = part + 2 * L.bn_blocks * m
     cdef floating* dgamma = <floating*> L.bn[4]
     cdef floating* dbeta = <floating*> L.bn[5]
-    cdef floating total, total_beta
     cdef int v
     span(p, m, UNIT_ALIGN, &c0, &c1)
     for v in range(p.v0, p.v1):
@@ -1068,11 +1072,8 @@ cdef void batchnorm_rows_backward(Net* net, Counters* c, LayerPlan* L, const flo
                      part + v * m, part_beta + v * m, r1 - r0, m, m)
     fastnn_barrier(p.nt)
     for j in range(c0, c1):
-        total = total_beta = 0
-        for v in range(p.nv):
-            total += part[v * m + j]
-            total_beta += part_beta[v * m + j]
-        dgamma[j], dbeta[j] = total, total_beta
+        dgamma[j] = block_total(part, p.nv, m, j)
+        dbeta[j] = block_total(part_beta, p.nv, m, j)
         if gamma != NULL:
             gamma_then[j] = gamma[j]
     land(net, c, L.weight_param, dgamma, c0, c1, update, grad_beta)
