@@ -33,7 +33,8 @@ Design, in eight points:
    barrier, after every thread has read W for the input gradient.
    Why not BLAS's threads plus OpenMP for the rest: measured on 2 cores, an OpenMP
    region between BLAS calls wakes a second pool whose spinning threads fight BLAS's
-   (epochs 7-35x slower with libgomp's default policy, no gain with passive waiting);
+   (bench/bench_openmp.py: epochs 3.5-217x the floor with libgomp's default policy,
+   1.06-2.33x with passive waiting, where the team's are 0.95-1.06x);
    and BLAS threads each product separately, waking its pool ~8 times a step. The
    measurements behind this design are in docs/design.md.
 4. Plan: the thread count is chosen once per call from the step's work (its matrix

@@ -47,13 +47,14 @@ def _restore_threads():
     fnn.set_num_threads(n)
 
 
-def run_python(args, cwd, timeout=600):
+def run_python(args, cwd, timeout=600, env=None):
     """Run python with `args` so it imports the same fastnn as the tests (installed or
-    built in place), from a neutral working directory; returns the CompletedProcess."""
+    built in place), from a neutral working directory, in env (default: this process's);
+    returns the CompletedProcess."""
     import subprocess
     import sys
     package_root = os.path.dirname(os.path.dirname(fnn.__file__))
-    env = dict(os.environ, PYTHONPATH=package_root)
+    env = dict(os.environ if env is None else env, PYTHONPATH=package_root)
     return subprocess.run([sys.executable, *args], capture_output=True, text=True,
                           timeout=timeout, cwd=cwd, env=env)
 
