@@ -23,7 +23,7 @@ Design, in eight points:
    on 2 threads at batch 512 it was ahead of units alone in 7 of 9 interleaved cells
    (by up to 0.06x the floor), level in one, behind by 0.03 in one (docs/design.md).
    Training batch norm runs on the plan's row blocks: block sums per feature, totalled
-   in block order after a barrier (four barriers forward, two backward), so its
+   in block order by every thread for itself (two barriers forward, one backward), so its
    neighbours cut rows like any Dense layer (784-256-128-10 with BatchNorm1d at batch
    512: 1.07x the floor, against 1.16x when its neighbours kept R = 1 and it ran on
    columns; bench_toolkit runs 5 and 6). One block, and evaluation, run it on columns.
@@ -33,8 +33,8 @@ Design, in eight points:
    barrier, after every thread has read W for the input gradient.
    Why not BLAS's threads plus OpenMP for the rest: measured on 2 cores, an OpenMP
    region between BLAS calls wakes a second pool whose spinning threads fight BLAS's
-   (bench/bench_openmp.py: epochs 3.5-217x the floor with libgomp's default policy,
-   1.06-2.33x with passive waiting, where the team's are 0.95-1.06x);
+   (bench/bench_openmp.py: epochs 4-215x the floor with libgomp's default policy,
+   1.03-1.66x with passive waiting, where the team's are 0.89-1.07x);
    and BLAS threads each product separately, waking its pool ~8 times a step. The
    measurements behind this design are in docs/design.md.
 4. Plan: the thread count is chosen once per call from the step's work (its matrix
@@ -276,7 +276,8 @@ cdef struct LayerPlan:
     bint tiles_ok       # Dense: its grid may cut rows (batch norm next to it only once
                         # training has reserved bn_part: on columns it wants whole ones)
     # batch norm on row blocks (batchnorm_rows_*): per block v of the plan, partial sums
-    # at bn_part + v m and bn_part + (bn_blocks + v) m, then a copy of gamma (m)
+    # at bn_part + v m and bn_part + (bn_blocks + v) m, then a copy of gamma (m), then
+    # each thread's own totals (2 m at slot v0, its first block: bn_own_totals)
     void* bn_part
     int bn_blocks       # plan blocks bn_part holds (0: none; batch norm runs on columns)
 
@@ -1009,17 +1010,27 @@ cdef inline floating block_total(const floating* part, int nv, Py_ssize_t m,
     return total
 
 
+cdef inline floating* bn_own_totals(const LayerPlan* L, const Part* p,
+                                    floating* tag) noexcept nogil:
+    """This thread's 2 m private totals in bn_part (slot p.v0: no two threads share a
+    first block), after the block sums, their second set and gamma's copy."""
+    return <floating*> L.bn_part + (2 * L.bn_blocks + 1 + 2 * p.v0) * L.n_out
+
+
 cdef void batchnorm_rows_forward(LayerPlan* L, const floating* x, floating* y, Py_ssize_t n,
                                  const Part* p) noexcept nogil:
-    """Training batch norm on row blocks: each block sums its rows per feature, each
-    thread totals its features' block sums in block order (the batch mean; then the sum
-    of squared deviations likewise: its 1/std and running statistics), and each block
-    normalizes its own rows. Four barriers; no row changes threads, so the Dense layers
-    on either side may cut rows (docs/design.md, "Batch norm on row blocks")."""
+    """Training batch norm on row blocks: each block sums its rows per feature; after a
+    barrier every thread totals all features' block sums in block order for itself (the
+    batch mean); each block sums its squared deviations from it, and after a second
+    barrier every thread totals those likewise (1/std), then normalizes its own rows.
+    Each thread writes the shared mean, 1/std and running statistics of its own features
+    only. Two barriers: the totals are a few adds per feature and block, cheaper done
+    by every thread than met for (docs/design.md, "Batch norm on row blocks")."""
     cdef Py_ssize_t m = L.n_out, r0, r1, c0, c1, j
     cdef floating* part = <floating*> L.bn_part
-    cdef floating* mean = <floating*> L.bn[2]
-    cdef floating* invstd = <floating*> L.bn[3]
+    cdef floating* part_sq = part + L.bn_blocks * m
+    cdef floating* mean = bn_own_totals(L, p, part)
+    cdef floating* invstd = mean + m
     cdef floating* rmean = <floating*> L.bn[0]
     cdef floating* rvar = <floating*> L.bn[1]
     cdef floating total
@@ -1030,20 +1041,21 @@ cdef void batchnorm_rows_forward(LayerPlan* L, const floating* x, floating* y, P
         memset(part + v * m, 0, m * sizeof(floating))
         bn_colsum(x + r0 * m, part + v * m, r1 - r0, m, m)
     fastnn_barrier(p.nt)
-    for j in range(c0, c1):
+    for j in range(m):
         mean[j] = block_total(part, p.nv, m, j) / n
-    fastnn_barrier(p.nt)  # every block's sums read, and the whole mean written
     for v in range(p.v0, p.v1):
         share(n, v, p.nv, 1, &r0, &r1)
-        memset(part + v * m, 0, m * sizeof(floating))
-        bn_colsqdev(x + r0 * m, mean, part + v * m, r1 - r0, m, m)
+        memset(part_sq + v * m, 0, m * sizeof(floating))
+        bn_colsqdev(x + r0 * m, mean, part_sq + v * m, r1 - r0, m, m)
     fastnn_barrier(p.nt)
-    for j in range(c0, c1):
-        total = block_total(part, p.nv, m, j)
-        rmean[j] = (1 - L.momentum) * rmean[j] + L.momentum * mean[j]
-        rvar[j] = (1 - L.momentum) * rvar[j] + L.momentum * total / (n - 1)
+    for j in range(m):
+        total = block_total(part_sq, p.nv, m, j)
         invstd[j] = <floating> (1 / sqrt(total / n + L.eps))
-    fastnn_barrier(p.nt)
+        if c0 <= j < c1:
+            rmean[j] = (1 - L.momentum) * rmean[j] + L.momentum * mean[j]
+            rvar[j] = (1 - L.momentum) * rvar[j] + L.momentum * total / (n - 1)
+    memcpy(<floating*> L.bn[2] + c0, mean + c0, (c1 - c0) * sizeof(floating))
+    memcpy(<floating*> L.bn[3] + c0, invstd + c0, (c1 - c0) * sizeof(floating))
     span(p, n, 1, &r0, &r1)
     bn_normalize(x + r0 * m, y + r0 * m, mean, invstd, <floating*> L.weight,
                  <floating*> L.bias, r1 - r0, m, m)
@@ -1052,19 +1064,22 @@ cdef void batchnorm_rows_forward(LayerPlan* L, const floating* x, floating* y, P
 cdef void batchnorm_rows_backward(Net* net, Counters* c, LayerPlan* L, const floating* x,
                                   const floating* g, floating* dx, Py_ssize_t n, bint update,
                                   double grad_beta, const Part* p) noexcept nogil:
-    """The backward of batchnorm_rows_forward: block sums of g xhat and g, totalled per
-    feature in block order (dgamma and dbeta, landed where the optimizer wants them), then
-    each block's rows of dx. gamma is copied aside before its update lands, since every
-    block's dx reads all of it. Two barriers."""
+    """The backward of batchnorm_rows_forward: block sums of g xhat and g; after a
+    barrier every thread totals all features' sums in block order for itself (dgamma and
+    dbeta) and computes its block's rows of dx, and lands its own features' dgamma and
+    dbeta where the optimizer wants them. gamma is copied aside before the barrier, since
+    every block's dx reads all of it while its owners update it. One barrier."""
     cdef Py_ssize_t m = L.n_out, r0, r1, c0, c1, j
     cdef floating* part = <floating*> L.bn_part
     cdef floating* part_beta = part + L.bn_blocks * m
     cdef floating* gamma = <floating*> L.weight
     cdef floating* gamma_then = part + 2 * L.bn_blocks * m
-    cdef floating* dgamma = <floating*> L.bn[4]
-    cdef floating* dbeta = <floating*> L.bn[5]
+    cdef floating* dgamma = bn_own_totals(L, p, part)
+    cdef floating* dbeta = dgamma + m
     cdef int v
     span(p, m, UNIT_ALIGN, &c0, &c1)
+    if gamma != NULL:
+        memcpy(gamma_then + c0, gamma + c0, (c1 - c0) * sizeof(floating))
     for v in range(p.v0, p.v1):
         share(n, v, p.nv, 1, &r0, &r1)
         memset(part + v * m, 0, m * sizeof(floating))
@@ -1072,20 +1087,18 @@ cdef void batchnorm_rows_backward(Net* net, Counters* c, LayerPlan* L, const flo
         bn_grad_sums(x + r0 * m, g + r0 * m, <floating*> L.bn[2], <floating*> L.bn[3],
                      part + v * m, part_beta + v * m, r1 - r0, m, m)
     fastnn_barrier(p.nt)
-    for j in range(c0, c1):
+    for j in range(m):
         dgamma[j] = block_total(part, p.nv, m, j)
         dbeta[j] = block_total(part_beta, p.nv, m, j)
-        if gamma != NULL:
-            gamma_then[j] = gamma[j]
-    land(net, c, L.weight_param, dgamma, c0, c1, update, grad_beta)
-    land(net, c, L.bias_param, dbeta, c0, c1, update, grad_beta)
-    if dx == NULL:
-        return
-    fastnn_barrier(p.nt)
-    span(p, n, 1, &r0, &r1)
-    bn_grad_input(x + r0 * m, g + r0 * m, <floating*> L.bn[2], <floating*> L.bn[3],
-                  NULL if gamma == NULL else gamma_then, dgamma, dbeta, dx + r0 * m, r1 - r0,
-                  n, m, m)
+    memcpy(<floating*> L.bn[4] + c0, dgamma + c0, (c1 - c0) * sizeof(floating))
+    memcpy(<floating*> L.bn[5] + c0, dbeta + c0, (c1 - c0) * sizeof(floating))
+    if dx != NULL:
+        span(p, n, 1, &r0, &r1)
+        bn_grad_input(x + r0 * m, g + r0 * m, <floating*> L.bn[2], <floating*> L.bn[3],
+                      NULL if gamma == NULL else gamma_then, dgamma, dbeta, dx + r0 * m,
+                      r1 - r0, n, m, m)
+    land(net, c, L.weight_param, <floating*> L.bn[4], c0, c1, update, grad_beta)
+    land(net, c, L.bias_param, <floating*> L.bn[5], c0, c1, update, grad_beta)
 
 
 cdef void land(Net* net, Counters* c, int param, const floating* grad, Py_ssize_t c0,
@@ -2351,7 +2364,7 @@ cdef class Engine:
             if L.kind == DENSE:
                 L.tiles_ok = True
             elif L.kind == BATCHNORM and L.bn_blocks < blocks:
-                part = np.zeros((2 * blocks + 1) * L.n_out, dtype=self.dtype)
+                part = np.zeros((4 * blocks + 1) * L.n_out, dtype=self.dtype)
                 self._bn_parts[l] = part
                 L.bn_part, L.bn_blocks = data_ptr(part), blocks
 
