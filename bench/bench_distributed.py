@@ -10,6 +10,9 @@ each the fastest epoch of its runs:
   R x C/R mpirun -n R, C/R threads each, fit(comm=...): the compiled MPI_Allreduce
   R x C/R (python)  the same with the per-step call back into Python for the allreduce
 for R = 2, 4, ... up to C, and
+  1 x 1   one process, one thread, ordinary fit and (compiled) fit(comm=...) under
+          mpirun -n 1: what the data-parallel step costs by itself (its gradients
+          summed from a flat buffer, then a separate update pass), and
   C x default  mpirun -n C with no thread count set (no OMP_NUM_THREADS): each process
           plans up to C threads, C*C on C cores, and its team sizes itself to what the
           others leave (its "threads" is the last stretch's count).
@@ -122,6 +125,8 @@ def main(argv=None):
         return worker(args)
     from fastnn._threads import describe_blas
     configs = [(1, args.cores, "none")]
+    if args.cores > 1:   # the data-parallel step's own cost, apart from sharing cores
+        configs += [(1, 1, "none"), (1, 1, "compiled")]
     ranks = 2
     while ranks <= args.cores:
         configs += [(ranks, args.cores // ranks, "compiled"),
