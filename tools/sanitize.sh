@@ -10,7 +10,7 @@ src="$(cd "$(dirname "$0")/.." && pwd)"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 cp -r "$src/setup.py" "$src/pyproject.toml" "$src/README.md" "$src/csrc" "$src/fastnn" \
-    "$src/tests" "$src/examples" "$src/tools" "$work/"
+    "$src/tests" "$src/examples" "$src/tools" "$src/bench" "$work/"
 cd "$work"
 rm -f fastnn/*.so csrc/*.c
 export CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -g -O1"
