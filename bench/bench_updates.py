@@ -3,6 +3,11 @@ and an epoch with Adam next to plain SGD and the GEMM floor, on scikit-learn's d
 network for MNIST (784-100-10, batch 200).
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/bench_updates.py
+
+--entry-costs: nanoseconds per entry of each update on one thread, in float32, for a
+parameter block that stays in cache (30,000 entries) and for one thread's half of
+784-1024-1024-10's 1.85 million (925,000): equal costs mean the loop is bound by its
+arithmetic (square roots and divisions), not by memory.
 """
 import argparse
 import time
@@ -37,6 +42,22 @@ def update_seconds(dtype, kind, repeats):
     return best
 
 
+def entry_nanoseconds(n, kind, repeats, dtype=np.float32):
+    """Nanoseconds per entry of `kind`'s update over n entries (one thread, the fastest of
+    `repeats` runs of enough steps to pass about 50 million entries)."""
+    rng = np.random.default_rng(0)
+    p, g, s0, s1, s2 = (rng.random(n).astype(dtype) for _ in range(5))
+    steps = max(1, 50_000_000 // n)
+    best = np.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for step in range(steps):
+            _kernels.optimizer_step(_engine.OPTIMIZER_KINDS[kind], HYPER[kind], step + 1, p,
+                                    g, s0, s1, s2)
+        best = min(best, time.perf_counter() - start)
+    return best / steps / n * 1e9
+
+
 def epoch_seconds(X, y, dtype, make_optimizer):
     """The fastest of epochs 2 and 3 of a fit."""
     model = fnn.Sequential([fnn.Dense(784, 100), fnn.ReLU(), fnn.Dense(100, 10)],
@@ -48,7 +69,16 @@ def epoch_seconds(X, y, dtype, make_optimizer):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--entry-costs", action="store_true",
+                        help="only ns per entry of each update, in and beyond cache")
     args = parser.parse_args(argv)
+    if args.entry_costs:
+        print(f"BLAS: {blas_description()}; float32, one thread, fastest of {args.repeats}")
+        for n in (30_000, 925_000):
+            costs = ", ".join(f"{kind} {entry_nanoseconds(n, kind, args.repeats):.3f}"
+                              for kind in HYPER)
+            print(f"{n:>8} entries: ns per entry: {costs}")
+        return
     X32, y, source = load_data(60000)
     print(f"data: {source}; BLAS: {blas_description()}")
     for dtype in (np.float64, np.float32):
