@@ -28,34 +28,26 @@ HYPER = {"adam": (fnn.optim.Adam().hyperparameters()),
          "adagrad": fnn.optim.Adagrad().hyperparameters()}
 
 
-def update_seconds(dtype, kind, repeats):
-    """Seconds for STEPS updates of N_PARAMS entries by optimizer `kind` (kernel alone)."""
+def update_seconds(dtype, kind, repeats, n=N_PARAMS, steps=STEPS):
+    """Seconds for `steps` updates of n entries by optimizer `kind` (kernel alone, one
+    thread, the fastest of `repeats`)."""
     rng = np.random.default_rng(0)
-    p, g, s0, s1, s2 = (rng.random(N_PARAMS).astype(dtype) for _ in range(5))
+    p, g, s0, s1, s2 = (rng.random(n).astype(dtype) for _ in range(5))
     best = np.inf
     for _ in range(repeats):
         start = time.perf_counter()
-        for step in range(STEPS):
+        for step in range(steps):
             _kernels.optimizer_step(_engine.OPTIMIZER_KINDS[kind], HYPER[kind], step, p, g,
                                     s0, s1, s2)
         best = min(best, time.perf_counter() - start)
     return best
 
 
-def entry_nanoseconds(n, kind, repeats, dtype=np.float32):
-    """Nanoseconds per entry of `kind`'s update over n entries (one thread, the fastest of
-    `repeats` runs of enough steps to pass about 50 million entries)."""
-    rng = np.random.default_rng(0)
-    p, g, s0, s1, s2 = (rng.random(n).astype(dtype) for _ in range(5))
+def entry_nanoseconds(n, kind, repeats):
+    """Nanoseconds per entry of `kind`'s float32 update over n entries, timed over enough
+    steps to pass about 50 million entries."""
     steps = max(1, 50_000_000 // n)
-    best = np.inf
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for step in range(steps):
-            _kernels.optimizer_step(_engine.OPTIMIZER_KINDS[kind], HYPER[kind], step + 1, p,
-                                    g, s0, s1, s2)
-        best = min(best, time.perf_counter() - start)
-    return best / steps / n * 1e9
+    return update_seconds(np.float32, kind, repeats, n, steps) / steps / n * 1e9
 
 
 def epoch_seconds(X, y, dtype, make_optimizer):
