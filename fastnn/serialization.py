@@ -14,6 +14,8 @@ import errno
 import json
 import os
 import re
+import stat
+import struct
 import tempfile
 import zipfile
 
@@ -96,6 +98,7 @@ MAX_CONFIG_BYTES = 1 << 20     # the JSON document
 MAX_NPY_HEADER = 4096          # an array's header (save() writes about 128 bytes)
 MAX_LAYERS = 100_000
 MAX_DIMENSION = 2**31 - 1      # BLAS counts in 32-bit ints
+MAX_STEPS = 2**62              # the engine counts steps in int64: room to train on
 _MEMBER = re.compile(r"(config|param_\d+|buffer_\d+|opt_\d+_\d+)\.npy")
 _TOP_KEYS = {"format", "version", "fastnn_version", "dtype", "seed", "layers", "rng",
              "optimizer", "loss", "classes", "features", "target"}
@@ -122,19 +125,41 @@ def load(path):
         ValueError: the file is not a fastnn model, or is damaged, naming what is wrong.
     """
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(errno.ENOENT, "no fastnn model file", path)
+    with _open_regular(path) as f:
+        try:
+            with zipfile.ZipFile(f) as archive:
+                return _load(archive, f, path)
+        except (ValueError, zipfile.BadZipFile, zipfile.LargeZipFile, EOFError,
+                NotImplementedError, RecursionError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{path}: not a usable fastnn model file: {exc}") from None
+
+
+def _open_regular(path):
+    """`path` opened for reading, refused unless it is a regular file (links followed).
+
+    The descriptor is opened without blocking and checked with fstat before a byte is
+    read, so a FIFO cannot hang the call, and /dev/zero or a directory cannot feed it."""
     try:
-        with open(path, "rb") as f, zipfile.ZipFile(f) as archive:
-            return _load(archive, os.fstat(f.fileno()).st_size, path)
-    except (ValueError, zipfile.BadZipFile, zipfile.LargeZipFile, EOFError,
-            NotImplementedError, RecursionError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: not a usable fastnn model file: {exc}") from None
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise FileNotFoundError(errno.ENOENT, "no fastnn model file", path) from None
+    except IsADirectoryError:
+        raise ValueError(f"{path}: not a fastnn model file (a directory)") from None
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot be read ({exc.strerror})") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        what = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
+        raise ValueError(f"{path}: not a fastnn model file ({what})")
+    if hasattr(os, "O_NONBLOCK"):
+        os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
 
 
-def _load(archive, file_size, path):
+def _load(archive, f, path):
     from .model import Sequential
-    members = _check_members(archive, file_size, path)
+    members = _check_members(archive, f, path)
     if "config.npy" not in members:
         raise ValueError("not a fastnn model file (no config member)")
     config = _read_config(archive, members["config.npy"], path)
@@ -188,9 +213,14 @@ def _load(archive, file_size, path):
     return model
 
 
-def _check_members(archive, file_size, path):
-    """{name: ZipInfo}, each a member save() writes, stored and inside the file."""
-    members = {}
+def _check_members(archive, f, path):
+    """{name: ZipInfo}, each a member save() writes, stored, inside the file, and apart
+    from every other: no two members' bytes (local header and data) overlap, and none
+    reaches into the central directory. Overlapping members let a small file stand for
+    many large arrays (a "quoted overlap" zip bomb); CPython's zipfile refuses them only
+    from 3.11.8 and 3.12.2. Only the 30-byte local headers are read here."""
+    file_size = os.fstat(f.fileno()).st_size
+    members, spans = {}, []
     for info in archive.infolist():
         name = info.filename
         if not _MEMBER.fullmatch(name) or name in members:
@@ -202,7 +232,21 @@ def _check_members(archive, file_size, path):
                 info.header_offset + info.compress_size > file_size:
             raise ValueError(f"member {name} declares {info.file_size} bytes that "
                              f"the file does not hold")
+        f.seek(info.header_offset)
+        local = f.read(30)
+        if len(local) < 30 or local[:4] != b"PK\x03\x04":
+            raise ValueError(f"member {name} has no local header where the directory "
+                             f"says")
+        name_length, extra_length = struct.unpack("<HH", local[26:30])
+        end = info.header_offset + 30 + name_length + extra_length + info.compress_size
+        spans.append((info.header_offset, end, name))
         members[name] = info
+    spans.sort()
+    directory = getattr(archive, "start_dir", file_size)
+    for (_, end, name), (start, _, after) in zip(spans, spans[1:] + [(directory, 0, None)]):
+        if end > start:
+            where = f"member {after}" if after is not None else "the central directory"
+            raise ValueError(f"member {name} overlaps {where} (members must be apart)")
     return members
 
 
@@ -224,7 +268,7 @@ def _read_header(member, name, path):
     except (ValueError, SyntaxError, MemoryError, RecursionError, TypeError) as exc:
         raise ValueError(f"member {name} has an unreadable header ({exc})") from None
     if not isinstance(header, dict) or set(header) != {"descr", "fortran_order", "shape"} \
-            or header["descr"] not in _NPY_DTYPES or header["fortran_order"] is not False \
+            or not isinstance(header["descr"], str) or header["descr"] not in _NPY_DTYPES or header["fortran_order"] is not False \
             or not isinstance(header["shape"], tuple) or not all(
                 type(d) is int and 0 <= d <= MAX_DIMENSION for d in header["shape"]):
         raise ValueError(f"member {name} has an unexpected header {text[:200]!r}")
@@ -344,7 +388,7 @@ def _optimizer(saved, bad):
     if not isinstance(saved, dict) or set(saved) != {"class", "config", "steps"} \
             or not isinstance(saved["class"], str) or saved["class"] not in _OPTIMIZERS \
             or not isinstance(saved["config"], dict) \
-            or type(saved["steps"]) is not int or saved["steps"] < 0:
+            or type(saved["steps"]) is not int or not 0 <= saved["steps"] <= MAX_STEPS:
         raise bad(f"optimizer {str(saved)[:200]}")
     settings = dict(saved["config"])
     if "betas" in settings:

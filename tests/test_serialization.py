@@ -4,6 +4,7 @@ The mutations are tools/fuzz_load.py's (a longer run of the same as a script); h
 hypothesis picks them. Each mutated file is loaded correctly or refused with ValueError,
 within 1 s and 100 MB of new allocations (tracemalloc)."""
 import os
+import signal
 import sys
 
 import numpy as np
@@ -99,3 +100,74 @@ def test_mutated_files_load_or_are_refused_within_bounds(tmp_path, mutation, see
                                                          with_optimizer):
     data = mutation(valid(with_optimizer), np.random.default_rng(seed))
     assert fuzz_load.check(data, tmp_path) in ("loaded", "refused")
+
+
+def test_overlapping_members_are_refused_before_any_array_is_read(tmp_path):
+    """A quoted-overlap zip bomb: 150 stored members with valid headers and CRCs, each
+    running on through the next ones, so a 1 MB file stands for 150 MB of weights. Refused
+    from the directory and local headers (without the check it loads, allocating 300 MB);
+    small ones too, which would otherwise load as a model of shared bytes."""
+    data = fuzz_load.quoted_overlap(150, 512)
+    assert len(data) < 1.1 * 2**20
+    with pytest.raises(ValueError, match="member param_0.npy overlaps member param_1.npy"):
+        fnn.load(_write(tmp_path, data))
+    assert fuzz_load.check(data, tmp_path) == "refused"
+    for seed in range(5):
+        small = fuzz_load.overlapping_members(None, np.random.default_rng(seed))
+        assert fuzz_load.check(small, tmp_path) == "refused"
+
+
+@pytest.mark.parametrize("kind", ["dev_zero", "fifo", "directory", "dev_null"])
+def test_a_path_that_is_not_a_regular_file_is_refused_before_reading(tmp_path, kind):
+    """A link to /dev/zero would feed the reader without end, a FIFO would block open()
+    forever; both, a directory and /dev/null are refused naming the path. The FIFO has no
+    writer: the test would hang here without the check."""
+    path = str(tmp_path / "model.npz")
+    if kind == "dev_zero":
+        os.symlink("/dev/zero", path)
+    elif kind == "dev_null":
+        os.symlink("/dev/null", path)
+    elif kind == "fifo":
+        os.mkfifo(path)
+    else:
+        os.mkdir(path)
+
+    def hung(signum, frame):
+        raise TimeoutError("load blocked on a path that is not a regular file")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(5)
+    try:
+        with pytest.raises(ValueError, match="model.npz: not a fastnn model file"):
+            fnn.load(path)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_a_missing_file_is_still_file_not_found(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        fnn.load(str(tmp_path / "absent.npz"))
+
+
+@pytest.mark.parametrize("descr", ["['<f4']", "{'a': 1}", "{'<f4'}"])
+def test_an_array_header_whose_descr_is_not_a_string_is_a_value_error(tmp_path, descr):
+    files = fuzz_load.members(valid(False))
+    raw = files["param_0.npy"]
+    end = raw.index(b"\n") + 1
+    header = raw[:end].decode("latin1").replace("'<f4'", descr, 1)
+    files["param_0.npy"] = header.encode("latin1") + raw[end:]
+    with pytest.raises(ValueError, match="unexpected header"):
+        fnn.load(_write(tmp_path, fuzz_load.archive(files)))
+
+
+def test_a_step_count_the_engine_cannot_hold_is_refused_at_load(tmp_path):
+    files = fuzz_load.members(valid(True))
+    config = fuzz_load.config_of(files)
+    config["optimizer"]["steps"] = 2**63
+    with pytest.raises(ValueError, match="invalid model description: optimizer"):
+        fnn.load(_write(tmp_path, fuzz_load.archive(fuzz_load.with_config(files, config))))
+    config["optimizer"]["steps"] = 2**40  # far, but trainable
+    model = fnn.load(_write(tmp_path, fuzz_load.archive(fuzz_load.with_config(files, config))))
+    model.fit(np.zeros((5, 4)), np.zeros(5, dtype=int), batch_size=5)
+    assert model.optimizer.steps == 2**40 + 1

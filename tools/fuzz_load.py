@@ -11,11 +11,13 @@ Exit status 1 (and the failing case's seed) on any other outcome.
 import argparse
 import io
 import json
+import struct
 import sys
 import tempfile
 import time
 import tracemalloc
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -170,8 +172,58 @@ def compressed(data, rng):
     return archive(files, compress={sorted(files)[int(rng.integers(0, len(files)))]})
 
 
+def quoted_overlap(n_layers, width):
+    """A "quoted overlap" zip bomb in fastnn's format: a config of n_layers
+    Dense(width, width, bias=False) and one stored member per weight, each with a valid
+    .npy header of its shape and a correct CRC, but each member's data starts with its
+    header and runs on through the next members' local headers and data. The file is
+    about one weight long; the arrays it describes are n_layers times that."""
+    config = {"format": "fastnn-model", "version": 1, "fastnn_version": fnn.__version__,
+              "dtype": "float32", "seed": 0,
+              "layers": [{"kind": "dense", "in_features": width, "out_features": width,
+                          "bias": False, "init": "he", "l2": 0.0}] * n_layers,
+              "rng": np.random.default_rng(0).bit_generator.state}
+    head = archive({"config.npy": npy(np.frombuffer(json.dumps(config).encode(),
+                                                    np.uint8))})
+    head = head[:head.index(b"PK\x01\x02")]  # the config member's local part only
+    header = npy(np.zeros((width, width), np.float32))[:-width * width * 4]
+    names = [f"param_{i}.npy".encode() for i in range(n_layers)]
+    starts, offset = [], len(head)          # each local header's offset
+    for name in names:
+        starts.append(offset)
+        offset += 30 + len(name) + len(header)   # the next one is quoted after the header
+    size = width * width * 4 + len(header)  # each member's data
+    blob = bytearray(starts[-1] + 30 + len(names[-1]) + size)
+    blob[:len(head)] = head
+    crcs = [0] * n_layers
+    for i in range(n_layers - 1, -1, -1):  # a member's data holds only later members
+        data_at = starts[i] + 30 + len(names[i])
+        blob[data_at:data_at + len(header)] = header
+        crcs[i] = zlib.crc32(bytes(blob[data_at:data_at + size]))
+        blob[starts[i]:data_at] = struct.pack(
+            "<IHHHHHIIIHH", 0x04034B50, 20, 0, 0, 0, 0, crcs[i], size, size,
+            len(names[i]), 0) + names[i]
+    config_crc, config_size = struct.unpack("<II", head[14:22])
+    directory = bytearray(_central(b"config.npy", config_crc, config_size, 0))
+    for i, name in enumerate(names):
+        directory += _central(name, crcs[i], size, starts[i])
+    end = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, n_layers + 1, n_layers + 1,
+                      len(directory), len(blob), 0)
+    return bytes(blob) + bytes(directory) + end
+
+
+def _central(name, crc, size, offset):
+    return struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, 0, 0, 0, crc, size,
+                       size, len(name), 0, 0, 0, 0, 0, offset) + name
+
+
+def overlapping_members(data, rng):
+    """A small quoted-overlap file (see quoted_overlap); `data` is not used."""
+    return quoted_overlap(int(rng.integers(2, 40)), 16 * int(rng.integers(1, 5)))
+
+
 MUTATIONS = [truncate, flip_bits, edit_json, declare_huge_layer, edit_header, extra_member,
-             missing_member, compressed]
+             missing_member, compressed, overlapping_members]
 
 
 def check(data, folder):
