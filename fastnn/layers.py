@@ -7,12 +7,13 @@ by the compiled engine: assigning `layer.weight = w` copies w into the existing 
 import numpy as np
 
 from . import _engine
-from ._validation import check_int
+from ._validation import INT32_MAX, check_int
 
 __all__ = ["Layer", "Dense", "Identity", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softmax",
            "Dropout", "BatchNorm1d", "get_activation"]
 
 _INITS = ("he", "he_uniform", "glorot", "glorot_normal")
+DRAW_BLOCK = 1 << 20  # entries of float64 a weight initialisation draws at a time
 
 
 class Layer:
@@ -83,6 +84,10 @@ class Dense(Layer):
         """Check the settings and allocate zeroed parameters (no random draw)."""
         self.in_features = check_int(in_features, "in_features")
         self.out_features = check_int(out_features, "out_features")
+        if self.in_features * self.out_features > INT32_MAX:  # before any allocation
+            raise ValueError(f"Dense({self.in_features}, {self.out_features}) has "
+                             f"{self.in_features * self.out_features} weights, more than "
+                             f"BLAS's 32-bit limit of {INT32_MAX}")
         if isinstance(l2, bool) or not isinstance(l2, (int, float, np.floating)) \
                 or not np.isfinite(l2) or l2 < 0:
             raise ValueError(f"l2 must be a finite number >= 0, got {l2!r}")
@@ -125,25 +130,29 @@ class Dense(Layer):
     def reset_parameters(self, rng, dtype):
         """Draw new weights (and zero the bias) in `dtype` from the generator rng."""
         fan_in, fan_out = self.in_features, self.out_features
-        shape = (fan_out, fan_in)
         if self.init == "he":
-            w = rng.normal(0.0, np.sqrt(2.0 / fan_in), shape)
+            sample, low_or_mean, high_or_std = rng.normal, 0.0, np.sqrt(2.0 / fan_in)
         elif self.init == "he_uniform":
             bound = np.sqrt(6.0 / fan_in)
-            w = rng.uniform(-bound, bound, shape)
+            sample, low_or_mean, high_or_std = rng.uniform, -bound, bound
         elif self.init == "glorot":
             bound = np.sqrt(6.0 / (fan_in + fan_out))
-            w = rng.uniform(-bound, bound, shape)
+            sample, low_or_mean, high_or_std = rng.uniform, -bound, bound
         else:
-            w = rng.normal(0.0, np.sqrt(2.0 / (fan_in + fan_out)), shape)
-        if self._weight.dtype == dtype:  # in place: a model's engine holds these arrays
-            self._weight[...] = w
-            if self._bias is not None:
-                self._bias[...] = 0
-        else:
-            self._weight = np.ascontiguousarray(w, dtype=dtype)
+            sample, low_or_mean, high_or_std = rng.normal, 0.0, np.sqrt(2.0 / (fan_in + fan_out))
+        if self._weight.dtype != dtype:
+            self._weight = np.empty((fan_out, fan_in), dtype=dtype)
             if self._bias is not None:
                 self._bias = np.zeros(fan_out, dtype=dtype)
+        # in place (a model's engine holds these arrays), a block of rows at a time: the
+        # generator's stream is the same as one draw of the whole shape, and the float64
+        # draw never needs more than DRAW_BLOCK entries beside the weight
+        rows = max(1, DRAW_BLOCK // fan_in)
+        for first in range(0, fan_out, rows):
+            self._weight[first:first + rows] = sample(low_or_mean, high_or_std,
+                                                      (min(rows, fan_out - first), fan_in))
+        if self._bias is not None:
+            self._bias[...] = 0
 
     def parameters(self):
         return [self._weight] if self._bias is None else [self._weight, self._bias]

@@ -4,6 +4,7 @@ import os
 import signal
 import threading
 import time
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -298,16 +299,34 @@ def test_ctrl_c_stops_fit_within_a_batch_and_keeps_finite_parameters(rng, n_thre
     model.fit(X[:100], y[:100], epochs=1)  # the model is usable afterwards
 
 
-def test_parameter_size_guard_without_allocating():
-    class Huge(fnn.Dense):
-        def reset_parameters(self, rng, dtype):  # stand-in for a 2**31-entry weight
-            self._weight = np.lib.stride_tricks.as_strided(np.zeros(1, dtype),
-                                                           (self.out_features,
-                                                            self.in_features), (0, 0))
-            self._bias = np.zeros(self.out_features, dtype)
+@pytest.mark.parametrize("shape", [(2**31, 1), (46341, 46341), (1, 2**31)])
+def test_a_too_large_dense_is_refused_before_any_allocation(shape):
+    """More weights than BLAS's 32-bit counts: refused by the constructor itself, with
+    nothing of that size allocated or drawn (tracemalloc sees numpy's allocations)."""
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match="more than BLAS's 32-bit limit"):
+            fnn.Dense(*shape)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2**20
 
-    with pytest.raises(ValueError, match="more than BLAS's 32-bit limit"):
-        fnn.Sequential([Huge(2**16, 2**15 + 1)])
+
+def test_an_initialisation_drawn_in_blocks_is_the_one_draw_of_the_whole_weight():
+    """Weights are drawn a block of rows at a time (no float64 copy of a large weight):
+    the values are those of one draw of the whole shape, cast to the model's dtype."""
+    n_in, n_out = 1000, 3 * fnn.layers.DRAW_BLOCK // 1000 + 7
+    for init, draw in [("he", lambda r: r.normal(0.0, np.sqrt(2.0 / n_in), (n_out, n_in))),
+                       ("glorot", lambda r: r.uniform(-np.sqrt(6.0 / (n_in + n_out)),
+                                                      np.sqrt(6.0 / (n_in + n_out)),
+                                                      (n_out, n_in)))]:
+        for dtype in (np.float32, np.float64):
+            layer = fnn.Dense(n_in, n_out, init=init)
+            layer.reset_parameters(np.random.default_rng(5), dtype)
+            expected = draw(np.random.default_rng(5)).astype(dtype)
+            assert layer.weight.dtype == dtype
+            np.testing.assert_array_equal(layer.weight, expected)
 
 
 class _EngineSpy:
