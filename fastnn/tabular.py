@@ -6,11 +6,16 @@ DataError (a ValueError) naming the file and, for text files, the line and the c
 raised before anything is trained or written.
 """
 import csv
+import math
 import os
+from array import array
+from collections import Counter
 
 import numpy as np
 
 __all__ = ["DataError", "Table", "read_table", "encode_target", "decode_labels"]
+
+MAX_LINE_CHARS = 1 << 24  # a CSV line longer than this is refused as it is read
 
 
 class DataError(ValueError):
@@ -61,13 +66,10 @@ def read_table(paths, target=None, features=None, need_target=True, rows=None):
 
 def _read_one(path, kind, target, features, need_target):
     if kind == "csv":
-        header, rows = _read_csv_rows(path)
-        return _from_columns(path, header, rows, target, features, need_target,
-                             text_file=True)
+        return _read_csv(path, target, features, need_target)
     if kind == "parquet":
-        header, rows = _read_parquet_rows(path)
-        return _from_columns(path, header, rows, target, features, need_target,
-                             text_file=False)
+        header, frame = _read_parquet_rows(path)
+        return _from_frame(path, header, frame, target, features, need_target)
     if kind == "npz":
         return _read_npz(path, target or "y", need_target)
     if kind == "npy":
@@ -87,35 +89,74 @@ def _kind(path):
     return None
 
 
-def _read_csv_rows(path):
-    """(header, rows): every row a list of strings, each as long as the header."""
+def _read_csv(path, target, features, need_target):
+    """A Table from a CSV file with a header row, read one record at a time: each row's
+    features become float64 as it is read, so the file is never held as strings, and the
+    first bad cell stops the read. Errors name the line where the record starts (a quoted
+    field may span lines)."""
     opener = _gzip_open if path.lower().endswith(".gz") else open
+    line = 1
     try:
         with opener(path, newline="", encoding="utf-8") as f:
-            reader = csv.reader(f)
+            reader = csv.reader(_bounded_lines(f, path))
             header = next(reader, None)
             if header is None:
                 raise DataError(f"{path}: the file is empty (expected a header row)")
             header = [name.strip() for name in header]
-            rows = []
+            _check_unique(path, header)
+            feature_names, target_name = _columns(path, header, target, features,
+                                                  need_target)
+            index = {name: i for i, name in enumerate(header)}
+            wanted = [index[name] for name in feature_names]
+            target_at = None if target_name is None else index[target_name]
+            values, y = array("d"), []
+            line = reader.line_num + 1
             for row in reader:
-                if not row:  # a blank line
-                    continue
-                if len(row) != len(header):
-                    raise DataError(f"{path}, line {reader.line_num}: {len(row)} fields, but "
-                                    f"the header has {len(header)}")
-                rows.append(row)
+                if row:  # (blank lines are skipped)
+                    if len(row) != len(header):
+                        raise DataError(f"{path}, line {line}: {len(row)} fields, but the "
+                                        f"header has {len(header)}")
+                    values.extend(_number(row[j], path, line, header[j]) for j in wanted)
+                    if target_at is not None:
+                        y.append(row[target_at].strip())
+                        if need_target and not y[-1]:
+                            raise DataError(f"{path}, line {line}, column {target_name!r}: "
+                                            f"the target is missing")
+                line = reader.line_num + 1
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not a UTF-8 text file ({exc.reason} at byte "
                         f"{exc.start})") from None
-    except csv.Error as exc:
-        raise DataError(f"{path}: not a readable CSV file ({exc})") from None
-    duplicated = sorted({name for name in header if header.count(name) > 1})
-    if duplicated:
-        raise DataError(f"{path}, line 1: column names appear twice: {duplicated}")
-    if not rows:
+    except csv.Error as exc:  # an unclosed quote, a field over the csv module's limit
+        raise DataError(f"{path}, line {line}: not a readable CSV record ({exc})") from None
+    if not values:
         raise DataError(f"{path}: no data rows after the header")
-    return header, rows
+    X = np.frombuffer(values, dtype=np.float64).reshape(-1, len(feature_names)).copy()
+    y = np.array(y) if target_name is not None else None
+    return Table(X, y, feature_names, target_name)
+
+
+def _bounded_lines(f, path):
+    """f's lines, refusing one longer than MAX_LINE_CHARS before more of it is read (a
+    file of one huge field would otherwise be held whole, several times over)."""
+    number = 0
+    while True:
+        line = f.readline(MAX_LINE_CHARS + 1)
+        if not line:
+            return
+        number += 1
+        if len(line) > MAX_LINE_CHARS:
+            raise DataError(f"{path}, line {number}: longer than {MAX_LINE_CHARS:,} "
+                            f"characters (not a table this reader takes)")
+        yield line
+
+
+def _check_unique(path, header):
+    """Column names must be unique (linear in the number of columns)."""
+    counts = Counter(header)
+    duplicated = sorted(name for name, count in counts.items() if count > 1)
+    if duplicated:
+        raise DataError(f"{path}, line 1: column names appear twice: {duplicated[:12]}"
+                        + (f" and {len(duplicated) - 12} more" if len(duplicated) > 12 else ""))
 
 
 def _gzip_open(path, **kwargs):
@@ -136,13 +177,10 @@ def _read_parquet_rows(path):
     return header, frame
 
 
-def _from_columns(path, header, rows, target, features, need_target, text_file):
-    """A Table from named columns: rows a list of string lists (CSV) or a DataFrame.
-    With need_target the target column (default the last) must be there; without it
-    (predict) no target is read and the features default to every column."""
-    def where(name):
-        return f"{path}, column {name!r}"
-
+def _columns(path, header, target, features, need_target):
+    """(feature names, target name or None) of a table with these column names. With
+    need_target the target column (default the last) must be there; without it (predict)
+    no target is read and the features default to every column."""
     target_name = None
     if need_target:
         target_name = target if target is not None else header[-1]
@@ -153,7 +191,8 @@ def _from_columns(path, header, rows, target, features, need_target, text_file):
         feature_names = [h for h in header if h != target_name]
     else:
         feature_names = list(features)
-        missing = [f for f in feature_names if f not in header]
+        present = set(header)
+        missing = [f for f in feature_names if f not in present]
         if missing:
             raise DataError(f"{path}: no feature column(s) {missing} (columns: "
                             f"{_shorten(header)})")
@@ -162,49 +201,57 @@ def _from_columns(path, header, rows, target, features, need_target, text_file):
                             f"feature")
     if not feature_names:
         raise DataError(f"{path}: no feature columns besides the target {target_name!r}")
-    has_target = target_name is not None
-    if text_file:
-        index = {name: i for i, name in enumerate(header)}
-        X = np.empty((len(rows), len(feature_names)), dtype=np.float64)
-        for j, name in enumerate(feature_names):
-            column = index[name]
-            for i, row in enumerate(rows):
-                X[i, j] = _number(row[column], path, i, name)
-        y = np.array([row[index[target_name]].strip() for row in rows]) if has_target \
-            else None
-    else:
-        frame = rows
-        X = np.empty((len(frame), len(feature_names)), dtype=np.float64)
-        for j, name in enumerate(feature_names):
-            column = frame[frame.columns[header.index(name)]]
-            try:
-                X[:, j] = column.to_numpy(dtype=np.float64)
-            except (TypeError, ValueError):
-                bad = next(i for i, v in enumerate(column) if not _is_number(v))
-                raise DataError(f"{where(name)}, row {bad + 1}: {column.iloc[bad]!r} is not "
-                                f"a number") from None
-        y = frame[frame.columns[header.index(target_name)]].to_numpy() if has_target \
-            else None
-        if y is not None and y.dtype == object:
+    return feature_names, target_name
+
+
+def _from_frame(path, header, frame, target, features, need_target):
+    """A Table from a DataFrame's named columns (Parquet)."""
+    _check_unique(path, header)
+    feature_names, target_name = _columns(path, header, target, features, need_target)
+    X = np.empty((len(frame), len(feature_names)), dtype=np.float64)
+    for j, name in enumerate(feature_names):
+        column = frame[frame.columns[header.index(name)]]
+        try:
+            X[:, j] = column.to_numpy(dtype=np.float64)
+        except (TypeError, ValueError):
+            bad = next(i for i, v in enumerate(column) if not _is_number(v))
+            raise DataError(f"{path}, column {name!r}, row {bad + 1}: {column.iloc[bad]!r} "
+                            f"is not a number") from None
+    y = None
+    if target_name is not None:
+        y = frame[frame.columns[header.index(target_name)]].to_numpy()
+        if y.dtype == object:
             y = y.astype(str)
+    return _table(path, X, y, feature_names, target_name, need_target)
+
+
+def _table(path, X, y, feature_names, target_name, need_target):
+    """The Table of a DataFrame's columns, once every feature is finite and every target
+    present."""
     bad = np.argwhere(~np.isfinite(X))
     if len(bad):
         i, j = bad[0]
-        line = f", line {i + 2}" if text_file else f", row {i + 1}"
-        raise DataError(f"{path}{line}, column {feature_names[j]!r}: {X[i, j]} is not a "
-                        f"finite number")
-    if y is not None and need_target:
-        _check_targets_present(y, path, target_name, text_file)
+        raise DataError(f"{path}, row {i + 1}, column {feature_names[j]!r}: {X[i, j]} is "
+                        f"not a finite number")
+    if y is not None and need_target and y.dtype.kind in "US":
+        empty = np.flatnonzero(np.char.str_len(y.astype(str)) == 0)
+        if len(empty):
+            raise DataError(f"{path}, row {empty[0] + 1}, column {target_name!r}: the "
+                            f"target is missing")
     return Table(X, y, feature_names, target_name)
 
 
-def _number(text, path, row, name):
+def _number(text, path, line, name):
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         cell = text if len(text) <= 40 else text[:40] + "..."
-        raise DataError(f"{path}, line {row + 2}, column {name!r}: {cell!r} is not a "
+        raise DataError(f"{path}, line {line}, column {name!r}: {cell!r} is not a "
                         f"number") from None
+    if not math.isfinite(value):
+        raise DataError(f"{path}, line {line}, column {name!r}: {value} is not a finite "
+                        f"number")
+    return value
 
 
 def _is_number(value):
@@ -213,14 +260,6 @@ def _is_number(value):
         return True
     except (TypeError, ValueError):
         return False
-
-
-def _check_targets_present(y, path, name, text_file):
-    if y.dtype.kind in "US":
-        empty = np.flatnonzero(np.char.str_len(y.astype(str)) == 0)
-        if len(empty):
-            where = f"line {empty[0] + 2}" if text_file else f"row {empty[0] + 1}"
-            raise DataError(f"{path}, {where}, column {name!r}: the target is missing")
 
 
 def _shorten(names, most=12):

@@ -1,6 +1,8 @@
 """The fastnn command and the dataset lookup."""
 import csv
 import os
+import signal
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -397,3 +399,76 @@ def test_bench_table_writes_the_readme_table_from_the_json(tmp_path):
     table = [line for line in text.splitlines() if line.startswith("| 784")]
     assert table == ["| 784-256-128-10 | 32 | momentum | 2 | 0.250 | 0.400 | 0.62 | 1.000 | "
                      "4.00 |"]
+
+
+# -- hostile CSV files: refused at the first bad record, in bounded memory ----------------
+
+def _read_error(path):
+    from fastnn.tabular import DataError, read_table
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError) as error:
+            read_table([path])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    return str(error.value), peak
+
+
+def test_a_file_of_blank_cells_stops_at_its_first_row_without_holding_the_file(tmp_path):
+    """8 MB of empty cells: the first one is reported, and the read never holds the file
+    as strings (reading it whole first took ~10x the file's size)."""
+    path = tmp_path / "empty.csv"
+    with open(path, "w") as f:
+        f.write("a,b,c,d,y\n")
+        f.write(",,,,\n" * (8 * 2**20 // 5))
+    message, peak = _read_error(path)
+    assert "empty.csv, line 2, column 'a': '' is not a number" in message
+    assert peak < 2**20
+
+
+def test_an_unclosed_quote_is_reported_at_the_line_where_its_record_starts(tmp_path):
+    path = tmp_path / "quote.csv"
+    path.write_text('a,b,y\n1,2,x\n3,4,y\n5,"6,y\n7,8,x\n' + "9,10,y\n" * 1000)
+    message, _ = _read_error(path)
+    assert "quote.csv, line 4: 2 fields, but the header has 3" in message
+
+
+def test_a_huge_field_is_refused_at_its_line_before_it_is_read_whole(tmp_path):
+    from fastnn.tabular import MAX_LINE_CHARS
+    path = tmp_path / "field.csv"
+    with open(path, "w") as f:
+        f.write("a,b,y\n1,2,x\n\n3,")
+        f.write("9" * (MAX_LINE_CHARS + 10))
+        f.write(",y\n")
+    message, peak = _read_error(path)
+    assert f"field.csv, line 4: longer than {MAX_LINE_CHARS:,} characters" in message
+    assert peak < 3 * MAX_LINE_CHARS
+
+
+def test_lines_are_counted_across_blank_lines_and_quoted_newlines(tmp_path):
+    path = tmp_path / "lines.csv"
+    path.write_text('a,b,y\n1,2,"two\nlines"\n\n3,inf,x\n')
+    message, _ = _read_error(path)
+    assert "lines.csv, line 5, column 'b': inf is not a finite number" in message
+
+
+def test_duplicate_columns_among_100000_are_found_in_linear_time(tmp_path):
+    """A 1.5 MB header of 100,000 names (two of them twice). Counting each name's
+    occurrences by scanning the header took 92 s here; a hash count takes well under a
+    second. The alarm bounds a quadratic check, not this machine's speed."""
+    names = [f"c{i}" for i in range(100000)] + ["c7", "c99"]
+    path = tmp_path / "wide.csv"
+    path.write_text(",".join(names) + "\n" + ",".join("1" for _ in names) + "\n")
+
+    def too_slow(signum, frame):
+        raise TimeoutError("the duplicate-column check is not linear")
+
+    previous = signal.signal(signal.SIGALRM, too_slow)
+    signal.alarm(20)
+    try:
+        message, _ = _read_error(path)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert "wide.csv, line 1: column names appear twice: ['c7', 'c99']" in message
