@@ -10,10 +10,10 @@ import contextlib
 import os
 import platform
 import sys
-import tempfile
 import time
 
 from . import __version__
+from ._files import check_output, write_file
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad")
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "leaky_relu")
@@ -184,6 +184,7 @@ def train(args):
     from .distributed import launched_group
     group = launched_group()
     say = print if group is None or group.is_root else (lambda *a, **k: None)
+    _check_output(args.save, args.data_files, "--save")
     data = _training_data(args, group)
     X, y, X_test, y_test, task, classes, feature_names, target_name = data
     n_outputs = len(classes) if task == "classification" else 1
@@ -247,6 +248,13 @@ def _metrics_line(model, X, y, task):
 
 # -- predict and evaluate ---------------------------------------------------------------
 
+def _check_output(path, inputs, option):
+    try:
+        check_output(path, inputs, option)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+
+
 def _load_model(path):
     from .serialization import load
     try:
@@ -278,6 +286,7 @@ def _model_data(model, args, need_target):
 def predict(args):
 
     from .tabular import decode_labels
+    _check_output(args.output, [args.model] + args.data_files, "-o/--output")
     model = _load_model(args.model)
     task = _model_task(model)
     table = _model_data(model, args, need_target=False)
@@ -298,32 +307,20 @@ def predict(args):
 
 
 def _write_csv(path, header, columns):
-    """Write the columns as CSV to path (atomically: all or nothing) or to stdout."""
+    """Write the columns as CSV to path (fastnn._files: all or nothing, and never over a
+    special file) or to stdout."""
     import csv
     rows = zip(*[[_cell(v) for v in column] for column in columns])
-    if path is None:
-        writer = csv.writer(sys.stdout, lineterminator="\n")
+
+    def write(f):
+        writer = csv.writer(f, lineterminator="\n")
         writer.writerow(header)
         writer.writerows(rows)
-        return
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".fastnn-", suffix=".csv")
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            writer = csv.writer(f, lineterminator="\n")
-            writer.writerow(header)
-            writer.writerows(rows)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
-
-def _umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    if path is None:
+        write(sys.stdout)
+    else:
+        write_file(path, write, text=True)
 
 
 def _cell(value):
@@ -367,6 +364,7 @@ def _label_key(value):
 
 
 def export(args):
+    _check_output(args.output, [args.model], "output")
     model = _load_model(args.model)
     model.export_onnx(args.output)
     print(f"wrote {args.output}")
@@ -509,3 +507,6 @@ def main(argv=None):
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 1
+    except OSError as exc:  # a full disk, a read-only folder (the path is in the message)
+        print(f"fastnn {args.command}: {exc.strerror or exc}", file=sys.stderr)
+        return 2

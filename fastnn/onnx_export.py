@@ -10,10 +10,9 @@ dtype. Needs the `onnx` package (pip install "fastnn[onnx]"); `import fastnn` do
 import it. The file is checked by onnx.checker and written atomically: a failed export
 leaves no partial file.
 """
-import os
-import tempfile
-
 import numpy as np
+
+from ._files import write_file
 
 OPSET = 17
 _ACTIVATIONS = {"relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh", "identity": "Identity"}
@@ -93,24 +92,5 @@ def export_onnx(model, path, opset=OPSET):
     proto = helper.make_model(graph, producer_name="fastnn", producer_version=__version__,
                               opset_imports=[helper.make_opsetid("", opset)])
     onnx.checker.check_model(proto, full_check=True)
-    _write_atomically(path, proto.SerializeToString())
+    write_file(path, lambda f: f.write(proto.SerializeToString()))
     return path
-
-
-def _write_atomically(path, data):
-    """Write to a temporary file beside `path`, then rename it over `path`."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(f"cannot write {path}: no folder {folder}")
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".fastnn-", suffix=".onnx")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise

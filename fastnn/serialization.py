@@ -6,8 +6,8 @@ when it has them) stored as bytes under "config",
 and the arrays: parameters "param_<i>", buffers (batch norm's running statistics)
 "buffer_<i>" and optimizer state "opt_<i>_<j>". Loading uses
 allow_pickle=False, so a file can never execute code. Writing goes to a temporary file
-in the same folder, then renames it over the target: an interrupted save never leaves a
-truncated file in place of a good one.
+in the same folder, then renames it over the target (fastnn._files): an interrupted save
+never leaves a truncated file in place of a good one.
 """
 import ast
 import errno
@@ -16,12 +16,12 @@ import os
 import re
 import stat
 import struct
-import tempfile
 import zipfile
 
 import numpy as np
 
 from . import layers as layers_module
+from ._files import write_file
 from . import losses, optim
 
 FORMAT = "fastnn-model"
@@ -59,38 +59,7 @@ def save(model, path, include_optimizer=True):
             for j, arr in enumerate(state):
                 arrays[f"opt_{i}_{j}"] = arr
     arrays["config"] = np.frombuffer(json.dumps(config).encode(), dtype=np.uint8)
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".fastnn-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, _file_mode(path))
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
-def _file_mode(path):
-    """The permissions the saved file gets: those of the file it replaces, else a new
-    file's (0666 less the umask), not mkstemp's private 0600."""
-    try:
-        return os.stat(path).st_mode & 0o777
-    except OSError:
-        pass
-    try:
-        with open("/proc/self/status") as f:  # the umask, without changing it
-            for line in f:
-                if line.startswith("Umask:"):
-                    return 0o666 & ~int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return 0o666 & ~mask
+    write_file(path, lambda f: np.savez(f, **arrays))
 
 
 # Limits of what load() reads before trusting a file.
