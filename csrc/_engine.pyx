@@ -1715,14 +1715,17 @@ class NonFiniteRow(ValueError):
 
 cdef void forward_split(Net* net, int n_run, const floating* x, floating* out,
                         Py_ssize_t n, floating* buf_a, floating* buf_b, int tid,
-                        int nt) noexcept nogil:
-    """Thread tid's part of a predict of n rows (1 to SMALL_ROWS) through the caller's two
-    (n x widest) buffers: its block of each layer's units, as forward() splits a step,
-    with a barrier before each Dense layer (and Softmax) reads a whole row. A Dense layer
-    writes the buffer it does not read; elementwise layers work in place, so no thread
-    writes a buffer another may still be reading. One row uses GEMV on the block's rows
-    of W; with nt = 1 this is the whole of predict_small's work."""
-    cdef int l, layout = WHOLE
+                        int nt, int nv, bint row_gemv) noexcept nogil:
+    """Thread tid's part of a predict of n rows through the caller's two (n x widest)
+    buffers, planned as nv blocks of each layer's units (as forward() splits a step) and
+    run on nt threads: thread tid takes blocks tid, tid + nt, ... So the result depends
+    on nv only, never on how many threads ran it. With row_gemv (predict_small: OpenBLAS's
+    GEMM with one row was slower) a one-row product is a GEMV; else it is the GEMM that
+    forward() makes, so infer's rows equal the team's. A barrier comes before each Dense
+    layer (and Softmax) reads a whole row. A Dense layer writes the buffer it does not
+    read; elementwise layers work in place, so no thread writes a buffer another may
+    still be reading."""
+    cdef int l, v, layout = WHOLE
     cdef LayerPlan* L
     cdef const floating* inp = x
     cdef floating* dst
@@ -1738,23 +1741,26 @@ cdef void forward_split(Net* net, int n_run, const floating* x, floating* out,
             dst = <floating*> inp
         if L.kind == DENSE:
             sync(&layout, WHOLE, nt)
-            share(m, tid, nt, UNIT_ALIGN, &c0, &c1)
-            if c1 > c0 and n == 1:
-                if L.bias != NULL:
-                    memcpy(dst + c0, <floating*> L.bias + c0, (c1 - c0) * sizeof(floating))
-                gemv(False, <int> (c1 - c0), L.n_in, <floating> 1,
-                     <floating*> L.weight + c0 * L.n_in, L.n_in, inp,
-                     <floating> (1 if L.bias != NULL else 0), dst + c0)
-            elif c1 > c0:
-                dense_forward(inp, at(L.weight, c0 * L.n_in, dst), at(L.bias, c0, dst),
-                              dst + c0, <int> n, L.n_in, <int> (c1 - c0), <int> m)
+            v = tid
+            while v < nv:
+                share(m, v, nv, UNIT_ALIGN, &c0, &c1)
+                if c1 > c0 and n == 1 and row_gemv:
+                    if L.bias != NULL:
+                        memcpy(dst + c0, <floating*> L.bias + c0, (c1 - c0) * sizeof(floating))
+                    gemv(False, <int> (c1 - c0), L.n_in, <floating> 1,
+                         <floating*> L.weight + c0 * L.n_in, L.n_in, inp,
+                         <floating> (1 if L.bias != NULL else 0), dst + c0)
+                elif c1 > c0:
+                    dense_forward(inp, at(L.weight, c0 * L.n_in, dst), at(L.bias, c0, dst),
+                                  dst + c0, <int> n, L.n_in, <int> (c1 - c0), <int> m)
+                v += nt
             layout = COLS
         elif L.kind == SOFTMAX:  # works on whole rows
             sync(&layout, ROWS, nt)
             share(n, tid, nt, 1, &c0, &c1)
             activation_forward(SOFTMAX, L.slope, inp + c0 * m, dst + c0 * m, c1 - c0, m)
             layout = ROWS
-        else:
+        else:  # elementwise: each entry's value does not depend on the split
             sync(&layout, COLS, nt)
             share(m, tid, nt, UNIT_ALIGN, &c0, &c1)
             if L.kind == BATCHNORM and c1 > c0:
@@ -1777,6 +1783,7 @@ cdef struct SmallPredict:
     void* buf_a
     void* buf_b
     Py_ssize_t n
+    int plan            # the blocks of units each Dense layer is cut into
     bint f64
 
 
@@ -1784,10 +1791,10 @@ cdef void small_predict_job(void* ctx, int tid, int nt) noexcept nogil:
     cdef SmallPredict* p = <SmallPredict*> ctx
     if p.f64:
         forward_split(p.net, p.net.n_layers, <const double*> p.x, <double*> p.out, p.n,
-                      <double*> p.buf_a, <double*> p.buf_b, tid, nt)
+                      <double*> p.buf_a, <double*> p.buf_b, tid, nt, p.plan, True)
     else:
         forward_split(p.net, p.net.n_layers, <const float*> p.x, <float*> p.out, p.n,
-                      <float*> p.buf_a, <float*> p.buf_b, tid, nt)
+                      <float*> p.buf_a, <float*> p.buf_b, tid, nt, p.plan, True)
 
 
 cdef Py_ssize_t infer_rows(Net* net, int n_run, const floating* X, floating* out,
@@ -1806,7 +1813,7 @@ cdef Py_ssize_t infer_rows(Net* net, int n_run, const floating* X, floating* out
             if bad >= 0:
                 return start + bad
         forward_split(net, n_run, X + start * n_in, out + start * width_out, n, buf_a, buf_b,
-                      0, 1)
+                      0, 1, 1, False)
         start += n
     return -1
 
@@ -1840,17 +1847,23 @@ cdef void train_job(void* ctx, int tid, int nt) noexcept nogil:
         job.waited[tid] = fastnn_thread_wait_ns() - before if before >= 0 else -1
 
 
+cdef inline Py_ssize_t predict_block(Py_ssize_t batch_size, int plan) noexcept nogil:
+    """The rows of a predict's blocks: its results are fixed by them (a block's product
+    is one BLAS call), so they follow the plan, not the threads that came."""
+    return max(1, batch_size // plan)
+
+
 cdef void predict_blocks(Job* job, int tid, int nt, floating* tag) noexcept nogil:
-    """Thread tid's part of a predict: blocks of batch_size / nt rows, claimed one at a
-    time until none is left, each run through every layer in the thread's own rows of
-    the buffers. No barrier until the end, so a thread the scheduler takes off its core
+    """Thread tid's part of a predict: blocks of batch_size / plan rows (predict_block),
+    claimed one at a time until none is left, each run through every layer in the
+    thread's own rows of the buffers. No barrier until the end, so a thread the scheduler takes off its core
     holds up only the block in its hands, and the others take the rest: on a machine
     whose other processes hold a core, the team still gets what the free cores give.
     A row's result does not depend on which thread computes its block."""
     cdef Net* net = job.net
     cdef Counters c = counters_of(net)
     cdef Py_ssize_t width = net.layers[job.n_run - 1].n_out, n_in = net.layers[0].n_in
-    cdef Py_ssize_t block = max(1, job.batch_size // nt), start, n, bad
+    cdef Py_ssize_t block = predict_block(job.batch_size, job.plan), start, n, bad
     cdef floating* out = <floating*> job.out
     cdef const floating* xb
     cdef Part alone = part_of(0, 1, 1)
@@ -2439,6 +2452,11 @@ cdef class Engine:
                             for i in range(min(self.load.n_stretches, MAX_TRACE))],
                 "tiles": self.help.tiles, "retaken": self.help.retaken}
 
+    def predict_rows(self, Py_ssize_t rows, int n_run, int max_threads):
+        """The rows of the blocks a predict in chunks of `rows` rows computes at a time,
+        on the team or (infer) on the calling thread alike."""
+        return predict_block(rows, plan_threads(&self.net, rows, n_run, 1, max_threads))
+
     def plan_threads(self, Py_ssize_t rows, int n_run, bint training, int max_threads):
         """The threads a call on batches of `rows` rows would run on (see point 4)."""
         return plan_threads(&self.net, rows, n_run, 3 if training else 1, max_threads)
@@ -2566,6 +2584,7 @@ cdef class Engine:
         job.check_finite = check_finite
         n_threads = plan_threads(&self.net, min(batch_size, n_samples), n_run,
                                  3 if job.want_grads else 1, max_threads)
+        job.plan = n_threads
         for i in range(n_threads):
             job.bad_row[i] = -1
         with _blas_kept_to_one_thread():
@@ -2637,9 +2656,11 @@ cdef class Engine:
             flops = forward_flops(&self.net, n_rows, n_layers)
             shared = small_in_flight > 0 or (small_last_thread != me and
                                              monotonic_s() - small_last_end < SMALL_SHARED_S)
-            if max_threads > 1 and not shared and fastnn_blas_controlled():
-                n_threads = <int> max(1.0, min(<double> min(max_threads, FASTNN_MAX_THREADS),
-                                               flops / SMALL_GRAIN_FLOPS))
+            job.plan = 1  # fixed by the shape and the thread setting, not by the moment
+            if max_threads > 1 and fastnn_blas_controlled():
+                job.plan = <int> max(1.0, min(<double> min(max_threads, FASTNN_MAX_THREADS),
+                                              flops / SMALL_GRAIN_FLOPS))
+            n_threads = 1 if shared else job.plan
             self._readers += 1  # no GIL release since the trainer check: fit waits for it
             small_in_flight += 1
             try:
@@ -2647,8 +2668,8 @@ cdef class Engine:
                     if n_threads > 1 and (flops >= SMALL_WAKE_FLOPS
                                           or fastnn_team_awake(n_threads)):
                         n_threads = run_on_team(small_predict_job, &job, n_threads)
-                    else:  # BLAS pinned as on the team: callers each on one core
-                        fastnn_blas_pin()
+                    else:  # the plan's blocks on the calling thread, BLAS pinned as on
+                        fastnn_blas_pin()        # the team: callers each on one core
                         small_predict_job(&job, 0, 1)
                         fastnn_blas_unpin()
                         if n_threads > 1:
@@ -2713,12 +2734,14 @@ cdef class Engine:
         cdef Py_ssize_t bad
         self._last_threads = 1
         with nogil:
+            fastnn_blas_pin()  # one-thread products, as the team's: the same bits
             if f64:
                 bad = infer_rows(&self.net, n_run, <double*> px, <double*> po, n_rows, chunk,
                                  <double*> pa, <double*> pb, check_finite)
             else:
                 bad = infer_rows(&self.net, n_run, <float*> px, <float*> po, n_rows, chunk,
                                  <float*> pa, <float*> pb, check_finite)
+            fastnn_blas_unpin()
         if bad >= 0:
             raise NonFiniteRow(bad)
 

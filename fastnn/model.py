@@ -467,27 +467,45 @@ class Sequential:
         the calling thread with buffers of its own, as does a predict that finds the
         model's team busy with another: predicts from several Python threads run at
         once (the GIL released). A predict started while another thread fits waits
-        until the fit ends."""
+        until the fit ends.
+
+        The result's bits depend on X's values, the weights, X's shape, batch_size and
+        the thread setting only: the work is cut into the blocks that plan fixes, and each
+        block is computed the same way on whichever thread runs it, however many threads
+        predict at once or however busy the team is."""
+        threads = get_num_threads()
         if type(X) is np.ndarray and type(batch_size) is int:  # a few rows: microseconds
-            out = self._engine.predict_small(X, batch_size, get_num_threads())
+            out = self._engine.predict_small(X, batch_size, threads)
             if out is not None:
                 return out
         batch_size = check_int(batch_size, "batch_size")
         check_batch_rows(batch_size, X)
         given = X
         X = as_features(X, self.n_features, self.dtype, allow_empty=True, check_finite=False)
-        out = np.empty((X.shape[0], self.n_outputs), dtype=self.dtype)
         if X.shape[0] == 0:
-            return out
+            return np.empty((0, self.n_outputs), dtype=self.dtype)
+        dense = isinstance(X, np.ndarray)  # (a sparse X was checked as it was converted)
+        if dense and X is not given:  # converted: the path the model's own dtype takes
+            out = self._engine.predict_small(X, batch_size, threads)
+            if out is not None:
+                return out
+        out = np.empty((X.shape[0], self.n_outputs), dtype=self.dtype)
         chunk = _chunk_rows(X, batch_size)
         n_run = len(self.layers)
-        dense = isinstance(X, np.ndarray)  # (a sparse X was checked as it was converted)
+        block = self._engine.predict_rows(chunk, n_run, threads)
+
+        def on_team():
+            small = self._engine.predict_small(X, batch_size, threads) if dense else None
+            if small is not None:  # a few rows that waited for another thread's fit
+                out[...] = small
+                return
+            self._engine.run(X, out, None, None, -1, False, n_run, chunk, threads,
+                             check_finite=dense)
+
         try:
             self._dispatch(X, chunk, n_run,
-                           lambda: self._infer(X, out, chunk, n_run, check_finite=True),
-                           lambda: self._engine.run(X, out, None, None, -1, False, n_run,
-                                                    chunk, get_num_threads(),
-                                                    check_finite=dense))
+                           lambda: self._infer(X, out, block, n_run, check_finite=True),
+                           on_team)
         except _engine.NonFiniteRow as error:  # the message names X as given
             as_features(given, self.n_features, self.dtype, allow_empty=True)
             raise ValueError(str(error)) from None

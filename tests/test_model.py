@@ -236,22 +236,41 @@ def test_fit_releases_the_gil(rng):
     assert len(ticks) > 10
 
 
-def test_concurrent_predict_equals_serial(rng):
-    model = small_model()
-    X, _ = data(rng, n=5000)
-    expected = model.predict(X)
-    results = [None] * 8
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("rows", [1, 64, 500, 3000])
+def test_predict_bits_do_not_depend_on_timing_or_other_threads(rng, dtype, rows):
+    """The same predict, again and again (the team awake, then asleep), from 8 threads at
+    once (some find the team busy and run on their own thread), and of the same values in
+    another dtype or layout: every result equals the first bit for bit. Before, a small
+    predict split units only while the team was awake, and a predict beside a busy team
+    made BLAS's own multi-threaded products over other row blocks than the team's."""
+    model = fnn.Sequential([fnn.Dense(784, 256), fnn.ReLU(), fnn.Dense(256, 128),
+                            fnn.ReLU(), fnn.Dense(128, 10)], dtype=dtype, seed=0)
+    X = rng.normal(size=(rows, 784)).astype(dtype)
+    first = model.predict(X)
+    for i in range(20):
+        np.testing.assert_array_equal(model.predict(X), first)
+        if i % 5 == 4:
+            time.sleep(0.01)  # the team's workers go to sleep
+    np.testing.assert_array_equal(model.predict(np.asfortranarray(X)), first)
+    np.testing.assert_array_equal(model.predict(X.astype(np.float64)), first)  # exact
+    np.testing.assert_array_equal(model.predict(X.tolist()), first)
+    start = threading.Barrier(8)
+    results = []
 
-    def work(i):
-        results[i] = model.predict(X, batch_size=100)
+    def work():
+        start.wait()
+        for _ in range(3):
+            results.append(model.predict(X))
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    threads = [threading.Thread(target=work) for _ in range(8)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    assert len(results) == 24
     for r in results:
-        np.testing.assert_array_equal(r, expected)
+        np.testing.assert_array_equal(r, first)
 
 
 class _InterruptSoon(fnn.callbacks.Callback):
