@@ -376,9 +376,10 @@ cdef struct Job:
     int n_run
     bint want_grads
     int stop            # thread 0 -> all: a signal's exception is pending
-    int status          # 0, 1 (a loss was not finite), -1 (stopped by a signal here),
-                        # -2 (data-parallel: another process stopped), -3 (the
-                        # allreduce failed)
+    int status          # 0, 1 (a loss was not finite), 2 (check_steps: an update
+                        # wrote NaN or inf), -1 (stopped by a signal here), -2
+                        # (data-parallel: another process stopped), -3 (the allreduce
+                        # failed)
     int reduce_failed   # thread 0 -> all
     double loss_sum     # results, written by thread 0
     double correct      # correct predictions (weighted by W when given)
@@ -395,6 +396,8 @@ cdef struct Job:
     Py_ssize_t bad_row[256]      # the first such row each thread found, or -1
     long next_block              # predict_blocks: the next block of rows to claim
     int halt                     # predict_blocks: a thread found NaN or inf
+    bint check_steps             # train: after each update, check what it wrote
+    int bad_write                # train: a thread's blocks hold NaN or inf after a step
     long long waited[256]        # ns each thread waited for a CPU in the stretch (-1: unknown)
     double loss_part[256]      # per thread (FASTNN_MAX_THREADS)
     double penalty_part[256]
@@ -1472,6 +1475,113 @@ cdef bint reduce_step(Job* job, Net* net, Counters* c, double local_loss, Py_ssi
     return True
 
 
+cdef Py_ssize_t state_regions(Net* net, void** where, Py_ssize_t* count) noexcept nogil:
+    """The arrays a training step writes that outlive it: every parameter, its optimizer
+    state and batch norm's running statistics, as (where, count) pairs (NULL: only
+    counted); returns how many."""
+    cdef Py_ssize_t k = 0
+    cdef int i, j, l
+    for i in range(net.n_params):
+        for j in range(-1, 3):
+            if (net.params[i].value if j < 0 else net.params[i].state[j]) == NULL:
+                continue
+            if where != NULL:
+                where[k] = net.params[i].value if j < 0 else net.params[i].state[j]
+                count[k] = net.params[i].size
+            k += 1
+    for l in range(net.n_layers):
+        if net.layers[l].kind == BATCHNORM:
+            for j in range(2):
+                if where != NULL:
+                    where[k], count[k] = net.layers[l].bn[j], net.layers[l].n_out
+                k += 1
+    return k
+
+
+cdef bint blocks_finite(Net* net, const Part* p, floating* tag) noexcept nogil:
+    """Whether p's blocks of the parameters, their optimizer state and batch norm's
+    running statistics hold no NaN or inf (the blocks unscale_momentum uses)."""
+    cdef Py_ssize_t lo, hi
+    cdef int i, j, l
+    cdef ParamPlan* P
+    cdef LayerPlan* L
+    for i in range(net.n_params):
+        P = &net.params[i]
+        span(p, P.units, UNIT_ALIGN, &lo, &hi)
+        if not all_finite(at(P.value, lo * P.row, tag), (hi - lo) * P.row):
+            return False
+        for j in range(3):
+            if P.state[j] != NULL and not all_finite(at(P.state[j], lo * P.row, tag),
+                                                     (hi - lo) * P.row):
+                return False
+    for l in range(net.n_layers):
+        L = &net.layers[l]
+        if L.kind == BATCHNORM:
+            span(p, L.n_out, UNIT_ALIGN, &lo, &hi)
+            if not (all_finite(at(L.bn[0], lo, tag), hi - lo)
+                    and all_finite(at(L.bn[1], lo, tag), hi - lo)):
+                return False
+    return True
+
+
+cdef bint step_wrote_finite(Job* job, Net* net, Py_ssize_t batch, const Part* p,
+                            floating* tag) noexcept nogil:
+    """check_steps: after step `batch`'s update, whether every thread's blocks are finite;
+    if not, status 2 names the step (the caller then stops)."""
+    if not job.check_steps:
+        return True
+    fastnn_barrier(p.nt)  # every update of the step is written
+    if not blocks_finite(net, p, tag):
+        fastnn_flag_set(&job.bad_write)
+    fastnn_barrier(p.nt)
+    if fastnn_flag_get(&job.bad_write):
+        if p.v0 == 0:
+            job.failed_batch, job.status = batch, 2
+        return False
+    return True
+
+
+cdef Py_ssize_t state_entries(Net* net) noexcept nogil:
+    """The entries of all the state_regions together."""
+    cdef Py_ssize_t total = 0
+    cdef int i, j, l
+    for i in range(net.n_params):
+        for j in range(-1, 3):
+            if (net.params[i].value if j < 0 else net.params[i].state[j]) != NULL:
+                total += net.params[i].size
+    for l in range(net.n_layers):
+        if net.layers[l].kind == BATCHNORM:
+            total += 2 * net.layers[l].n_out
+    return total
+
+
+cdef bint copy_state(Net* net, char* store, size_t item, bint restore,
+                     bint check) noexcept nogil:
+    """Copy the state_regions into `store` one after another (or back, `restore`); with
+    `check`, only whether they are all finite. Returns False when check finds NaN/inf."""
+    cdef Py_ssize_t k, n = state_regions(net, NULL, NULL), at = 0
+    cdef void** where = <void**> calloc(max(n, 1), sizeof(void*))
+    cdef Py_ssize_t* count = <Py_ssize_t*> calloc(max(n, 1), sizeof(Py_ssize_t))
+    cdef bint finite = True
+    if where == NULL or count == NULL:
+        free(where)
+        free(count)
+        return not check   # (checks are skipped rather than failed without memory)
+    state_regions(net, where, count)
+    for k in range(n):
+        if check:
+            finite = finite and (all_finite(<double*> where[k], count[k]) if item == 8
+                                 else all_finite(<float*> where[k], count[k]))
+        elif restore:
+            memcpy(where[k], store + at, count[k] * item)
+        else:
+            memcpy(store + at, where[k], count[k] * item)
+        at += count[k] * item
+    free(where)
+    free(count)
+    return finite
+
+
 cdef void train_steps(Job* job, const Part* p, floating* tag) noexcept nogil:
     """A thread's part (p's blocks) of an epoch of mini-batch training (see the module
     header).
@@ -1534,7 +1644,8 @@ cdef void train_steps(Job* job, const Part* p, floating* tag) noexcept nogil:
             break
         if parallel and n == 0:  # none of this step's rows are here: add zeros
             zero_gradients(net, p, tag)
-            if not reduce_step(job, net, &c, 0.0, batch, p, tag):
+            if not reduce_step(job, net, &c, 0.0, batch, p, tag) \
+                    or not step_wrote_finite(job, net, batch, p, tag):
                 break
             c.step += 1
             batch += 1
@@ -1563,7 +1674,8 @@ cdef void train_steps(Job* job, const Part* p, floating* tag) noexcept nogil:
         batch_loss = sum_parts(job.loss_part, p.nv)
         if parallel:  # gradients to the flat buffer, summed, then every update
             backward(net, &c, xb, n, job.n_run, False, True, 0.0, p)
-            if not reduce_step(job, net, &c, batch_loss, batch, p, tag):
+            if not reduce_step(job, net, &c, batch_loss, batch, p, tag) \
+                    or not step_wrote_finite(job, net, batch, p, tag):
                 break
             c.step += 1
             start += n
@@ -1586,6 +1698,8 @@ cdef void train_steps(Job* job, const Part* p, floating* tag) noexcept nogil:
         backward(net, &c, xb, n, job.n_run, True, True, 0.0, p)
         if uses_scaled_momentum(net.opt_kind, net.hyper):
             c.mom_scale = c.mom_scale * net.hyper[1] if c.step > 0 else 1.0
+        if not step_wrote_finite(job, net, batch, p, tag):
+            break
         c.step += 1
         start += n
         batch += 1
@@ -2246,6 +2360,9 @@ cdef class Engine:
     cdef Py_ssize_t widest   # the widest layer input or output (predict's buffers)
     cdef unsigned long _trainer  # the thread running fit (its ident), 0 when none
     cdef int _readers            # predicts running on their callers' threads
+    cdef int _status             # the last training run's Job.status
+    cdef readonly object failure  # the last train_epoch's failed batch: "loss", "update"
+    cdef object _saved           # train_epoch's copy of the state a step writes
 
     def __cinit__(self, list specs, dtype):
         cdef LayerPlan* L
@@ -2488,9 +2605,9 @@ cdef class Engine:
                     step_denoms=None, bint adapt=False):
         """Train on the rows X[order] (all of X, in order, when order is None) in batches,
         on at most max_threads threads; with `adapt`, on as many of those as the machine
-        gives (train_adapting: fewer while other processes hold cores). X is a C-contiguous array or a CSR matrix (see
-        _check_inputs); `weights` (one per row of X) makes each batch's loss the weighted
-        mean.
+        gives (train_adapting: fewer while other processes hold cores). X is a C-contiguous
+        array or a CSR matrix (see _check_inputs); `weights` (one per row of X) makes each
+        batch's loss the weighted mean.
 
         Data-parallel (set_reducer first): step k trains on the next step_rows[k] rows
         (int64, summing to the rows given; 0 is allowed) with the mean's denominator
@@ -2498,12 +2615,61 @@ cdef class Engine:
         gradients are summed over the processes before each update; the returned loss
         sum is then the global one.
 
-        Returns (loss_sum, index of the batch whose loss was not finite, or -1): the sum
-        of the batches' (weighted) summed losses; per_row with weights, each batch's is
-        multiplied by its rows over its summed weights (scikit-learn's accounting).
+        Returns (loss_sum, index of the failed batch, or -1): the sum of the batches'
+        (weighted) summed losses; per_row with weights, each batch's is multiplied by its
+        rows over its summed weights (scikit-learn's accounting). A batch fails when its
+        loss is not finite (checked before its update) or when its update wrote NaN or
+        inf into a parameter, the optimizer's state or batch norm's running statistics
+        (a finite loss whose float32 gradient or update overflowed); `failure` says which
+        ("loss" or "update"), and either way the parameters, optimizer state and running
+        statistics are left as they were before that batch. The second kind costs no
+        work per step: the state is copied aside when the call starts and checked once
+        when it ends. Only when something is not finite is the call run again from the
+        copy, checking after each step, and then once more up to the first bad step (a
+        plan gives the same bits every time it runs).
         Raises KeyboardInterrupt (or another signal's error) between steps; data-parallel,
         StopIteration when another process stopped, RuntimeError when the allreduce
         failed."""
+        cdef long long step = self.net.step
+        cdef uint64_t rng = self.net.rng
+        cdef double penalty_sum = self.net.penalty_sum
+        cdef size_t item = self.dtype.itemsize
+        cdef bint finite
+        args = (X, targets, labels, order, batch_size, loss_kind, n_run, max_threads,
+                weights, step_rows, step_denoms)
+        self.failure = None
+        cdef Py_ssize_t entries = state_entries(&self.net)
+        if self._saved is None or self._saved.size != entries * item:
+            self._saved = np.empty(entries * item, np.uint8)  # kept for the next call
+        cdef char* store = <char*> data_ptr(self._saved)
+        with nogil:
+            copy_state(&self.net, store, item, False, False)
+        loss_sum, failed = self._train(*args, adapt=adapt)
+        with nogil:
+            finite = copy_state(&self.net, NULL, item, False, True)
+        if finite:
+            self.failure = "loss" if failed >= 0 else None
+            return loss_sum, failed
+        for check in (True, False):  # find the first bad step, then stop before it
+            with nogil:
+                copy_state(&self.net, store, item, True, False)
+            self.net.step, self.net.rng, self.net.penalty_sum = step, rng, penalty_sum
+            if check:
+                loss_sum, failed = self._train(*args, check_steps=True)
+                if failed < 0 or self._status == 1:  # a loss that became NaN came first
+                    self.failure = "loss" if failed >= 0 else None
+                    return loss_sum, failed
+            else:
+                loss_sum, _ = self._train(*args, stop_before=failed)
+        self.failure = "update"
+        return loss_sum, failed
+
+    def _train(self, X, targets, labels, order, Py_ssize_t batch_size, int loss_kind,
+               int n_run, int max_threads, weights, step_rows, step_denoms, *,
+               bint adapt=False, bint check_steps=False, Py_ssize_t stop_before=-1):
+        """One run of train_epoch's steps: with check_steps each update's writes are
+        checked (status 2 at the first that wrote NaN or inf); stop_before ends the run
+        before that step."""
         cdef Job job
         cdef Counters c
         cdef int n_threads
@@ -2514,6 +2680,10 @@ cdef class Engine:
         self._start_job(&job, X, targets, labels, weights, None, loss_kind, n_run, batch_size)
         job.order = <int64_t*> data_ptr(order)
         job.n_samples = X.shape[0] if order is None else order.shape[0]
+        job.check_steps = check_steps
+        if stop_before >= 0:
+            job.end_batch = stop_before
+            adapt = False  # (adapting sets each stretch's end)
         if step_rows is not None:
             if self.net.reducer.kind == REDUCE_NONE:
                 raise ValueError("step_rows needs a reducer (set_reducer)")
@@ -2555,7 +2725,8 @@ cdef class Engine:
             else:
                 unscale_momentum(&self.net, &c, &alone, <float*> NULL)
             store_counters(&self.net, &c)
-        return job.loss_sum, job.failed_batch if job.status == 1 else -1
+            self._status = job.status
+        return job.loss_sum, job.failed_batch if job.status in (1, 2) else -1
 
     def run(self, X, out, targets, labels, int loss_kind, bint want_grads, int n_run,
             Py_ssize_t batch_size, int max_threads=1, weights=None, bint training=False,
@@ -2771,6 +2942,7 @@ cdef class Engine:
         job.stop = job.status = 0
         job.loss_sum, job.correct, job.failed_batch = 0, 0, -1
         job.next_start = job.next_batch = 0
+        job.check_steps = job.bad_write = 0
         job.end_batch = PY_SSIZE_T_MAX
         job.measure = job.check_finite = False
         job.next_block = job.halt = 0

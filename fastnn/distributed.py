@@ -246,9 +246,9 @@ class Group:
         finally:
             model.optimizer.steps = model._engine.step
         if failed >= 0:
-            raise FloatingPointError(
-                f"the loss became NaN or inf at epoch {epoch}, global batch {failed}; the "
-                f"parameters are those before that batch (try a smaller learning rate)")
+            from .model import diverged
+            raise FloatingPointError(diverged(model._engine.failure,
+                                              f"epoch {epoch}, global batch {failed}"))
         return float(loss_sum)
 
     def validation_metrics(self, model, validation, loss, n_run):

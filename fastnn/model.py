@@ -33,6 +33,17 @@ _DTYPES = {"float32": np.float32, "float64": np.float64}
 SPARSE_CHUNK_VALUES = 2**22
 
 
+def diverged(failure, where):
+    """The message of the FloatingPointError a failed training step raises: `failure` is
+    the engine's ("loss" or "update"), `where` names the step."""
+    what = ("the loss became NaN or inf" if failure == "loss" else
+            "an update made a parameter or the optimizer's state NaN or inf (its loss was "
+            "finite: the gradient or the update overflowed)")
+    return (f"{what} at {where}; the parameters, optimizer state and running statistics "
+            f"are those before that batch (try a smaller learning rate"
+            f"{'' if failure == 'loss' else ', or float64'})")
+
+
 def _chunk_rows(X, batch_size):
     """Rows per engine chunk outside training: batch_size, at most X's rows, and for
     sparse X at most SPARSE_CHUNK_VALUES / features (results do not depend on it
@@ -423,10 +434,8 @@ class Sequential:
             finally:
                 self.optimizer.steps = self._engine.step
             if failed >= 0:
-                raise FloatingPointError(
-                    f"the loss became NaN or inf at epoch {epoch}, batch "
-                    f"{first // batch_size + failed}; the parameters are those before that "
-                    f"batch (try a smaller learning rate)")
+                raise FloatingPointError(diverged(
+                    self._engine.failure, f"epoch {epoch}, batch {first // batch_size + failed}"))
             loss_sum += part
             if progress:
                 done = last * 30 // n

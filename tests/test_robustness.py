@@ -2,6 +2,7 @@
 with N x width, a model shared between threads is never corrupted, sizes beyond 32 bits,
 failed steps, and no thread pool of fastnn's own."""
 import os
+import re
 import threading
 import tracemalloc
 
@@ -211,6 +212,68 @@ def test_failed_step_leaves_batchnorm_running_statistics_unchanged(rng):
     for a, b in zip(model.parameters() + model.buffers(), params + stats):
         np.testing.assert_array_equal(a, b)
     assert not np.allclose(stats[0], 0)  # the statistics that were kept are real ones
+
+
+def _state(model):
+    """Copies of everything a training step writes: parameters, batch norm's running
+    statistics and the optimizer's state."""
+    state = model.optimizer.state or []
+    return [a.copy() for a in model.parameters() + model.buffers()
+            + [s for per_param in state for s in per_param if s is not None]]
+
+
+def _poisson_rows(dtype):
+    """Rows on which SGD(lr=2), with and without momentum, and Adam(lr=1) overflow an
+    update in float32 while the loss is still finite (their own generator: with other
+    rows the loss can go non-finite first)."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(256, 8)).astype(dtype)
+    return X, rng.poisson(3, size=(256, 1)).astype(dtype)
+
+
+@pytest.mark.parametrize("optimizer", [lambda: fnn.optim.Adam(lr=1.0),
+                                       lambda: fnn.optim.SGD(lr=2.0),
+                                       lambda: fnn.optim.SGD(lr=2.0, momentum=0.9)],
+                         ids=["adam", "sgd", "momentum"])
+def test_an_update_that_overflows_raises_and_keeps_the_state_before_it(optimizer):
+    """float32, poisson_nll with a large learning rate: a step whose loss is finite can
+    overflow its gradient or update, writing inf into the parameters or the optimizer's
+    state (Adam: its second moment). fit raises FloatingPointError at that batch, and
+    everything a step writes is bit for bit what training the batches before it gives."""
+    X, y = _poisson_rows(np.float32)
+
+    def model():
+        return fnn.Sequential([fnn.Dense(8, 32), fnn.ReLU(), fnn.Dense(32, 1)], seed=0)
+
+    failing = model()
+    with pytest.raises(FloatingPointError, match=r"at epoch (\d+), batch (\d+)") as error:
+        failing.fit(X, y, loss="poisson_nll", optimizer=optimizer(), epochs=20,
+                    batch_size=32, shuffle=False)
+    epoch, batch = (int(v) for v in re.search(r"epoch (\d+), batch (\d+)",
+                                              str(error.value)).groups())
+    state = _state(failing)
+    assert all(np.isfinite(a).all() for a in state)
+    replay = model()
+    replay.fit(X, y, loss="poisson_nll", optimizer=optimizer(), epochs=epoch,
+               batch_size=32, shuffle=False)
+    if batch:
+        replay.fit(X[:32 * batch], y[:32 * batch], loss="poisson_nll", epochs=1,
+                   batch_size=32, shuffle=False)
+    assert failing.optimizer.steps == replay.optimizer.steps == 8 * epoch + batch
+    for a, b in zip(state, _state(replay)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_an_overflow_in_the_second_moment_is_named_as_an_update():
+    """Adam's v = b2 v + (1 - b2) g^2 overflows where |g| passes 1.8e19 in float32 though
+    the loss is finite: the message says an update, not the loss, went wrong."""
+    X, y = _poisson_rows(np.float32)
+    model = fnn.Sequential([fnn.Dense(8, 32), fnn.ReLU(), fnn.Dense(32, 1)], seed=0)
+    with pytest.raises(FloatingPointError, match="an update made a parameter or the "
+                                                 "optimizer's state NaN or inf"):
+        model.fit(X, y, loss="poisson_nll", optimizer=fnn.optim.Adam(lr=1.0), epochs=20,
+                  batch_size=32)
+    assert all(np.isfinite(a).all() for a in _state(model))
 
 
 # -- threads and OpenMP runtimes --------------------------------------------------------
