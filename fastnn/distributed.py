@@ -123,6 +123,26 @@ class Group:
         """A context whose block runs on every process, then agree()s on its outcome."""
         return _Collective(self)
 
+    def agree_on_settings(self, settings):
+        """Collective, once when fit starts: every process passes the settings that must
+        be the same everywhere ({name: JSON-able value}: layer specs and shapes, dtype,
+        loss, optimizer and its hyperparameters, batch size, epochs, shuffling, whether
+        rows are weighted). If any process's differ from rank 0's, every process raises
+        the same ValueError naming each setting that differs and its value per rank,
+        instead of meeting the others in collectives of different sizes or counts (which
+        hangs or fails on one rank only)."""
+        every = self.comm.allgather(settings)
+        differ = [name for name in every[0]
+                  if any(other.get(name) != every[0][name] for other in every[1:])]
+        differ += sorted({name for other in every[1:] for name in other} - set(every[0]))
+        if differ:
+            lines = "; ".join(
+                f"{name}: " + ", ".join(f"rank {rank} {str(other.get(name))[:80]}"
+                                        for rank, other in enumerate(every))
+                for name in differ)
+            raise ValueError(f"the processes of a data-parallel fit must agree, but they "
+                             f"differ in {lines}")
+
     def on_root(self, fn, *args):
         """Run fn(*args) on rank 0 and broadcast its result (or its error: raised on rank
         0 as itself, elsewhere as DistributedError)."""

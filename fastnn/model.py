@@ -238,6 +238,14 @@ class Sequential:
                                     callbacks, initial_epoch, sample_weight, group)
         (X, targets, labels, weights, loss, kind, n_run, optimizer, epochs, batch_size,
          validation, callbacks, initial_epoch) = setup
+        if group is not None:
+            group.agree_on_settings({
+                "layers": [layer._config() for layer in self.layers],
+                "parameter shapes": [list(p.shape) for p in self.parameters()],
+                "dtype": self.dtype.name, "features": X.shape[1], "loss": loss.name,
+                "optimizer": [type(optimizer).__name__, repr(optimizer._config())],
+                "batch_size": batch_size, "epochs": [initial_epoch, epochs],
+                "shuffle": bool(shuffle), "sample_weight": weights is not None})
         rows = X.shape[0] if weights is None else float(np.sum(weights, dtype=np.float64))
         if group is not None:
             rows = float(group.sum([rows])[0])

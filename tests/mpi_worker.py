@@ -211,6 +211,56 @@ def interrupted():
     return outcome
 
 
+def mismatched_settings():
+    """Each case builds rank 1's fit differently from the others': every rank must raise
+    the same ValueError naming what differs (before, most of these hung in a collective
+    of another size or count, or failed on one rank while the other waited)."""
+    X, y = data()
+    start, stop = dist.shard(N, comm)
+    odd = rank == 1
+
+    def net(widths=(16,), dtype="float64"):
+        stack, width = [], D
+        for w in widths:
+            stack += [layers.Dense(width, w), layers.ReLU()]
+            width = w
+        return fnn.Sequential(stack + [layers.Dense(width, C)], dtype=dtype, seed=1)
+
+    cases = {
+        "width": lambda: net((17,) if odd else (16,)).fit(X[start:stop], y[start:stop],
+                                                           comm=comm),
+        "depth": lambda: net((16, 16) if odd else (16,)).fit(X[start:stop], y[start:stop],
+                                                             comm=comm),
+        "shapes": lambda: (fnn.Sequential([layers.Dense(D, 6), layers.Dense(6, 8),
+                                           layers.Dense(8, C)], seed=1) if odd else
+                           fnn.Sequential([layers.Dense(D, 8), layers.Dense(8, 6),
+                                           layers.Dense(6, C)], seed=1)
+                           ).fit(X[start:stop], y[start:stop], comm=comm),
+        "dtype": lambda: net(dtype="float32" if odd else "float64").fit(
+            X[start:stop], y[start:stop], comm=comm),
+        "features": lambda: (fnn.Sequential([layers.Dense(D - 1, C)]).fit(
+            X[start:stop, 1:], y[start:stop], comm=comm) if odd else
+            fnn.Sequential([layers.Dense(D, C)]).fit(X[start:stop], y[start:stop],
+                                                     comm=comm)),
+        "batch_size": lambda: net().fit(X[start:stop], y[start:stop],
+                                        batch_size=64 if odd else 32, comm=comm),
+        "optimizer": lambda: net().fit(X[start:stop], y[start:stop],
+                                       optimizer="adam" if odd else "sgd", comm=comm),
+        "learning rate": lambda: net().fit(X[start:stop], y[start:stop],
+                                           optimizer=optim.SGD(lr=0.2 if odd else 0.1),
+                                           comm=comm),
+        "epochs": lambda: net().fit(X[start:stop], y[start:stop], epochs=3 if odd else 2,
+                                    comm=comm),
+        "weights": lambda: net().fit(X[start:stop], y[start:stop], comm=comm,
+                                     sample_weight=np.ones(stop - start) if odd else None),
+    }
+    results = {}
+    for name, fit in cases.items():
+        comm.Barrier()
+        results[name] = _outcome(fit)
+    return results
+
+
 def save_on_root(out):
     X, y = data()
     start, stop = dist.shard(N, comm)

@@ -18,7 +18,7 @@ WORKER = os.path.join(os.path.dirname(__file__), "mpi_worker.py")
 EQUIVALENCE = ["sgd_momentum", "adam", "l2_penalty", "weighted", "in_order", "float32",
                "python_allreduce"]
 FAULTS = ["bad_shard", "nan_loss", "failing_callback", "batchnorm_refused", "interrupted",
-          "save_on_root"]
+          "save_on_root", "mismatched_settings"]
 
 
 def _mpirun():
@@ -129,6 +129,24 @@ def test_bad_input_on_one_rank_raises_everywhere(two):
     assert results[1]["bad_shard"]["raised"] == "ValueError"
     assert results[0]["bad_shard"]["raised"] == "DistributedError"
     assert "rank 1 failed: ValueError: X has 11 features" in results[0]["bad_shard"]["message"]
+
+
+@pytest.mark.parametrize("case, names", [
+    ("width", ["layers", "parameter shapes"]), ("depth", ["layers"]),
+    ("shapes", ["layers", "parameter shapes"]), ("dtype", ["dtype"]),
+    ("features", ["features", "layers"]), ("batch_size", ["batch_size"]),
+    ("optimizer", ["optimizer"]), ("learning rate", ["optimizer"]),
+    ("epochs", ["epochs"]), ("weights", ["sample_weight"])])
+def test_mismatched_settings_raise_the_same_error_on_every_rank(two, case, names):
+    """Rank 1 fits with another setting: both ranks raise ValueError naming it and its
+    value on each rank, instead of one hanging in a collective (tests/mpi_worker.py)."""
+    messages = [result["mismatched_settings"][case] for result in two[0]]
+    for outcome in messages:
+        assert outcome["raised"] == "ValueError", outcome
+        assert "the processes of a data-parallel fit must agree" in outcome["message"]
+        for name in names:
+            assert f"{name}: rank 0 " in outcome["message"]
+    assert messages[0]["message"] == messages[1]["message"]
 
 
 def test_nan_loss_raises_everywhere(two):
