@@ -140,7 +140,8 @@ class Dense(Layer):
             sample, low_or_mean, high_or_std = rng.uniform, -bound, bound
         else:
             sample, low_or_mean, high_or_std = rng.normal, 0.0, np.sqrt(2.0 / (fan_in + fan_out))
-        if self._weight.dtype != dtype:
+        if self._weight.dtype != dtype:  # the old array goes first: one weight at a time
+            self._weight = None
             self._weight = np.empty((fan_out, fan_in), dtype=dtype)
             if self._bias is not None:
                 self._bias = np.zeros(fan_out, dtype=dtype)
@@ -172,7 +173,8 @@ class Dense(Layer):
         if rng is not None:
             self.reset_parameters(rng, dtype)
         elif self._weight.dtype != dtype:  # to be filled by the caller (a file's values)
-            self._weight = np.zeros(self._weight.shape, dtype=dtype)
+            shape, self._weight = self._weight.shape, None
+            self._weight = np.zeros(shape, dtype=dtype)
             if self._bias is not None:
                 self._bias = np.zeros(self._bias.shape, dtype=dtype)
 
