@@ -50,7 +50,6 @@ Adagrad, hyper = (lr, lr_decay, weight_decay, eps), state0 = sum s:
 from cython cimport floating
 from libc.math cimport pow, sqrt, sqrtf
 
-from _blas cimport axpy
 from _kinds cimport ADAGRAD, ADAM, RMSPROP, SGD
 from _mathf cimport select
 
@@ -71,6 +70,10 @@ cdef extern from "updates.h":
                           float wd, float eps) noexcept nogil
     void fastnn_adagrad_d(double* p, const double* g, double* total, Py_ssize_t n,
                           double clr, double wd, double eps) noexcept nogil
+    void fastnn_momentum_f(float* p, float* c, Py_ssize_t n, float decay,
+                           float step) noexcept nogil
+    void fastnn_momentum_d(double* p, double* c, Py_ssize_t n, double decay,
+                           double step) noexcept nogil
 
 
 cdef enum Destination:
@@ -140,14 +143,13 @@ cdef inline void sgd_update(const double* hyper, double l2, long long step, floa
 cdef inline void sgd_momentum_finish(const double* hyper, double l2, floating alpha,
                                      double scale, floating* p, floating* buf,
                                      Py_ssize_t n) noexcept nogil:
-    """After c = c + alpha * g (the GEMM; b = scale * c): fold in weight decay, step p.
-
-    Two one-thread AXPYs over the calling thread's block of the parameter.
-    """
+    """After c = c + alpha * g (the GEMM; b = scale * c): fold in weight decay, step p
+    (updates.h: one loop whose every entry rounds the same wherever a call begins)."""
     cdef floating decay = alpha * <floating> (hyper[4] + l2)
-    if decay != 0:
-        axpy(<int> n, decay, p, buf)
-    axpy(<int> n, <floating> (-hyper[0] * scale), buf, p)
+    if floating is float:
+        fastnn_momentum_f(p, buf, n, decay, <float> (-hyper[0] * scale))
+    else:
+        fastnn_momentum_d(p, buf, n, decay, <double> (-hyper[0] * scale))
 
 
 cdef inline floating fsqrt(floating x) noexcept nogil:

@@ -1,4 +1,4 @@
-/* The Adam (without amsgrad), RMSprop and Adagrad update loops in C, so GCC builds them
+/* The Adam (without amsgrad), RMSprop, Adagrad and momentum update loops in C, so GCC builds them
  * for several instruction sets and picks one at load time (clones.h): they are bound by
  * sqrt and division, which AVX-512 does 4x wider than the baseline SSE2 build. Each loop
  * is the formula of csrc/_optimizers.pxd's header in the parameter's precision, and the
@@ -60,6 +60,23 @@ FASTNN_ADAM(fastnn_adam_d, double, sqrt)
         }                                                                               \
     }
 
+/* SGD with momentum, after the GEMM has added the gradient into the (scaled) buffer c:
+ * c += decay p (weight decay), then p += step c. A plain loop, not BLAS's axpy: OpenBLAS's
+ * AVX2 (Haswell) axpy rounds its vector body (fused multiply-adds) and its tail
+ * differently, so an entry's result would depend on where a call over a thread's span
+ * began, and a plan run on fewer threads (longer spans) would differ by an ulp. */
+#define FASTNN_MOMENTUM(NAME, T)                                                         \
+    FASTNN_CLONES static void NAME(T *restrict p, T *restrict c, ptrdiff_t n, T decay,  \
+                                   T step) {                                            \
+        for (ptrdiff_t i = 0; i < n; i++) {                                             \
+            T b = decay != 0 ? c[i] + decay * p[i] : c[i];                              \
+            c[i] = b;                                                                   \
+            p[i] = p[i] + step * b;                                                     \
+        }                                                                               \
+    }
+
+FASTNN_MOMENTUM(fastnn_momentum_f, float)
+FASTNN_MOMENTUM(fastnn_momentum_d, double)
 FASTNN_RMSPROP(fastnn_rmsprop_f, float, sqrtf)
 FASTNN_RMSPROP(fastnn_rmsprop_d, double, sqrt)
 FASTNN_ADAGRAD(fastnn_adagrad_f, float, sqrtf)
