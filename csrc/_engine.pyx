@@ -1692,7 +1692,8 @@ cdef void train_steps(Job* job, const Part* p, floating* tag) noexcept nogil:
                 net.penalty_sum += sum_parts(job.penalty_part, p.nv) * rows_per_weight
         if net.per_row:
             c.l2_scale = 1.0 / denom if denom != 0 else 0.0
-        if c.mom_scale * net.hyper[1] < 1e-3:  # keep alpha = (1 - d) / s moderate
+        if uses_scaled_momentum(net.opt_kind, net.hyper) and \
+                c.mom_scale * net.hyper[1] < 1e-3:  # keep alpha = (1 - d) / s moderate
             unscale_momentum(net, &c, p, tag)
             fastnn_barrier(nt)  # its blocks of units are not the updates' tiles
         backward(net, &c, xb, n, job.n_run, True, True, 0.0, p)
