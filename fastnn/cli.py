@@ -65,13 +65,14 @@ class CommandError(Exception):
 # -- train ------------------------------------------------------------------------------
 
 def _training_data(args, group=None):
-    """(X, y, X_test, y_test or None, task, classes, feature names, target name).
+    """(X, y, X_test, y_test or None, task, why that task, classes, feature names, target
+    name).
     Data-parallel (group), X and y are this process's shard of the rows: a .npy file's
     features are memory-mapped so only the shard is read, the other formats are parsed
     whole and sliced; targets are encoded over every process's rows."""
     import numpy as np
 
-    from .tabular import encode_target, read_table
+    from .tabular import choose_task, encode_target, read_table
     rows = None
     if group is not None:
         from .distributed import shard
@@ -81,15 +82,16 @@ def _training_data(args, group=None):
         with group.collective() if group is not None else contextlib.nullcontext():
             table = read_table(args.data_files, target=args.target,
                                features=_names(args.features), rows=rows)
-        y = table.y
+        y, lines = table.y, table.lines
         if group is not None:  # the same classes (and task) on every process
             shards = group.comm.allgather(y)
-            y = np.concatenate(shards)
-        task, y, classes = encode_target(y, args.task)
+            y, lines = np.concatenate(shards), None
+        why = choose_task(y)[1] if args.task == "auto" else "--task"
+        task, y, classes = encode_target(y, args.task, lines)
         if group is not None:
             start = sum(len(part) for part in shards[:group.rank])
             y = y[start:start + len(table.X)]
-        return (table.X, y, None, None, task, classes, table.feature_names,
+        return (table.X, y, None, None, task, why, classes, table.feature_names,
                 table.target_name)
     from .datasets import load_mnist
     X, y = load_mnist(args.data_path, args.data, "train", download=args.download)
@@ -100,7 +102,7 @@ def _training_data(args, group=None):
         start, stop = rows(len(X))
         X, y = X[start:stop], y[start:stop]
     return (X, y.astype(np.int64), X_test, y_test.astype(np.int64), "classification",
-            list(range(10)), None, None)
+            "--data", list(range(10)), None, None)
 
 
 def _names(text):
@@ -186,7 +188,7 @@ def train(args):
     say = print if group is None or group.is_root else (lambda *a, **k: None)
     _check_output(args.save, args.data_files, "--save")
     data = _training_data(args, group)
-    X, y, X_test, y_test, task, classes, feature_names, target_name = data
+    X, y, X_test, y_test, task, why, classes, feature_names, target_name = data
     n_outputs = len(classes) if task == "classification" else 1
     loss = "cross_entropy" if task == "classification" else "mse"
     model = build_model(X.shape[1], n_outputs, args)
@@ -208,6 +210,9 @@ def train(args):
     if args.patience and not (X_test is not None or args.validation_split):
         raise CommandError("--patience needs validation data: give --validation-split")
     n_rows = X.shape[0] if group is None else int(group.sum([X.shape[0]])[0])
+    if why not in ("--task", "--data"):
+        other = "regression" if task == "classification" else "classification"
+        say(f"task: {task}, as {why} (--task {other} to change it)")
     say(f"{task}: {n_rows} rows, {X.shape[1]} features"
         + (f", {len(classes)} classes" if task == "classification" else "")
         + f"; loss {loss}, optimizer {args.optimizer}"

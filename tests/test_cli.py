@@ -232,7 +232,10 @@ def test_classification_round_trip(tmp_path, capsys, fmt):
     code, out, err = run(capsys, "train", *data, "--epochs", "25", "--hidden", "32", "--lr", "0.01",
                          "--verbose", "0", "--save", model_path)
     assert code == 0, err
-    assert out.startswith("classification: 400 rows, 4 features, 3 classes")
+    first, second = out.splitlines()[:2]
+    assert first == ("task: classification, as the target holds text: its values are class "
+                     "labels (--task regression to change it)")
+    assert second.startswith("classification: 400 rows, 4 features, 3 classes")
     model = fnn.load(model_path)
     assert model.classes == ["bird", "cat", "dog"] and model.loss.name == "cross_entropy"
     code, out, err = run(capsys, "predict", model_path, *data[:1], "-o", tmp_path / "p.csv")
@@ -266,7 +269,10 @@ def test_regression_round_trip(tmp_path, capsys, fmt):
     code, out, err = run(capsys, "train", *data, "--epochs", "40", "--hidden", "32",
                          "--verbose", "0", "--dtype", "float64", "--save", model_path)
     assert code == 0, err
-    assert out.startswith("regression: 400 rows, 4 features;")
+    first, second = out.splitlines()[:2]
+    assert first == ("task: regression, as the target holds fractional numbers (--task "
+                     "classification to change it)")
+    assert second.startswith("regression: 400 rows, 4 features;")
     code, out, err = run(capsys, "predict", model_path, *data[:1])
     assert code == 0, err
     predicted = np.array([float(v) for v in out.splitlines()[1:]])
@@ -472,3 +478,67 @@ def test_duplicate_columns_among_100000_are_found_in_linear_time(tmp_path):
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
     assert "wide.csv, line 1: column names appear twice: ['c7', 'c99']" in message
+
+
+# -- which task a target means -----------------------------------------------------------
+
+@pytest.mark.parametrize("name, task", [("diabetes", "regression"), ("iris", "classification"),
+                                        ("wine", "classification"),
+                                        ("breast_cancer", "classification"),
+                                        ("digits", "classification")])
+def test_the_bundled_tables_get_their_task(name, task):
+    """Whole-number targets: diabetes' 214 values in 442 rows are a regression (it trained
+    a 214-class classifier before); iris' 3 and digits' 10 are class labels."""
+    from sklearn import datasets
+
+    from fastnn.tabular import choose_task
+    assert choose_task(getattr(datasets, f"load_{name}")().target)[0] == task
+
+
+@pytest.mark.parametrize("values, task", [
+    ([42, 37, 37, 28, 18, 18, 19, 20, 15, 14, 14, 13, 11, 12, 8, 7, 8, 8, 9, 15, 15],
+     "regression"),                            # stackloss: 14 values in 21 rows
+    (list(range(60000, 60016)), "regression"),  # longley: every row its own value
+    ([0, 1, 1, 0, 1], "classification"),       # two values, however few rows
+    ([0, 1, 2] * 3, "classification"),         # 3 values, 3 rows each
+    ([0, 1, 2, 3] * 2, "regression"),          # 4 values, 2 rows each
+    (list(range(21)) * 10, "regression"),      # 21 values: more than 20
+    (["1", "2", "3"] * 5, "classification"),   # numbers as text are numbers
+    ([0.5, 1.0] * 5, "regression")])
+def test_whole_number_targets_are_classes_only_when_few_with_rows_each(values, task):
+    from fastnn.tabular import choose_task, encode_target
+    assert choose_task(np.array(values))[0] == task
+    assert encode_target(np.array(values))[0] == task
+
+
+def test_a_text_cell_in_a_numeric_target_is_an_error_at_its_line(tmp_path, capsys):
+    """One "NA" among numbers: before, 188 classes (the numbers and "NA"); now an error
+    naming the line, and --task classification still takes every value as a label."""
+    rng = np.random.default_rng(0)
+    path = tmp_path / "prices.csv"
+    with open(path, "w") as f:
+        f.write("a,b,price\n")
+        for i in range(200):
+            f.write(f"{rng.normal()},{rng.normal()},{'NA' if i == 57 else i % 190}\n")
+            if i == 10:
+                f.write("\n")  # a blank line: lines are counted in the file
+    code, out, err = run(capsys, "train", path, "--epochs", "1")
+    assert code == 2
+    assert "target line 60 is 'NA', in a target of numbers" in err and out == ""
+    code, out, err = run(capsys, "train", path, "--epochs", "1", "--verbose", "0",
+                         "--task", "classification")
+    assert code == 0, err
+
+
+def test_a_whole_number_regression_table_trains_a_regressor(tmp_path, capsys):
+    from sklearn.datasets import load_diabetes
+    X, y = load_diabetes(return_X_y=True)
+    write_csv(tmp_path / "d.csv", X[:, :4], y.astype(int), "progression")
+    code, out, err = run(capsys, "train", tmp_path / "d.csv", "--epochs", "1",
+                         "--verbose", "0")
+    assert code == 0, err
+    first, second = out.splitlines()[:2]
+    assert first.startswith("task: regression, as the target holds 214 distinct whole "
+                            "numbers in 442 rows: too many for classes")
+    assert first.endswith("(--task classification to change it)")
+    assert second.startswith("regression: 442 rows")
