@@ -81,7 +81,8 @@ def _training_data(args, group=None):
         # every process reads its part, and all raise if one of them cannot
         with group.collective() if group is not None else contextlib.nullcontext():
             table = read_table(args.data_files, target=args.target,
-                               features=_names(args.features), rows=rows)
+                               features=_names(args.features), rows=rows, sep=args.sep,
+                               decimal=args.decimal)
         y, lines = table.y, table.lines
         if group is not None:  # the same classes (and task) on every process
             shards = group.comm.allgather(y)
@@ -281,7 +282,8 @@ def _model_data(model, args, need_target):
     them (CSV, Parquet), its target column when asked."""
     from .tabular import read_table
     table = read_table(args.data_files, target=args.target or model.target_name,
-                       features=model.feature_names, need_target=need_target)
+                       features=model.feature_names, need_target=need_target, sep=args.sep,
+                       decimal=args.decimal)
     if table.X.shape[1] != model.n_features:
         raise CommandError(f"{args.data_files[0]}: {table.X.shape[1]} feature columns, but "
                            f"the model reads {model.n_features}")
@@ -389,6 +391,14 @@ class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+def _csv_options(command):
+    command.add_argument("--sep", default=None,
+                         help="a CSV's field separator (default: the one of , ; tab | that "
+                              "its header line uses, else ,)")
+    command.add_argument("--decimal", choices=[".", ","], default=".",
+                         help="the decimal mark of a CSV's numbers")
+
+
 def _parser():
     formatter = _DefaultsFormatter
     parser = argparse.ArgumentParser(prog="fastnn", description=__doc__.splitlines()[0],
@@ -417,6 +427,7 @@ def _parser():
                         "the .npz key (default y)")
     t.add_argument("--features", default=None,
                    help="comma-separated feature columns (default: all but the target)")
+    _csv_options(t)
     t.add_argument("--task", choices=["auto", "classification", "regression"],
                    default="auto", help="auto: follow the target's values")
     t.add_argument("--hidden", default="256,128", help="hidden layer widths, comma-separated")
@@ -469,6 +480,7 @@ def _parser():
     p.add_argument("--proba", action="store_true",
                    help="class probabilities, a column per class (classifiers)")
     p.add_argument("--target", default=None, help=argparse.SUPPRESS)
+    _csv_options(p)
 
     e = commands.add_parser("evaluate", formatter_class=formatter,
                             help="a saved model's loss and accuracy (or RMSE, R^2)",
@@ -481,6 +493,7 @@ def _parser():
     e.add_argument("--target", default=None,
                    help="the target column (default: the one the model was trained on, "
                         "else the last)")
+    _csv_options(e)
     x = commands.add_parser("export", formatter_class=formatter,
                             help="write a saved model as ONNX (needs the onnx package)",
                             description="Write what a saved model's predict computes as "

@@ -6,6 +6,7 @@ DataError (a ValueError) naming the file and, for text files, the line and the c
 raised before anything is trained or written.
 """
 import csv
+import itertools
 import math
 import os
 from array import array
@@ -33,7 +34,8 @@ class Table:
         self.lines = lines
 
 
-def read_table(paths, target=None, features=None, need_target=True, rows=None):
+def read_table(paths, target=None, features=None, need_target=True, rows=None, sep=None,
+               decimal="."):
     """Read DATA as the command line names it: one CSV, .npz or Parquet file, or two .npy
     files (features, then targets).
 
@@ -45,7 +47,17 @@ def read_table(paths, target=None, features=None, need_target=True, rows=None):
     .npz, the targets' key (default "y"). features: the feature columns' names (default
     every column but the target). need_target=False (predict): the target column may be
     missing, and features default to every column.
+
+    CSV only: sep is the field separator (None: the one of ",", ";", tab and "|" that the
+    header line holds most often, outside quotes; "," when it holds none); decimal the
+    decimal mark of its numbers ("." or ","). A UTF-8 byte-order mark (Excel's "CSV
+    UTF-8") is not part of the first column's name.
     """
+    if decimal not in (".", ","):
+        raise DataError(f"decimal must be '.' or ',', got {decimal!r}")
+    if sep is not None and (len(sep) != 1 or sep in '"\r\n' or sep == decimal):
+        raise DataError(f"sep must be one character other than a quote, a line end or the "
+                        f"decimal mark, got {sep!r}")
     paths = [os.fspath(p) for p in paths]
     for path in paths:
         if not os.path.isfile(path):
@@ -58,7 +70,7 @@ def read_table(paths, target=None, features=None, need_target=True, rows=None):
         return _read_npy(paths[0], paths[1], rows)
     if len(paths) != 1:
         raise DataError(f"give one data file, or two .npy files; got {len(paths)} paths")
-    table = _read_one(paths[0], kinds[0], target, features, need_target)
+    table = _read_one(paths[0], kinds[0], target, features, need_target, sep, decimal)
     if rows is not None:
         start, stop = rows(len(table.X))
         table.X = table.X[start:stop]
@@ -67,9 +79,9 @@ def read_table(paths, target=None, features=None, need_target=True, rows=None):
     return table
 
 
-def _read_one(path, kind, target, features, need_target):
+def _read_one(path, kind, target, features, need_target, sep=None, decimal="."):
     if kind == "csv":
-        return _read_csv(path, target, features, need_target)
+        return _read_csv(path, target, features, need_target, sep, decimal)
     if kind == "parquet":
         header, frame = _read_parquet_rows(path)
         return _from_frame(path, header, frame, target, features, need_target)
@@ -92,7 +104,7 @@ def _kind(path):
     return None
 
 
-def _read_csv(path, target, features, need_target):
+def _read_csv(path, target, features, need_target, sep, decimal):
     """A Table from a CSV file with a header row, read one record at a time: each row's
     features become float64 as it is read, so the file is never held as strings, and the
     first bad cell stops the read. Errors name the line where the record starts (a quoted
@@ -100,10 +112,14 @@ def _read_csv(path, target, features, need_target):
     opener = _gzip_open if path.lower().endswith(".gz") else open
     line = 1
     try:
-        with opener(path, newline="", encoding="utf-8") as f:
-            reader = csv.reader(_bounded_lines(f, path))
+        with opener(path, newline="", encoding="utf-8-sig") as f:
+            lines_read = _bounded_lines(f, path)
+            first = next(lines_read, "")
+            if sep is None:
+                sep = _separator(first)
+            reader = csv.reader(itertools.chain([first], lines_read), delimiter=sep)
             header = next(reader, None)
-            if header is None:
+            if not header:
                 raise DataError(f"{path}: the file is empty (expected a header row)")
             header = [name.strip() for name in header]
             _check_unique(path, header)
@@ -119,7 +135,8 @@ def _read_csv(path, target, features, need_target):
                     if len(row) != len(header):
                         raise DataError(f"{path}, line {line}: {len(row)} fields, but the "
                                         f"header has {len(header)}")
-                    values.extend(_number(row[j], path, line, header[j]) for j in wanted)
+                    values.extend(_number(row[j], path, line, header[j], decimal)
+                                  for j in wanted)
                     lines.append(line)
                     if target_at is not None:
                         y.append(row[target_at].strip())
@@ -152,6 +169,24 @@ def _bounded_lines(f, path):
             raise DataError(f"{path}, line {number}: longer than {MAX_LINE_CHARS:,} "
                             f"characters (not a table this reader takes)")
         yield line
+
+
+def _separator(header_line):
+    """The field separator a header line uses: the most frequent of ",", ";", tab and "|"
+    outside quotes (",": none of them)."""
+    counts = Counter(_unquoted(header_line))
+    best = max(",;\t|", key=lambda c: counts[c])
+    return best if counts[best] else ","
+
+
+def _unquoted(text):
+    """The characters of `text` outside double quotes."""
+    inside = False
+    for char in text:
+        if char == '"':
+            inside = not inside
+        elif not inside:
+            yield char
 
 
 def _check_unique(path, header):
@@ -245,13 +280,16 @@ def _table(path, X, y, feature_names, target_name, need_target):
     return Table(X, y, feature_names, target_name)
 
 
-def _number(text, path, line, name):
+def _number(text, path, line, name, decimal="."):
     try:
-        value = float(text)
+        value = float(text if decimal == "." else text.replace(",", "."))
     except ValueError:
         cell = text if len(text) <= 40 else text[:40] + "..."
+        hint = ""
+        if decimal == "." and "," in text and _is_number(text.replace(",", ".")):
+            hint = " (a decimal comma? give --decimal ,)"
         raise DataError(f"{path}, line {line}, column {name!r}: {cell!r} is not a "
-                        f"number") from None
+                        f"number{hint}") from None
     if not math.isfinite(value):
         raise DataError(f"{path}, line {line}, column {name!r}: {value} is not a finite "
                         f"number")

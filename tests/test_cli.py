@@ -542,3 +542,56 @@ def test_a_whole_number_regression_table_trains_a_regressor(tmp_path, capsys):
                             "numbers in 442 rows: too many for classes")
     assert first.endswith("(--task classification to change it)")
     assert second.startswith("regression: 442 rows")
+
+
+# -- CSV dialects ------------------------------------------------------------------------
+
+def _dialect_file(path, sep=",", decimal=".", bom=False, quote=False):
+    """The same 30 rows of two features and a string label, in a dialect."""
+    rng = np.random.default_rng(1)
+    X = np.round(rng.normal(size=(30, 2)), 3)
+    labels = np.where(X[:, 0] > 0, "yes", "no")
+    number = (lambda v: repr(float(v)).replace(".", decimal))
+    with open(path, "w", encoding="utf-8-sig" if bom else "utf-8", newline="") as f:
+        f.write(sep.join(['"x one"' if quote else "x one", "x2", "label"]) + "\n")
+        for row, label in zip(X, labels):
+            cells = [number(v) for v in row] + [label]
+            if quote:
+                cells[0] = f'"{cells[0]}"'
+            f.write(sep.join(cells) + "\n")
+    return X, labels
+
+
+@pytest.mark.parametrize("dialect", [dict(), dict(bom=True), dict(sep=";"),
+                                     dict(sep="\t"), dict(sep=";", decimal=","),
+                                     dict(sep="|", quote=True)],
+                         ids=["plain", "bom", "semicolon", "tab", "decimal-comma", "pipe"])
+def test_csv_dialects_train_predict_and_evaluate(tmp_path, capsys, dialect):
+    """Excel's "CSV UTF-8" (a byte-order mark), ; and tab and | separators found from the
+    header, decimal commas with --decimal: the same table reads to the same numbers, and
+    the model predicts from a file of its own dialect by column name."""
+    path = tmp_path / "d.csv"
+    X, labels = _dialect_file(path, **dialect)
+    extra = ["--decimal", ","] if dialect.get("decimal") == "," else []
+    from fastnn.tabular import read_table
+    table = read_table([path], decimal=extra[1] if extra else ".")
+    assert table.feature_names == ["x one", "x2"] and table.target_name == "label"
+    np.testing.assert_array_equal(table.X, X)
+    np.testing.assert_array_equal(table.y, labels)
+    model = tmp_path / "m.npz"
+    code, _, err = run(capsys, "train", path, "--epochs", "2", "--verbose", "0",
+                       "--save", model, *extra)
+    assert code == 0, err
+    code, out, err = run(capsys, "predict", model, path, *extra)
+    assert code == 0, err
+    assert out.splitlines()[0] == "label" and len(out.splitlines()) == 31
+    code, out, err = run(capsys, "evaluate", model, path, *extra)
+    assert code == 0 and out.startswith("30 rows: loss"), err
+
+
+def test_a_decimal_comma_without_the_option_says_which_option(tmp_path, capsys):
+    _dialect_file(tmp_path / "d.csv", sep=";", decimal=",")
+    code, _, err = run(capsys, "train", tmp_path / "d.csv")
+    assert code == 2 and "is not a number (a decimal comma? give --decimal ,)" in err
+    code, _, err = run(capsys, "train", tmp_path / "d.csv", "--sep", ",", "--decimal", ",")
+    assert code == 2 and "sep must be one character other than" in err
