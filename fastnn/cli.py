@@ -114,9 +114,7 @@ def build_model(n_features, n_outputs, args):
     """Dense layers of --hidden widths, each hidden one followed by batch norm (with
     --batch-norm), the activation, and dropout (with --dropout)."""
     import fastnn as fnn
-    hidden = [int(h) for h in _names(args.hidden) or []]
-    if any(h <= 0 for h in hidden):
-        raise CommandError(f"--hidden widths must be positive, got {args.hidden!r}")
+    hidden = args.hidden
     layers, width = [], n_features
     for h in hidden:
         layers.append(fnn.Dense(width, h))
@@ -391,6 +389,40 @@ class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+def _widths(text):
+    """--hidden: comma-separated positive widths ("" for none)."""
+    try:
+        widths = [int(w) for w in _names(text)]
+    except ValueError:
+        widths = None
+    if widths is None or any(w <= 0 for w in widths):
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated positive layer widths, like 256,128; got {text!r}")
+    return widths
+
+
+def _number_in(kind, low, high=None, low_open=False, high_open=False, what=""):
+    """An argparse type: a `kind` number in [low, high] (ends open as asked)."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        ok = value is not None and (value > low if low_open else value >= low) and (
+            high is None or (value < high if high_open else value <= high))
+        if not ok:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+    return parse
+
+
+_POSITIVE = _number_in(int, 1, what="a whole number of at least 1")
+_COUNT = _number_in(int, 0, what="a whole number of at least 0")
+_FRACTION = _number_in(float, 0.0, 1.0, high_open=True, what="a number in [0, 1)")
+_RATE = _number_in(float, 0.0, low_open=True, what="a number above 0")
+_NONNEGATIVE = _number_in(float, 0.0, what="a number of at least 0")
+
+
 def _csv_options(command):
     command.add_argument("--sep", default=None,
                          help="a CSV's field separator (default: the one of , ; tab | that "
@@ -430,25 +462,27 @@ def _parser():
     _csv_options(t)
     t.add_argument("--task", choices=["auto", "classification", "regression"],
                    default="auto", help="auto: follow the target's values")
-    t.add_argument("--hidden", default="256,128", help="hidden layer widths, comma-separated")
+    t.add_argument("--hidden", type=_widths, default="256,128",
+                   help="hidden layer widths, comma-separated")
     t.add_argument("--activation", choices=ACTIVATIONS, default="relu",
                    help="the hidden layers' activation")
-    t.add_argument("--dropout", type=float, default=0.0,
+    t.add_argument("--dropout", type=_FRACTION, default=0.0,
                    help="dropout probability after each hidden layer (0: none)")
     t.add_argument("--batch-norm", action="store_true",
                    help="batch normalization after each hidden Dense layer")
     t.add_argument("--optimizer", choices=OPTIMIZERS, default="adam", help="the optimizer")
-    t.add_argument("--lr", type=float, default=None,
+    t.add_argument("--lr", type=_RATE, default=None,
                    help="learning rate (default: the optimizer's: sgd 0.01, adam/adamw "
                         "0.001, rmsprop/adagrad 0.01)")
-    t.add_argument("--momentum", type=float, default=0.9, help="momentum (sgd, rmsprop)")
-    t.add_argument("--weight-decay", type=float, default=None,
+    t.add_argument("--momentum", type=_NONNEGATIVE, default=0.9,
+                   help="momentum (sgd, rmsprop)")
+    t.add_argument("--weight-decay", type=_NONNEGATIVE, default=None,
                    help="weight decay (default: the optimizer's: 0, adamw 0.01)")
-    t.add_argument("--epochs", type=int, default=10, help="passes over the data")
-    t.add_argument("--batch-size", type=int, default=64, help="rows per step")
-    t.add_argument("--validation-split", type=float, default=0.1,
+    t.add_argument("--epochs", type=_POSITIVE, default=10, help="passes over the data")
+    t.add_argument("--batch-size", type=_POSITIVE, default=64, help="rows per step")
+    t.add_argument("--validation-split", type=_FRACTION, default=0.1,
                    help="fraction of rows (from the end) held out to validate each epoch")
-    t.add_argument("--patience", type=int, default=0,
+    t.add_argument("--patience", type=_COUNT, default=0,
                    help="stop after this many epochs without a better validation loss, "
                         "keeping the best weights (0: never stop early)")
     t.add_argument("--schedule", choices=SCHEDULES, default="none",
@@ -458,7 +492,7 @@ def _parser():
     t.add_argument("--no-standardize", dest="standardize", action="store_false",
                    help="train on the raw features (default: scaled to mean 0, std 1, "
                         "the scaling folded into the saved model)")
-    t.add_argument("--threads", type=int, default=None,
+    t.add_argument("--threads", type=_POSITIVE, default=None,
                    help="most threads to use (default: all available cores)")
     t.add_argument("--dtype", choices=["float32", "float64"], default="float32",
                    help="precision of the parameters and the computation")

@@ -595,3 +595,35 @@ def test_a_decimal_comma_without_the_option_says_which_option(tmp_path, capsys):
     assert code == 2 and "is not a number (a decimal comma? give --decimal ,)" in err
     code, _, err = run(capsys, "train", tmp_path / "d.csv", "--sep", ",", "--decimal", ",")
     assert code == 2 and "sep must be one character other than" in err
+
+
+@pytest.mark.parametrize("option, value, expected", [
+    ("--hidden", "abc", "argument --hidden: expected comma-separated positive layer widths"),
+    ("--hidden", "64,0", "argument --hidden: expected comma-separated positive"),
+    ("--epochs", "0", "argument --epochs: expected a whole number of at least 1, got '0'"),
+    ("--batch-size", "-3", "argument --batch-size: expected a whole number of at least 1"),
+    ("--dropout", "1", "argument --dropout: expected a number in [0, 1), got '1'"),
+    ("--validation-split", "x", "argument --validation-split: expected a number in [0, 1)"),
+    ("--lr", "0", "argument --lr: expected a number above 0, got '0'"),
+    ("--threads", "0", "argument --threads: expected a whole number of at least 1"),
+])
+def test_a_bad_option_value_names_the_option_and_writes_nothing(tmp_path, capsys, option,
+                                                                value, expected):
+    """argparse's one line and exit status 2, before anything is read or trained (--epochs
+    0 saved an untrained model; --hidden abc said "invalid literal for int()")."""
+    X, labels, _ = labelled_data(50)
+    write_csv(tmp_path / "d.csv", X, labels, "animal")
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["train", str(tmp_path / "d.csv"), option, value,
+                  "--save", str(tmp_path / "m.npz")])
+    assert exit_.value.code == 2
+    assert expected in capsys.readouterr().err
+    assert not (tmp_path / "m.npz").exists()
+
+
+def test_a_folder_given_as_the_model_is_one_line(tmp_path, capsys):
+    X, labels, _ = labelled_data(50)
+    write_csv(tmp_path / "d.csv", X, labels, "animal")
+    code, _, err = run(capsys, "predict", tmp_path, tmp_path / "d.csv")
+    assert code == 2 and "not a fastnn model file (a directory)" in err
+    assert len(err.strip().splitlines()) == 1
