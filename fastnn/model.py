@@ -20,6 +20,7 @@ from ._validation import (
     as_sample_weight,
     check_batch_rows,
     check_int,
+    is_sparse,
 )
 from .layers import Dense, Layer, Sigmoid, Softmax, get_activation
 from .losses import get_loss
@@ -324,6 +325,7 @@ class Sequential:
                             f"got {type(lr_schedule).__name__}")
         callbacks = list(callbacks or [])
         check_batch_rows(batch_size, X)
+        X, names = self._by_name(X)
         X = as_features(X, self.n_features, self.dtype)
         if not 0 <= validation_split < 1:
             raise ValueError(f"validation_split must be in [0, 1), got {validation_split!r}")
@@ -348,7 +350,7 @@ class Sequential:
         kind, targets, labels = loss.prepare(y, X.shape[0], self.n_outputs, self.dtype)
         validation = None
         if validation_data is not None:
-            validation = self._validation_set(validation_data, loss)
+            validation = self._validation_set(validation_data, loss, names)
         if group is None:
             batch_size = min(batch_size, X.shape[0])
         elif any(layer.kind == "batchnorm" for layer in self.layers):
@@ -361,6 +363,8 @@ class Sequential:
                              f"{batch_size} with {X.shape[0]} rows leaves a batch of 1")
         n_run = self._trained_layers(loss)
         optimizer = optimizer or self.optimizer or SGD(lr=0.01)
+        if names is not None:  # (the call is accepted: the model learns the names)
+            self.feature_names = names
         return (X, targets, labels, weights, loss, kind, n_run, optimizer, epochs,
                 batch_size, validation, callbacks, initial_epoch)
 
@@ -401,13 +405,14 @@ class Sequential:
             self._engine.set_trainer(0)
             self._activity.notify_all()
 
-    def _validation_set(self, validation_data, loss):
+    def _validation_set(self, validation_data, loss, names=None):
         """(X_val, prepared targets, weights or None) from (X_val, y_val[, weights])."""
         if not isinstance(validation_data, (tuple, list)) or \
                 len(validation_data) not in (2, 3):
             raise ValueError("validation_data must be a pair (X_val, y_val) or a triple "
                              "(X_val, y_val, sample_weight_val)")
-        X_val = as_features(validation_data[0], self.n_features, self.dtype)
+        X_val = as_features(self._by_name(validation_data[0], names)[0], self.n_features,
+                            self.dtype)
         prepared = loss.prepare(validation_data[1], X_val.shape[0], self.n_outputs,
                                 self.dtype)
         weights = None
@@ -497,6 +502,7 @@ class Sequential:
                 return out
         batch_size = check_int(batch_size, "batch_size")
         check_batch_rows(batch_size, X)
+        X, _ = self._by_name(X)
         given = X
         X = as_features(X, self.n_features, self.dtype, allow_empty=True, check_finite=False)
         if X.shape[0] == 0:
@@ -680,6 +686,30 @@ class Sequential:
         from . import forward
         return forward.jvp_parameters(self, X, y, directions, loss)
 
+    def _by_name(self, X, known=None):
+        """(X with its columns in the model's feature order, their names or None): for a
+        table with named columns (a pandas DataFrame), the columns are taken by name, as
+        the command line reads a file's: once the model knows its features' names (from an
+        earlier fit on a table, or a file), a table with the columns in another order
+        gives the same predictions, and one lacking any is refused. Arrays are taken as
+        they are. `known`: the names to match (default the model's)."""
+        known = self.feature_names if known is None else known
+        columns = getattr(X, "columns", None)
+        if columns is None or is_sparse(X) or isinstance(X, np.ndarray):
+            return X, None
+        names = [str(c) for c in columns]
+        if len(set(names)) != len(names):
+            raise ValueError("X has columns with the same name")
+        if known is None or names == list(known):
+            return X, names
+        missing = [f for f in known if f not in set(names)]
+        if missing:
+            raise ValueError(f"X lacks columns the model was trained on: {missing[:10]}"
+                             + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+                             + f" (its features: {list(known)[:10]})")
+        label = dict(zip(names, columns))
+        return X[[label[f] for f in known]], list(known)
+
     def _loss_or_default(self, loss):
         """The loss a call uses: the one given, else the model's, else cross-entropy."""
         if loss is not None:
@@ -691,6 +721,7 @@ class Sequential:
         batch)."""
         batch_size = check_int(batch_size, "batch_size")
         check_batch_rows(batch_size, X)
+        X, _ = self._by_name(X)
         X = as_features(X, self.n_features, self.dtype)
         prepared = loss.prepare(y, X.shape[0], self.n_outputs, self.dtype)
         weights = None if sample_weight is None else \

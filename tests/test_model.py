@@ -475,3 +475,33 @@ def test_predict_proba(rng):
     np.testing.assert_allclose(m.predict_proba(X), 1 / (1 + np.exp(-m.predict(X))), rtol=1e-12)
     with_softmax = fnn.Sequential([fnn.Dense(4, 3), fnn.Softmax()], dtype="float64", seed=0)
     np.testing.assert_array_equal(with_softmax.predict_proba(X), with_softmax.predict(X))
+
+
+def test_a_table_s_columns_are_taken_by_name(rng):
+    """fit on a DataFrame learns its column names; predict, evaluate, gradients and the
+    validation data then take a DataFrame's columns by name (reordered, extra columns
+    ignored), so a reordered table predicts the same; one lacking a column is refused;
+    arrays are taken as they are. Before, a reordered DataFrame predicted differently."""
+    pd = pytest.importorskip("pandas")
+    X = rng.normal(size=(120, 4))
+    y = (X[:, 0] - 2 * X[:, 3] > 0).astype(int)
+    frame = pd.DataFrame(X, columns=["a", "b", "c", "d"])
+    model = fnn.Sequential([fnn.Dense(4, 8), fnn.ReLU(), fnn.Dense(8, 2)], seed=0,
+                           dtype="float64")
+    shuffled = frame[["d", "b", "a", "c"]]
+    model.fit(frame, y, epochs=2, validation_data=(shuffled, y))
+    assert model.feature_names == ["a", "b", "c", "d"]
+    expected = model.predict(X)
+    np.testing.assert_array_equal(model.predict(frame), expected)
+    np.testing.assert_array_equal(model.predict(shuffled), expected)
+    np.testing.assert_array_equal(model.predict(shuffled.assign(e=1.0)), expected)
+    assert model.evaluate(shuffled, y) == model.evaluate(X, y)
+    for g, h in zip(model.gradients(shuffled, y), model.gradients(X, y)):
+        np.testing.assert_array_equal(g, h)
+    with pytest.raises(ValueError, match=r"X lacks columns the model was trained on: \['c'\]"):
+        model.predict(frame.drop(columns="c"))
+    before = [p.copy() for p in model.parameters()]
+    with pytest.raises(ValueError, match="lacks columns"):
+        model.fit(frame.rename(columns={"a": "z"}), y)
+    for p, q in zip(before, model.parameters()):
+        np.testing.assert_array_equal(p, q)
