@@ -66,13 +66,14 @@ class CommandError(Exception):
 
 def _training_data(args, group=None):
     """(X, y, X_test, y_test or None, task, why that task, classes, feature names, target
-    name).
+    name, the TablePreprocessor of a table with missing cells or categorical columns or
+    None).
     Data-parallel (group), X and y are this process's shard of the rows: a .npy file's
     features are memory-mapped so only the shard is read, the other formats are parsed
     whole and sliced; targets are encoded over every process's rows."""
     import numpy as np
 
-    from .tabular import choose_task, encode_target, read_table
+    from .tabular import TablePreprocessor, choose_task, encode_target, read_table
     rows = None
     if group is not None:
         from .distributed import shard
@@ -91,9 +92,17 @@ def _training_data(args, group=None):
         task, y, classes = encode_target(y, args.task, lines)
         if group is not None:
             start = sum(len(part) for part in shards[:group.rank])
-            y = y[start:start + len(table.X)]
-        return (table.X, y, None, None, task, why, classes, table.feature_names,
-                table.target_name)
+            y = y[start:start + len(table)]
+        X, preprocessing = table.X, None
+        if table.columns is not None:  # fitted on the rows fit trains on, not validation's
+            if group is not None:
+                raise CommandError("missing cells and categorical columns are not yet "
+                                   "supported in data-parallel training: fill them first")
+            train_rows = int(len(table) * (1 - args.validation_split))
+            preprocessing = TablePreprocessor().fit(table.rows(0, train_rows).columns)
+            X = preprocessing.transform(table.columns)
+        return (X, y, None, None, task, why, classes, table.feature_names,
+                table.target_name, preprocessing)
     from .datasets import load_mnist
     X, y = load_mnist(args.data_path, args.data, "train", download=args.download)
     X_test, y_test = load_mnist(args.data_path, args.data, "test", download=args.download)
@@ -103,7 +112,7 @@ def _training_data(args, group=None):
         start, stop = rows(len(X))
         X, y = X[start:stop], y[start:stop]
     return (X, y.astype(np.int64), X_test, y_test.astype(np.int64), "classification",
-            "--data", list(range(10)), None, None)
+            "--data", list(range(10)), None, None, None)
 
 
 def _names(text):
@@ -187,7 +196,7 @@ def train(args):
     say = print if group is None or group.is_root else (lambda *a, **k: None)
     _check_output(args.save, args.data_files, "--save")
     data = _training_data(args, group)
-    X, y, X_test, y_test, task, why, classes, feature_names, target_name = data
+    X, y, X_test, y_test, task, why, classes, feature_names, target_name, prep = data
     n_outputs = len(classes) if task == "classification" else 1
     loss = "cross_entropy" if task == "classification" else "mse"
     model = build_model(X.shape[1], n_outputs, args)
@@ -229,6 +238,7 @@ def train(args):
         fold_standardization(model, mean, std, y_mean, y_std)
     model.classes = classes if task == "classification" and args.data_files else None
     model.feature_names, model.target_name = feature_names, target_name
+    model.preprocessing = prep
     if X_test is not None:
         say(f"test: {_metrics_line(model, X_test_raw, y_test, task)}")
     say(f"trained in {seconds:.1f} s")
@@ -276,16 +286,29 @@ def _model_task(model):
 
 
 def _model_data(model, args, need_target):
-    """The table in DATA that the model reads: its saved feature columns when it has
-    them (CSV, Parquet), its target column when asked."""
+    """(the table in DATA, the features the model reads): its saved feature columns when
+    it has them (CSV, Parquet), through its preprocessing when it has one; the target
+    column when asked."""
+    import numpy as np
+
     from .tabular import read_table
     table = read_table(args.data_files, target=args.target or model.target_name,
                        features=model.feature_names, need_target=need_target, sep=args.sep,
                        decimal=args.decimal)
+    if model.preprocessing is not None:
+        try:
+            return table, model.preprocessing.transform(table.as_columns())
+        except ValueError as exc:
+            raise CommandError(f"{args.data_files[0]}: {exc}") from None
+    if table.X is None:
+        missing = [name for name, cells in table.columns.items()
+                   if not isinstance(cells, np.ndarray) or np.isnan(cells).any()]
+        raise CommandError(f"{args.data_files[0]}: column {missing[0]!r} has missing cells "
+                           f"or text, but the model was trained on numbers only")
     if table.X.shape[1] != model.n_features:
         raise CommandError(f"{args.data_files[0]}: {table.X.shape[1]} feature columns, but "
                            f"the model reads {model.n_features}")
-    return table
+    return table, table.X
 
 
 def predict(args):
@@ -294,9 +317,9 @@ def predict(args):
     _check_output(args.output, [args.model] + args.data_files, "-o/--output")
     model = _load_model(args.model)
     task = _model_task(model)
-    table = _model_data(model, args, need_target=False)
+    table, X = _model_data(model, args, need_target=False)
     if task == "classification":
-        proba = model.predict_proba(table.X)
+        proba = model.predict_proba(X)
         if args.proba:
             names = model.classes if model.classes is not None else range(proba.shape[1])
             header, columns = [f"p({c})" for c in names], proba.T
@@ -306,7 +329,7 @@ def predict(args):
     else:
         if args.proba:
             raise CommandError("--proba is for classification models; this one regresses")
-        header, columns = [model.target_name or "prediction"], [model.predict(table.X)[:, 0]]
+        header, columns = [model.target_name or "prediction"], [model.predict(X)[:, 0]]
     _write_csv(args.output, header, columns)
     return 0
 
@@ -341,7 +364,7 @@ def evaluate(args):
     from .tabular import encode_target
     model = _load_model(args.model)
     task = _model_task(model)
-    table = _model_data(model, args, need_target=True)
+    table, X = _model_data(model, args, need_target=True)
     if task == "classification":
         if model.classes is not None:
             index = {str(c): i for i, c in enumerate(model.classes)}
@@ -355,7 +378,7 @@ def evaluate(args):
             _, y, _ = encode_target(table.y, "classification")
     else:
         _, y, _ = encode_target(table.y, "regression")
-    print(f"{len(y)} rows: {_metrics_line(model, table.X, y, task)}")
+    print(f"{len(y)} rows: {_metrics_line(model, X, y, task)}")
     return 0
 
 

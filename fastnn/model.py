@@ -151,6 +151,9 @@ class Sequential:
         # what the command line learns about the data, saved with the model: the output
         # units' class names, the feature columns' names and the target column's name
         self.classes = self.feature_names = self.target_name = None
+        # the command line's TablePreprocessor of a table with missing cells or
+        # categorical columns (fastnn.preprocessing): feature_names are then its columns
+        self.preprocessing = None
         self.stop_training = False
 
     @property
@@ -466,11 +469,11 @@ class Sequential:
               f"  {logs['seconds']:.2f}s  {logs['samples_per_second']:,.0f} samples/s",
               flush=True)
 
-    def export_onnx(self, path):
+    def export_onnx(self, path, network_only=False):
         """Write what predict computes as an ONNX graph (needs the onnx package); see
-        fastnn.onnx_export."""
+        fastnn.onnx_export (network_only: a model with preprocessing, the network alone)."""
         from .onnx_export import export_onnx
-        return export_onnx(self, path)
+        return export_onnx(self, path, network_only=network_only)
 
     def save(self, path, include_optimizer=True):
         """Write the model to one .npz file (see fastnn.serialization); fastnn.load reads it."""

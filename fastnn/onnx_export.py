@@ -18,8 +18,18 @@ OPSET = 17
 _ACTIVATIONS = {"relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh", "identity": "Identity"}
 
 
-def export_onnx(model, path, opset=OPSET):
-    """Write `model` to `path` as ONNX (see the module docstring); returns the path."""
+def export_onnx(model, path, opset=OPSET, network_only=False):
+    """Write `model` to `path` as ONNX (see the module docstring); returns the path.
+
+    A model with a TablePreprocessor (missing cells, categorical columns) is refused
+    unless network_only: its preprocessing is not written into the graph yet, and a graph
+    of the network alone reads the preprocessed features (TablePreprocessor.transform),
+    not the table's columns."""
+    if getattr(model, "preprocessing", None) is not None and not network_only:
+        raise ValueError("this model's preprocessing (missing cells, categorical columns) "
+                         "is not part of an ONNX graph yet; export_onnx(path, "
+                         "network_only=True) writes the network alone, which reads "
+                         "model.preprocessing.transform(table)")
     try:
         import onnx
         from onnx import TensorProto, helper, numpy_helper

@@ -22,6 +22,7 @@ import numpy as np
 
 from . import layers as layers_module
 from ._files import write_file
+from .preprocessing import TablePreprocessor
 from . import losses, optim
 
 FORMAT = "fastnn-model"
@@ -49,6 +50,8 @@ def save(model, path, include_optimizer=True):
         config["features"] = [str(name) for name in model.feature_names]
     if model.target_name is not None:
         config["target"] = str(model.target_name)
+    if getattr(model, "preprocessing", None) is not None:
+        config["preprocessing"] = model.preprocessing.to_config()
     arrays = {f"param_{i}": p for i, p in enumerate(model.parameters())}
     arrays.update({f"buffer_{i}": b for i, b in enumerate(model.buffers())})
     opt = model.optimizer
@@ -70,8 +73,8 @@ MAX_DIMENSION = 2**31 - 1      # BLAS counts in 32-bit ints
 MAX_STEPS = 2**62              # the engine counts steps in int64: room to train on
 _MEMBER = re.compile(r"(config|param_\d+|buffer_\d+|opt_\d+_\d+)\.npy")
 _TOP_KEYS = {"format", "version", "fastnn_version", "dtype", "seed", "layers", "rng",
-             "optimizer", "loss", "classes", "features", "target"}
-_OPTIONAL_KEYS = {"optimizer", "loss", "classes", "features", "target"}
+             "optimizer", "loss", "classes", "features", "target", "preprocessing"}
+_OPTIONAL_KEYS = {"optimizer", "loss", "classes", "features", "target", "preprocessing"}
 MAX_CLASSES = 100_000        # class names saved with a model, each at most 1000 characters
 _LAYER_KEYS = {"dense": {"in_features", "out_features", "bias", "init", "l2"},
                "dropout": {"p"}, "batchnorm": {"num_features", "eps", "momentum", "affine"},
@@ -155,8 +158,17 @@ def _load(archive, f, path):
             raise ValueError(f"invalid model description: {len(config['classes'])} class "
                              f"names for {model.n_outputs} outputs")
         model.classes = list(config["classes"])
+    if "preprocessing" in config:
+        try:
+            model.preprocessing = TablePreprocessor.from_config(config["preprocessing"])
+        except ValueError as exc:
+            raise ValueError(f"invalid model description: {exc}") from None
+        if model.preprocessing.n_outputs != model.n_features or \
+                config.get("features") != model.preprocessing.input_names:
+            raise ValueError("invalid model description: its preprocessing does not match "
+                             "its features")
     if "features" in config:
-        if len(config["features"]) != model.n_features:
+        if "preprocessing" not in config and len(config["features"]) != model.n_features:
             raise ValueError(f"invalid model description: {len(config['features'])} feature "
                              f"names for {model.n_features} inputs")
         model.feature_names = list(config["features"])

@@ -14,7 +14,10 @@ from collections import Counter
 
 import numpy as np
 
-__all__ = ["DataError", "Table", "read_table", "encode_target", "decode_labels"]
+from .preprocessing import TablePreprocessor, category_key, is_missing
+
+__all__ = ["DataError", "Table", "TablePreprocessor", "read_table", "encode_target",
+           "decode_labels"]
 
 MAX_LINE_CHARS = 1 << 24  # a CSV line longer than this is refused as it is read
 
@@ -26,12 +29,36 @@ class DataError(ValueError):
 class Table:
     """Features X (n, d) float64, targets y (n,) as read (strings or numbers) or None, the
     names of the feature columns and the target column (None for arrays), and for a text
-    file each row's line in it (else None)."""
+    file each row's line in it (else None).
 
-    def __init__(self, X, y, feature_names, target_name, lines=None):
+    A table with missing cells or categorical columns has X None and `columns` instead:
+    {name: cells}, a float64 array with NaN where a cell is missing, or a list of
+    category keys (fastnn.preprocessing.category_key) with None where missing, to be
+    turned into numbers by a TablePreprocessor."""
+
+    def __init__(self, X, y, feature_names, target_name, lines=None, columns=None):
         self.X, self.y = X, y
         self.feature_names, self.target_name = feature_names, target_name
         self.lines = lines
+        self.columns = columns
+
+    def __len__(self):
+        return len(self.X) if self.X is not None else \
+            len(next(iter(self.columns.values())))
+
+    def rows(self, start, stop):
+        """The table of rows [start, stop)."""
+        return Table(None if self.X is None else self.X[start:stop],
+                     None if self.y is None else self.y[start:stop], self.feature_names,
+                     self.target_name, None if self.lines is None else self.lines[start:stop],
+                     None if self.columns is None else
+                     {k: v[start:stop] for k, v in self.columns.items()})
+
+    def as_columns(self):
+        """{name: cells} of the feature columns, whichever way they are held."""
+        if self.columns is not None:
+            return self.columns
+        return {name: self.X[:, j] for j, name in enumerate(self.feature_names)}
 
 
 def read_table(paths, target=None, features=None, need_target=True, rows=None, sep=None,
@@ -72,10 +99,7 @@ def read_table(paths, target=None, features=None, need_target=True, rows=None, s
         raise DataError(f"give one data file, or two .npy files; got {len(paths)} paths")
     table = _read_one(paths[0], kinds[0], target, features, need_target, sep, decimal)
     if rows is not None:
-        start, stop = rows(len(table.X))
-        table.X = table.X[start:stop]
-        table.y = None if table.y is None else table.y[start:stop]
-        table.lines = None if table.lines is None else table.lines[start:stop]
+        table = table.rows(*rows(len(table)))
     return table
 
 
@@ -128,15 +152,28 @@ def _read_csv(path, target, features, need_target, sep, decimal):
             index = {name: i for i, name in enumerate(header)}
             wanted = [index[name] for name in feature_names]
             target_at = None if target_name is None else index[target_name]
-            values, y, lines = array("d"), [], array("q")
+            # each feature column's cells: numbers (NaN where missing) until a cell that is
+            # not one makes it categorical (a list of category keys, None where missing)
+            numbers = [array("d") for _ in wanted]
+            keys = [None] * len(wanted)
+            y, lines = [], array("q")
             line = reader.line_num + 1
             for row in reader:
                 if row:  # (blank lines are skipped)
                     if len(row) != len(header):
                         raise DataError(f"{path}, line {line}: {len(row)} fields, but the "
                                         f"header has {len(header)}")
-                    values.extend(_number(row[j], path, line, header[j], decimal)
-                                  for j in wanted)
+                    for k, j in enumerate(wanted):
+                        if keys[k] is None:
+                            value = _number(row[j], path, line, header[j], decimal)
+                            if value is not None:
+                                numbers[k].append(value)
+                                continue
+                            keys[k] = [None if math.isnan(v) else repr(v)
+                                       for v in numbers[k]]
+                            numbers[k] = None
+                        keys[k].append(None if is_missing(row[j])
+                                       else category_key(row[j], decimal))
                     lines.append(line)
                     if target_at is not None:
                         y.append(row[target_at].strip())
@@ -149,11 +186,17 @@ def _read_csv(path, target, features, need_target, sep, decimal):
                         f"{exc.start})") from None
     except csv.Error as exc:  # an unclosed quote, a field over the csv module's limit
         raise DataError(f"{path}, line {line}: not a readable CSV record ({exc})") from None
-    if not values:
+    if not lines:
         raise DataError(f"{path}: no data rows after the header")
-    X = np.frombuffer(values, dtype=np.float64).reshape(-1, len(feature_names)).copy()
     y = np.array(y) if target_name is not None else None
-    return Table(X, y, feature_names, target_name, np.frombuffer(lines, dtype=np.int64))
+    lines = np.frombuffer(lines, dtype=np.int64)
+    columns = {name: np.frombuffer(cells, dtype=np.float64) if cells is not None else text
+               for name, cells, text in zip(feature_names, numbers, keys)}
+    if all(cells is not None and not np.isnan(cells).any() for cells in numbers):
+        X = np.column_stack([columns[name] for name in feature_names]) if feature_names \
+            else np.empty((len(lines), 0))
+        return Table(np.ascontiguousarray(X), y, feature_names, target_name, lines)
+    return Table(None, y, feature_names, target_name, lines, columns)
 
 
 def _bounded_lines(f, path):
@@ -244,24 +287,38 @@ def _columns(path, header, target, features, need_target):
 
 
 def _from_frame(path, header, frame, target, features, need_target):
-    """A Table from a DataFrame's named columns (Parquet)."""
+    """A Table from a DataFrame's named columns (Parquet): numeric columns as numbers
+    (NaN or None where missing), any other as a categorical column."""
     _check_unique(path, header)
     feature_names, target_name = _columns(path, header, target, features, need_target)
-    X = np.empty((len(frame), len(feature_names)), dtype=np.float64)
-    for j, name in enumerate(feature_names):
+    columns = {}
+    for name in feature_names:
         column = frame[frame.columns[header.index(name)]]
-        try:
-            X[:, j] = column.to_numpy(dtype=np.float64)
-        except (TypeError, ValueError):
-            bad = next(i for i, v in enumerate(column) if not _is_number(v))
-            raise DataError(f"{path}, column {name!r}, row {bad + 1}: {column.iloc[bad]!r} "
-                            f"is not a number") from None
+        if column.dtype.kind in "biuf":
+            columns[name] = column.to_numpy(dtype=np.float64, na_value=np.nan)
+        else:
+            columns[name] = [None if is_missing(v) else category_key(v)
+                             for v in column.tolist()]
     y = None
     if target_name is not None:
         y = frame[frame.columns[header.index(target_name)]].to_numpy()
         if y.dtype == object:
             y = y.astype(str)
-    return _table(path, X, y, feature_names, target_name, need_target)
+    numeric = all(isinstance(c, np.ndarray) for c in columns.values())
+    if numeric:
+        X = np.column_stack([columns[name] for name in feature_names])
+        bad = np.argwhere(np.isinf(X))
+        if len(bad):
+            i, j = bad[0]
+            raise DataError(f"{path}, row {i + 1}, column {feature_names[j]!r}: {X[i, j]} "
+                            f"is not a finite number")
+        if not np.isnan(X).any():
+            return _table(path, np.ascontiguousarray(X), y, feature_names, target_name,
+                          need_target)
+    table = _table(path, np.zeros((len(frame), 0)), y, feature_names, target_name,
+                   need_target)
+    table.X, table.columns = None, columns
+    return table
 
 
 def _table(path, X, y, feature_names, target_name, need_target):
@@ -281,16 +338,20 @@ def _table(path, X, y, feature_names, target_name, need_target):
 
 
 def _number(text, path, line, name, decimal="."):
+    """A CSV cell as a number: NaN where it is missing, None where it is text (a
+    categorical column's); a number that is not finite is an error."""
     try:
         value = float(text if decimal == "." else text.replace(",", "."))
     except ValueError:
-        cell = text if len(text) <= 40 else text[:40] + "..."
-        hint = ""
+        if is_missing(text):
+            return math.nan
         if decimal == "." and "," in text and _is_number(text.replace(",", ".")):
-            hint = " (a decimal comma? give --decimal ,)"
-        raise DataError(f"{path}, line {line}, column {name!r}: {cell!r} is not a "
-                        f"number{hint}") from None
+            raise DataError(f"{path}, line {line}, column {name!r}: {text[:40]!r} is not a "
+                            f"number (a decimal comma? give --decimal ,)") from None
+        return None
     if not math.isfinite(value):
+        if math.isnan(value):
+            return value  # "nan", "NaN": missing
         raise DataError(f"{path}, line {line}, column {name!r}: {value} is not a finite "
                         f"number")
     return value

@@ -171,3 +171,24 @@ def test_a_step_count_the_engine_cannot_hold_is_refused_at_load(tmp_path):
     model = fnn.load(_write(tmp_path, fuzz_load.archive(fuzz_load.with_config(files, config))))
     model.fit(np.zeros((5, 4)), np.zeros(5, dtype=int), batch_size=5)
     assert model.optimizer.steps == 2**40 + 1
+
+
+def test_a_model_s_preprocessing_is_checked_when_read(tmp_path):
+    """A file whose preprocessing fields are bad, or do not match its features and input
+    width, is refused like a bad config; a good one loads with its preprocessing."""
+    from fastnn.preprocessing import TablePreprocessor
+    files = fuzz_load.members(valid(False))
+    config = fuzz_load.config_of(files)  # Dense(4, 6) first: 4 inputs
+    pre = TablePreprocessor().fit({"size": ["S", "M", "L"], "w": [1.0, None, 2.0]})
+    assert pre.n_outputs == 5
+    pre = TablePreprocessor().fit({"size": ["S", "M"], "w": [1.0, None]})
+    good = dict(config, preprocessing=pre.to_config(), features=["size", "w"])
+    model = fnn.load(_write(tmp_path, fuzz_load.archive(fuzz_load.with_config(files, good))))
+    assert model.preprocessing.to_config() == pre.to_config()
+    for bad in (dict(good, preprocessing=[{"name": "size", "kind": "categorical"}]),
+                dict(good, preprocessing="x"),
+                dict(good, features=["w", "size"]),
+                dict(good, preprocessing=TablePreprocessor().fit({"a": [1.0]}).to_config(),
+                     features=["a"])):
+        with pytest.raises(ValueError, match="invalid model description"):
+            fnn.load(_write(tmp_path, fuzz_load.archive(fuzz_load.with_config(files, bad))))
