@@ -591,6 +591,9 @@ def test_a_team_sharing_one_core_drops_to_one_thread(tmp_path):
         pytest.skip("this kernel does not report run delays (/proc/thread-self/schedstat)")
     code = """if True:
         import os
+        # this process's own cores alone: the registry would also count the test
+        # session's process, which trained a moment ago (and cap the team at one thread)
+        os.environ["FASTNN_NEIGHBOURS"] = "off"
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
         import numpy as np, fastnn as fnn
         rng = np.random.default_rng(0)
@@ -630,6 +633,7 @@ def test_a_team_with_a_core_taken_runs_a_lead_with_helpers(tmp_path):
         pytest.skip("needs two CPUs")
     code = """if True:
         import os, subprocess, sys
+        os.environ["FASTNN_NEIGHBOURS"] = "off"  # (as above)
         cpus = sorted(os.sched_getaffinity(0))[:2]
         os.sched_setaffinity(0, set(cpus))
         spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"],
