@@ -21,9 +21,9 @@ import zipfile
 import numpy as np
 
 from . import layers as layers_module
+from . import losses, optim
 from ._files import write_file
 from .preprocessing import TablePreprocessor
-from . import losses, optim
 
 FORMAT = "fastnn-model"
 VERSION = 1
@@ -249,7 +249,8 @@ def _read_header(member, name, path):
     except (ValueError, SyntaxError, MemoryError, RecursionError, TypeError) as exc:
         raise ValueError(f"member {name} has an unreadable header ({exc})") from None
     if not isinstance(header, dict) or set(header) != {"descr", "fortran_order", "shape"} \
-            or not isinstance(header["descr"], str) or header["descr"] not in _NPY_DTYPES or header["fortran_order"] is not False \
+            or not isinstance(header["descr"], str) or header["descr"] not in _NPY_DTYPES \
+            or header["fortran_order"] is not False \
             or not isinstance(header["shape"], tuple) or not all(
                 type(d) is int and 0 <= d <= MAX_DIMENSION for d in header["shape"]):
         raise ValueError(f"member {name} has an unexpected header {text[:200]!r}")

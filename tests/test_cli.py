@@ -551,7 +551,10 @@ def _dialect_file(path, sep=",", decimal=".", bom=False, quote=False):
     rng = np.random.default_rng(1)
     X = np.round(rng.normal(size=(30, 2)), 3)
     labels = np.where(X[:, 0] > 0, "yes", "no")
-    number = (lambda v: repr(float(v)).replace(".", decimal))
+
+    def number(v):
+        return repr(float(v)).replace(".", decimal)
+
     with open(path, "w", encoding="utf-8-sig" if bom else "utf-8", newline="") as f:
         f.write(sep.join(['"x one"' if quote else "x one", "x2", "label"]) + "\n")
         for row, label in zip(X, labels):
