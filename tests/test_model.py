@@ -225,10 +225,14 @@ def test_fit_releases_the_gil(rng):
             ticks.append(1)
             done.wait(0.001)
 
+    # one call long enough to count ticks in, however fast the machine: its epochs sized
+    # from one epoch's time
+    epoch = sum(model.fit(X, y, epochs=1, batch_size=32)["seconds"])
+    epochs = min(200, int(np.ceil(0.15 / epoch)))
     thread = threading.Thread(target=count)
     thread.start()
     try:
-        history = model.fit(X, y, epochs=3, batch_size=32)
+        history = model.fit(X, y, epochs=epochs, batch_size=32)
     finally:
         done.set()
         thread.join()
