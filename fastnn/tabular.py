@@ -152,10 +152,10 @@ def _read_csv(path, target, features, need_target, sep, decimal):
             index = {name: i for i, name in enumerate(header)}
             wanted = [index[name] for name in feature_names]
             target_at = None if target_name is None else index[target_name]
-            # each feature column's cells: numbers (NaN where missing) until a cell that is
-            # not one makes it categorical (a list of category keys, None where missing)
-            numbers = [array("d") for _ in wanted]
-            keys = [None] * len(wanted)
+            # the features row by row as numbers (NaN where missing); a column with a cell
+            # that is not a number is categorical from then on: its category keys (None
+            # where missing) go to a list of their own, and NaN stands in the rows
+            values, keys = array("d"), [None] * len(wanted)
             y, lines = [], array("q")
             line = reader.line_num + 1
             for row in reader:
@@ -167,13 +167,13 @@ def _read_csv(path, target, features, need_target, sep, decimal):
                         if keys[k] is None:
                             value = _number(row[j], path, line, header[j], decimal)
                             if value is not None:
-                                numbers[k].append(value)
+                                values.append(value)
                                 continue
                             keys[k] = [None if math.isnan(v) else repr(v)
-                                       for v in numbers[k]]
-                            numbers[k] = None
+                                       for v in values[k::len(wanted)]]
                         keys[k].append(None if is_missing(row[j])
                                        else category_key(row[j], decimal))
+                        values.append(math.nan)
                     lines.append(line)
                     if target_at is not None:
                         y.append(row[target_at].strip())
@@ -190,12 +190,11 @@ def _read_csv(path, target, features, need_target, sep, decimal):
         raise DataError(f"{path}: no data rows after the header")
     y = np.array(y) if target_name is not None else None
     lines = np.frombuffer(lines, dtype=np.int64)
-    columns = {name: np.frombuffer(cells, dtype=np.float64) if cells is not None else text
-               for name, cells, text in zip(feature_names, numbers, keys)}
-    if all(cells is not None and not np.isnan(cells).any() for cells in numbers):
-        X = np.column_stack([columns[name] for name in feature_names]) if feature_names \
-            else np.empty((len(lines), 0))
-        return Table(np.ascontiguousarray(X), y, feature_names, target_name, lines)
+    X = np.frombuffer(values, dtype=np.float64).reshape(len(lines), len(feature_names))
+    if all(k is None for k in keys) and not np.isnan(X).any():
+        return Table(X.copy(), y, feature_names, target_name, lines)
+    columns = {name: X[:, k].copy() if keys[k] is None else keys[k]
+               for k, name in enumerate(feature_names)}
     return Table(None, y, feature_names, target_name, lines, columns)
 
 
