@@ -294,7 +294,11 @@ def _from_frame(path, header, frame, target, features, need_target):
     for name in feature_names:
         column = frame[frame.columns[header.index(name)]]
         if column.dtype.kind in "biuf":
-            columns[name] = column.to_numpy(dtype=np.float64, na_value=np.nan)
+            cells = columns[name] = column.to_numpy(dtype=np.float64, na_value=np.nan)
+            bad = np.flatnonzero(np.isinf(cells))
+            if len(bad):
+                raise DataError(f"{path}, row {bad[0] + 1}, column {name!r}: "
+                                f"{cells[bad[0]]} is not a finite number")
         else:
             columns[name] = [None if is_missing(v) else category_key(v)
                              for v in column.tolist()]
@@ -303,37 +307,15 @@ def _from_frame(path, header, frame, target, features, need_target):
         y = frame[frame.columns[header.index(target_name)]].to_numpy()
         if y.dtype == object:
             y = y.astype(str)
-    numeric = all(isinstance(c, np.ndarray) for c in columns.values())
-    if numeric:
+        if need_target and y.dtype.kind in "US":
+            empty = np.flatnonzero(np.char.str_len(y) == 0)
+            if len(empty):
+                raise DataError(f"{path}, row {empty[0] + 1}, column {target_name!r}: the "
+                                f"target is missing")
+    if all(isinstance(c, np.ndarray) and not np.isnan(c).any() for c in columns.values()):
         X = np.column_stack([columns[name] for name in feature_names])
-        bad = np.argwhere(np.isinf(X))
-        if len(bad):
-            i, j = bad[0]
-            raise DataError(f"{path}, row {i + 1}, column {feature_names[j]!r}: {X[i, j]} "
-                            f"is not a finite number")
-        if not np.isnan(X).any():
-            return _table(path, np.ascontiguousarray(X), y, feature_names, target_name,
-                          need_target)
-    table = _table(path, np.zeros((len(frame), 0)), y, feature_names, target_name,
-                   need_target)
-    table.X, table.columns = None, columns
-    return table
-
-
-def _table(path, X, y, feature_names, target_name, need_target):
-    """The Table of a DataFrame's columns, once every feature is finite and every target
-    present."""
-    bad = np.argwhere(~np.isfinite(X))
-    if len(bad):
-        i, j = bad[0]
-        raise DataError(f"{path}, row {i + 1}, column {feature_names[j]!r}: {X[i, j]} is "
-                        f"not a finite number")
-    if y is not None and need_target and y.dtype.kind in "US":
-        empty = np.flatnonzero(np.char.str_len(y.astype(str)) == 0)
-        if len(empty):
-            raise DataError(f"{path}, row {empty[0] + 1}, column {target_name!r}: the "
-                            f"target is missing")
-    return Table(X, y, feature_names, target_name)
+        return Table(np.ascontiguousarray(X), y, feature_names, target_name)
+    return Table(None, y, feature_names, target_name, columns=columns)
 
 
 def _number(text, path, line, name, decimal="."):
