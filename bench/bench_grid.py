@@ -1,5 +1,5 @@
 """The grid of tiles against blocks of units alone, in real epochs: each Dense layer's
-products cut as the engine's rule says (csrc/_engine.pyx, dense_grid) and with every grid
+products cut as the engine's rule says (csrc/engine/dense.pxi, dense_grid) and with every grid
 forced to one row of tiles (_engine.force_grid_rows(1): a block of units per thread, the
 partition before developer session 9), interleaved in one process.
 

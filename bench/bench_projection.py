@@ -1,7 +1,7 @@
 """Projection of fastnn's epoch against the GEMM floor on more cores than this machine has,
 from times measured here on one thread (issue 10, until a 16-core machine is at hand).
 
-On T threads the team (csrc/_engine.pyx, point 3) gives thread t one tile of each
+On T threads the team (csrc/engine/dense.pxi) gives thread t one tile of each
 layer's products (before developer session 9: one block of its units), so a step costs
 about
 
@@ -17,7 +17,7 @@ any real one, so the projected ratio errs high). The 2-thread column is also mea
 show how far the model is from a real run.
 
 Since developer session 9 the engine cuts each Dense layer's products into a grid of
-tiles (csrc/_engine.pyx, dense_grid): R blocks of rows by C blocks of units, R C = T, R
+tiles (csrc/engine/dense.pxi, dense_grid): R blocks of rows by C blocks of units, R C = T, R
 chosen per layer and batch. The first projection ("units") is the partition before that
 (R = 1: a block of units per thread, which on many threads re-packs the whole batch for
 every thin block); the second ("grid") is the engine's, with the largest tile of every
@@ -49,7 +49,7 @@ UNIT_ALIGN = 16
 
 
 def largest_block(units, n_threads, align=UNIT_ALIGN):
-    """The most units any thread owns (csrc/_engine.pyx's share())."""
+    """The most units any thread owns (csrc/engine/plan.pxi, share())."""
     blocks = -(-units // align)
     return max(min(units, (blocks * (t + 1) // n_threads) * align)
                - min(units, (blocks * t // n_threads) * align) for t in range(n_threads))

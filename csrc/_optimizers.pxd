@@ -108,7 +108,24 @@ cdef inline GradientDestination gradient_destination(int kind, const double* hyp
 
 
 cdef inline bint uses_scaled_momentum(int kind, const double* hyper) noexcept nogil:
+    """SGD with momentum, not nesterov: its buffer is kept as c = b / s (see the header)."""
     return kind == SGD and hyper[1] != 0 and hyper[3] == 0
+
+
+cdef inline bint momentum_scale_small(int kind, const double* hyper,
+                                      double scale) noexcept nogil:
+    """Whether the next step's scale s = momentum * scale would make alpha = (1 - d) / s
+    immoderate, so the driver folds s back into the buffer first (c *= s)."""
+    return uses_scaled_momentum(kind, hyper) and scale * hyper[1] < 1e-3
+
+
+cdef inline double momentum_scale_after(int kind, const double* hyper, double scale,
+                                        long long step) noexcept nogil:
+    """The buffer's scale s once update number `step` (0-based) is made: 1 for the first
+    (the buffer is the gradient itself), momentum * s after it; 1 where no scale is kept."""
+    if not uses_scaled_momentum(kind, hyper):
+        return scale
+    return scale * hyper[1] if step > 0 else 1.0
 
 
 cdef inline void sgd_update(const double* hyper, double l2, long long step, floating* p,

@@ -105,7 +105,7 @@ def planned_threads(widths, batch_size):
 
 def planned_grid(widths, batch_size, n_threads):
     """The rows of each Dense layer's grid of tiles on n_threads planned threads (the
-    engine's rule, csrc/_engine.pyx's dense_grid; 1: a block of units per thread)."""
+    engine's rule, csrc/engine/dense.pxi, dense_grid; 1: a block of units per thread)."""
     return [_engine.grid_rows(n_in, n_out, batch_size, n_threads)
             for n_in, n_out in zip(widths[:-1], widths[1:])]
 

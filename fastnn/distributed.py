@@ -16,7 +16,7 @@ trains on those it holds. The update equals one process training on the global b
 the gradient of its mean loss (or weighted mean) is the sum over processes of each
 one's summed gradient divided by the global batch's rows (or summed weights), up to
 rounding. One MPI_Allreduce per step sums every gradient, the loss and the stop flags
-as one contiguous buffer, from the compiled loop (fastnn/_engine.pyx, reduce_step).
+as one contiguous buffer, from the compiled loop (csrc/engine/reduce.pxi, reduce_step).
 
 Decisions are rank 0's: parameters, optimizer state and the random generator are
 broadcast from it when fit starts; validation metrics are summed over the processes'

@@ -1,0 +1,308 @@
+# The network plan: the structs a job reads (layers, parameters, the Net, a job), the
+# kinds' codes by name, and the plan's blocks (Part): how a step's work is cut so that
+# its results depend on the plan, never on the threads that run it.
+
+# The codes of _kinds.pxd, by the names the Python layer uses.
+LAYER_KINDS = {"dense": DENSE, "identity": IDENTITY, "relu": RELU, "leaky_relu": LEAKY_RELU,
+               "sigmoid": SIGMOID, "tanh": TANH, "softmax": SOFTMAX, "dropout": DROPOUT,
+               "batchnorm": BATCHNORM}
+LOSS_KINDS = {"cross_entropy_labels": CROSS_ENTROPY_LABELS,
+              "cross_entropy_probs": CROSS_ENTROPY_PROBS,
+              "binary_cross_entropy": BINARY_CROSS_ENTROPY, "mse": MSE, "l1": L1,
+              "poisson_nll": POISSON}
+OPTIMIZER_KINDS = {"sgd": SGD, "adam": ADAM, "rmsprop": RMSPROP, "adagrad": ADAGRAD}
+MAX_THREADS = FASTNN_MAX_THREADS
+
+cdef enum:
+    MAX_HYPER = 16
+    UNIT_ALIGN = 16     # a thread's block of units starts at a multiple of this (64 bytes)
+
+cdef enum Layout:       # how the threads last wrote a buffer
+    WHOLE = 0           # complete for every thread (after a barrier, or given)
+    COLS = 1            # each thread its block of columns
+    ROWS = 2            # each thread its block of rows
+    TILES = 3           # each thread its tiles of a Dense layer's grid (see dense_grid)
+
+# The least work (flops of a step's matrix products) worth another thread: a call's plan
+# has one block per GRAIN_FLOPS, within the thread setting (plan_threads; docs/design.md
+# says what chose it).
+cdef double GRAIN_FLOPS = 8e6
+
+
+def set_grain(double flops):
+    """Set the least matrix-product work per thread and step (benchmarks tune it)."""
+    global GRAIN_FLOPS
+    if not flops > 0:
+        raise ValueError(f"grain must be positive, got {flops}")
+    GRAIN_FLOPS = flops
+
+
+def get_grain():
+    return GRAIN_FLOPS
+
+
+cdef struct LayerPlan:
+    int kind
+    int n_in
+    int n_out
+    double slope
+    void* weight
+    void* bias
+    int weight_param    # index into Net.params, -1 if none
+    int bias_param
+    void* out           # (capacity, n_out) output block
+    void* grad          # (capacity, n_out) dL/d(out)
+    void* mask          # (capacity, n_out) dropout scale factors (dropout layers only)
+    # batch norm (n_out entries each): its running statistics (updated in place), the
+    # batch's mean and 1/std, the gradients of gamma and beta, and the running statistics
+    # as the step found them (restored if it fails: keep_running_stats)
+    void* running_mean
+    void* running_var
+    void* batch_mean
+    void* batch_invstd
+    void* dgamma
+    void* dbeta
+    void* saved_mean
+    void* saved_var
+    double eps
+    double momentum
+    bint need_grad_in   # whether a layer below has parameters
+    bint tiles_ok       # Dense: its grid may cut rows (batch norm next to it only once
+                        # training has reserved bn_part: on columns it wants whole ones)
+    # batch norm on row blocks (batchnorm_rows_*): per block v of the plan, partial sums
+    # at bn_part + v m and bn_part + (bn_blocks + v) m, then a copy of gamma (m), then
+    # each thread's own totals (2 m at slot v0, its first block: bn_own_totals)
+    void* bn_part
+    int bn_blocks       # plan blocks bn_part holds (0: none; batch norm runs on columns)
+
+
+# Data-parallel training (fastnn/distributed.py): after each step's backward pass, thread
+# 0 sums the flat gradient buffer over the processes with one MPI_Allreduce (in place),
+# called through a pointer resolved from the MPI library mpi4py loaded, or through a short
+# call back into Python (mpi4py's Comm.Allreduce): see docs/design.md for the two timed.
+cdef enum:
+    REDUCE_NONE = 0
+    REDUCE_MPI = 1      # fn is MPI_Allreduce; handles are pointers, or ints (int_handles)
+    REDUCE_PYTHON = 2   # fn is a Python callable: no arguments, True on success
+    EXTRA = 8           # slots after the gradients: loss (f32: 2 floats), stop flag
+
+ctypedef int (*allreduce_pointers)(const void*, void*, int, void*, void*,
+                                   void*) noexcept nogil
+ctypedef int (*allreduce_ints)(const void*, void*, int, int, int, int) noexcept nogil
+
+
+cdef struct Reducer:
+    int kind
+    void* fn
+    void* in_place      # MPI_IN_PLACE
+    void* datatype      # MPI_DOUBLE or MPI_FLOAT, as the buffer
+    void* op            # MPI_SUM
+    void* comm
+    bint int_handles    # MPICH-style handles: ints, not pointers
+
+
+cdef struct ParamPlan:
+    Py_ssize_t size
+    Py_ssize_t units    # thread t owns entries [lo * row, hi * row), [lo, hi) its units
+    Py_ssize_t row
+    double l2           # coupled decay from the layer's L2 penalty (2 lambda; 0 for biases)
+    void* value
+    void* grad
+    void* state[3]
+
+
+cdef struct Net:
+    int n_layers
+    LayerPlan* layers
+    int n_params
+    ParamPlan* params
+    Py_ssize_t capacity
+    void* ones
+    void* xbuf[2]       # (capacity, n_in of layer 0) gathered inputs, alternate steps
+    void* tbuf          # (capacity, n_out of last layer) gathered float targets
+    int64_t* lbuf       # (capacity,) gathered labels
+    void* wbuf          # (capacity,) gathered sample weights
+    uint64_t rng        # dropout's splitmix64 state
+    int opt_kind
+    double hyper[MAX_HYPER]
+    long long step      # optimizer updates made so far
+    double mom_scale    # SGD momentum buffers hold b / mom_scale (see _optimizers.pxd)
+    bint per_row        # scikit-learn's conventions (Engine.use_per_row_scaling)
+    double l2_scale     # the L2 coefficients' factor in the current step (1, or 1/rows)
+    double penalty_sum  # per_row: the sum over steps of 0.5 * l2 * |W|^2 before each step
+    Reducer reducer     # data-parallel training: how a step's gradients are summed
+    void* flat          # every parameter's gradient, one contiguous block, then EXTRA slots
+    Py_ssize_t flat_size
+    Py_ssize_t extra_at # where the EXTRA slots start in flat
+
+
+# A thread's copy of the step's counters: every thread advances its own alike, and
+# thread 0 writes them back to the Net when the job ends (no shared writes mid-step).
+cdef struct Counters:
+    long long step
+    double mom_scale
+    double l2_scale
+    uint64_t rng
+
+
+cdef struct Part:
+    # A training step's work is cut into the plan's nv blocks (of units, of rows); a
+    # thread runs the blocks [v0, v1), and each block's matrix products and partial sums
+    # are made exactly as when it has a thread of its own. A stretch on fewer threads
+    # than the plan (train_adapting) therefore gives the plan's results bit for bit.
+    int v0
+    int v1
+    int nv
+    int nt      # threads running now: they meet at the barriers
+    Help* help  # a lead's helpers (run_tiles), or NULL
+
+
+cdef inline Part part_of(int tid, int nt, int nv) noexcept nogil:
+    """Thread tid of nt's contiguous run of a plan of nv >= nt blocks."""
+    cdef Part p
+    p.v0, p.v1, p.nv, p.nt, p.help = tid * nv // nt, (tid + 1) * nv // nt, nv, nt, NULL
+    return p
+
+
+cdef inline void span(const Part* p, Py_ssize_t n, Py_ssize_t align, Py_ssize_t* lo,
+                      Py_ssize_t* hi) noexcept nogil:
+    """[lo, hi): the union of the shares of [0, n) of p's blocks (elementwise passes)."""
+    cdef Py_ssize_t ignored
+    if p.v1 <= p.v0:
+        lo[0] = hi[0] = 0
+        return
+    share(n, p.v0, p.nv, align, lo, &ignored)
+    share(n, p.v1 - 1, p.nv, align, &ignored, hi)
+
+
+cdef inline bint sync(int* layout, int wanted, int nt) noexcept nogil:
+    """Meet at a barrier unless each thread's next reads are its own writes (the buffer is
+    whole, or written and read by the same blocks); returns whether it met."""
+    if layout[0] == WHOLE or layout[0] == wanted:
+        return False
+    fastnn_barrier(nt)
+    layout[0] = WHOLE
+    return True
+
+
+cdef void* data_ptr(object arr):
+    """Address of a C-contiguous numpy array's first element (None -> NULL)."""
+    if arr is None:
+        return NULL
+    return <void*> <size_t> arr.__array_interface__["data"][0]
+
+
+cdef void* new_array_data(shape, dtype, list keep):
+    """A new C-contiguous array (appended to keep) and its data's address, through the
+    buffer protocol: cheaper than __array_interface__ where microseconds count."""
+    cdef Py_buffer view
+    arr = np.empty(shape, dtype=dtype)
+    keep.append(arr)
+    PyObject_GetBuffer(arr, &view, PyBUF_C_CONTIGUOUS)
+    cdef void* ptr = view.buf
+    PyBuffer_Release(&view)
+    return ptr
+
+
+cdef inline floating* at(void* base, Py_ssize_t offset, floating* tag) noexcept nogil:
+    """base + offset elements, or NULL for a missing array."""
+    return NULL if base == NULL else (<floating*> base) + offset
+
+
+cdef inline void share(Py_ssize_t n, int tid, int nt, Py_ssize_t align, Py_ssize_t* lo,
+                       Py_ssize_t* hi) noexcept nogil:
+    """Thread tid's contiguous share [lo, hi) of [0, n), its ends multiples of align."""
+    cdef Py_ssize_t blocks = (n + align - 1) // align
+    lo[0] = min(n, (blocks * tid // nt) * align)
+    hi[0] = min(n, (blocks * (tid + 1) // nt) * align)
+
+
+cdef Counters counters_of(Net* net) noexcept nogil:
+    cdef Counters c
+    c.step, c.mom_scale, c.l2_scale, c.rng = net.step, net.mom_scale, net.l2_scale, net.rng
+    return c
+
+
+cdef void store_counters(Net* net, Counters* c) noexcept nogil:
+    net.step, net.mom_scale, net.l2_scale, net.rng = c.step, c.mom_scale, c.l2_scale, c.rng
+
+
+cdef int plan_threads(Net* net, Py_ssize_t rows, int n_run, int passes,
+                      int max_threads) noexcept nogil:
+    """Threads for a call: one per GRAIN_FLOPS of a step's matrix products (`passes`
+    products per Dense layer: 3 when training, 1 forward only), within [1, max_threads]."""
+    cdef int n = <int> min(<double> max_threads,
+                           forward_flops(net, rows, n_run) * passes / GRAIN_FLOPS)
+    return max(1, min(n, FASTNN_MAX_THREADS))
+
+
+cdef double forward_flops(Net* net, Py_ssize_t rows, int n_run) noexcept nogil:
+    """The flops of the Dense layers' products in a forward pass of `rows` rows."""
+    cdef double flops = 0
+    cdef int l
+    for l in range(n_run):
+        if net.layers[l].kind == DENSE:
+            flops += 2.0 * rows * net.layers[l].n_in * net.layers[l].n_out
+    return flops
+
+
+cdef enum JobStatus:     # how a job ended
+    RAN = 0             # every step it was given
+    BAD_LOSS = 1        # a batch's loss was not finite (failed_batch; nothing updated)
+    BAD_UPDATE = 2      # check_steps: an update wrote NaN or inf (failed_batch)
+    INTERRUPTED = -1    # a signal handler raised (its exception is pending)
+    PEER_STOPPED = -2   # data-parallel: another process stopped
+    REDUCE_FAILED = -3  # data-parallel: the allreduce failed
+
+
+cdef struct Help     # a lead and its helpers (helpers.pxi)
+
+
+# One call on the team: an epoch of training, or a predict/evaluate/gradients run.
+cdef struct Job:
+    Net* net
+    bint f64
+    const void* X       # the rows, or a CSR matrix's values (sparse)
+    const void* T
+    const int64_t* labels
+    const void* W       # sample weights, one per row of X, or NULL
+    const int64_t* order
+    bint sparse         # X is CSR: values X, column indices sp_indices, row starts sp_indptr
+    const int64_t* sp_indices
+    const int64_t* sp_indptr
+    bint training       # run: batch norm on batch statistics, dropout drawing masks
+    double weight_total # run: the sum of W (the mean's denominator)
+    void* out
+    Py_ssize_t n_samples
+    Py_ssize_t batch_size
+    Py_ssize_t n_steps           # data-parallel: the epoch's global batches
+    const int64_t* step_rows     # this process's rows in each step
+    const double* step_denoms    # and the global batch's rows (or summed weights)
+    int loss_kind
+    int n_run
+    bint want_grads
+    int stop            # thread 0 -> all: a signal's exception is pending
+    JobStatus status
+    int reduce_failed   # thread 0 -> all
+    double loss_sum     # results, written by thread 0
+    double correct      # correct predictions (weighted by W when given)
+    Py_ssize_t failed_batch
+    # train: the stretch of steps this job runs (Engine.train_epoch runs an epoch as one
+    # job, or in stretches sized to the cores the machine gives), where the next begins
+    Py_ssize_t next_start        # the next step's first row in the call's sequence
+    Py_ssize_t next_batch        # and its index
+    Py_ssize_t end_batch         # the stretch stops before this step
+    int plan                     # training: the plan's blocks (Part), on any threads
+    Help* help                   # training: thread 0 leads, the others help (train_job)
+    bint measure                 # each thread reads its run delay around the stretch
+    bint check_finite            # predict_blocks: each thread checks its rows of X
+    Py_ssize_t bad_row[256]      # the first such row each thread found, or -1
+    long next_block              # predict_blocks: the next block of rows to claim
+    int halt                     # predict_blocks: a thread found NaN or inf
+    bint check_steps             # train: after each update, check what it wrote
+    int bad_write                # train: a thread's blocks hold NaN or inf after a step
+    long long waited[256]        # ns each thread waited for a CPU in the stretch (-1: unknown)
+    double loss_part[256]      # per thread (FASTNN_MAX_THREADS)
+    double penalty_part[256]
+    double correct_part[256]
+    double weight_part[256]

@@ -1,0 +1,147 @@
+# Small predicts (up to SMALL_ROWS rows) and infer: on the calling thread or a split over
+# the team's awake workers, touching nothing of the Net but its parameters.
+
+# predict_small takes up to SMALL_ROWS rows, within SMALL_VALUES values of a buffer (its
+# two per-thread buffers hold rows x the widest layer each)
+cdef Py_ssize_t SMALL_ROWS = 64, SMALL_VALUES = 1 << 18
+# Small predicts from several Python threads (in any model) each run alone on their
+# callers' threads, so that the callers share the cores rather than one taking the team
+# and the others squeezing in beside it: a predict runs alone while another runs, or
+# when another thread's predict ended within SMALL_SHARED_S. (Changed with the GIL.)
+cdef int small_in_flight = 0
+cdef unsigned long small_last_thread = 0
+cdef double small_last_end = -1e300, SMALL_SHARED_S = 1e-3
+
+
+cdef double monotonic_s() noexcept nogil:
+    cdef timespec t
+    clock_gettime(CLOCK_MONOTONIC, &t)
+    return t.tv_sec + 1e-9 * t.tv_nsec
+# The least work a thread takes in a small predict: a one-row GEMV streams the weights
+# from cache, so splitting pays at a far smaller size than a step's products do.
+cdef double SMALL_GRAIN_FLOPS = 1e5
+# Below this much work, waking a sleeping worker (tens of microseconds) costs more than
+# the split saves: such predicts split only while the workers are awake.
+cdef double SMALL_WAKE_FLOPS = 2e6
+
+
+class NonFiniteRow(ValueError):
+    """Engine.run / Engine.infer with check_finite found NaN or inf in X, in `row` (the
+    first such row on the calling thread; on the team, one of them)."""
+
+    def __init__(self, row):
+        super().__init__(f"X contains NaN or inf (in row {row})")
+        self.row = row
+
+
+cdef void forward_split(Net* net, int n_run, const floating* x, floating* out,
+                        Py_ssize_t n, floating* buf_a, floating* buf_b, int tid,
+                        int nt, int nv, bint row_gemv) noexcept nogil:
+    """Thread tid's part of a predict of n rows through the caller's two (n x widest)
+    buffers, planned as nv blocks of each layer's units (as forward() splits a step) and
+    run on nt threads: thread tid takes blocks tid, tid + nt, ... So the result depends
+    on nv only, never on how many threads ran it. With row_gemv (predict_small: OpenBLAS's
+    GEMM with one row was slower) a one-row product is a GEMV; else it is the GEMM that
+    forward() makes, so infer's rows equal the team's. A barrier comes before each Dense
+    layer (and Softmax) reads a whole row. A Dense layer writes the buffer it does not
+    read; elementwise layers work in place, so no thread writes a buffer another may
+    still be reading."""
+    cdef int l, v, layout = WHOLE
+    cdef LayerPlan* L
+    cdef const floating* inp = x
+    cdef floating* dst
+    cdef Py_ssize_t c0, c1, m
+    for l in range(n_run):
+        L = &net.layers[l]
+        m = L.n_out
+        if l == n_run - 1:
+            dst = out
+        elif L.kind == DENSE or inp == x:
+            dst = buf_b if inp == buf_a else buf_a
+        else:
+            dst = <floating*> inp
+        if L.kind == DENSE:
+            sync(&layout, WHOLE, nt)
+            v = tid
+            while v < nv:
+                share(m, v, nv, UNIT_ALIGN, &c0, &c1)
+                if c1 > c0 and n == 1 and row_gemv:
+                    if L.bias != NULL:
+                        memcpy(dst + c0, <floating*> L.bias + c0, (c1 - c0) * sizeof(floating))
+                    gemv(False, <int> (c1 - c0), L.n_in, <floating> 1,
+                         <floating*> L.weight + c0 * L.n_in, L.n_in, inp,
+                         <floating> (1 if L.bias != NULL else 0), dst + c0)
+                elif c1 > c0:
+                    dense_forward(inp, at(L.weight, c0 * L.n_in, dst), at(L.bias, c0, dst),
+                                  dst + c0, <int> n, L.n_in, <int> (c1 - c0), <int> m)
+                v += nt
+            layout = COLS
+        elif L.kind == SOFTMAX:  # works on whole rows
+            sync(&layout, ROWS, nt)
+            share(n, tid, nt, 1, &c0, &c1)
+            activation_forward(SOFTMAX, L.slope, inp + c0 * m, dst + c0 * m, c1 - c0, m)
+            layout = ROWS
+        else:  # elementwise: each entry's value does not depend on the split
+            sync(&layout, COLS, nt)
+            share(m, tid, nt, UNIT_ALIGN, &c0, &c1)
+            if L.kind == BATCHNORM and c1 > c0:
+                batchnorm_eval_forward(inp + c0, dst + c0, at(L.weight, c0, dst),
+                                       at(L.bias, c0, dst), at(L.running_mean, c0, dst),
+                                       at(L.running_var, c0, dst), n, c1 - c0, m, L.eps)
+            elif L.kind == DROPOUT or L.kind == IDENTITY:
+                if dst != inp:
+                    scale_cols(inp, <floating*> NULL, dst, n, m, c0, c1)
+            elif L.kind != BATCHNORM:
+                activation_cols(L.kind, L.slope, inp, dst, n, m, c0, c1)
+            layout = COLS
+        inp = dst
+
+
+cdef struct SmallPredict:
+    Net* net
+    const void* x
+    void* out
+    void* buf_a
+    void* buf_b
+    Py_ssize_t n
+    int plan            # the blocks of units each Dense layer is cut into
+    bint f64
+
+
+cdef void small_predict_job(void* ctx, int tid, int nt) noexcept nogil:
+    cdef SmallPredict* p = <SmallPredict*> ctx
+    if p.f64:
+        forward_split(p.net, p.net.n_layers, <const double*> p.x, <double*> p.out, p.n,
+                      <double*> p.buf_a, <double*> p.buf_b, tid, nt, p.plan, True)
+    else:
+        forward_split(p.net, p.net.n_layers, <const float*> p.x, <float*> p.out, p.n,
+                      <float*> p.buf_a, <float*> p.buf_b, tid, nt, p.plan, True)
+
+
+cdef Py_ssize_t infer_rows(Net* net, int n_run, const floating* X, floating* out,
+                           Py_ssize_t n_rows, Py_ssize_t chunk, floating* buf_a,
+                           floating* buf_b, bint check_finite) noexcept nogil:
+    """Layers [0, n_run) on the calling thread, chunk rows at a time, through the caller's
+    two (chunk x widest) buffers (nothing of the Net's but its parameters is touched).
+    With check_finite, each chunk's rows are checked first (while they come into the
+    cache to be read): returns the first row holding NaN or inf, or -1."""
+    cdef Py_ssize_t start = 0, n, bad, n_in = net.layers[0].n_in
+    cdef Py_ssize_t width_out = net.layers[n_run - 1].n_out
+    while start < n_rows:
+        n = min(chunk, n_rows - start)
+        if check_finite:
+            bad = first_nonfinite(X + start * n_in, n, n_in)
+            if bad >= 0:
+                return start + bad
+        forward_split(net, n_run, X + start * n_in, out + start * width_out, n, buf_a, buf_b,
+                      0, 1, 1, False)
+        start += n
+    return -1
+
+
+def set_small_wake_flops(double flops):
+    """Set the work from which a small predict splits even while the team's workers
+    sleep (tests set 0 to make every split predict wake them); returns the old value."""
+    global SMALL_WAKE_FLOPS
+    old, SMALL_WAKE_FLOPS = SMALL_WAKE_FLOPS, flops
+    return old
