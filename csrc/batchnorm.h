@@ -8,7 +8,7 @@
  *
  * Why: on 784-256-128-10 with BatchNorm1d at batch 512 (2 threads), perf put the Cython
  * loops, which GCC's baseline build vectorizes 4 floats wide, at about half of what batch
- * norm added to the epoch (developer session 11; docs/design.md). */
+ * norm added to the epoch. */
 #ifndef FASTNN_BATCHNORM_H
 #define FASTNN_BATCHNORM_H
 #include <math.h>

@@ -1,9 +1,9 @@
-/* fastnn processes that share CPUs divide them (docs/design.md, "Neighbours").
+/* fastnn processes that share CPUs divide them (docs/design.md, "Busy machines").
  *
  * Why: from inside one process another fastnn looks like any busy process. Two fastnn
  * processes training at once on 2 cores each dropped to one thread, then each tried a
- * lead with helpers (csrc/helping.h) and took CPU time from the other: 2.24-2.83 s each
- * for 3 epochs against 2.04-2.11 s with one thread each (developer session 10).
+ * lead with helpers (csrc/helping.h) and took CPU time from the other
+ * (bench/bench_neighbours.py's "no registry" way; docs/design.md has its figures).
  *
  * How: a small file shared by one user's processes (in /dev/shm; FASTNN_NEIGHBOURS names
  * another, or "off") holds one entry per process that is training with an adapting thread

@@ -32,7 +32,7 @@ cdef void batchnorm_rows_forward(LayerPlan* L, const floating* x, floating* y, P
     barrier every thread totals those likewise (1/std), then normalizes its own rows.
     Each thread writes the shared mean, 1/std and running statistics of its own features
     only. Two barriers: the totals are a few adds per feature and block, cheaper done
-    by every thread than met for (docs/design.md, "Batch norm on row blocks")."""
+    by every thread than met for (docs/design.md, "The layer kinds")."""
     cdef Py_ssize_t m = L.n_out, r0, r1, c0, c1, j
     cdef floating* part = <floating*> L.bn_part
     cdef floating* part_sq = part + L.bn_blocks * m

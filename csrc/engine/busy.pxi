@@ -15,9 +15,8 @@ cdef extern from "neighbours.h" nogil:
 # epoch runs in stretches of about STRETCH_S; after each, the team's run delays (how long
 # its threads waited for a CPU: csrc/contention.h) set the next stretch's threads.
 # Barrier-synchronous threads run only as fast as the slowest, so a thread sharing its
-# core with another process holds the whole team back: on 2 cores with one other process
-# spinning, an epoch on 2 threads took 2.02-2.11x the idle epoch and on 1 thread
-# 1.67-1.70x (bench/bench_busy.py, docs/design.md). A stretch in which some thread waited
+# core with another process holds the whole team back (docs/design.md, "Busy machines",
+# has what bench/bench_busy.py measures of each way). A stretch in which some thread waited
 # more than CONTENDED of it drops about as many threads as the team's waits add up to
 # (where that leaves one, a lead and helpers run instead: train_adapting, after_helped).
 # Below the plan, after `patience` calm stretches one stretch tries the whole plan again:

@@ -54,7 +54,7 @@ cdef int dense_grid(const LayerPlan* L, Py_ssize_t n, int nv) noexcept nogil:
     C n + R n_out (times n_in), among those that give every column block units; ties go
     to fewer rows. With R = 1 this is a block of units per thread; a layer of fewer
     units than blocks of 16 (a 10-class output) splits its rows rather than idle threads.
-    docs/design.md, "A grid of tiles", has what it is worth."""
+    docs/design.md, "The layer kinds", has what it is worth."""
     cdef int rows, best = 1
     cdef Py_ssize_t blocks = (L.n_out + UNIT_ALIGN - 1) // UNIT_ALIGN
     cdef double cost, least = -1

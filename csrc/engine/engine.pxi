@@ -152,7 +152,7 @@ cdef class Engine:
     def _batchnorm_on_rows(self, int blocks):
         """Training on a plan of `blocks` blocks runs batch norm on row blocks: reserve
         its per-block sums (kept for later calls) and let every Dense layer's grid cut
-        rows, batch norm's neighbours too (docs/design.md, "Batch norm on row blocks")."""
+        rows, batch norm's neighbours too (docs/design.md, "The layer kinds")."""
         cdef LayerPlan* L
         cdef int l
         if blocks <= 1 or not any(self.net.layers[l].kind == BATCHNORM

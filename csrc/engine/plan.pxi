@@ -79,7 +79,7 @@ cdef struct LayerPlan:
 # Data-parallel training (fastnn/distributed.py): after each step's backward pass, thread
 # 0 sums the flat gradient buffer over the processes with one MPI_Allreduce (in place),
 # called through a pointer resolved from the MPI library mpi4py loaded, or through a short
-# call back into Python (mpi4py's Comm.Allreduce): see docs/design.md for the two timed.
+# call back into Python (mpi4py's Comm.Allreduce): docs/distributed.md times the two.
 cdef enum:
     REDUCE_NONE = 0
     REDUCE_MPI = 1      # fn is MPI_Allreduce; handles are pointers, or ints (int_handles)
