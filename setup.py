@@ -8,7 +8,7 @@ from setuptools import Extension, setup
 # -ffp-contract=off: no fused multiply-adds, so the instruction-set clones of a loop
 # (csrc/adam.h) round exactly as the baseline build does.
 COMPILE_ARGS = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off"]
-MODULES = ["_engine", "_kernels", "_tangent"]
+MODULES = ["_engine", "_kernels"]
 
 extensions = [
     Extension(f"fastnn.{name}", [f"csrc/{name}.pyx"], include_dirs=["csrc"],

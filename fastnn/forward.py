@@ -1,6 +1,6 @@
 """Forward mode and reverse mode of a Sequential model's function (what predict computes),
 and the input Jacobian. Sequential.jvp, vjp, jacobian and jvp_parameters delegate here;
-the passes are compiled (csrc/_tangent.pyx) and run with the GIL released.
+the passes are compiled (csrc/engine/tangent.pxi) and run with the GIL released.
 
 Forward mode carries a tangent along the forward pass: one pass per input direction.
 Reverse mode carries a cotangent back from the outputs: one pass per output. So the input
@@ -11,7 +11,7 @@ parameters: examples/forward_vs_reverse.py measures both.
 """
 import numpy as np
 
-from . import _kernels, _tangent
+from . import _engine, _kernels
 from ._validation import as_features, check_finite_rows
 from .losses import get_loss
 
@@ -54,7 +54,7 @@ def jvp(model, X, V):
     X = as_features(X, model.n_features, model.dtype)
     V = _directions(V, "V", X.shape, "X", model.dtype)
     with model._lock:
-        return _tangent.forward_mode(_specs(model), X, V, 1, _chunk(model, 1))
+        return _engine.forward_mode(_specs(model), X, V, 1, _chunk(model, 1))
 
 
 def vjp(model, X, U):
@@ -63,7 +63,7 @@ def vjp(model, X, U):
     X = as_features(X, model.n_features, model.dtype)
     U = _directions(U, "U", (X.shape[0], model.n_outputs), "the outputs", model.dtype)
     with model._lock:
-        return _tangent.reverse_mode(_specs(model), X, U, 1, _chunk(model, 1))
+        return _engine.reverse_mode(_specs(model), X, U, 1, _chunk(model, 1))
 
 
 def jacobian(model, X, mode="auto"):
@@ -82,10 +82,10 @@ def jacobian(model, X, mode="auto"):
     with model._lock:
         if mode == "forward":  # tangent j of row i: the unit vector e_j
             V = np.ascontiguousarray(np.tile(np.eye(d, dtype=model.dtype), (n, 1)))
-            _, JV = _tangent.forward_mode(_specs(model), X, V, d, _chunk(model, d))
+            _, JV = _engine.forward_mode(_specs(model), X, V, d, _chunk(model, d))
             return JV.reshape(n, d, m).transpose(0, 2, 1).copy()
         U = np.ascontiguousarray(np.tile(np.eye(m, dtype=model.dtype), (n, 1)))
-        _, grad = _tangent.reverse_mode(_specs(model), X, U, m, _chunk(model, m))
+        _, grad = _engine.reverse_mode(_specs(model), X, U, m, _chunk(model, m))
         return grad.reshape(n, m, d)
 
 
@@ -112,7 +112,7 @@ def jvp_parameters(model, X, y, directions, loss=None):
                          (directions[i], directions[i + 1] if count > 1 else None))
         i += count
     with model._lock:
-        out, tangent = _tangent.forward_mode(_specs(model, n_run), X, None, 1,
+        out, tangent = _engine.forward_mode(_specs(model, n_run), X, None, 1,
                                              _chunk(model, 1), per_layer)
     grad = np.empty_like(out)
     n_out = out.shape[1]

@@ -4,6 +4,8 @@ Parameters follow torch.nn.Linear's layout: weight (out_features, in_features) a
 bias (out_features,). They are plain numpy arrays owned by the layer and used in place
 by the compiled engine: assigning `layer.weight = w` copies w into the existing array.
 """
+from typing import NamedTuple, Optional
+
 import numpy as np
 
 from . import _engine
@@ -14,6 +16,19 @@ __all__ = ["Layer", "Dense", "Identity", "ReLU", "LeakyReLU", "Sigmoid", "Tanh",
 
 _INITS = ("he", "he_uniform", "glorot", "glorot_normal")
 DRAW_BLOCK = 1 << 20  # entries of float64 a weight initialisation draws at a time
+
+
+class LayerSpec(NamedTuple):
+    """What the compiled engine is told of a layer (it reads it in one place, read_spec in
+    csrc/engine/plan.pxi, for training and forward mode alike)."""
+    kind: int                   # the kind's code, _engine.LAYER_KINDS[name]
+    n_in: int
+    n_out: int
+    slope: float                # LeakyReLU's slope, Dropout's p
+    weight: Optional[np.ndarray]  # used in place: C-contiguous, the model's dtype
+    bias: Optional[np.ndarray]
+    l2: float                   # the weight's penalty gradient coefficient (2 lambda)
+    extra: Optional[dict]       # batch norm: eps, momentum, running_mean, running_var
 
 
 class Layer:
@@ -35,10 +50,9 @@ class Layer:
         return {"kind": self.kind}
 
     def _spec(self, in_width):
-        """(kind code, n_in, n_out, slope, weight, bias, l2 coefficient, extra settings)
-        for the engine."""
-        return (_engine.LAYER_KINDS[self.kind], in_width, self.output_width(in_width),
-                self._slope(), None, None, 0.0, None)
+        """The layer as the engine takes it (LayerSpec)."""
+        return LayerSpec(_engine.LAYER_KINDS[self.kind], in_width, self.output_width(in_width),
+                         self._slope(), None, None, 0.0, None)
 
     def _slope(self):
         """The one scalar setting an elementwise kernel reads (LeakyReLU's slope, Dropout's p)."""
@@ -179,8 +193,8 @@ class Dense(Layer):
                 self._bias = np.zeros(self._bias.shape, dtype=dtype)
 
     def _spec(self, in_width):
-        return (_engine.LAYER_KINDS["dense"], self.in_features, self.out_features, 0.0,
-                self._weight, self._bias, 2 * self.l2, None)
+        return LayerSpec(_engine.LAYER_KINDS["dense"], self.in_features, self.out_features,
+                         0.0, self._weight, self._bias, 2 * self.l2, None)
 
     def penalty(self):
         if not self.l2:
@@ -306,8 +320,8 @@ class BatchNorm1d(Layer):
     def _spec(self, in_width):
         extra = {"eps": self.eps, "momentum": self.momentum,
                  "running_mean": self.running_mean, "running_var": self.running_var}
-        return (_engine.LAYER_KINDS["batchnorm"], in_width, in_width, 0.0, self.weight,
-                self.bias, 0.0, extra)
+        return LayerSpec(_engine.LAYER_KINDS["batchnorm"], in_width, in_width, 0.0,
+                         self.weight, self.bias, 0.0, extra)
 
     def _config(self):
         return {"kind": self.kind, "num_features": self.num_features, "eps": self.eps,

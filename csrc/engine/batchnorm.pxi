@@ -1,5 +1,6 @@
-# Batch norm: training on the plan's row blocks (block sums totalled in block order by
-# every thread), and keeping the running statistics aside while a step may fail.
+# BatchNorm1d: its training passes (on the plan's row blocks, block sums totalled in block
+# order by every thread; on columns for a one-block plan), its predict and tangents, and
+# its running statistics kept aside while a step may fail.
 
 cdef inline bint bn_on_rows(const LayerPlan* L, bint training, const Part* p) noexcept nogil:
     """Whether a training pass runs batch norm on the plan's row blocks (its partial sums
@@ -123,8 +124,121 @@ cdef void keep_running_stats(Net* net, bint restore, const Part* p,
             span(p, L.n_out, UNIT_ALIGN, &lo, &hi)
             size = (hi - lo) * sizeof(floating)
             if restore:
-                memcpy(at(L.running_mean, lo, tag), at(L.saved_mean, lo, tag), size)
-                memcpy(at(L.running_var, lo, tag), at(L.saved_var, lo, tag), size)
+                memcpy(at(<floating*> L.running_mean, lo), at(<floating*> L.saved_mean, lo), size)
+                memcpy(at(<floating*> L.running_var, lo), at(<floating*> L.saved_var, lo), size)
             else:
-                memcpy(at(L.saved_mean, lo, tag), at(L.running_mean, lo, tag), size)
-                memcpy(at(L.saved_var, lo, tag), at(L.running_var, lo, tag), size)
+                memcpy(at(<floating*> L.saved_mean, lo), at(<floating*> L.running_mean, lo), size)
+                memcpy(at(<floating*> L.saved_var, lo), at(<floating*> L.running_var, lo), size)
+
+
+cdef void batchnorm_forward_pass(LayerPlan* L, Pass* s, const floating* inp,
+                                 floating* out) noexcept nogil:
+    cdef const Part* p = s.p
+    cdef Py_ssize_t m = L.n_out, c0, c1
+    if bn_on_rows(L, s.training, p):
+        sync(&s.layout, ROWS, p.nt)
+        batchnorm_rows_forward(L, inp, out, s.n, p)
+        s.layout = ROWS
+        return
+    sync(&s.layout, COLS, p.nt)
+    span(p, m, UNIT_ALIGN, &c0, &c1)
+    if c1 > c0 and s.training:
+        batchnorm_train_forward(inp + c0, out + c0, at(<floating*> L.weight, c0),
+                                at(<floating*> L.bias, c0), at(<floating*> L.batch_mean, c0),
+                                at(<floating*> L.batch_invstd, c0),
+                                at(<floating*> L.running_mean, c0),
+                                at(<floating*> L.running_var, c0), s.n, c1 - c0, m, L.eps,
+                                L.momentum)
+    elif c1 > c0:
+        batchnorm_eval_forward(inp + c0, out + c0, at(<floating*> L.weight, c0),
+                               at(<floating*> L.bias, c0), at(<floating*> L.running_mean, c0),
+                               at(<floating*> L.running_var, c0), s.n, c1 - c0, m, L.eps)
+    s.layout = COLS
+
+
+cdef void batchnorm_backward_pass(LayerPlan* L, Pass* s, const floating* inp,
+                                  const floating* g, floating* grad_in) noexcept nogil:
+    cdef const Part* p = s.p
+    cdef Py_ssize_t m = L.n_out, c0, c1
+    if bn_on_rows(L, s.training, p):
+        pass_meet(s, ROWS)
+        batchnorm_rows_backward(s.net, s.c, L, inp, g, grad_in, s.n, s.update, s.grad_beta, p)
+        s.layout = ROWS
+        return
+    pass_meet(s, COLS)
+    span(p, m, UNIT_ALIGN, &c0, &c1)
+    if c1 > c0 and s.training:
+        batchnorm_backward(inp + c0, g + c0, at(<floating*> L.weight, c0),
+                           at(<floating*> L.batch_mean, c0), at(<floating*> L.batch_invstd, c0),
+                           at(<floating*> L.dgamma, c0), at(<floating*> L.dbeta, c0),
+                           NULL if grad_in == NULL else grad_in + c0, s.n, c1 - c0, m)
+    elif c1 > c0:
+        batchnorm_eval_backward(inp + c0, g + c0, at(<floating*> L.weight, c0),
+                                at(<floating*> L.running_mean, c0),
+                                at(<floating*> L.running_var, c0), at(<floating*> L.dgamma, c0),
+                                at(<floating*> L.dbeta, c0),
+                                NULL if grad_in == NULL else grad_in + c0, s.n, c1 - c0, m,
+                                L.eps)
+    land(s.net, s.c, L.weight_param, <floating*> L.dgamma, c0, c1, s.update, s.grad_beta)
+    land(s.net, s.c, L.bias_param, <floating*> L.dbeta, c0, c1, s.update, s.grad_beta)
+    s.layout = COLS
+
+
+cdef void batchnorm_predict(LayerPlan* L, const floating* inp, floating* dst, Py_ssize_t n,
+                            int tid, int nt, int* layout) noexcept nogil:
+    """Thread tid of nt's features of a predict, with the running statistics."""
+    cdef Py_ssize_t m = L.n_out, c0, c1
+    sync(layout, COLS, nt)
+    share(m, tid, nt, UNIT_ALIGN, &c0, &c1)
+    if c1 > c0:
+        batchnorm_eval_forward(inp + c0, dst + c0, at(<floating*> L.weight, c0),
+                               at(<floating*> L.bias, c0), at(<floating*> L.running_mean, c0),
+                               at(<floating*> L.running_var, c0), n, c1 - c0, m, L.eps)
+    layout[0] = COLS
+
+
+cdef void batchnorm_tangent(LayerPlan* L, const floating* val_in, floating* val_out,
+                            const floating* tan_in, floating* tan_out, floating* scratch,
+                            Py_ssize_t n, Py_ssize_t k) noexcept nogil:
+    """Forward mode with the running statistics: a tangent scaled by gamma /
+    sqrt(running_var + eps), plus dgamma * xhat + dbeta along a parameter direction."""
+    cdef Py_ssize_t i, j, m = L.n_out
+    batchnorm_eval_forward(val_in, val_out, <floating*> L.weight, <floating*> L.bias,
+                           <floating*> L.running_mean, <floating*> L.running_var, n, m, m,
+                           L.eps)
+    for i in range(n):
+        for j in range(k):
+            if tan_in != NULL:  # scratch: the dgamma/dbeta sums it also makes, unused
+                batchnorm_eval_backward(val_in + i * m, tan_in + (i * k + j) * m,
+                                        <floating*> L.weight, <floating*> L.running_mean,
+                                        <floating*> L.running_var, scratch, scratch + m,
+                                        tan_out + (i * k + j) * m, 1, m, m, L.eps)
+            else:
+                memset(tan_out + (i * k + j) * m, 0, m * sizeof(floating))
+            if L.dweight != NULL or L.dbias != NULL:
+                batchnorm_direction(L, val_in + i * m, tan_out + (i * k + j) * m)
+
+
+cdef void batchnorm_direction(LayerPlan* L, const floating* x, floating* t) noexcept nogil:
+    """t += dgamma * xhat + dbeta for one row (with the running statistics)."""
+    cdef Py_ssize_t j
+    cdef floating xhat
+    for j in range(L.n_out):
+        xhat = <floating> ((x[j] - (<floating*> L.running_mean)[j])
+                           / sqrt((<floating*> L.running_var)[j] + L.eps))
+        if L.dweight != NULL:
+            t[j] += (<floating*> L.dweight)[j] * xhat
+        if L.dbias != NULL:
+            t[j] += (<floating*> L.dbias)[j]
+
+
+cdef void batchnorm_cotangent(LayerPlan* L, const floating* val_in, const floating* cot_in,
+                              floating* cot_out, floating* scratch, Py_ssize_t n,
+                              Py_ssize_t k) noexcept nogil:
+    cdef Py_ssize_t i, j, m = L.n_out
+    for i in range(n):
+        for j in range(k):
+            batchnorm_eval_backward(val_in + i * m, cot_in + (i * k + j) * m,
+                                    <floating*> L.weight, <floating*> L.running_mean,
+                                    <floating*> L.running_var, scratch, scratch + m,
+                                    cot_out + (i * k + j) * m, 1, m, m, L.eps)

@@ -124,14 +124,14 @@ cdef void tile_product(const TilePass* t, int v, floating* scratch) noexcept nog
         tile(v, t.grid, t.nv, t.n, m, &r0, &r1, &c0, &c1)
         if r1 > r0:
             dense_forward(<const floating*> t.inp + r0 * L.n_in,
-                          at(L.weight, c0 * L.n_in, out), at(L.bias, c0, out),
+                          at(<floating*> L.weight, c0 * L.n_in), at(<floating*> L.bias, c0),
                           scratch if scratch != NULL else out + r0 * m + c0,
                           <int> (r1 - r0), L.n_in, <int> (c1 - c0),
                           <int> (c1 - c0) if scratch != NULL else <int> m)
     elif t.kind == TILE_INPUT_GRAD:
         tile(v, t.grid, t.nv, t.n, L.n_in, &r0, &r1, &c0, &c1)
         if r1 > r0:
-            dense_input_grad(g + r0 * m, at(L.weight, c0, out),
+            dense_input_grad(g + r0 * m, at(<floating*> L.weight, c0),
                              scratch if scratch != NULL else out + r0 * L.n_in + c0,
                              <int> (r1 - r0), <int> (c1 - c0), L.n_in, <int> m)
     else:
@@ -232,18 +232,103 @@ cdef void run_tiles(TilePass* t, const Part* p, floating* tag) noexcept nogil:
         lead_tile(t, v, tag)
 
 
-cdef void dense_update(Net* net, Counters* c, int l, const floating* inp, Py_ssize_t n,
-                       bint update, double grad_beta, const Part* p) noexcept nogil:
-    """Each of p's blocks of Dense layer l: its tile of the weight gradient (units by
-    inputs, dense_grid) and, in the grid's first row, its units' bias gradient, landed
+cdef void dense_update(Pass* s, LayerPlan* L, const floating* inp) noexcept nogil:
+    """Each of the thread's blocks of Dense layer L: its tile of the weight gradient (units
+    by inputs, dense_grid) and, in the grid's first row, its units' bias gradient, landed
     where the optimizer wants them (folded into the update where the formula allows),
     then the rest of the tile's update, while its weights are in this core's cache."""
-    cdef LayerPlan* L = &net.layers[l]
-    cdef TilePass products = tile_pass(TILE_PARAM_GRAD, L, inp, <floating*> L.grad, NULL, n,
-                                       dense_grid(L, n, p.nv), p.nv, <floating*> L.grad)
-    products.dest_w = destination(net, c, L.weight_param, update, grad_beta, &products.wdest)
-    products.dest_b = destination(net, c, L.bias_param, update, grad_beta, &products.bdest)
+    cdef Net* net = s.net
+    cdef TilePass products = tile_pass(TILE_PARAM_GRAD, L, inp, <floating*> L.grad, NULL, s.n,
+                                       dense_grid(L, s.n, s.p.nv), s.p.nv, <floating*> L.grad)
+    products.dest_w = destination(net, s.c, L.weight_param, s.update, s.grad_beta,
+                                  &products.wdest)
+    products.dest_b = destination(net, s.c, L.bias_param, s.update, s.grad_beta,
+                                  &products.bdest)
     products.alpha, products.beta_w = products.wdest.alpha, products.wdest.beta
     products.beta_b = products.bdest.beta
-    products.ones, products.net, products.c, products.update = net.ones, net, c, update
-    run_tiles(&products, p, <floating*> L.grad)
+    products.ones, products.net, products.c, products.update = net.ones, net, s.c, s.update
+    run_tiles(&products, s.p, <floating*> L.grad)
+
+
+cdef void dense_forward_pass(LayerPlan* L, Pass* s, const floating* inp,
+                             floating* out) noexcept nogil:
+    """Y = A W^T + b on the thread's tiles of the layer's grid (it reads all of A: a
+    barrier first unless A is whole)."""
+    cdef TilePass products
+    sync(&s.layout, WHOLE, s.p.nt)
+    s.grid = dense_grid(L, s.n, s.p.nv)
+    products = tile_pass(TILE_FORWARD, L, inp, NULL, out, s.n, s.grid, s.p.nv, out)
+    run_tiles(&products, s.p, out)
+    s.layout = grid_layout(s.grid, s.p.nv)
+
+
+cdef void dense_backward_pass(LayerPlan* L, Pass* s, const floating* inp,
+                              const floating* g, floating* grad_in) noexcept nogil:
+    """dA = dZ W on the thread's tiles for the layer below, then, after the next barrier
+    (other threads still read W), the weight tiles' gradients and updates; with no layer
+    below to feed, the weight tiles at once."""
+    cdef TilePass products
+    pass_meet(s, WHOLE)
+    if grad_in == NULL:
+        dense_update(s, L, inp)
+        return
+    s.grid = dense_grid(L, s.n, s.p.nv)
+    products = tile_pass(TILE_INPUT_GRAD, L, NULL, g, grad_in, s.n, s.grid, s.p.nv, g)
+    run_tiles(&products, s.p, g)
+    s.pending, s.pending_inp = L, inp
+    s.layout = grid_layout(s.grid, s.p.nv)
+
+
+cdef void dense_predict(LayerPlan* L, const floating* inp, floating* dst, Py_ssize_t n,
+                        int tid, int nt, int nv, bint row_gemv, int* layout) noexcept nogil:
+    """Blocks tid, tid + nt, ... of the plan's nv blocks of units (the result depends on
+    nv only). With row_gemv a one-row product is a GEMV (OpenBLAS's GEMM with one row was
+    slower); else it is the GEMM a training pass makes, so infer's rows equal the team's."""
+    cdef Py_ssize_t m = L.n_out, c0, c1
+    cdef int v = tid
+    sync(layout, WHOLE, nt)
+    while v < nv:
+        share(m, v, nv, UNIT_ALIGN, &c0, &c1)
+        if c1 > c0 and n == 1 and row_gemv:
+            if L.bias != NULL:
+                memcpy(dst + c0, <floating*> L.bias + c0, (c1 - c0) * sizeof(floating))
+            gemv(False, <int> (c1 - c0), L.n_in, <floating> 1,
+                 <floating*> L.weight + c0 * L.n_in, L.n_in, inp,
+                 <floating> (1 if L.bias != NULL else 0), dst + c0)
+        elif c1 > c0:
+            dense_forward(inp, at(<floating*> L.weight, c0 * L.n_in),
+                          at(<floating*> L.bias, c0), dst + c0, <int> n, L.n_in,
+                          <int> (c1 - c0), <int> m)
+        v += nt
+    layout[0] = COLS
+
+
+cdef void dense_tangent(LayerPlan* L, const floating* val_in, floating* val_out,
+                        const floating* tan_in, floating* tan_out, floating* scratch,
+                        Py_ssize_t n, Py_ssize_t k) noexcept nogil:
+    """Forward mode: values, and tangents t W^T (one product for a row's k tangents), plus
+    a_in dW^T + db along a parameter direction."""
+    cdef Py_ssize_t i, j, u, m = L.n_out
+    dense_forward(val_in, <floating*> L.weight, <floating*> L.bias, val_out, <int> n,
+                  L.n_in, L.n_out, L.n_out)
+    if tan_in != NULL:
+        dense_forward(tan_in, <floating*> L.weight, <floating*> NULL, tan_out,
+                      <int> (n * k), L.n_in, L.n_out, L.n_out)
+    else:
+        memset(tan_out, 0, n * k * m * sizeof(floating))
+    if L.dweight == NULL:
+        return
+    for i in range(n):  # the same for each of a row's k tangents
+        for j in range(k):
+            dense_forward(val_in + i * L.n_in, <floating*> L.dweight, <floating*> NULL,
+                          scratch, 1, L.n_in, L.n_out, L.n_out)
+            for u in range(m):
+                tan_out[(i * k + j) * m + u] += scratch[u] + (
+                    (<floating*> L.dbias)[u] if L.dbias != NULL else 0)
+
+
+cdef void dense_cotangent(LayerPlan* L, const floating* cot_in, floating* cot_out,
+                          Py_ssize_t n, Py_ssize_t k) noexcept nogil:
+    """Reverse mode: a row's k cotangents u -> u W, one product."""
+    dense_input_grad(cot_in, <floating*> L.weight, cot_out, <int> (n * k), L.n_in, L.n_in,
+                     L.n_out)

@@ -4,11 +4,12 @@
 cdef class Engine:
     """Compiled plan of a Sequential model: layer kinds, parameter pointers, buffers.
 
-    specs: one tuple (kind, n_in, n_out, slope, weight, bias, l2, extra) per layer, with
-    weight and bias C-contiguous arrays of `dtype` (None for layers without them), used
-    in place, l2 the coefficient c of the weight's penalty gradient c * W (2 lambda), and
-    extra a dict of layer-specific settings (batch norm: eps, momentum, running_mean,
-    running_var; the running statistics are updated in place) or None.
+    specs: one fastnn.layers.LayerSpec per layer (kind, n_in, n_out, slope, weight, bias,
+    l2, extra), with weight and bias C-contiguous arrays of `dtype` (None for layers
+    without them), used in place, l2 the coefficient c of the weight's penalty gradient
+    c * W (2 lambda), and extra a dict of layer-specific settings (batch norm: eps,
+    momentum, running_mean, running_var; the running statistics are updated in place)
+    or None.
     The gradient arrays, in parameter order, are `self.grads`.
     """
     cdef Net net
@@ -48,25 +49,21 @@ cdef class Engine:
         self._buffers = []
         self._trainer = self._readers = 0
         params = []
-        for l, (kind, n_in, n_out, slope, weight, bias, l2, extra) in enumerate(specs):
+        for l, spec in enumerate(specs):
             L = &self.net.layers[l]
-            L.kind, L.n_in, L.n_out, L.slope = kind, n_in, n_out, slope
+            read_spec(L, spec)
+            kind, n_in, n_out, slope, weight, bias, l2, extra = spec
             if kind == BATCHNORM:
-                L.eps, L.momentum = extra["eps"], extra["momentum"]
                 scratch = [extra["running_mean"], extra["running_var"]] + [
                     np.zeros(n_out, dtype=self.dtype) for _ in range(6)]
                 for arr in scratch:
                     if arr.dtype != self.dtype or not arr.flags.c_contiguous \
                             or arr.shape != (n_out,):
                         raise TypeError("batch-norm statistics must match the layer")
-                L.running_mean, L.running_var, L.batch_mean, L.batch_invstd = (
-                    data_ptr(scratch[0]), data_ptr(scratch[1]), data_ptr(scratch[2]),
-                    data_ptr(scratch[3]))
-                L.dgamma, L.dbeta, L.saved_mean, L.saved_var = (
-                    data_ptr(scratch[4]), data_ptr(scratch[5]), data_ptr(scratch[6]),
-                    data_ptr(scratch[7]))
+                L.batch_mean, L.batch_invstd, L.dgamma, L.dbeta, L.saved_mean, L.saved_var = (
+                    data_ptr(scratch[2]), data_ptr(scratch[3]), data_ptr(scratch[4]),
+                    data_ptr(scratch[5]), data_ptr(scratch[6]), data_ptr(scratch[7]))
                 self._keep.extend(scratch)
-            L.weight, L.bias = data_ptr(weight), data_ptr(bias)
             L.weight_param = L.bias_param = -1
             L.need_grad_in = below_has_params
             for arr in (weight, bias):

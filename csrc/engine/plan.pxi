@@ -74,6 +74,9 @@ cdef struct LayerPlan:
     # each thread's own totals (2 m at slot v0, its first block: bn_own_totals)
     void* bn_part
     int bn_blocks       # plan blocks bn_part holds (0: none; batch norm runs on columns)
+    # forward mode in parameters (tangent.pxi): a direction for the weight and the bias
+    void* dweight
+    void* dbias
 
 
 # Data-parallel training (fastnn/distributed.py): after each step's backward pass, thread
@@ -185,6 +188,47 @@ cdef inline bint sync(int* layout, int wanted, int nt) noexcept nogil:
     return True
 
 
+# One forward or backward pass over the layers as one thread runs it (passes.pxi): each
+# kind's pass (kinds.pxi) reads what it needs and leaves the layout it wrote in.
+cdef struct Pass:
+    Net* net
+    Counters* c
+    const Part* p
+    bint f64
+    Py_ssize_t n            # the batch's rows
+    bint training           # dropout draws masks, batch norm takes the batch's statistics
+    int layout              # how the threads wrote the buffer the next layer reads
+    int grid                # the rows of the grid of the Dense pass that wrote it
+    bint update             # backward: a training step (the optimizer takes the gradients)
+    double grad_beta        # backward otherwise: 1 adds to the gradient arrays, 0 sets
+    LayerPlan* pending      # backward: a Dense layer whose weight tiles' update waits for
+    const void* pending_inp #   the next barrier (others still read its W), and its input
+
+
+cdef inline Pass pass_of(Net* net, Counters* c, const Part* p, Py_ssize_t n,
+                         bint training) noexcept nogil:
+    cdef Pass s
+    memset(&s, 0, sizeof(s))
+    s.net, s.c, s.p, s.n, s.training = net, c, p, n, training
+    s.layout, s.grid, s.pending = WHOLE, 1, NULL
+    return s
+
+
+cdef int read_spec(LayerPlan* L, spec) except -1:
+    """Fill L's kind, widths, slope and parameter pointers from a layer's spec
+    (fastnn.layers.LayerSpec: kind, n_in, n_out, slope, weight, bias, l2, extra); batch
+    norm's eps, momentum and running statistics from its extra. The one place a spec is
+    read, for training and forward mode alike."""
+    kind, n_in, n_out, slope, weight, bias, l2, extra = spec
+    L.kind, L.n_in, L.n_out, L.slope = kind, n_in, n_out, slope
+    L.weight, L.bias = data_ptr(weight), data_ptr(bias)
+    if kind == BATCHNORM:
+        L.eps, L.momentum = extra["eps"], extra["momentum"]
+        L.running_mean = data_ptr(extra["running_mean"])
+        L.running_var = data_ptr(extra["running_var"])
+    return 0
+
+
 cdef void* data_ptr(object arr):
     """Address of a C-contiguous numpy array's first element (None -> NULL)."""
     if arr is None:
@@ -204,9 +248,9 @@ cdef void* new_array_data(shape, dtype, list keep):
     return ptr
 
 
-cdef inline floating* at(void* base, Py_ssize_t offset, floating* tag) noexcept nogil:
+cdef inline floating* at(floating* base, Py_ssize_t offset) noexcept nogil:
     """base + offset elements, or NULL for a missing array."""
-    return NULL if base == NULL else (<floating*> base) + offset
+    return NULL if base == NULL else base + offset
 
 
 cdef inline void share(Py_ssize_t n, int tid, int nt, Py_ssize_t align, Py_ssize_t* lo,

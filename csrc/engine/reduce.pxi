@@ -77,10 +77,10 @@ cdef void update_from_gradients(Net* net, Counters* c, const Part* p,
         span(p, P.units, UNIT_ALIGN, &lo, &hi)
         if hi > lo:
             optimizer_finish(net.opt_kind, net.hyper, P.l2 * c.l2_scale, c.step, dest,
-                             at(P.value, lo * P.row, tag), at(P.grad, lo * P.row, tag),
-                             at(P.state[0], lo * P.row, tag),
-                             at(P.state[1], lo * P.row, tag),
-                             at(P.state[2], lo * P.row, tag), (hi - lo) * P.row)
+                             at(<floating*> P.value, lo * P.row), at(<floating*> P.grad, lo * P.row),
+                             at(<floating*> P.state[0], lo * P.row),
+                             at(<floating*> P.state[1], lo * P.row),
+                             at(<floating*> P.state[2], lo * P.row), (hi - lo) * P.row)
 
 
 cdef bint reduce_step(Job* job, Net* net, Counters* c, double local_loss, Py_ssize_t batch,

@@ -45,55 +45,20 @@ cdef void forward_split(Net* net, int n_run, const floating* x, floating* out,
     forward() makes, so infer's rows equal the team's. A barrier comes before each Dense
     layer (and Softmax) reads a whole row. A Dense layer writes the buffer it does not
     read; elementwise layers work in place, so no thread writes a buffer another may
-    still be reading."""
-    cdef int l, v, layout = WHOLE
+    still be reading. Each kind's part is its predict (kinds.pxi)."""
+    cdef int l, layout = WHOLE
     cdef LayerPlan* L
     cdef const floating* inp = x
     cdef floating* dst
-    cdef Py_ssize_t c0, c1, m
     for l in range(n_run):
         L = &net.layers[l]
-        m = L.n_out
         if l == n_run - 1:
             dst = out
-        elif L.kind == DENSE or inp == x:
+        elif not layer_in_place(L) or inp == x:
             dst = buf_b if inp == buf_a else buf_a
         else:
             dst = <floating*> inp
-        if L.kind == DENSE:
-            sync(&layout, WHOLE, nt)
-            v = tid
-            while v < nv:
-                share(m, v, nv, UNIT_ALIGN, &c0, &c1)
-                if c1 > c0 and n == 1 and row_gemv:
-                    if L.bias != NULL:
-                        memcpy(dst + c0, <floating*> L.bias + c0, (c1 - c0) * sizeof(floating))
-                    gemv(False, <int> (c1 - c0), L.n_in, <floating> 1,
-                         <floating*> L.weight + c0 * L.n_in, L.n_in, inp,
-                         <floating> (1 if L.bias != NULL else 0), dst + c0)
-                elif c1 > c0:
-                    dense_forward(inp, at(L.weight, c0 * L.n_in, dst), at(L.bias, c0, dst),
-                                  dst + c0, <int> n, L.n_in, <int> (c1 - c0), <int> m)
-                v += nt
-            layout = COLS
-        elif L.kind == SOFTMAX:  # works on whole rows
-            sync(&layout, ROWS, nt)
-            share(n, tid, nt, 1, &c0, &c1)
-            activation_forward(SOFTMAX, L.slope, inp + c0 * m, dst + c0 * m, c1 - c0, m)
-            layout = ROWS
-        else:  # elementwise: each entry's value does not depend on the split
-            sync(&layout, COLS, nt)
-            share(m, tid, nt, UNIT_ALIGN, &c0, &c1)
-            if L.kind == BATCHNORM and c1 > c0:
-                batchnorm_eval_forward(inp + c0, dst + c0, at(L.weight, c0, dst),
-                                       at(L.bias, c0, dst), at(L.running_mean, c0, dst),
-                                       at(L.running_var, c0, dst), n, c1 - c0, m, L.eps)
-            elif L.kind == DROPOUT or L.kind == IDENTITY:
-                if dst != inp:
-                    scale_cols(inp, <floating*> NULL, dst, n, m, c0, c1)
-            elif L.kind != BATCHNORM:
-                activation_cols(L.kind, L.slope, inp, dst, n, m, c0, c1)
-            layout = COLS
+        layer_predict(L, inp, dst, n, tid, nt, nv, row_gemv, &layout)
         inp = dst
 
 

@@ -34,18 +34,18 @@ cdef bint blocks_finite(Net* net, const Part* p, floating* tag) noexcept nogil:
     for i in range(net.n_params):
         P = &net.params[i]
         span(p, P.units, UNIT_ALIGN, &lo, &hi)
-        if not all_finite(at(P.value, lo * P.row, tag), (hi - lo) * P.row):
+        if not all_finite(at(<floating*> P.value, lo * P.row), (hi - lo) * P.row):
             return False
         for j in range(3):
-            if P.state[j] != NULL and not all_finite(at(P.state[j], lo * P.row, tag),
+            if P.state[j] != NULL and not all_finite(at(<floating*> P.state[j], lo * P.row),
                                                      (hi - lo) * P.row):
                 return False
     for l in range(net.n_layers):
         L = &net.layers[l]
         if L.kind == BATCHNORM:
             span(p, L.n_out, UNIT_ALIGN, &lo, &hi)
-            if not (all_finite(at(L.running_mean, lo, tag), hi - lo)
-                    and all_finite(at(L.running_var, lo, tag), hi - lo)):
+            if not (all_finite(at(<floating*> L.running_mean, lo), hi - lo)
+                    and all_finite(at(<floating*> L.running_var, lo), hi - lo)):
                 return False
     return True
 

@@ -27,9 +27,9 @@ cdef void finish_update(Net* net, Counters* c, int param, GradientDestination de
         return
     P = &net.params[param]
     optimizer_finish(net.opt_kind, net.hyper, P.l2 * c.l2_scale, c.step, dest,
-                     at(P.value, offset, tag), at(P.grad, offset, tag),
-                     at(P.state[0], offset, tag), at(P.state[1], offset, tag),
-                     at(P.state[2], offset, tag), count)
+                     at(<floating*> P.value, offset), at(<floating*> P.grad, offset),
+                     at(<floating*> P.state[0], offset), at(<floating*> P.state[1], offset),
+                     at(<floating*> P.state[2], offset), count)
 
 
 cdef void land(Net* net, Counters* c, int param, const floating* grad, Py_ssize_t c0,
@@ -84,4 +84,4 @@ cdef void half_l2_penalty(Net* net, const Part* p, double* parts,
                 share(P.units, v, p.nv, UNIT_ALIGN, &lo, &hi)
                 if hi > lo:
                     parts[v] += 0.5 * P.l2 * sum_of_squares(<int> ((hi - lo) * P.row),
-                                                            at(P.value, lo * P.row, tag))
+                                                            at(<floating*> P.value, lo * P.row))
