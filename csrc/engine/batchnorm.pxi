@@ -19,10 +19,11 @@ cdef inline floating block_total(const floating* part, int nv, Py_ssize_t m,
 
 
 cdef inline floating* bn_own_totals(const LayerPlan* L, const Part* p,
-                                    floating* tag) noexcept nogil:
-    """This thread's 2 m private totals in bn_part (slot p.v0: no two threads share a
-    first block), after the block sums, their second set and gamma's copy."""
-    return <floating*> L.bn_part + (2 * L.bn_blocks + 1 + 2 * p.v0) * L.n_out
+                                    floating* part) noexcept nogil:
+    """This thread's 2 m private totals in bn_part (`part`, typed): slot p.v0 (no two
+    threads share a first block), after the block sums, their second set and gamma's
+    copy."""
+    return part + (2 * L.bn_blocks + 1 + 2 * p.v0) * L.n_out
 
 
 cdef void batchnorm_rows_forward(LayerPlan* L, const floating* x, floating* y, Py_ssize_t n,
@@ -109,26 +110,25 @@ cdef void batchnorm_rows_backward(Net* net, Counters* c, LayerPlan* L, const flo
     land(net, c, L.bias_param, <floating*> L.dbeta, c0, c1, update, grad_beta)
 
 
-cdef void keep_running_stats(Net* net, bint restore, const Part* p,
-                             floating* tag) noexcept nogil:
+cdef void keep_running_stats(Net* net, bint restore, const Part* p) noexcept nogil:
     """Copy p's features of batch norm's running statistics aside before a
     training step (restore=False), or back when the step's loss was not finite
     (restore=True), so a failed step leaves them as they were, like the parameters."""
     cdef int l
     cdef LayerPlan* L
     cdef Py_ssize_t lo, hi
-    cdef size_t size
+    cdef size_t item = 8 if net.f64 else 4, at, size
     for l in range(net.n_layers):
         L = &net.layers[l]
         if L.kind == BATCHNORM:
             span(p, L.n_out, UNIT_ALIGN, &lo, &hi)
-            size = (hi - lo) * sizeof(floating)
+            at, size = lo * item, (hi - lo) * item
             if restore:
-                memcpy(at(<floating*> L.running_mean, lo), at(<floating*> L.saved_mean, lo), size)
-                memcpy(at(<floating*> L.running_var, lo), at(<floating*> L.saved_var, lo), size)
+                memcpy(<char*> L.running_mean + at, <char*> L.saved_mean + at, size)
+                memcpy(<char*> L.running_var + at, <char*> L.saved_var + at, size)
             else:
-                memcpy(at(<floating*> L.saved_mean, lo), at(<floating*> L.running_mean, lo), size)
-                memcpy(at(<floating*> L.saved_var, lo), at(<floating*> L.running_var, lo), size)
+                memcpy(<char*> L.saved_mean + at, <char*> L.running_mean + at, size)
+                memcpy(<char*> L.saved_var + at, <char*> L.running_var + at, size)
 
 
 cdef void batchnorm_forward_pass(LayerPlan* L, Pass* s, const floating* inp,

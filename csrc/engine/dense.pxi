@@ -184,7 +184,7 @@ cdef void commit_tile(const TilePass* t, int v, const floating* scratch) noexcep
                    (c1 - c0) * sizeof(floating))
 
 
-cdef void finish_tile(const TilePass* t, int v, floating* tag) noexcept nogil:
+cdef void finish_tile(const TilePass* t, int v) noexcept nogil:
     """After a weight tile's product: the rest of its optimizer update (and its bias's,
     in the grid's first row), while its weights are in this core's cache."""
     cdef LayerPlan* L = t.L
@@ -197,23 +197,26 @@ cdef void finish_tile(const TilePass* t, int v, floating* tag) noexcept nogil:
     if c1 <= c0:
         return
     if k1 - k0 == L.n_in:
-        finish_update(t.net, t.c, L.weight_param, t.wdest, c0 * L.n_in, (c1 - c0) * L.n_in,
-                      tag)
+        finish_update(t.net, t.c, L.weight_param, t.wdest, c0 * L.n_in, (c1 - c0) * L.n_in)
     else:
         for u in range(c0, c1):
-            finish_update(t.net, t.c, L.weight_param, t.wdest, u * L.n_in + k0, k1 - k0, tag)
+            finish_update(t.net, t.c, L.weight_param, t.wdest, u * L.n_in + k0, k1 - k0)
     if v < cols:
-        finish_update(t.net, t.c, L.bias_param, t.bdest, c0, c1 - c0, tag)
+        finish_update(t.net, t.c, L.bias_param, t.bdest, c0, c1 - c0)
 
 
-cdef inline void lead_tile(TilePass* t, int v, floating* tag) noexcept nogil:
-    tile_product(t, v, <floating*> NULL)
-    finish_tile(t, v, tag)
+cdef inline void lead_tile(TilePass* t, int v) noexcept nogil:
+    """Tile v of pass t, into its place, then its update."""
+    if t.f64:
+        tile_product(t, v, <double*> NULL)
+    else:
+        tile_product(t, v, <float*> NULL)
+    finish_tile(t, v)
 
 
 cdef inline TilePass tile_pass(int kind, LayerPlan* L, const floating* inp,
                                const floating* grad, floating* out, Py_ssize_t n, int grid,
-                               int nv, floating* tag) noexcept nogil:
+                               int nv) noexcept nogil:
     cdef TilePass t
     memset(&t, 0, sizeof(t))
     t.kind, t.f64, t.L, t.inp, t.grad, t.out = kind, floating is double, L, inp, grad, out
@@ -221,15 +224,15 @@ cdef inline TilePass tile_pass(int kind, LayerPlan* L, const floating* inp,
     return t
 
 
-cdef void run_tiles(TilePass* t, const Part* p, floating* tag) noexcept nogil:
+cdef void run_tiles(TilePass* t, const Part* p) noexcept nogil:
     """p's tiles of pass t, each followed by its update (param grad); a lead with helpers
     shares the pass with them."""
     cdef int v
     if p.help != NULL and p.nv > 1:
-        lead_tiles(p.help, t, tag)
+        lead_tiles(p.help, t)
         return
     for v in range(p.v0, p.v1):
-        lead_tile(t, v, tag)
+        lead_tile(t, v)
 
 
 cdef void dense_update(Pass* s, LayerPlan* L, const floating* inp) noexcept nogil:
@@ -239,7 +242,7 @@ cdef void dense_update(Pass* s, LayerPlan* L, const floating* inp) noexcept nogi
     then the rest of the tile's update, while its weights are in this core's cache."""
     cdef Net* net = s.net
     cdef TilePass products = tile_pass(TILE_PARAM_GRAD, L, inp, <floating*> L.grad, NULL, s.n,
-                                       dense_grid(L, s.n, s.p.nv), s.p.nv, <floating*> L.grad)
+                                       dense_grid(L, s.n, s.p.nv), s.p.nv)
     products.dest_w = destination(net, s.c, L.weight_param, s.update, s.grad_beta,
                                   &products.wdest)
     products.dest_b = destination(net, s.c, L.bias_param, s.update, s.grad_beta,
@@ -247,7 +250,7 @@ cdef void dense_update(Pass* s, LayerPlan* L, const floating* inp) noexcept nogi
     products.alpha, products.beta_w = products.wdest.alpha, products.wdest.beta
     products.beta_b = products.bdest.beta
     products.ones, products.net, products.c, products.update = net.ones, net, s.c, s.update
-    run_tiles(&products, s.p, <floating*> L.grad)
+    run_tiles(&products, s.p)
 
 
 cdef void dense_forward_pass(LayerPlan* L, Pass* s, const floating* inp,
@@ -257,8 +260,8 @@ cdef void dense_forward_pass(LayerPlan* L, Pass* s, const floating* inp,
     cdef TilePass products
     sync(&s.layout, WHOLE, s.p.nt)
     s.grid = dense_grid(L, s.n, s.p.nv)
-    products = tile_pass(TILE_FORWARD, L, inp, NULL, out, s.n, s.grid, s.p.nv, out)
-    run_tiles(&products, s.p, out)
+    products = tile_pass(TILE_FORWARD, L, inp, NULL, out, s.n, s.grid, s.p.nv)
+    run_tiles(&products, s.p)
     s.layout = grid_layout(s.grid, s.p.nv)
 
 
@@ -273,8 +276,8 @@ cdef void dense_backward_pass(LayerPlan* L, Pass* s, const floating* inp,
         dense_update(s, L, inp)
         return
     s.grid = dense_grid(L, s.n, s.p.nv)
-    products = tile_pass(TILE_INPUT_GRAD, L, NULL, g, grad_in, s.n, s.grid, s.p.nv, g)
-    run_tiles(&products, s.p, g)
+    products = tile_pass(TILE_INPUT_GRAD, L, NULL, g, grad_in, s.n, s.grid, s.p.nv)
+    run_tiles(&products, s.p)
     s.pending, s.pending_inp = L, inp
     s.layout = grid_layout(s.grid, s.p.nv)
 

@@ -38,6 +38,7 @@ cdef class Engine:
             raise TypeError(f"Engine dtype must be float32 or float64, not {self.dtype}")
         n = len(specs)
         self.net.n_layers = n
+        self.net.f64 = self.dtype == np.float64
         self.net.layers = <LayerPlan*> calloc(max(n, 1), sizeof(LayerPlan))
         self.net.params = NULL
         self.net.capacity = 0
@@ -387,10 +388,7 @@ cdef class Engine:
                 raise RuntimeError("the allreduce of the gradients failed")
         finally:  # however it ends, the momentum buffers hold torch's b again
             c = counters_of(&self.net)
-            if job.f64:
-                unscale_momentum(&self.net, &c, &alone, <double*> NULL)
-            else:
-                unscale_momentum(&self.net, &c, &alone, <float*> NULL)
+            unscale_momentum(&self.net, &c, &alone)
             store_counters(&self.net, &c)
             self._status = job.status
         return job.loss_sum, job.failed_batch if job.status in (BAD_LOSS, BAD_UPDATE) else -1

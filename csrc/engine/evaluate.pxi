@@ -1,19 +1,18 @@
 # Predict and evaluate on the team: evaluations split each chunk's rows; predicts hand
 # out blocks of rows to whichever thread is free.
 
-cdef void run_steps(Job* job, int tid, int nt, floating* tag) noexcept nogil:
+cdef void run_steps(Job* job, const floating* X, int tid, int nt) noexcept nogil:
     """Thread tid's part of predicting into job.out, or evaluating the loss (and its
     gradient, summed into the parameters' gradient arrays as the gradient of the mean
     over all n_samples, or of the weighted mean), in chunks of the buffers' capacity.
     With job.training, the layers run as in a training step (batch statistics, dropout
-    masks) without changing batch norm's running statistics."""
+    masks) without changing batch norm's running statistics. X: job.X, typed."""
     cdef Net* net = job.net
     cdef Counters c = counters_of(net)
     cdef LayerPlan* last = &net.layers[job.n_run - 1]
     cdef Py_ssize_t width = last.n_out, n_in = net.layers[0].n_in
     cdef Py_ssize_t start = 0, n, r0, r1, chunk = 0
     cdef int i
-    cdef const floating* X = <const floating*> job.X
     cdef const floating* T = <const floating*> job.T
     cdef const floating* W = <const floating*> job.W
     cdef const floating* xb
@@ -31,7 +30,7 @@ cdef void run_steps(Job* job, int tid, int nt, floating* tag) noexcept nogil:
     # activations stay in its cache (docs/benchmarks.md).
     cdef bint by_rows = not job.training and not job.want_grads
     if job.training:
-        keep_running_stats(net, False, &p, tag)
+        keep_running_stats(net, False, &p)
     while start < job.n_samples:
         if tid == 0 and check_signals() != 0:
             job.stop = 1
@@ -83,7 +82,7 @@ cdef void run_steps(Job* job, int tid, int nt, floating* tag) noexcept nogil:
         chunk += 1
     fastnn_barrier(nt)
     if job.training:
-        keep_running_stats(net, True, &p, tag)
+        keep_running_stats(net, True, &p)
 
 
 cdef inline Py_ssize_t predict_block(Py_ssize_t batch_size, int plan) noexcept nogil:
@@ -92,18 +91,18 @@ cdef inline Py_ssize_t predict_block(Py_ssize_t batch_size, int plan) noexcept n
     return max(1, batch_size // plan)
 
 
-cdef void predict_blocks(Job* job, int tid, int nt, floating* tag) noexcept nogil:
+cdef void predict_blocks(Job* job, floating* out, int tid, int nt) noexcept nogil:
     """Thread tid's part of a predict: blocks of batch_size / plan rows (predict_block),
     claimed one at a time until none is left, each run through every layer in the
     thread's own rows of the buffers. No barrier until the end, so a thread the scheduler takes off its core
     holds up only the block in its hands, and the others take the rest: on a machine
     whose other processes hold a core, the team still gets what the free cores give.
-    A row's result does not depend on which thread computes its block."""
+    A row's result does not depend on which thread computes its block. out: job.out,
+    typed."""
     cdef Net* net = job.net
     cdef Counters c = counters_of(net)
     cdef Py_ssize_t width = net.layers[job.n_run - 1].n_out, n_in = net.layers[0].n_in
     cdef Py_ssize_t block = predict_block(job.batch_size, job.plan), start, n, bad
-    cdef floating* out = <floating*> job.out
     cdef const floating* xb
     cdef Part alone = part_of(0, 1, 1)
     while True:
@@ -137,10 +136,10 @@ cdef void run_job(void* ctx, int tid, int nt) noexcept nogil:
     cdef bint predict = job.loss_kind < 0 and not job.training and not job.want_grads
     if job.f64:
         if predict:
-            predict_blocks(job, tid, nt, <double*> NULL)
+            predict_blocks(job, <double*> job.out, tid, nt)
         else:
-            run_steps(job, tid, nt, <double*> NULL)
+            run_steps(job, <const double*> job.X, tid, nt)
     elif predict:
-        predict_blocks(job, tid, nt, <float*> NULL)
+        predict_blocks(job, <float*> job.out, tid, nt)
     else:
-        run_steps(job, tid, nt, <float*> NULL)
+        run_steps(job, <const float*> job.X, tid, nt)

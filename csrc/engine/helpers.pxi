@@ -47,7 +47,7 @@ cdef struct Help:
     void* scratch[256]
 
 
-cdef void lead_tiles(Help* h, TilePass* t, floating* tag) noexcept nogil:
+cdef void lead_tiles(Help* h, TilePass* t) noexcept nogil:
     """The lead's run of pass t (csrc/helping.h): post it, compute the last tile, then
     every tile no helper has taken; then hand in each helper's finished tile, and compute
     again any tile a helper took that is not done h.grace times the lead's own tile's
@@ -65,7 +65,7 @@ cdef void lead_tiles(Help* h, TilePass* t, floating* tag) noexcept nogil:
     fastnn_reset_claims(&h.claim)
     fastnn_pass_post(&h.seq, &h.sleepers)
     start = fastnn_now_ns()
-    lead_tile(t, last, tag)
+    lead_tile(t, last)
     took = fastnn_now_ns() - start
     while h.grace >= 0:  # (a negative grace, for tests: the helpers take every other tile)
         v = <int> fastnn_claim(&h.claim)
@@ -73,7 +73,7 @@ cdef void lead_tiles(Help* h, TilePass* t, floating* tag) noexcept nogil:
             break
         if fastnn_swap_word(&h.state[v], fastnn_tile_word(seq, 0, FASTNN_TILE_FREE),
                             fastnn_tile_word(seq, 0, FASTNN_TILE_LEAD)):
-            lead_tile(t, v, tag)
+            lead_tile(t, v)
     for v in range(last):
         while True:
             word = fastnn_load_word(&h.state[v])
@@ -81,8 +81,11 @@ cdef void lead_tiles(Help* h, TilePass* t, floating* tag) noexcept nogil:
             if status == FASTNN_TILE_LEAD:
                 break
             if status == FASTNN_TILE_DONE:
-                commit_tile(t, v, <floating*> h.scratch[fastnn_tile_helper(word)])
-                finish_tile(t, v, tag)
+                if t.f64:
+                    commit_tile(t, v, <double*> h.scratch[fastnn_tile_helper(word)])
+                else:
+                    commit_tile(t, v, <float*> h.scratch[fastnn_tile_helper(word)])
+                finish_tile(t, v)
                 h.tiles += 1
                 break
             since = max(<long long> fastnn_load_word(&h.taken_at[v]), start)
@@ -93,7 +96,7 @@ cdef void lead_tiles(Help* h, TilePass* t, floating* tag) noexcept nogil:
             elif status == FASTNN_TILE_FREE or fastnn_now_ns() > since + h.grace * took:
                 if fastnn_swap_word(&h.state[v], word,
                                     fastnn_tile_word(seq, 0, FASTNN_TILE_LEAD)):
-                    lead_tile(t, v, tag)
+                    lead_tile(t, v)
                     if status == FASTNN_TILE_TAKEN:
                         h.retaken += 1
                     break

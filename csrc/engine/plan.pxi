@@ -115,6 +115,7 @@ cdef struct ParamPlan:
 
 
 cdef struct Net:
+    bint f64            # the parameters and buffers are double (else float)
     int n_layers
     LayerPlan* layers
     int n_params

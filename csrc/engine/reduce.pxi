@@ -34,37 +34,38 @@ cdef int allreduce_flat(Net* net, Py_ssize_t elem_size) noexcept nogil:
     return 0
 
 
-cdef void put_extra(Net* net, int slot, double value, floating* tag) noexcept nogil:
+cdef void put_extra(Net* net, int slot, double value) noexcept nogil:
     """A double into the EXTRA slots; float32 keeps it as two floats, hi + lo, so the
     sum over processes stays close to double precision."""
-    cdef floating* extra = <floating*> net.flat + net.extra_at
+    cdef float* extra
     cdef float hi
-    if floating is double:
-        extra[slot] = value
+    if net.f64:
+        (<double*> net.flat + net.extra_at)[slot] = value
     else:
+        extra = <float*> net.flat + net.extra_at
         hi = <float> value
         extra[2 * slot] = hi
         extra[2 * slot + 1] = <float> (value - <double> hi)
 
 
-cdef double get_extra(Net* net, int slot, floating* tag) noexcept nogil:
-    cdef floating* extra = <floating*> net.flat + net.extra_at
-    if floating is double:
-        return extra[slot]
+cdef double get_extra(Net* net, int slot) noexcept nogil:
+    cdef float* extra = <float*> net.flat + net.extra_at
+    if net.f64:
+        return (<double*> net.flat + net.extra_at)[slot]
     return <double> extra[2 * slot] + <double> extra[2 * slot + 1]
 
 
-cdef void zero_gradients(Net* net, const Part* p, floating* tag) noexcept nogil:
+cdef void zero_gradients(Net* net, const Part* p) noexcept nogil:
     """p's share of the flat gradient buffer set to zero (a process with no
     rows in a step adds nothing to the sum)."""
     cdef Py_ssize_t lo, hi
+    cdef size_t item = 8 if net.f64 else 4
     span(p, net.extra_at, UNIT_ALIGN, &lo, &hi)
     if hi > lo:
-        memset(<floating*> net.flat + lo, 0, (hi - lo) * sizeof(floating))
+        memset(<char*> net.flat + lo * item, 0, (hi - lo) * item)
 
 
-cdef void update_from_gradients(Net* net, Counters* c, const Part* p,
-                                floating* tag) noexcept nogil:
+cdef void update_from_gradients(Net* net, Counters* c, const Part* p) noexcept nogil:
     """p's blocks of every parameter updated from the (summed) gradient arrays:
     the optimizer's whole update, torch's formula with its coupled L2 term."""
     cdef int i
@@ -75,16 +76,11 @@ cdef void update_from_gradients(Net* net, Counters* c, const Part* p,
     for i in range(net.n_params):
         P = &net.params[i]
         span(p, P.units, UNIT_ALIGN, &lo, &hi)
-        if hi > lo:
-            optimizer_finish(net.opt_kind, net.hyper, P.l2 * c.l2_scale, c.step, dest,
-                             at(<floating*> P.value, lo * P.row), at(<floating*> P.grad, lo * P.row),
-                             at(<floating*> P.state[0], lo * P.row),
-                             at(<floating*> P.state[1], lo * P.row),
-                             at(<floating*> P.state[2], lo * P.row), (hi - lo) * P.row)
+        finish_update(net, c, i, dest, lo * P.row, (hi - lo) * P.row)
 
 
 cdef bint reduce_step(Job* job, Net* net, Counters* c, double local_loss, Py_ssize_t batch,
-                      const Part* p, floating* tag) noexcept nogil:
+                      const Part* p) noexcept nogil:
     """Data-parallel: sum this step's gradients, loss and stop flags over the processes
     (thread 0, one allreduce), then, unless a process stopped or the global loss is not
     finite, update every parameter from the sums. Returns whether training goes on."""
@@ -92,26 +88,26 @@ cdef bint reduce_step(Job* job, Net* net, Counters* c, double local_loss, Py_ssi
     cdef bint lead = p.v0 == 0   # the calling thread
     fastnn_barrier(p.nt)   # every block of the gradients is written
     if lead:
-        put_extra(net, 0, local_loss, tag)
-        put_extra(net, 1, 1.0 if job.stop else 0.0, tag)
-        job.reduce_failed = allreduce_flat(net, sizeof(floating)) != 0
+        put_extra(net, 0, local_loss)
+        put_extra(net, 1, 1.0 if job.stop else 0.0)
+        job.reduce_failed = allreduce_flat(net, 8 if net.f64 else 4) != 0
     fastnn_barrier(p.nt)
     if job.reduce_failed:
         if lead:
             job.status = REDUCE_FAILED
         return False
-    if get_extra(net, 1, tag) > 0:
+    if get_extra(net, 1) > 0:
         if lead:
             job.status = INTERRUPTED if job.stop else PEER_STOPPED
         return False
-    batch_loss = get_extra(net, 0, tag)
+    batch_loss = get_extra(net, 0)
     if not isfinite(batch_loss):
         if lead:
             job.failed_batch, job.status = batch, BAD_LOSS
         return False
     if lead:
         job.loss_sum += batch_loss
-    update_from_gradients(net, c, p, tag)
+    update_from_gradients(net, c, p)
     return True
 
 

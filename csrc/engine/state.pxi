@@ -24,7 +24,16 @@ cdef Py_ssize_t state_regions(Net* net, void** where, Py_ssize_t* count) noexcep
     return k
 
 
-cdef bint blocks_finite(Net* net, const Part* p, floating* tag) noexcept nogil:
+cdef inline bint finite_entries(const void* base, Py_ssize_t first, Py_ssize_t count,
+                                bint f64) noexcept nogil:
+    """Whether entries [first, first + count) of an array of doubles (f64) or floats hold
+    no NaN or inf."""
+    if f64:
+        return all_finite(<const double*> base + first, count)
+    return all_finite(<const float*> base + first, count)
+
+
+cdef bint blocks_finite(Net* net, const Part* p) noexcept nogil:
     """Whether p's blocks of the parameters, their optimizer state and batch norm's
     running statistics hold no NaN or inf (the blocks unscale_momentum uses)."""
     cdef Py_ssize_t lo, hi
@@ -34,30 +43,30 @@ cdef bint blocks_finite(Net* net, const Part* p, floating* tag) noexcept nogil:
     for i in range(net.n_params):
         P = &net.params[i]
         span(p, P.units, UNIT_ALIGN, &lo, &hi)
-        if not all_finite(at(<floating*> P.value, lo * P.row), (hi - lo) * P.row):
+        if not finite_entries(P.value, lo * P.row, (hi - lo) * P.row, net.f64):
             return False
         for j in range(3):
-            if P.state[j] != NULL and not all_finite(at(<floating*> P.state[j], lo * P.row),
-                                                     (hi - lo) * P.row):
+            if P.state[j] != NULL and not finite_entries(P.state[j], lo * P.row,
+                                                         (hi - lo) * P.row, net.f64):
                 return False
     for l in range(net.n_layers):
         L = &net.layers[l]
         if L.kind == BATCHNORM:
             span(p, L.n_out, UNIT_ALIGN, &lo, &hi)
-            if not (all_finite(at(<floating*> L.running_mean, lo), hi - lo)
-                    and all_finite(at(<floating*> L.running_var, lo), hi - lo)):
+            if not (finite_entries(L.running_mean, lo, hi - lo, net.f64)
+                    and finite_entries(L.running_var, lo, hi - lo, net.f64)):
                 return False
     return True
 
 
-cdef bint step_wrote_finite(Job* job, Net* net, Py_ssize_t batch, const Part* p,
-                            floating* tag) noexcept nogil:
+cdef bint step_wrote_finite(Job* job, Net* net, Py_ssize_t batch,
+                            const Part* p) noexcept nogil:
     """check_steps: after step `batch`'s update, whether every thread's blocks are finite;
     if not, BAD_UPDATE names the step (the caller then stops)."""
     if not job.check_steps:
         return True
     fastnn_barrier(p.nt)  # every update of the step is written
-    if not blocks_finite(net, p, tag):
+    if not blocks_finite(net, p):
         fastnn_flag_set(&job.bad_write)
     fastnn_barrier(p.nt)
     if fastnn_flag_get(&job.bad_write):
@@ -96,8 +105,7 @@ cdef bint copy_state(Net* net, char* store, size_t item, bint restore,
     state_regions(net, where, count)
     for k in range(n):
         if check:
-            finite = finite and (all_finite(<double*> where[k], count[k]) if item == 8
-                                 else all_finite(<float*> where[k], count[k]))
+            finite = finite and finite_entries(where[k], 0, count[k], item == 8)
         elif restore:
             memcpy(where[k], store + at, count[k] * item)
         else:

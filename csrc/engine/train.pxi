@@ -59,7 +59,7 @@ cdef double sum_parts(const double* parts, int nt) noexcept nogil:
     return total
 
 
-cdef void train_steps(Job* job, const Part* p, floating* tag) noexcept nogil:
+cdef void train_steps(Job* job, const floating* X, const Part* p) noexcept nogil:
     """A thread's part (p's blocks) of an epoch of mini-batch training. Each step gathers
     its batch (the shuffled order; a sparse X's rows densified into the batch buffer;
     sample weights with their rows), runs forward through the trained layers, makes the
@@ -69,13 +69,12 @@ cdef void train_steps(Job* job, const Part* p, floating* tag) noexcept nogil:
     lead takes the GIL just long enough to run signal handlers (Ctrl-C within a batch).
     Data-parallel (job.step_rows set): step k takes the next step_rows[k] rows of this
     process's sequence, scales its loss by the global batch's denominator, and meets the
-    other processes in reduce_step instead of updating as it goes."""
+    other processes in reduce_step instead of updating as it goes. X: job.X, typed."""
     cdef Net* net = job.net
     cdef Counters c = counters_of(net)
     cdef LayerPlan* last = &net.layers[job.n_run - 1]
     cdef Py_ssize_t width = last.n_out, n_in = net.layers[0].n_in
     cdef Py_ssize_t start = job.next_start, n, i, r0, r1, batch = job.next_batch
-    cdef const floating* X = <const floating*> job.X
     cdef const floating* T = <const floating*> job.T
     cdef const floating* W = <const floating*> job.W
     cdef const floating* xb
@@ -125,9 +124,9 @@ cdef void train_steps(Job* job, const Part* p, floating* tag) noexcept nogil:
                 job.status = INTERRUPTED
             break
         if parallel and n == 0:  # none of this step's rows are here: add zeros
-            zero_gradients(net, p, tag)
-            if not reduce_step(job, net, &c, 0.0, batch, p, tag) \
-                    or not step_wrote_finite(job, net, batch, p, tag):
+            zero_gradients(net, p)
+            if not reduce_step(job, net, &c, 0.0, batch, p) \
+                    or not step_wrote_finite(job, net, batch, p):
                 break
             c.step += 1
             batch += 1
@@ -139,9 +138,9 @@ cdef void train_steps(Job* job, const Part* p, floating* tag) noexcept nogil:
         else:
             denom = n if wb == NULL else sum_parts(job.weight_part, p.nv)
         rows_per_weight = n / denom if (wb != NULL and net.per_row and denom != 0) else 1.0
-        keep_running_stats(net, False, p, tag)
+        keep_running_stats(net, False, p)
         if net.per_row:
-            half_l2_penalty(net, p, job.penalty_part, tag)
+            half_l2_penalty(net, p, job.penalty_part)
         layout = forward(net, &c, xb, n, job.n_run, <floating*> NULL, True, 0, p)
         sync(&layout, ROWS, nt)
         scale = <floating> loss_scale(job.loss_kind, denom, width, net.per_row)
@@ -156,15 +155,15 @@ cdef void train_steps(Job* job, const Part* p, floating* tag) noexcept nogil:
         batch_loss = sum_parts(job.loss_part, p.nv)
         if parallel:  # gradients to the flat buffer, summed, then every update
             backward(net, &c, xb, n, job.n_run, False, True, 0.0, p)
-            if not reduce_step(job, net, &c, batch_loss, batch, p, tag) \
-                    or not step_wrote_finite(job, net, batch, p, tag):
+            if not reduce_step(job, net, &c, batch_loss, batch, p) \
+                    or not step_wrote_finite(job, net, batch, p):
                 break
             c.step += 1
             start += n
             batch += 1
             continue
         if not isfinite(batch_loss):
-            keep_running_stats(net, True, p, tag)
+            keep_running_stats(net, True, p)
             if lead:
                 job.failed_batch, job.status = batch, BAD_LOSS
             break
@@ -175,11 +174,11 @@ cdef void train_steps(Job* job, const Part* p, floating* tag) noexcept nogil:
         if net.per_row:
             c.l2_scale = 1.0 / denom if denom != 0 else 0.0
         if momentum_scale_small(net.opt_kind, net.hyper, c.mom_scale):
-            unscale_momentum(net, &c, p, tag)
+            unscale_momentum(net, &c, p)
             fastnn_barrier(nt)  # its blocks of units are not the updates' tiles
         backward(net, &c, xb, n, job.n_run, True, True, 0.0, p)
         c.mom_scale = momentum_scale_after(net.opt_kind, net.hyper, c.mom_scale, c.step)
-        if not step_wrote_finite(job, net, batch, p, tag):
+        if not step_wrote_finite(job, net, batch, p):
             break
         c.step += 1
         start += n
@@ -204,16 +203,16 @@ cdef void train_job(void* ctx, int tid, int nt) noexcept nogil:
             help_tiles(job.help, tid)
             fastnn_unpin()
         elif job.f64:
-            train_steps(job, &p, <double*> NULL)
+            train_steps(job, <const double*> job.X, &p)
         else:
-            train_steps(job, &p, <float*> NULL)
+            train_steps(job, <const float*> job.X, &p)
         if tid == 0:
             fastnn_flag_set(&job.help.quit)
             fastnn_pass_begin(&job.help.seq)
             fastnn_pass_post(&job.help.seq, &job.help.sleepers)
     elif job.f64:
-        train_steps(job, &p, <double*> NULL)
+        train_steps(job, <const double*> job.X, &p)
     else:
-        train_steps(job, &p, <float*> NULL)
+        train_steps(job, <const float*> job.X, &p)
     if job.measure:
         job.waited[tid] = fastnn_thread_wait_ns() - before if before >= 0 else -1

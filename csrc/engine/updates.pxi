@@ -20,16 +20,25 @@ cdef void* destination(Net* net, Counters* c, int param, bint update, double gra
 
 
 cdef void finish_update(Net* net, Counters* c, int param, GradientDestination dest,
-                        Py_ssize_t offset, Py_ssize_t count, floating* tag) noexcept nogil:
+                        Py_ssize_t offset, Py_ssize_t count) noexcept nogil:
     """Complete the optimizer update of entries [offset, offset + count) of `param`."""
     cdef ParamPlan* P
     if param < 0 or count <= 0:
         return
     P = &net.params[param]
-    optimizer_finish(net.opt_kind, net.hyper, P.l2 * c.l2_scale, c.step, dest,
-                     at(<floating*> P.value, offset), at(<floating*> P.grad, offset),
-                     at(<floating*> P.state[0], offset), at(<floating*> P.state[1], offset),
-                     at(<floating*> P.state[2], offset), count)
+    if net.f64:
+        finish_entries(net, c, P, dest, <double*> P.value + offset, offset, count)
+    else:
+        finish_entries(net, c, P, dest, <float*> P.value + offset, offset, count)
+
+
+cdef inline void finish_entries(Net* net, Counters* c, ParamPlan* P, GradientDestination dest,
+                                floating* value, Py_ssize_t offset,
+                                Py_ssize_t count) noexcept nogil:
+    optimizer_finish(net.opt_kind, net.hyper, P.l2 * c.l2_scale, c.step, dest, value,
+                     at(<floating*> P.grad, offset), at(<floating*> P.state[0], offset),
+                     at(<floating*> P.state[1], offset), at(<floating*> P.state[2], offset),
+                     count)
 
 
 cdef void land(Net* net, Counters* c, int param, const floating* grad, Py_ssize_t c0,
@@ -48,29 +57,34 @@ cdef void land(Net* net, Counters* c, int param, const floating* grad, Py_ssize_
     for i in range(c0, c1):
         target[i] = alpha * grad[i] + (beta * target[i] if beta != 0 else 0)
     if update:
-        finish_update(net, c, param, dest, c0, c1 - c0, target)
+        finish_update(net, c, param, dest, c0, c1 - c0)
 
 
-cdef void unscale_momentum(Net* net, Counters* c, const Part* p,
-                           floating* tag) noexcept nogil:
+cdef void unscale_momentum(Net* net, Counters* c, const Part* p) noexcept nogil:
     """Fold the momentum scale into p's blocks of the buffers (c *= s), so they
     hold torch's b again."""
-    cdef Py_ssize_t i, j, lo, hi
-    cdef floating s = <floating> c.mom_scale
-    cdef floating* buf
+    cdef Py_ssize_t i, lo, hi
     cdef ParamPlan* P
     if c.mom_scale != 1.0 and uses_scaled_momentum(net.opt_kind, net.hyper):
         for i in range(net.n_params):
             P = &net.params[i]
-            buf = <floating*> P.state[0]
             span(p, P.units, UNIT_ALIGN, &lo, &hi)
-            for j in range(lo * P.row, hi * P.row):
-                buf[j] = buf[j] * s
+            if net.f64:
+                scale_entries(<double*> P.state[0] + lo * P.row, (hi - lo) * P.row,
+                              <double> c.mom_scale)
+            else:
+                scale_entries(<float*> P.state[0] + lo * P.row, (hi - lo) * P.row,
+                              <float> c.mom_scale)
     c.mom_scale = 1.0
 
 
-cdef void half_l2_penalty(Net* net, const Part* p, double* parts,
-                          floating* tag) noexcept nogil:
+cdef inline void scale_entries(floating* buf, Py_ssize_t n, floating s) noexcept nogil:
+    cdef Py_ssize_t j
+    for j in range(n):
+        buf[j] = buf[j] * s
+
+
+cdef void half_l2_penalty(Net* net, const Part* p, double* parts) noexcept nogil:
     """0.5 * sum over penalised parameters of l2 * |W|^2 (scikit-learn's alpha term): the
     part over each of p's blocks v in parts[v]."""
     cdef Py_ssize_t i, lo, hi
@@ -82,6 +96,9 @@ cdef void half_l2_penalty(Net* net, const Part* p, double* parts,
             P = &net.params[i]
             if P.l2 != 0:
                 share(P.units, v, p.nv, UNIT_ALIGN, &lo, &hi)
-                if hi > lo:
+                if hi > lo and net.f64:
                     parts[v] += 0.5 * P.l2 * sum_of_squares(<int> ((hi - lo) * P.row),
-                                                            at(<floating*> P.value, lo * P.row))
+                                                            <double*> P.value + lo * P.row)
+                elif hi > lo:
+                    parts[v] += 0.5 * P.l2 * sum_of_squares(<int> ((hi - lo) * P.row),
+                                                            <float*> P.value + lo * P.row)
