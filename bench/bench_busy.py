@@ -58,13 +58,12 @@ def small_fit_seconds():
 
 @contextlib.contextmanager
 def helping(mode, pin):
-    """Adapting training's helpers set for the block (fastnn._engine.set_helping)."""
-    old = _engine.set_helping(mode, 1.5)
-    _engine.set_helping(mode, old[1], pin)  # the grace as it was
+    """Adapting training's helpers set for the block (the engine's helping settings)."""
+    old = _engine.tune(helping=mode, help_pin=pin)
     try:
         yield
     finally:
-        _engine.set_helping(*old)
+        _engine.tune(**old)
 
 
 def main():

@@ -1,7 +1,7 @@
 """The grid of tiles against blocks of units alone, in real epochs: each Dense layer's
 products cut as the engine's rule says (csrc/engine/dense.pxi, dense_grid) and with every grid
-forced to one row of tiles (_engine.force_grid_rows(1): a block of units per thread, the
-partition before developer session 9), interleaved in one process.
+forced to one row of tiles (_engine.tune(grid_rows=1): a block of units per thread),
+interleaved in one process.
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/bench_grid.py \
         [--threads 2] [--networks 784-256-128-10,784-1024-1024-10] \
@@ -28,7 +28,7 @@ from fastnn.benchmark import (
 OPTIMIZERS = {"sgd": lambda: fnn.optim.SGD(lr=0.01),
               "momentum": lambda: fnn.optim.SGD(lr=0.01, momentum=0.9),
               "adam": lambda: fnn.optim.Adam(lr=1e-3)}
-PARTITIONS = {"rule": 0, "units": 1}   # force_grid_rows: 0 the rule, 1 one row of tiles
+PARTITIONS = {"rule": 0, "units": 1}   # grid_rows: 0 the rule, 1 one row of tiles
 
 
 def main(argv=None):
@@ -46,7 +46,7 @@ def main(argv=None):
     print(f"BLAS: {blas_description()}; data: {source}; fastest of {args.repeats} "
           f"interleaved repeats; epoch / floor, rule / units")
     rows = []
-    old = _engine.force_grid_rows(0)
+    old = _engine.tune(grid_rows=0)
     try:
         for n_threads in counts:
             fnn.set_num_threads(n_threads)
@@ -57,11 +57,11 @@ def main(argv=None):
                     for _ in range(args.repeats):
                         times.setdefault("floor", []).append(time_floor(widths, X, batch))
                         for name, rows_forced in PARTITIONS.items():
-                            _engine.force_grid_rows(rows_forced)
+                            _engine.tune(grid_rows=rows_forced)
                             for opt, make in OPTIMIZERS.items():
                                 times.setdefault((name, opt), []).append(
                                     time_fit(widths, X, y, batch, make))
-                        _engine.force_grid_rows(0)
+                        _engine.tune(grid_rows=0)
                     floor = min(times.pop("floor"))
                     grid = planned_grid(widths, batch, n_threads)
                     cells = {f"{name}/{opt}": min(t) / floor for (name, opt), t in times.items()}
@@ -72,7 +72,7 @@ def main(argv=None):
                     rows.append({"threads": n_threads, "network": network, "batch_size": batch,
                                  "floor_s": floor, "rule_rows": grid, "ratio": cells})
     finally:
-        _engine.force_grid_rows(old)
+        _engine.tune(**old)
     if args.json:
         with open(args.json, "w") as out:
             json.dump({"blas": blas_description(), "data": source, "repeats": args.repeats,

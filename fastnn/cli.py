@@ -36,7 +36,7 @@ def info(args):
     print(f"threads: up to {_threads.get_num_threads()} (cores available: "
           f"{_threads.available_cores()}, OMP_NUM_THREADS="
           f"{os.environ.get('OMP_NUM_THREADS', 'unset')}); each call runs on a team sized "
-          f"to its work (one thread per {_engine.get_grain() / 1e6:g} MFLOP of a step's "
+          f"to its work (one thread per {_engine.tuning()['grain_flops'] / 1e6:g} MFLOP of a step's "
           f"products)")
     print("busy machine: " + ("training runs on as many of those threads as the machine "
                               "leaves free, and where that is one, the others help it "

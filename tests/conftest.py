@@ -39,6 +39,16 @@ def rng():
 
 
 @pytest.fixture(autouse=True)
+def _restore_engine_settings():
+    """A test may change the engine's tuning settings (fastnn._engine.tune: the grain,
+    forced grids, a team cap, ...); every one is restored after it."""
+    from fastnn import _engine
+    saved = _engine.tuning()
+    yield
+    _engine.tune(**saved)
+
+
+@pytest.fixture(autouse=True)
 def _restore_threads():
     """Each test starts from the setting the last left: unset (the cores available, the
     team sized to a busy machine) unless a test fixed a count."""

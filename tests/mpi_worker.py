@@ -100,14 +100,13 @@ def helped():
     from fastnn import _engine, _threads
     X, y = data()
     start, stop = dist.shard(N, comm)
-    adapts, grain = _threads.adapts_to_load, _engine.get_grain()
+    adapts = _threads.adapts_to_load
     _threads.adapts_to_load = lambda: True
-    _engine.set_grain(1.0)
-    old = _engine.set_helping(0, 1.5)
+    old = _engine.tune(grain_flops=1.0, helping=0, help_grace=1.5)
     try:
         weights, helpers = [], None
         for mode in (0, 2):
-            _engine.set_helping(mode, -1.0)
+            _engine.tune(helping=mode, help_grace=-1.0)
             with fnn.threads(2):
                 m = model(dropout=True)
                 m.fit(X[start:stop], y[start:stop], optimizer=optim.Adam(lr=0.01), epochs=3,
@@ -115,8 +114,7 @@ def helped():
             weights.append(m.parameters())
             helpers = m._engine.last_helpers
     finally:
-        _engine.set_helping(*old)
-        _engine.set_grain(grain)
+        _engine.tune(**old)
         _threads.adapts_to_load = adapts
     return {"bitwise": all(np.array_equal(a, b) for a, b in zip(*weights)),
             "helpers": sorted(set(helpers["helpers"])),

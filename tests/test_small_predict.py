@@ -53,12 +53,12 @@ def numpy_predict(model, X):
 def predict_on(model, X, n_threads):
     """predict with n_threads allowed, split over the team even where its workers sleep
     (a split is otherwise made only while they are awake: a performance choice)."""
-    old = _engine.set_small_wake_flops(0)
+    old = _engine.tune(small_wake_flops=0)
     try:
         with fnn.threads(n_threads):
             out = model.predict(X)
     finally:
-        _engine.set_small_wake_flops(old)
+        _engine.tune(**old)
     assert model.last_threads == n_threads
     return out
 

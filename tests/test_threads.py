@@ -21,10 +21,8 @@ def blas_threads():
 @pytest.fixture
 def every_call_on_the_team():
     """Plan a thread per flop: every call runs on as many threads as it is allowed."""
-    grain = _engine.get_grain()
-    _engine.set_grain(1.0)
+    _engine.tune(grain_flops=1.0)  # (conftest restores the settings after the test)
     yield
-    _engine.set_grain(grain)
 
 
 def test_default_is_the_available_cores():
@@ -118,10 +116,10 @@ def test_one_two_and_more_threads_agree(rng, optimizer, every_call_on_the_team):
 @pytest.fixture
 def grid_rows():
     """force(rows): cut every Dense layer's products into `rows` rows of tiles where the
-    plan's blocks divide so (_engine.force_grid_rows); the rule again afterwards."""
-    old = _engine.force_grid_rows(0)
-    yield _engine.force_grid_rows
-    _engine.force_grid_rows(old)
+    plan's blocks divide so (the engine's grid_rows setting); the rule again afterwards."""
+    old = _engine.tune(grid_rows=0)
+    yield lambda rows: _engine.tune(grid_rows=rows)
+    _engine.tune(**old)
 
 
 def no_batch_norm(dtype="float64"):
@@ -174,15 +172,15 @@ def test_a_fixed_thread_count_is_bitwise_reproducible(rng, dtype, every_call_on_
 
 def train_capped(X, y, w, optimizer, plan, cap, dtype):
     """Parameters, buffers and per-epoch losses after training planned for `plan`
-    threads while the team runs at most `cap` of them (_engine.cap_team)."""
-    old = _engine.cap_team(cap)
+    threads while the team runs at most `cap` of them (the engine's team_cap)."""
+    old = _engine.tune(team_cap=cap)
     try:
         with fnn.threads(plan):
             model = every_kind_of_layer(dtype)
             history = model.fit(X, y, optimizer=OPTIMIZERS[optimizer](), epochs=2,
                                 batch_size=37, sample_weight=w)
     finally:
-        _engine.cap_team(old)
+        _engine.tune(**old)
     assert model.last_threads == min(plan, cap or plan)
     return model.parameters() + model.buffers() + [np.array(history["loss"])]
 
@@ -220,7 +218,7 @@ def test_threads_are_sized_to_the_work():
         large.predict(X[:1])
         assert large.last_threads == 1
     assert large._engine.plan_threads(512, 3, True, 64) == int(
-        2 * 512 * (256 * 512 + 512 * 10) * 3 // _engine.get_grain())
+        2 * 512 * (256 * 512 + 512 * 10) * 3 // _engine.tuning()["grain_flops"])
 
 
 def test_blas_is_pinned_to_one_thread_during_calls_and_restored(rng, every_call_on_the_team):
@@ -305,7 +303,7 @@ def test_the_team_works_in_a_forked_child(tmp_path):
     code = """if True:
         import os, numpy as np, fastnn as fnn
         from fastnn import _engine
-        _engine.set_grain(1.0)
+        _engine.tune(grain_flops=1.0)
         X = np.random.default_rng(0).random((500, 20))
         y = np.arange(500) % 3
         def fit():
@@ -475,11 +473,11 @@ def test_stretches_carry_on_exactly_where_the_last_stopped(rng, monkeypatch,
     X = rng.normal(size=(400, 12))
     y = rng.integers(0, 4, 400)
     whole = _train_adapting_or_not(X, y, False, monkeypatch)
-    old = _engine.set_stretching(1e-12, 1e9)
+    old = _engine.tune(stretch_s=1e-12, judge_s=1e9)
     try:
         stretched = _train_adapting_or_not(X, y, True, monkeypatch)
     finally:
-        _engine.set_stretching(*old)
+        _engine.tune(**old)
     # the first stretch is 4 steps unless the last call (within 0.2 s) timed a step
     stretches = stretched._engine.last_stretches
     assert {n for n, _ in stretches} == {3} and len(stretches) in (-(-400 // 37) - 3,
@@ -495,12 +493,12 @@ def helped_stretches(monkeypatch):
     """Adapting training whose every stretch runs a lead and helpers (set with the lead's
     grace: 0 computes again every tile a helper has not finished when the lead looks)."""
     monkeypatch.setattr(fnn.model, "adapts_to_load", lambda: True)
-    old = _engine.set_helping(0, 1.5)
+    old = _engine.tune(helping=0, help_grace=1.5)
 
     def use(mode, grace):
-        _engine.set_helping(mode, grace)
+        _engine.tune(helping=mode, help_grace=grace)
     yield use
-    _engine.set_helping(*old)
+    _engine.tune(**old)
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
@@ -543,7 +541,7 @@ def test_a_lead_with_helpers_gives_the_plan_bit_for_bit(
             handed_in += helpers["tiles"]
             for a, b in zip(team, helped):
                 np.testing.assert_array_equal(a, b)
-    old = _engine.set_stretching(1e-12, 1e9)
+    old = _engine.tune(stretch_s=1e-12, judge_s=1e9)
     try:
         grid_rows(0)
         team, _ = fit(0, 1.5, 2, every_kind)
@@ -551,7 +549,7 @@ def test_a_lead_with_helpers_gives_the_plan_bit_for_bit(
         # a stretch per step (the first 4 steps unless the last call timed a step)
         assert len(helpers["helpers"]) in (-(-300 // 37) - 3, -(-300 // 37)), helpers
     finally:
-        _engine.set_stretching(*old)
+        _engine.tune(**old)
     for a, b in zip(team, helped):
         np.testing.assert_array_equal(a, b)
     assert handed_in > 0  # the helpers' tiles went in, not only the lead's
@@ -564,7 +562,7 @@ def test_a_loss_that_fails_in_a_later_stretch_names_its_batch(rng, monkeypatch,
     X = rng.normal(size=(400, 12))
     y = rng.normal(size=(400, 4))
     y[200] = 1e200  # in batch 5 of 37 rows (185-221): its squared error overflows
-    old = _engine.set_stretching(1e-12, 1e9)
+    old = _engine.tune(stretch_s=1e-12, judge_s=1e9)
     try:
         for adapt in (False, True):
             monkeypatch.setattr(fnn.model, "adapts_to_load", lambda adapt=adapt: adapt)
@@ -579,7 +577,7 @@ def test_a_loss_that_fails_in_a_later_stretch_names_its_batch(rng, monkeypatch,
             # adapting, the batch is in the third stretch (4 steps, then one each)
             assert len(model._engine.last_stretches) == (3 if adapt else 0)
     finally:
-        _engine.set_stretching(*old)
+        _engine.tune(**old)
 
 
 def test_a_team_sharing_one_core_drops_to_one_thread(tmp_path):
@@ -697,3 +695,24 @@ def test_team_predicts_claim_blocks_and_agree_with_one_thread(rng, batch_size,
     np.testing.assert_allclose(first, expected, rtol=1e-12, atol=1e-14)
     np.testing.assert_array_equal(sparse, first)
     np.testing.assert_array_equal(first, second)
+
+
+def test_engine_settings_change_by_name_and_come_back(rng):
+    """tune() changes the named settings and returns what they were; a bad name or value
+    changes nothing; a team cap takes effect on the next call."""
+    before = _engine.tuning()
+    with pytest.raises(ValueError, match="unknown engine settings"):
+        _engine.tune(team_cap=1, grain_flops_typo=2.0)
+    with pytest.raises(ValueError, match="grain_flops must be positive"):
+        _engine.tune(team_cap=1, grain_flops=0)
+    assert _engine.tuning() == before
+    old = _engine.tune(team_cap=1, grain_flops=1.0)
+    assert old == {"team_cap": before["team_cap"], "grain_flops": before["grain_flops"]}
+    X, y = rng.normal(size=(200, 8)), rng.integers(0, 3, 200)
+    model = fnn.Sequential([fnn.Dense(8, 32), fnn.ReLU(), fnn.Dense(32, 3)], seed=0)
+    with fnn.threads(2):
+        model.fit(X, y, epochs=1, batch_size=50)
+        assert model.last_threads == 1
+        _engine.tune(**old)
+        model.fit(X, y, epochs=1, batch_size=50)
+    assert _engine.tuning() == before

@@ -129,8 +129,7 @@ def test_predict_finds_nan_or_inf_in_any_chunk_and_names_the_first(threads):
     whichever chunk and thread holds the first bad value, it is named; float64 input to
     a float32 model is named "as float32" (a value overflowing float32 included)."""
     from fastnn import _engine
-    grain = _engine.get_grain()
-    _engine.set_grain(1.0)  # every predict on the team, whatever its size
+    old = _engine.tune(grain_flops=1.0)  # every predict on the team, whatever its size
     model = fnn.Sequential([fnn.Dense(30, 64), fnn.ReLU(), fnn.Dense(64, 5)], seed=0)
     X = np.random.default_rng(1).random((3000, 30), dtype=np.float32)
     try:
@@ -152,4 +151,4 @@ def test_predict_finds_nan_or_inf_in_any_chunk_and_names_the_first(threads):
             np.testing.assert_array_equal(model.predict(X), expected)
             assert model.last_threads == threads
     finally:
-        _engine.set_grain(grain)
+        _engine.tune(**old)

@@ -83,15 +83,6 @@ cdef int threads_after(int k, int most, const long long* waited, int used, doubl
     return k
 
 
-def set_stretching(double stretch_s, double judge_s):
-    """Set the length adapting training aims its stretches at and the least it judges
-    (tests make every stretch one step, or never judge); returns the old pair."""
-    global STRETCH_S, JUDGE_S
-    old = (STRETCH_S, JUDGE_S)
-    STRETCH_S, JUDGE_S = stretch_s, judge_s
-    return old
-
-
 def _threads_after(int k, int most, waited, int used, double wall, state):
     """threads_after for tests: state is a dict of LoadState's fields, updated in place;
     returns the threads for the next stretch."""
@@ -116,18 +107,6 @@ cdef int HELP_STRETCHES = 10    # a helped stretch is this many stretches long: 
                                 # scheduler slice, amortised over 0.2 s
 cdef int HELP_PROBE = 2         # but the first after a change is a short try
 cdef int FIRST_SOLO = 4, MAX_SOLO = 64  # stretches alone after helpers did not pay
-
-
-def set_helping(int mode, double grace, bint pin=True):
-    """Set when adapting training runs a lead with helpers (0 never, 1 in place of one
-    thread alone, 2 always), the lead's grace (lead_tiles; negative, for tests: the
-    lead leaves every tile but its own to the helpers and waits for them) and whether a
-    helped stretch keeps the lead on one CPU and its helpers off it; returns the old
-    triple."""
-    global HELPING, HELP_GRACE, fastnn_help_pin
-    old = (HELPING, HELP_GRACE, bool(fastnn_help_pin))
-    HELPING, HELP_GRACE, fastnn_help_pin = mode, grace, pin
-    return old
 
 
 def set_neighbours(path):

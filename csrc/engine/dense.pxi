@@ -37,14 +37,6 @@ cdef struct TilePass:
 cdef int GRID_ROWS_FORCED = 0
 
 
-def force_grid_rows(int rows):
-    """Cut every Dense layer's products into `rows` x (blocks / rows) tiles where the
-    plan's blocks divide that way (0: the rule of dense_grid); returns the old setting."""
-    global GRID_ROWS_FORCED
-    old, GRID_ROWS_FORCED = GRID_ROWS_FORCED, max(0, rows)
-    return old
-
-
 cdef int dense_grid(const LayerPlan* L, Py_ssize_t n, int nv) noexcept nogil:
     """R: a Dense layer's products on n rows are cut into an R x C grid of the plan's nv
     blocks (R C = nv). Block v is tile (v / C, v % C): rows of the batch by units for Y and

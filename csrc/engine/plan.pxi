@@ -29,18 +29,6 @@ cdef enum Layout:       # how the threads last wrote a buffer
 cdef double GRAIN_FLOPS = 8e6
 
 
-def set_grain(double flops):
-    """Set the least matrix-product work per thread and step (benchmarks tune it)."""
-    global GRAIN_FLOPS
-    if not flops > 0:
-        raise ValueError(f"grain must be positive, got {flops}")
-    GRAIN_FLOPS = flops
-
-
-def get_grain():
-    return GRAIN_FLOPS
-
-
 cdef struct LayerPlan:
     int kind
     int n_in

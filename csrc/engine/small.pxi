@@ -103,10 +103,3 @@ cdef Py_ssize_t infer_rows(Net* net, int n_run, const floating* X, floating* out
         start += n
     return -1
 
-
-def set_small_wake_flops(double flops):
-    """Set the work from which a small predict splits even while the team's workers
-    sleep (tests set 0 to make every split predict wake them); returns the old value."""
-    global SMALL_WAKE_FLOPS
-    old, SMALL_WAKE_FLOPS = SMALL_WAKE_FLOPS, flops
-    return old

@@ -61,16 +61,9 @@ def omp_num_threads():
     return n if digits and (s[0] == 0 or s[0] == c',') else 0
 
 
-# At most this many threads run a team job (0: no cap); tests set it (cap_team) to make a
+# At most this many threads run a team job (0: no cap); tests set it (tune(team_cap=...)) to
 # training step's plan run on fewer threads than it has blocks, as a busy machine does.
 cdef int TEAM_CAP = 0
-
-
-def cap_team(int n):
-    """Run every team job on at most n threads (0: no cap); returns the old cap."""
-    global TEAM_CAP
-    old, TEAM_CAP = TEAM_CAP, max(0, n)
-    return old
 
 
 cdef int run_on_team(fastnn_job_fn fn, void* ctx, int n_threads) noexcept nogil:
