@@ -33,11 +33,11 @@ def info(args):
             print(f"other BLAS in this process (numpy's; not used by fastnn): "
                   f"{other.get('internal_api', '?')} {other.get('version', '?')}, "
                   f"{other.get('filepath', '?')}")
+    grain = _engine.tuning()["grain_flops"]
     print(f"threads: up to {_threads.get_num_threads()} (cores available: "
           f"{_threads.available_cores()}, OMP_NUM_THREADS="
           f"{os.environ.get('OMP_NUM_THREADS', 'unset')}); each call runs on a team sized "
-          f"to its work (one thread per {_engine.tuning()['grain_flops'] / 1e6:g} MFLOP of a step's "
-          f"products)")
+          f"to its work (one thread per {grain / 1e6:g} MFLOP of a step's products)")
     print("busy machine: " + ("training runs on as many of those threads as the machine "
                               "leaves free, and where that is one, the others help it "
                               "tile by tile (no count fixed; the same results bit for bit)"
