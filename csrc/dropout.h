@@ -1,5 +1,5 @@
 /* Dropout's mask loop in C, so GCC builds it for several instruction sets and picks one at
- * load time (clones.h): each element's mask needs its own splitmix64 draw (64-bit
+ * first use (clones.h): each element's mask needs its own splitmix64 draw (64-bit
  * multiplies), which the baseline x86-64 build does one at a time. The formula is
  * csrc/_dropout.pxd's: element e of the layer takes the low (e even) or high (e odd) 32
  * bits of draw e / 2 + 1 from `state`, is dropped when they are below `threshold`, and is
@@ -13,9 +13,10 @@
 #include "clones.h"
 
 #define FASTNN_DROPOUT(NAME, T)                                                          \
-    FASTNN_CLONES static void NAME(const T *restrict z, T *restrict a, T *restrict mask, \
+    FASTNN_CLONED(NAME, (const T *restrict z, T *restrict a, T *restrict mask, \
                                    ptrdiff_t first, ptrdiff_t count, T keep_scale,      \
-                                   uint64_t threshold, uint64_t state) {                \
+                                   uint64_t threshold, uint64_t state),                 \
+        (z, a, mask, first, count, keep_scale, threshold, state), {                     \
         for (ptrdiff_t k = 0; k < count; k++) {                                         \
             uint64_t e = (uint64_t)(first + k);                                         \
             uint64_t x = state + (e / 2 + 1) * 0x9E3779B97F4A7C15ULL;                   \
@@ -26,7 +27,7 @@
             mask[k] = s;                                                                \
             a[k] = z[k] * s;                                                            \
         }                                                                               \
-    }
+    })
 
 FASTNN_DROPOUT(fastnn_dropout_f, float)
 FASTNN_DROPOUT(fastnn_dropout_d, double)

@@ -1,5 +1,5 @@
 /* The Adam (without amsgrad), RMSprop, Adagrad and momentum update loops in C, so GCC builds them
- * for several instruction sets and picks one at load time (clones.h): they are bound by
+ * for several instruction sets and picks one at first use (clones.h): they are bound by
  * sqrt and division, which AVX-512 does 4x wider than the baseline SSE2 build. Each loop
  * is the formula of csrc/_optimizers.pxd's header in the parameter's precision, and the
  * build sets -ffp-contract=off, so every clone gives bitwise the same results. */
@@ -11,9 +11,10 @@
 #include "clones.h"
 
 #define FASTNN_ADAM(NAME, T, SQRT)                                                       \
-    FASTNN_CLONES static void NAME(T *restrict p, const T *restrict g, T *restrict m,   \
+    FASTNN_CLONED(NAME, (T *restrict p, const T *restrict g, T *restrict m,   \
                                    T *restrict v, ptrdiff_t n, T beta1, T beta2,        \
-                                   T coupled, T decay, T step_size, T bc2_sqrt, T eps) {  \
+                                   T coupled, T decay, T step_size, T bc2_sqrt, T eps), \
+        (p, g, m, v, n, beta1, beta2, coupled, decay, step_size, bc2_sqrt, eps), {      \
         for (ptrdiff_t i = 0; i < n; i++) {                                             \
             T old = p[i];                                                               \
             T d = g[i] + coupled * old;                                                 \
@@ -21,17 +22,18 @@
             v[i] = beta2 * v[i] + (1 - beta2) * d * d;                                  \
             p[i] = old * decay - step_size * (m[i] / (SQRT(v[i]) / bc2_sqrt + eps));    \
         }                                                                               \
-    }
+    })
 
 FASTNN_ADAM(fastnn_adam_f, float, sqrtf)
 FASTNN_ADAM(fastnn_adam_d, double, sqrt)
 
 /* RMSprop: v = alpha v + (1 - alpha) d^2; a likewise (centered); b = mu b + q (momentum) */
 #define FASTNN_RMSPROP(NAME, T, SQRT)                                                    \
-    FASTNN_CLONES static void NAME(T *restrict p, const T *restrict g, T *restrict sq,  \
+    FASTNN_CLONED(NAME, (T *restrict p, const T *restrict g, T *restrict sq,  \
                                    T *restrict buf, T *restrict avg, ptrdiff_t n, T lr,  \
                                    T alpha, T eps, T wd, T momentum, int centered,       \
-                                   int use_momentum) {                                   \
+                                   int use_momentum),                                   \
+        (p, g, sq, buf, avg, n, lr, alpha, eps, wd, momentum, centered, use_momentum), {\
         for (ptrdiff_t i = 0; i < n; i++) {                                             \
             T d = g[i] + wd * p[i];                                                     \
             sq[i] = alpha * sq[i] + (1 - alpha) * d * d;                                \
@@ -47,18 +49,19 @@ FASTNN_ADAM(fastnn_adam_d, double, sqrt)
             }                                                                           \
             p[i] = p[i] - lr * q;                                                       \
         }                                                                               \
-    }
+    })
 
 /* Adagrad: s = s + d^2; p -= clr d / (sqrt(s) + eps) */
 #define FASTNN_ADAGRAD(NAME, T, SQRT)                                                    \
-    FASTNN_CLONES static void NAME(T *restrict p, const T *restrict g, T *restrict total, \
-                                   ptrdiff_t n, T clr, T wd, T eps) {                    \
+    FASTNN_CLONED(NAME, (T *restrict p, const T *restrict g, T *restrict total, \
+                                   ptrdiff_t n, T clr, T wd, T eps),                    \
+        (p, g, total, n, clr, wd, eps), {                                               \
         for (ptrdiff_t i = 0; i < n; i++) {                                             \
             T d = g[i] + wd * p[i];                                                     \
             total[i] = total[i] + d * d;                                                \
             p[i] = p[i] - clr * (d / (SQRT(total[i]) + eps));                           \
         }                                                                               \
-    }
+    })
 
 /* SGD with momentum, after the GEMM has added the gradient into the (scaled) buffer c:
  * c += decay p (weight decay), then p += step c. A plain loop, not BLAS's axpy: OpenBLAS's
@@ -66,14 +69,15 @@ FASTNN_ADAM(fastnn_adam_d, double, sqrt)
  * differently, so an entry's result would depend on where a call over a thread's span
  * began, and a plan run on fewer threads (longer spans) would differ by an ulp. */
 #define FASTNN_MOMENTUM(NAME, T)                                                         \
-    FASTNN_CLONES static void NAME(T *restrict p, T *restrict c, ptrdiff_t n, T decay,  \
-                                   T step) {                                            \
+    FASTNN_CLONED(NAME, (T *restrict p, T *restrict c, ptrdiff_t n, T decay,  \
+                                   T step),                                             \
+        (p, c, n, decay, step), {                                                       \
         for (ptrdiff_t i = 0; i < n; i++) {                                             \
             T b = decay != 0 ? c[i] + decay * p[i] : c[i];                              \
             c[i] = b;                                                                   \
             p[i] = p[i] + step * b;                                                     \
         }                                                                               \
-    }
+    })
 
 FASTNN_MOMENTUM(fastnn_momentum_f, float)
 FASTNN_MOMENTUM(fastnn_momentum_d, double)

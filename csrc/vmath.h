@@ -53,17 +53,19 @@ static inline float fastnn_tanhf(float x) {
 /* The float32 sigmoid and tanh passes over n elements, built per instruction set: the
  * polynomial exp is ~20 operations an element, which AVX-512 does 16 at a time.
  * sigmoid(z) = 1 / (1 + exp(-z)), as exp(z) / (1 + exp(z)) for z < 0 (no overflow). */
-FASTNN_CLONES static void fastnn_sigmoid_loop_f(const float *z, float *a, ptrdiff_t n) {
+FASTNN_CLONED(fastnn_sigmoid_loop_f, (const float *z, float *a, ptrdiff_t n),
+        (z, a, n), {
     for (ptrdiff_t i = 0; i < n; i++) {
         float zi = z[i];
         float e = fastnn_expf(zi < 0 ? zi : -zi);
         float s = (float) (1.0 / (1.0 + (double) e)); /* in double, as Cython's loop did */
         a[i] = zi >= 0 ? s : e * s;
     }
-}
+})
 
-FASTNN_CLONES static void fastnn_tanh_loop_f(const float *z, float *a, ptrdiff_t n) {
+FASTNN_CLONED(fastnn_tanh_loop_f, (const float *z, float *a, ptrdiff_t n),
+        (z, a, n), {
     for (ptrdiff_t i = 0; i < n; i++)
         a[i] = fastnn_tanhf(z[i]);
-}
+})
 #endif

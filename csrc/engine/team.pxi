@@ -108,3 +108,13 @@ def barrier_seconds(int n_threads, int rounds=20000):
         used = fastnn_team_run(n_threads, barrier_job, &rounds)
     seconds = time.perf_counter() - start
     return seconds / rounds, used
+
+
+cdef extern from "clones.h" nogil:
+    int fastnn_isa()
+
+
+def instruction_set():
+    """The instruction set fastnn's own vectorized loops (csrc/clones.h) run with:
+    "avx512", "avx2" or "baseline"; FASTNN_ISA=avx2 or baseline caps it."""
+    return ("baseline", "avx2", "avx512")[fastnn_isa()]
