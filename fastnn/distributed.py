@@ -168,15 +168,9 @@ class Group:
         for array in arrays:
             self.comm.Bcast(array, root=0)
 
-    def broadcast_model(self, model):
-        """Rank 0's parameters, batch-norm buffers, optimizer state and step count, and
-        random generator, on every process."""
-        self.broadcast_arrays(model.parameters() + model.buffers())
-        optimizer = model.optimizer
-        self.broadcast_arrays([a for arrays in optimizer.state for a in arrays])
-        optimizer.steps = self.comm.bcast(optimizer.steps, root=0)
-        model._rng.bit_generator.state = self.comm.bcast(model._rng.bit_generator.state,
-                                                         root=0)
+    def bcast(self, value):
+        """Rank 0's value (any picklable object), on every process."""
+        return self.comm.bcast(value, root=0)
 
     def sum(self, values):
         """Elementwise sum over the processes of a sequence of numbers (float64)."""
@@ -239,56 +233,35 @@ class Group:
                                           minlength=n_steps))
         return order, step_rows, np.ascontiguousarray(denoms, dtype=np.float64)
 
-    def train_epoch(self, model, X, targets, labels, weights, batch_size, kind, n_run,
-                    shuffle, epoch):
-        """One epoch of data-parallel training (fit's per-epoch call); returns the global
-        summed loss. Raises FloatingPointError, on every process, when a global batch's
-        loss is not finite (the parameters are those before it)."""
-        from ._threads import adapts_to_load, get_num_threads
-        order, step_rows, denoms = self.epoch_plan(X.shape[0], batch_size, shuffle,
-                                                   model._rng, weights)
-        if any(layer.kind == "dropout" for layer in model.layers):
-            # each process its own masks, all from the shared stream
-            seed = int(model._rng.integers(2**63))
-            model._engine.seed_dropout((seed + self.rank * 0x9E3779B97F4A7C15) % 2**64)
-        self._error = None
-        try:
-            loss_sum, failed = model._engine.train_epoch(
-                X, targets, labels, order, batch_size, kind, n_run, get_num_threads(),
-                weights, step_rows, denoms, adapt=adapts_to_load())
-        except StopIteration:
+    @property
+    def dropout_offset(self):
+        """What this process adds to the shared dropout seed: each its own masks, all from
+        the model's one generator."""
+        return self.rank * 0x9E3779B97F4A7C15
+
+    def epoch_errors(self):
+        """A context around a data-parallel epoch in the engine: another process's stop
+        (the engine's StopIteration) becomes DistributedError, and a failed allreduce the
+        error mpi4py raised."""
+        return _EpochErrors(self)
+
+
+class _EpochErrors:
+    def __init__(self, group):
+        self.group = group
+
+    def __enter__(self):
+        self.group._error = None
+        return self.group
+
+    def __exit__(self, kind, error, traceback):
+        if kind is StopIteration:
             raise DistributedError("training stopped: another process was interrupted "
                                    "or failed") from None
-        except RuntimeError:
-            if self._error is not None:
-                raise self._error from None
-            raise
-        finally:
-            model.optimizer.steps = model._engine.step
-        if failed >= 0:
-            from .model import diverged
-            raise FloatingPointError(diverged(model._engine.failure,
-                                              f"epoch {epoch}, global batch {failed}"))
-        return float(loss_sum)
-
-    def validation_metrics(self, model, validation, loss, n_run):
-        """fit's validation metrics over every process's validation rows ({} when no
-        process has any): sums of the loss, correct predictions and rows (or weights)."""
-        from ._threads import get_num_threads
-        from .model import _chunk_rows
-        sums = [0.0, 0.0, 0.0]
-        if validation is not None:
-            X_val, (kind, targets, labels), weights = validation
-            loss_sum, correct = model._engine.run(
-                X_val, None, targets, labels, kind, False, n_run, _chunk_rows(X_val, 1024),
-                get_num_threads(), weights)
-            rows = X_val.shape[0] if weights is None else float(np.sum(weights,
-                                                                       dtype=np.float64))
-            sums = [loss_sum, correct, rows]
-        loss_sum, correct, rows = (float(v) for v in self.sum(sums))
-        if rows == 0:
-            return {}
-        return model._summarise(loss, loss_sum, correct, rows, None)
+        if kind is not None and issubclass(kind, RuntimeError) \
+                and self.group._error is not None:
+            raise self.group._error from None
+        return False
 
 
 class _Collective:

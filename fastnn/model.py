@@ -12,49 +12,24 @@ import time
 import numpy as np
 
 from . import _engine
-from ._threads import adapts_to_load, get_num_threads
+from ._threads import get_num_threads
 from ._validation import (
     INT32_MAX,
-    CSRRows,
     as_features,
     as_sample_weight,
     check_batch_rows,
     check_int,
     is_sparse,
 )
+from .distributed import Group
 from .layers import Dense, Layer, Sigmoid, Softmax, get_activation
 from .losses import get_loss
 from .optim import SGD, LRSchedule, Optimizer, get_optimizer
+from .training import chunk_rows, diverged, seed_for_dropout, train_epoch
 
 __all__ = ["Sequential", "History"]
 
 _DTYPES = {"float32": np.float32, "float64": np.float64}
-# predict, evaluate and gradients densify each chunk of a sparse X into the engine's two
-# input buffers: chunks of at most this many values keep them to 32 MB (float64) each
-SPARSE_CHUNK_VALUES = 2**22
-
-
-def diverged(failure, where):
-    """The message of the FloatingPointError a failed training step raises: `failure` is
-    the engine's ("loss" or "update"), `where` names the step."""
-    what = ("the loss became NaN or inf" if failure == "loss" else
-            "an update made a parameter or the optimizer's state NaN or inf (its loss was "
-            "finite: the gradient or the update overflowed)")
-    return (f"{what} at {where}; the parameters, optimizer state and running statistics "
-            f"are those before that batch (try a smaller learning rate"
-            f"{'' if failure == 'loss' else ', or float64'})")
-
-
-def _chunk_rows(X, batch_size):
-    """Rows per engine chunk outside training: batch_size, at most X's rows, and for
-    sparse X at most SPARSE_CHUNK_VALUES / features (results do not depend on it
-    beyond rounding)."""
-    rows = min(batch_size, X.shape[0])
-    if isinstance(X, CSRRows):
-        rows = min(rows, max(1, SPARSE_CHUNK_VALUES // X.shape[1]))
-    return rows
-
-
 class History:
     """What fit measured, one entry per epoch: `history["loss"]` (mean training loss over
     the epoch's batches, each before its update), "lr" (the epoch's learning rate),
@@ -233,7 +208,6 @@ class Sequential:
         """
         group = None
         if comm is not None:
-            from .distributed import Group
             group = Group.of(comm)
         # data-parallel: every process validates its shard, and all raise if one fails
         with group.collective() if group is not None else contextlib.nullcontext():
@@ -268,26 +242,27 @@ class Sequential:
             self.stop_training = False
             if group is not None:
                 group.bind(self._engine)
-                group.broadcast_model(self)
+                self._broadcast_state(group)
                 self._group = group
             self._on_root(group, self._call_callbacks, callbacks, "on_train_begin")
             for epoch in range(initial_epoch, epochs):
                 lr = optimizer.lr  # the schedule may have changed it since the last epoch
-                self._engine.set_optimizer(*optimizer._engine_args(), optimizer.steps)
                 start = time.perf_counter()
                 if group is None:
                     loss_sum = self._train_epoch(X, targets, labels, weights, batch_size,
                                                  kind, n_run, shuffle, epoch, epochs,
                                                  verbose == 2)
                 else:
-                    loss_sum = group.train_epoch(self, X, targets, labels, weights,
-                                                 batch_size, kind, n_run, shuffle, epoch)
+                    loss_sum = self._train_epoch_parallel(group, X, targets, labels, weights,
+                                                          batch_size, kind, n_run, shuffle,
+                                                          epoch)
                 seconds = time.perf_counter() - start
                 logs = {"loss": loss_sum / divisor + self.penalty(), "lr": lr,
                         "seconds": seconds,
                         "samples_per_second": X.shape[0] / seconds}
                 if group is not None:
-                    metrics = group.validation_metrics(self, validation, loss, n_run)
+                    metrics = self._validation_metrics_parallel(group, validation, loss,
+                                                                n_run)
                 elif validation is not None:
                     X_val, prepared, val_weights = validation
                     metrics = self._metrics(X_val, prepared, loss, n_run, 1024, val_weights)
@@ -425,41 +400,73 @@ class Sequential:
 
     def _train_epoch(self, X, targets, labels, weights, batch_size, kind, n_run, shuffle,
                      epoch, epochs, progress):
-        """One epoch in the engine; with `progress`, in about 30 chunks of whole batches
-        so a bar can be drawn between them. Returns the summed training loss."""
+        """One epoch through the training driver, in a fresh permutation of the rows from
+        the model's generator (or in order); with `progress`, a bar drawn between about
+        30 pieces of whole batches. Returns the summed training loss."""
         n = X.shape[0]
         order = self._rng.permutation(n) if shuffle else None
-        if any(layer.kind == "dropout" for layer in self.layers):
-            self._engine.seed_dropout(int(self._rng.integers(2**63)))
-        n_batches = -(-n // batch_size)
-        chunk = batch_size * (max(1, n_batches // 30) if progress else n_batches)
-        loss_sum = 0.0
-        for first in range(0, n, chunk):
-            last = min(n, first + chunk)
-            if order is not None:
-                args = (X, targets, labels, order[first:last])
-                rows_weights = weights
-            else:
-                args = (X[first:last], None if targets is None else targets[first:last],
-                        None if labels is None else labels[first:last], None)
-                rows_weights = None if weights is None else weights[first:last]
-            try:
-                part, failed = self._engine.train_epoch(*args, batch_size, kind, n_run,
-                                                        get_num_threads(), rows_weights,
-                                                        adapt=adapts_to_load())
-            finally:
-                self.optimizer.steps = self._engine.step
-            if failed >= 0:
-                raise FloatingPointError(diverged(
-                    self._engine.failure, f"epoch {epoch}, batch {first // batch_size + failed}"))
-            loss_sum += part
-            if progress:
-                done = last * 30 // n
-                print(f"\repoch {epoch + 1}/{epochs} [{'=' * done}{' ' * (30 - done)}] "
-                      f"{last}/{n}", end="", flush=True)
+        seed = seed_for_dropout(self._rng) if self._has_dropout() else None
+
+        def bar(done):
+            ticks = done * 30 // n
+            print(f"\repoch {epoch + 1}/{epochs} [{'=' * ticks}{' ' * (30 - ticks)}] "
+                  f"{done}/{n}", end="", flush=True)
+        result = train_epoch(self._engine, self.optimizer, X, targets, labels, weights,
+                             batch_size, kind, n_run, order=order, dropout_seed=seed,
+                             pieces=30 if progress else 1, after_piece=bar)
         if progress:
             print("\r", end="")
-        return loss_sum
+        if result.failed:
+            raise FloatingPointError(diverged(
+                result.failure, f"epoch {epoch}, batch {result.failed_batch}"))
+        return result.loss_sum
+
+    def _train_epoch_parallel(self, group, X, targets, labels, weights, batch_size, kind,
+                              n_run, shuffle, epoch):
+        """One epoch of data-parallel training: this process's rows of each global batch
+        from the shared permutation (Group.epoch_plan), its own dropout stream; returns
+        the global summed loss. A failed global batch raises FloatingPointError on every
+        process (the parameters are those before it)."""
+        order, step_rows, denoms = group.epoch_plan(X.shape[0], batch_size, shuffle,
+                                                    self._rng, weights)
+        seed = seed_for_dropout(self._rng, group.dropout_offset) \
+            if self._has_dropout() else None
+        with group.epoch_errors():
+            result = train_epoch(self._engine, self.optimizer, X, targets, labels, weights,
+                                 batch_size, kind, n_run, order=order, dropout_seed=seed,
+                                 step_rows=step_rows, step_denoms=denoms)
+        if result.failed:
+            raise FloatingPointError(diverged(
+                result.failure, f"epoch {epoch}, global batch {result.failed_batch}"))
+        return float(result.loss_sum)
+
+    def _validation_metrics_parallel(self, group, validation, loss, n_run):
+        """fit's validation metrics over every process's validation rows ({} when no
+        process has any): sums of the loss, correct predictions and rows (or weights)."""
+        sums = [0.0, 0.0, 0.0]
+        if validation is not None:
+            X_val, (kind, targets, labels), weights = validation
+            loss_sum, correct = self._engine.run(
+                X_val, None, targets, labels, kind, False, n_run, chunk_rows(X_val, 1024),
+                get_num_threads(), weights)
+            rows = X_val.shape[0] if weights is None else float(np.sum(weights,
+                                                                       dtype=np.float64))
+            sums = [loss_sum, correct, rows]
+        loss_sum, correct, rows = (float(v) for v in group.sum(sums))
+        if rows == 0:
+            return {}
+        return self._summarise(loss, loss_sum, correct, rows, None)
+
+    def _broadcast_state(self, group):
+        """Rank 0's parameters, batch-norm buffers, optimizer state and step count, and
+        random generator, on every process."""
+        group.broadcast_arrays(self.parameters() + self.buffers())
+        group.broadcast_arrays([a for arrays in self.optimizer.state for a in arrays])
+        self.optimizer.steps = group.bcast(self.optimizer.steps)
+        self._rng.bit_generator.state = group.bcast(self._rng.bit_generator.state)
+
+    def _has_dropout(self):
+        return any(layer.kind == "dropout" for layer in self.layers)
 
     @staticmethod
     def _print_epoch(epoch, epochs, logs):
@@ -516,7 +523,7 @@ class Sequential:
             if out is not None:
                 return out
         out = np.empty((X.shape[0], self.n_outputs), dtype=self.dtype)
-        chunk = _chunk_rows(X, batch_size)
+        chunk = chunk_rows(X, batch_size)
         n_run = len(self.layers)
         block = self._engine.predict_rows(chunk, n_run, threads)
 
@@ -628,7 +635,7 @@ class Sequential:
         loss = get_loss(self._loss_or_default(loss))
         X, prepared, weights, n_run, batch_size = self._prepare(X, y, loss, batch_size,
                                                                 sample_weight)
-        chunk = _chunk_rows(X, batch_size)
+        chunk = chunk_rows(X, batch_size)
         return self._dispatch(X, chunk, n_run,
                               lambda: self._metrics_here(X, prepared, loss, n_run, chunk,
                                                          weights),
@@ -650,7 +657,7 @@ class Sequential:
         loss = get_loss(self._loss_or_default(loss))
         X, (kind, targets, labels), weights, n_run, batch_size = self._prepare(
             X, y, loss, batch_size, sample_weight)
-        chunk = _chunk_rows(X, batch_size)
+        chunk = chunk_rows(X, batch_size)
         if training:
             if any(layer.kind == "batchnorm" for layer in self.layers[:n_run]):
                 if X.shape[0] < 2:
@@ -736,7 +743,7 @@ class Sequential:
         already validated (weighted means with weights); the caller holds the lock."""
         kind, targets, labels = prepared
         loss_sum, correct = self._engine.run(X, None, targets, labels, kind, False, n_run,
-                                             _chunk_rows(X, batch_size), get_num_threads(),
+                                             chunk_rows(X, batch_size), get_num_threads(),
                                              weights)
         return self._summarise(loss, loss_sum, correct, X.shape[0], weights)
 

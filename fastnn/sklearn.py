@@ -62,11 +62,12 @@ from sklearn.utils.validation import (
 )
 
 from . import _engine
-from ._threads import adapts_to_load, get_num_threads, threads
+from ._threads import get_num_threads, threads
 from ._validation import CSRRows, is_sparse
 from .layers import Dense, Identity, ReLU, Sigmoid, Softmax, Tanh
 from .model import Sequential
 from .optim import SGD, Adam
+from .training import train_epoch
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
@@ -426,19 +427,13 @@ class _BaseMLP(BaseEstimator):
         """One epoch in the engine; returns whether a batch's loss was not finite. Without
         early stopping that is scikit-learn's ValueError (the weights stay those before
         the step); with it, the fit goes on as scikit-learn's does."""
-        optimizer = self._optimizer
-        engine.set_optimizer(*optimizer._engine_args(), optimizer.steps)
         engine.reset_penalty_sum()
-        try:
-            self._loss_sum, failed = engine.train_epoch(X, targets, labels, order,
-                                                        batch_size, kind, n_run,
-                                                        get_num_threads(), weights,
-                                                        adapt=adapts_to_load())
-        finally:
-            optimizer.steps = engine.step
-        if failed >= 0 and not self.early_stopping:
+        result = train_epoch(engine, self._optimizer, X, targets, labels, weights,
+                             batch_size, kind, n_run, order=order)
+        self._loss_sum = result.loss_sum
+        if result.failed and not self.early_stopping:
             raise ValueError(_DIVERGED)
-        return failed >= 0
+        return result.failed
 
     def _epoch_loss(self, engine, factor, constants, weights, order, n_samples, batch_size):
         """scikit-learn's loss_ for the epoch just trained: the batches' mean losses (with

@@ -171,7 +171,7 @@ def test_adapting_training_beside_a_neighbour_runs_its_share(tmp_path):
         rng = np.random.default_rng(0)
         X = rng.normal(size=(6000, 256))
         y = rng.integers(0, 10, 6000)
-        fnn.model.adapts_to_load = lambda: True
+        fnn._threads.adapts_to_load = lambda: True
         def fit():
             m = fnn.Sequential([fnn.Dense(256, 256), fnn.ReLU(), fnn.Dense(256, 10)],
                                dtype="float64", seed=0)

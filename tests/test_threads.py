@@ -456,7 +456,7 @@ def test_only_an_unset_count_adapts_to_the_machine(monkeypatch):
 
 def _train_adapting_or_not(X, y, adapt, monkeypatch):
     """A training run whose count is fixed at 3, with or without the stretches."""
-    monkeypatch.setattr(fnn.model, "adapts_to_load", lambda: adapt)
+    monkeypatch.setattr(fnn._threads, "adapts_to_load", lambda: adapt)
     with fnn.threads(3):
         model = every_kind_of_layer("float64")
         model.fit(X, y, optimizer=fnn.optim.SGD(lr=0.05, momentum=0.9), epochs=2,
@@ -492,7 +492,7 @@ def test_stretches_carry_on_exactly_where_the_last_stopped(rng, monkeypatch,
 def helped_stretches(monkeypatch):
     """Adapting training whose every stretch runs a lead and helpers (set with the lead's
     grace: 0 computes again every tile a helper has not finished when the lead looks)."""
-    monkeypatch.setattr(fnn.model, "adapts_to_load", lambda: True)
+    monkeypatch.setattr(fnn._threads, "adapts_to_load", lambda: True)
     old = _engine.tune(helping=0, help_grace=1.5)
 
     def use(mode, grace):
@@ -565,7 +565,7 @@ def test_a_loss_that_fails_in_a_later_stretch_names_its_batch(rng, monkeypatch,
     old = _engine.tune(stretch_s=1e-12, judge_s=1e9)
     try:
         for adapt in (False, True):
-            monkeypatch.setattr(fnn.model, "adapts_to_load", lambda adapt=adapt: adapt)
+            monkeypatch.setattr(fnn._threads, "adapts_to_load", lambda adapt=adapt: adapt)
             model = fnn.Sequential([fnn.Dense(12, 40), fnn.ReLU(), fnn.Dense(40, 4)],
                                    dtype="float64", seed=0)
             before = [p.copy() for p in model.parameters()]
@@ -598,7 +598,7 @@ def test_a_team_sharing_one_core_drops_to_one_thread(tmp_path):
         X = rng.normal(size=(12000, 256))
         y = rng.integers(0, 10, 12000)
         def fit(adapt, threads):
-            fnn.model.adapts_to_load = lambda: adapt
+            fnn._threads.adapts_to_load = lambda: adapt
             m = fnn.Sequential([fnn.Dense(256, 256), fnn.ReLU(), fnn.Dense(256, 10)],
                                dtype="float64", seed=0)
             with fnn.threads(threads):
@@ -642,7 +642,7 @@ def test_a_team_with_a_core_taken_runs_a_lead_with_helpers(tmp_path):
             X = rng.normal(size=(12000, 256))
             y = rng.integers(0, 10, 12000)
             def fit(adapt):
-                fnn.model.adapts_to_load = lambda: adapt
+                fnn._threads.adapts_to_load = lambda: adapt
                 m = fnn.Sequential([fnn.Dense(256, 256), fnn.ReLU(), fnn.Dense(256, 10)],
                                    dtype="float64", seed=0)
                 with fnn.threads(2):
