@@ -12,6 +12,7 @@ import time
 import numpy as np
 
 from . import _engine
+from ._model_file import write_model_file
 from ._threads import get_num_threads
 from ._validation import (
     INT32_MAX,
@@ -22,9 +23,10 @@ from ._validation import (
     is_sparse,
 )
 from .distributed import Group
-from .layers import Dense, Layer, Sigmoid, Softmax, get_activation
+from .layers import Dense, Layer, Sigmoid, Softmax, get_activation, layer_from_config
 from .losses import get_loss
 from .optim import SGD, LRSchedule, Optimizer, get_optimizer
+from .preprocessing import TablePreprocessor
 from .training import chunk_rows, diverged, seed_for_dropout, train_epoch
 
 __all__ = ["Sequential", "History"]
@@ -483,11 +485,100 @@ class Sequential:
         return export_onnx(self, path, network_only=network_only)
 
     def save(self, path, include_optimizer=True):
-        """Write the model to one .npz file (see fastnn.serialization); fastnn.load reads it."""
-        from .serialization import save
+        """Write the model (get_config and state_dict) to one .npz file, atomically;
+        fastnn.load reads it (see fastnn.serialization)."""
         if self._group is not None and not self._group.is_root:
             return  # after data-parallel training, rank 0 writes the file
-        save(self, path, include_optimizer)
+        write_model_file(path, self.get_config(include_optimizer),
+                         self.state_dict(include_optimizer))
+
+    def _saves_optimizer(self, include_optimizer):
+        return include_optimizer and self.optimizer is not None \
+            and self.optimizer.state is not None
+
+    def get_config(self, include_optimizer=True):
+        """The model as JSON-able data: dtype, seed, layers, the shuffling generator's
+        state, and what it has learned to name (loss, class names, feature and target
+        names, preprocessing); with include_optimizer, its optimizer's class, settings
+        and step count (once it has state). Sequential.from_config rebuilds the model
+        from it, and state_dict's arrays complete it."""
+        config = {
+            "dtype": self.dtype.name,
+            "seed": self.seed if isinstance(self.seed, (int, type(None))) else None,
+            "layers": [layer._config() for layer in self.layers],
+            "rng": self._rng.bit_generator.state,
+        }
+        if self.loss is not None:
+            config["loss"] = self.loss.name
+        if self.classes is not None:
+            config["classes"] = [c.item() if isinstance(c, np.generic) else c
+                                 for c in self.classes]
+        if self.feature_names is not None:
+            config["features"] = [str(name) for name in self.feature_names]
+        if self.target_name is not None:
+            config["target"] = str(self.target_name)
+        if self.preprocessing is not None:
+            config["preprocessing"] = self.preprocessing.to_config()
+        if self._saves_optimizer(include_optimizer):
+            opt = self.optimizer
+            config["optimizer"] = {"class": type(opt).__name__, "config": opt._config(),
+                                   "steps": opt.steps}
+        return config
+
+    def state_dict(self, include_optimizer=True):
+        """The model's arrays by name, the live arrays themselves (write into them to
+        load): parameters "param_<i>", buffers "buffer_<i>" (batch norm's running
+        statistics), and with include_optimizer the optimizer's state "opt_<i>_<j>"
+        (parameter i's j-th state array, once it has state)."""
+        arrays = {f"param_{i}": p for i, p in enumerate(self.parameters())}
+        arrays.update({f"buffer_{i}": b for i, b in enumerate(self.buffers())})
+        if self._saves_optimizer(include_optimizer):
+            for i, state in enumerate(self.optimizer.state):
+                arrays.update({f"opt_{i}_{j}": a for j, a in enumerate(state)})
+        return arrays
+
+    @classmethod
+    def from_config(cls, config, optimizer=None):
+        """A model as get_config described it, its arrays allocated but not initialised
+        (no random draw: fill them through state_dict()). `optimizer`: the optimizer the
+        config describes, bound to the parameters at the config's step count. Raises
+        ValueError naming what does not fit together."""
+        try:
+            layers = [layer_from_config(c, initialise=False) for c in config["layers"]]
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"invalid model description: {exc}") from None
+        model = cls._uninitialised(layers, config["dtype"], config["seed"],
+                                   config.get("loss"))
+        if "classes" in config:
+            if len(config["classes"]) != model.n_outputs and not (
+                    len(config["classes"]) == 2 and model.n_outputs == 1):
+                raise ValueError(f"invalid model description: {len(config['classes'])} "
+                                 f"class names for {model.n_outputs} outputs")
+            model.classes = list(config["classes"])
+        if "preprocessing" in config:
+            try:
+                model.preprocessing = TablePreprocessor.from_config(config["preprocessing"])
+            except ValueError as exc:
+                raise ValueError(f"invalid model description: {exc}") from None
+            if model.preprocessing.n_outputs != model.n_features or \
+                    config.get("features") != model.preprocessing.input_names:
+                raise ValueError("invalid model description: its preprocessing does not "
+                                 "match its features")
+        if "features" in config:
+            if "preprocessing" not in config and len(config["features"]) != model.n_features:
+                raise ValueError(f"invalid model description: {len(config['features'])} "
+                                 f"feature names for {model.n_features} inputs")
+            model.feature_names = list(config["features"])
+        model.target_name = config.get("target")
+        try:
+            model._rng.bit_generator.state = config["rng"]
+        except (TypeError, ValueError, KeyError, OverflowError) as exc:
+            raise ValueError(f"invalid generator state ({exc})") from None
+        if optimizer is not None:
+            optimizer._bind(model.parameters())
+            optimizer.steps = config["optimizer"]["steps"]
+            model.optimizer = optimizer
+        return model
 
     # -- inference ------------------------------------------------------------------
 

@@ -1,13 +1,13 @@
-"""Saving and loading models: one .npz file, no pickle.
+"""Loading models from the one .npz file Sequential.save writes (fastnn._model_file): no
+pickle, and nothing in a file trusted before it is checked.
 
-The file holds a JSON document (architecture, dtype, seed, the shuffling generator's
-state, the optimizer's class, settings and step count, the model's loss and class names
-when it has them) stored as bytes under "config",
-and the arrays: parameters "param_<i>", buffers (batch norm's running statistics)
-"buffer_<i>" and optimizer state "opt_<i>_<j>". Loading uses
-allow_pickle=False, so a file can never execute code. Writing goes to a temporary file
-in the same folder, then renames it over the target (fastnn._files): an interrupted save
-never leaves a truncated file in place of a good one.
+The file holds a JSON document (Sequential.get_config: architecture, dtype, seed, the
+shuffling generator's state, the optimizer's class, settings and step count, the
+model's loss, class, feature and target names and preprocessing when it has them)
+stored as bytes under "config", and the arrays of Sequential.state_dict: parameters
+"param_<i>", buffers (batch norm's running statistics) "buffer_<i>" and optimizer state
+"opt_<i>_<j>". Loading uses allow_pickle=False, so a file can never execute code; the
+model is rebuilt by Sequential.from_config and its arrays read into state_dict's.
 """
 import ast
 import errno
@@ -22,47 +22,16 @@ import numpy as np
 
 from . import layers as layers_module
 from . import losses, optim
-from ._files import write_file
-from .preprocessing import TablePreprocessor
+from ._model_file import FORMAT, VERSION
+from .model import Sequential
 
-FORMAT = "fastnn-model"
-VERSION = 1
 _OPTIMIZERS = {cls.__name__: cls for cls in (optim.SGD, optim.Adam, optim.AdamW,
                                              optim.RMSprop, optim.Adagrad)}
 
 
 def save(model, path, include_optimizer=True):
-    """Write `model` (and its optimizer's state) to `path` atomically."""
-    from . import __version__
-    seed = model.seed if isinstance(model.seed, (int, type(None))) else None
-    config = {
-        "format": FORMAT, "version": VERSION, "fastnn_version": __version__,
-        "dtype": model.dtype.name, "seed": seed,
-        "layers": [layer._config() for layer in model.layers],
-        "rng": model._rng.bit_generator.state,
-    }
-    if model.loss is not None:
-        config["loss"] = model.loss.name
-    if model.classes is not None:
-        config["classes"] = [c.item() if isinstance(c, np.generic) else c
-                             for c in model.classes]
-    if model.feature_names is not None:
-        config["features"] = [str(name) for name in model.feature_names]
-    if model.target_name is not None:
-        config["target"] = str(model.target_name)
-    if getattr(model, "preprocessing", None) is not None:
-        config["preprocessing"] = model.preprocessing.to_config()
-    arrays = {f"param_{i}": p for i, p in enumerate(model.parameters())}
-    arrays.update({f"buffer_{i}": b for i, b in enumerate(model.buffers())})
-    opt = model.optimizer
-    if include_optimizer and opt is not None and opt.state is not None:
-        config["optimizer"] = {"class": type(opt).__name__, "config": opt._config(),
-                               "steps": opt.steps}
-        for i, state in enumerate(opt.state):
-            for j, arr in enumerate(state):
-                arrays[f"opt_{i}_{j}"] = arr
-    arrays["config"] = np.frombuffer(json.dumps(config).encode(), dtype=np.uint8)
-    write_file(path, lambda f: np.savez(f, **arrays))
+    """Write `model` (and its optimizer's state) to `path` atomically: model.save."""
+    model.save(path, include_optimizer)
 
 
 # Limits of what load() reads before trusting a file.
@@ -130,7 +99,6 @@ def _open_regular(path):
 
 
 def _load(archive, f, path):
-    from .model import Sequential
     members = _check_members(archive, f, path)
     if "config.npy" not in members:
         raise ValueError("not a fastnn model file (no config member)")
@@ -145,46 +113,8 @@ def _load(archive, f, path):
     for name, (shape, dtype) in expected.items():
         offsets[name] = _check_array(archive, members[name], shape, dtype, path)
     # every array is in the file with the size the config implies: allocate, no draws
-    try:
-        layers = [layers_module.layer_from_config(c, initialise=False)
-                  for c in config["layers"]]
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"invalid model description: {exc}") from None
-    model = Sequential._uninitialised(layers, config["dtype"], config["seed"],
-                                      config.get("loss"))
-    if "classes" in config:
-        if len(config["classes"]) != model.n_outputs and not (
-                len(config["classes"]) == 2 and model.n_outputs == 1):
-            raise ValueError(f"invalid model description: {len(config['classes'])} class "
-                             f"names for {model.n_outputs} outputs")
-        model.classes = list(config["classes"])
-    if "preprocessing" in config:
-        try:
-            model.preprocessing = TablePreprocessor.from_config(config["preprocessing"])
-        except ValueError as exc:
-            raise ValueError(f"invalid model description: {exc}") from None
-        if model.preprocessing.n_outputs != model.n_features or \
-                config.get("features") != model.preprocessing.input_names:
-            raise ValueError("invalid model description: its preprocessing does not match "
-                             "its features")
-    if "features" in config:
-        if "preprocessing" not in config and len(config["features"]) != model.n_features:
-            raise ValueError(f"invalid model description: {len(config['features'])} feature "
-                             f"names for {model.n_features} inputs")
-        model.feature_names = list(config["features"])
-    model.target_name = config.get("target")
-    try:
-        model._rng.bit_generator.state = config["rng"]
-    except (TypeError, ValueError, KeyError, OverflowError) as exc:
-        raise ValueError(f"invalid generator state ({exc})") from None
-    targets = {f"param_{i}.npy": p for i, p in enumerate(model.parameters())}
-    targets.update({f"buffer_{i}.npy": b for i, b in enumerate(model.buffers())})
-    if optimizer is not None:
-        optimizer._bind(model.parameters())
-        optimizer.steps = config["optimizer"]["steps"]
-        for i, state in enumerate(optimizer.state):
-            targets.update({f"opt_{i}_{j}.npy": arr for j, arr in enumerate(state)})
-        model.optimizer = optimizer
+    model = Sequential.from_config(config, optimizer)
+    targets = {f"{name}.npy": array for name, array in model.state_dict().items()}
     for name, target in targets.items():
         with archive.open(members[name]) as member:
             member.read(offsets[name])

@@ -3,6 +3,7 @@
 The mutations are tools/fuzz_load.py's (a longer run of the same as a script); here
 hypothesis picks them. Each mutated file is loaded correctly or refused with ValueError,
 within 1 s and 100 MB of new allocations (tracemalloc)."""
+import json
 import os
 import signal
 import sys
@@ -192,3 +193,28 @@ def test_a_model_s_preprocessing_is_checked_when_read(tmp_path):
                      features=["a"])):
         with pytest.raises(ValueError, match="invalid model description"):
             fnn.load(_write(tmp_path, fuzz_load.archive(fuzz_load.with_config(files, bad))))
+
+
+def test_a_model_rebuilt_from_its_config_and_state_is_the_same_model(rng):
+    """get_config is JSON-able; from_config allocates the model it describes without
+    drawing an initialisation (Dense weights zero); state_dict's arrays are the live
+    ones, so filling them makes the same model: the same predictions, names and
+    generator (the next epoch's shuffle), the same config back."""
+    X, y = rng.random((80, 6)), rng.integers(0, 3, 80)
+    model = fnn.Sequential([fnn.Dense(6, 16), fnn.ReLU(), fnn.BatchNorm1d(16),
+                            fnn.Dense(16, 3)], seed=4)
+    model.fit(X, y, optimizer=fnn.optim.SGD(lr=0.1, momentum=0.9), epochs=2, batch_size=16)
+    model.classes, model.feature_names = ["a", "b", "c"], [f"x{i}" for i in range(6)]
+    config = json.loads(json.dumps(model.get_config(include_optimizer=False)))
+    clone = fnn.Sequential.from_config(config)
+    assert all(not layer.weight.any() for layer in clone.layers
+               if isinstance(layer, fnn.Dense))
+    for name, array in model.state_dict(include_optimizer=False).items():
+        clone.state_dict(include_optimizer=False)[name][...] = array
+    np.testing.assert_array_equal(clone.predict(X), model.predict(X))
+    assert clone.get_config(include_optimizer=False) == config
+    assert set(model.state_dict()) - set(clone.state_dict()) == {
+        f"opt_{i}_0" for i in range(len(model.parameters()))}
+    for m in (model, clone):
+        m.fit(X, y, optimizer=fnn.optim.SGD(lr=0.1), epochs=1, batch_size=16)
+    np.testing.assert_array_equal(clone.predict(X), model.predict(X))
