@@ -6,11 +6,11 @@
 P processes (default: as many as cores) each train the same 3 epochs of 784-256-128-10
 (float32, SGD momentum, batch 256, MNIST or synthetic data of its shape), started
 together (each loads and warms up first, then waits for a common start time). Four ways:
-- "default": no count fixed, the registry on: each process's team is capped at its share
-  of the cores, helpers only where the share is more than one thread;
-- "no registry": no count fixed, FASTNN_NEIGHBOURS=off: each process alone with what it
-  measures (the team sized to the cores it gets, a lead with helpers where one thread
-  would run alone), as before the registry;
+- "default": no count fixed, neighbours counted (csrc/neighbours.h): each process's team
+  is capped at its share of the cores, helpers only where the share is more than one;
+- "no registry": no count fixed, FASTNN_NEIGHBOURS=off (no neighbours counted): each
+  process alone with what it measures (the team sized to the cores it gets, a lead with
+  helpers where one thread would run alone);
 - "fixed 1": fnn.threads(1) in every process;
 - "alone": one process, default, nothing else running (the reference).
 Rounds alternate the ways; reported, per way, the fastest round's slowest process and the

@@ -43,12 +43,13 @@ def info(args):
                               "tile by tile (no count fixed; the same results bit for bit)"
                               if _threads.adapts_to_load()
                               else "the fixed count is used as given"))
-    registry = _engine.neighbours_registry()
+    group = _engine.neighbours_registry()
     print("other fastnn processes: " + (
         f"training with no count fixed, each takes its share of the CPUs it shares with "
-        f"them (registry {registry}; FASTNN_NEIGHBOURS=off turns it off)" if registry
-        else "not seen (no registry: FASTNN_NEIGHBOURS is off, or /dev/shm is not "
-             "usable); each process sizes itself to the cores it gets"))
+        f"them (group {group}, seen through socket names, no file; FASTNN_NEIGHBOURS=off "
+        f"turns it off)" if group
+        else "not seen (FASTNN_NEIGHBOURS is off); each process sizes itself to the cores "
+             "it gets"))
     pinned = ("pinned to 1 thread during fastnn's calls" if _engine.blas_controlled()
               else "limited to 1 thread by threadpoolctl during fastnn's calls")
     print(f"thread design: fastnn's own pthreads team runs every pass, each Dense layer's "

@@ -1,17 +1,15 @@
 """Shared fixtures: MNIST from ../shared/data/mnist, and models in the reference form."""
 import os
-import tempfile
 
 import numpy as np
 import pytest
 
 import fastnn as fnn
 
-# The session's own registry of fastnn processes (csrc/neighbours.h), which the processes
-# its tests start inherit: fastnn processes that train elsewhere on this machine then do
-# not change how many threads the tests' adapting training runs.
-os.environ["FASTNN_NEIGHBOURS"] = os.path.join(tempfile.mkdtemp(prefix="fastnn-tests-"),
-                                               "neighbours")
+# The session's own group of fastnn processes (csrc/neighbours.h), which the processes its
+# tests start inherit: fastnn processes that train elsewhere on this machine then do not
+# change how many threads the tests' adapting training runs.
+os.environ["FASTNN_NEIGHBOURS"] = f"tests-{os.getpid()}"
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MNIST_DIR = os.environ.get("FASTNN_MNIST", os.path.join(ROOT, "..", "shared", "data", "mnist"))
@@ -69,10 +67,10 @@ def run_python(args, cwd, timeout=600, env=None):
                           timeout=timeout, cwd=cwd, env=env)
 
 
-def run_to_ok(code, tmp_path):
-    """Run a test's script in a process of its own (it changes CPU affinity); it prints
-    "ok" last when its assertions hold."""
-    result = run_python(["-c", code], cwd=tmp_path, timeout=300)
+def run_to_ok(code, tmp_path, env=None):
+    """Run a test's script in a process of its own (it changes CPU affinity; env: its
+    environment, default this process's); it prints "ok" last when its assertions hold."""
+    result = run_python(["-c", code], cwd=tmp_path, timeout=300, env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip().endswith("ok")
 

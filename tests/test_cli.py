@@ -32,11 +32,11 @@ def test_info(capsys):
               and i["filepath"] != ours[0]["filepath"]]
     for other in others:  # numpy's BLAS, named apart from fastnn's
         assert f"not used by fastnn): {other['internal_api']} {other['version']}" in out
-    # the registry of fastnn processes it uses (the test session's own), or that none
+    # the group of fastnn processes it counts (the test session's own), or that none
     from fastnn import _engine
-    registry = _engine.neighbours_registry()
-    assert registry == os.environ["FASTNN_NEIGHBOURS"]
-    assert f"(registry {registry};" in out
+    group = _engine.neighbours_registry()
+    assert group == os.environ["FASTNN_NEIGHBOURS"]
+    assert f"(group {group}," in out
     try:
         _engine.set_neighbours("off")
         assert cli.main(["info"]) == 0

@@ -6,9 +6,10 @@ cdef extern from "contention.h" nogil:
     long long fastnn_thread_wait_ns()
 
 cdef extern from "neighbours.h" nogil:
-    int fastnn_neighbours_open(const char* path)
+    int fastnn_neighbours_open(const char* group)
     int fastnn_neighbours_share(int most)
     const char* fastnn_neighbours_path()
+    void fastnn_neighbours_leave()
 
 
 # Sizing the team to the cores the machine gives (Engine.train_epoch with adapt): an
@@ -109,26 +110,32 @@ cdef int HELP_PROBE = 2         # but the first after a change is a short try
 cdef int FIRST_SOLO = 4, MAX_SOLO = 64  # stretches alone after helpers did not pay
 
 
-def set_neighbours(path):
-    """Use the registry of fastnn processes at `path` (csrc/neighbours.h; None: the
-    default, FASTNN_NEIGHBOURS or /dev/shm; "off": none); returns whether one is mapped."""
-    cdef bytes raw = None if path is None else os.fsencode(path)
-    cdef char* c_path = NULL
+def set_neighbours(group):
+    """Count the fastnn processes of group `group` (csrc/neighbours.h; None: the default,
+    FASTNN_NEIGHBOURS or "default"; "off": none); returns whether a group is in use."""
+    cdef bytes raw = None if group is None else os.fsencode(group)
+    cdef char* c_group = NULL
     if raw is not None:
-        c_path = raw
-    return fastnn_neighbours_open(c_path) == 0
+        c_group = raw
+    return fastnn_neighbours_open(c_group) == 0
 
 
 def neighbours_registry():
-    """The path of the registry of fastnn processes this process uses, or None."""
-    cdef bytes path = fastnn_neighbours_path()
-    return os.fsdecode(path) if path else None
+    """The name of the group of fastnn processes this process counts, or None."""
+    cdef bytes group = fastnn_neighbours_path()
+    return os.fsdecode(group) if group else None
 
 
 def neighbours_share(int most):
     """This process's share of its CPUs, at most `most`, as a training stretch takes it
-    (its entry beats); `most` when there is no registry."""
+    (it joins its group until neighbours_leave or the end of a training call); `most`
+    when there is no group."""
     return fastnn_neighbours_share(most)
+
+
+def neighbours_leave():
+    """Stop counting as a neighbour (a training call does so when it ends)."""
+    fastnn_neighbours_leave()
 
 
 cdef double worst_wait(const long long* waited, int first, int used,
@@ -257,6 +264,8 @@ cdef int train_adapting(Job* job, int most, LoadState* state, Help* help) noexce
         elif used > 1 and wall >= JUDGE_S:
             k = after_helped(k, most, job.waited, used, wall, help.tiles - tiles,
                              help.retaken - retaken, state, help)
+    if HELPING != 2:
+        fastnn_neighbours_leave()   # the other processes no longer count this one
     state.threads = k
     state.ended = monotonic_s()
     return used
