@@ -5,6 +5,7 @@ import numpy as np
 from cython cimport floating
 from libc.stdint cimport int64_t, uint64_t
 from libc.stdlib cimport free, malloc
+from libc.string cimport memset
 
 from _activations cimport activation_backward, activation_forward
 from _finite cimport first_nonfinite
@@ -242,3 +243,40 @@ cdef double _floor_run(list acts, list grads, list weights, list wgrads,
     free(a)
     free(dims)
     return seconds
+
+
+include "engine/load_policy.pxi"
+
+
+def stretch_threads_after(int k, int most, waited, int used, double wall, state):
+    """The engine's threads_after (csrc/engine/load_policy.pxi), for tests: state is a
+    dict of LoadState's fields, updated in place; returns the next stretch's threads."""
+    cdef long long w[256]
+    cdef LoadState s
+    memset(&s, 0, sizeof(s))
+    s.threads, s.calm, s.patience = k, state["calm"], state["patience"]
+    s.trying, s.step_s = state["trying"], 0
+    for t in range(used):
+        w[t] = waited[t]
+    k = threads_after(k, most, w, used, wall, &s)
+    state.update(calm=s.calm, patience=s.patience, trying=s.trying)
+    return k
+
+
+def helped_threads_after(int k, int most, waited, double wall, long long handed_in,
+                         long long retaken, state):
+    """The engine's after_helped (csrc/engine/load_policy.pxi), for tests: state is a dict
+    of HelpPolicy's solo, patience, probing, avoid_cpu and lead_cpu, updated in place;
+    returns the next stretch's threads."""
+    cdef long long w[256]
+    cdef LoadState s
+    cdef HelpPolicy h
+    memset(&s, 0, sizeof(s))
+    memset(&h, 0, sizeof(h))
+    h.solo, h.patience, h.probing = state["solo"], state["patience"], state["probing"]
+    h.avoid_cpu, h.lead_cpu = state["avoid_cpu"], state["lead_cpu"]
+    for t in range(len(waited)):
+        w[t] = waited[t]
+    k = after_helped(k, most, w, len(waited), wall, handed_in, retaken, &s, &h)
+    state.update(solo=h.solo, patience=h.patience, avoid_cpu=h.avoid_cpu, probing=h.probing)
+    return k

@@ -10,7 +10,7 @@ from conftest import run_python, run_to_ok
 from threadpoolctl import threadpool_info
 
 import fastnn as fnn
-from fastnn import _engine, _threads
+from fastnn import _engine, _kernels, _threads
 
 
 def blas_threads():
@@ -368,18 +368,18 @@ def test_a_contended_stretch_drops_as_many_threads_as_the_waits_add_up_to():
     the team's waiting adds up to, never below one."""
     wall = 0.02
     state = calm_state()
-    assert _engine._threads_after(2, 2, [0.28 * wall * 1e9, 0.30 * wall * 1e9], 2, wall,
+    assert _kernels.stretch_threads_after(2, 2, [0.28 * wall * 1e9, 0.30 * wall * 1e9], 2, wall,
                                   state) == 1
-    assert _engine._threads_after(16, 16, [0.5 * wall * 1e9] * 2 + [0.0] * 14, 16, wall,
+    assert _kernels.stretch_threads_after(16, 16, [0.5 * wall * 1e9] * 2 + [0.0] * 14, 16, wall,
                                   calm_state()) == 15
-    assert _engine._threads_after(8, 8, [0.9 * wall * 1e9] * 8, 8, wall, calm_state()) == 1
+    assert _kernels.stretch_threads_after(8, 8, [0.9 * wall * 1e9] * 8, 8, wall, calm_state()) == 1
     # a little waiting (an idle machine's: under 1% here) changes nothing
-    assert _engine._threads_after(4, 4, [0.05 * wall * 1e9] * 4, 4, wall, calm_state()) == 4
+    assert _kernels.stretch_threads_after(4, 4, [0.05 * wall * 1e9] * 4, 4, wall, calm_state()) == 4
     # not judged: too short, another call held the team (ran on fewer), waits unknown
     busy = [0.5 * wall * 1e9] * 2
-    assert _engine._threads_after(2, 2, busy, 2, 0.001, calm_state()) == 2
-    assert _engine._threads_after(2, 2, busy[:1], 1, wall, calm_state()) == 2
-    assert _engine._threads_after(2, 2, [-1, -1], 2, wall, calm_state()) == 2
+    assert _kernels.stretch_threads_after(2, 2, busy, 2, 0.001, calm_state()) == 2
+    assert _kernels.stretch_threads_after(2, 2, busy[:1], 1, wall, calm_state()) == 2
+    assert _kernels.stretch_threads_after(2, 2, [-1, -1], 2, wall, calm_state()) == 2
 
 
 def test_below_the_plan_the_whole_plan_is_tried_again_ever_less_often_while_busy():
@@ -391,14 +391,14 @@ def test_below_the_plan_the_whole_plan_is_tried_again_ever_less_often_while_busy
     k, runs = 1, []
     for _ in range(40):
         runs.append(k)
-        k = _engine._threads_after(k, 2, busy[:k] if k == 2 else calm, k, wall, state)
+        k = _kernels.stretch_threads_after(k, 2, busy[:k] if k == 2 else calm, k, wall, state)
     tries = [i for i, n in enumerate(runs) if n == 2]
     assert tries[0] == 2 and [b - a - 1 for a, b in zip(tries, tries[1:])] == [4, 8, 8, 8]
     # a try that finds the cores free keeps them, and the patience starts over
     while k == 1:
-        k = _engine._threads_after(k, 2, calm, k, wall, state)
+        k = _kernels.stretch_threads_after(k, 2, calm, k, wall, state)
     assert state["trying"] and state["patience"] == 8
-    assert _engine._threads_after(2, 2, [0.0, 0.0], 2, wall, state) == 2
+    assert _kernels.stretch_threads_after(2, 2, [0.0, 0.0], 2, wall, state) == 2
     assert state["patience"] == 2 and not state["trying"]
 
 
@@ -411,29 +411,29 @@ def test_after_a_helped_stretch_the_lead_moves_then_backs_off():
     wall, ns = 0.2, 0.2 * 1e9
     free, lead_waits, helper_waits = [0.01 * ns] * 2, [0.4 * ns, 0.0], [0.0, 0.5 * ns]
     state = {"solo": 0, "patience": 0, "probing": True, "avoid_cpu": -1, "lead_cpu": 3}
-    assert _engine._after_helped(1, 2, free, wall, 900, 10, state) == 2
+    assert _kernels.helped_threads_after(1, 2, free, wall, 900, 10, state) == 2
     assert state["probing"]
-    assert _engine._after_helped(1, 2, helper_waits, wall, 900, 10, state) == 1
+    assert _kernels.helped_threads_after(1, 2, helper_waits, wall, 900, 10, state) == 1
     assert state == {"solo": 0, "patience": 0, "probing": False, "avoid_cpu": -1,
                      "lead_cpu": 3}
-    assert _engine._after_helped(1, 2, lead_waits, wall, 900, 10, state) == 1
+    assert _kernels.helped_threads_after(1, 2, lead_waits, wall, 900, 10, state) == 1
     assert state["avoid_cpu"] == 3 and state["solo"] == 0 and state["probing"]
     solos = []
     for _ in range(6):  # the lead waits on the other CPU too
         state["avoid_cpu"] = 3
-        assert _engine._after_helped(1, 2, lead_waits, wall, 900, 10, state) == 1
+        assert _kernels.helped_threads_after(1, 2, lead_waits, wall, 900, 10, state) == 1
         solos.append(state["solo"])
         assert state["avoid_cpu"] == -1 and state["probing"]
     assert solos == [4, 8, 16, 32, 64, 64]
     state.update(solo=0)
-    assert _engine._after_helped(1, 2, helper_waits, wall, 900, 10, state) == 1
+    assert _kernels.helped_threads_after(1, 2, helper_waits, wall, 900, 10, state) == 1
     assert state["patience"] == 0 and state["solo"] == 0 and not state["probing"]
     # helpers late more often than not (the lead took back more than half of their tiles)
-    assert _engine._after_helped(1, 2, helper_waits, wall, 100, 51, state) == 1
+    assert _kernels.helped_threads_after(1, 2, helper_waits, wall, 100, 51, state) == 1
     assert state["solo"] == 4 and state["probing"]
     # waits unknown: not the whole plan
     state = {"solo": 0, "patience": 0, "probing": True, "avoid_cpu": -1, "lead_cpu": 0}
-    assert _engine._after_helped(1, 2, [-1, -1], wall, 900, 10, state) == 1
+    assert _kernels.helped_threads_after(1, 2, [-1, -1], wall, 900, 10, state) == 1
 
 
 def test_only_an_unset_count_adapts_to_the_machine(monkeypatch):

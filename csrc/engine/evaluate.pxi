@@ -94,8 +94,9 @@ cdef inline Py_ssize_t predict_block(Py_ssize_t batch_size, int plan) noexcept n
 cdef void predict_blocks(Job* job, floating* out, int tid, int nt) noexcept nogil:
     """Thread tid's part of a predict: blocks of batch_size / plan rows (predict_block),
     claimed one at a time until none is left, each run through every layer in the
-    thread's own rows of the buffers. No barrier until the end, so a thread the scheduler takes off its core
-    holds up only the block in its hands, and the others take the rest: on a machine
+    thread's own rows of the buffers. No barrier until the end, so a thread the
+    scheduler takes off its core holds up only the block in its hands, and the others
+    take the rest: on a machine
     whose other processes hold a core, the team still gets what the free cores give.
     A row's result does not depend on which thread computes its block. out: job.out,
     typed."""

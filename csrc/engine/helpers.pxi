@@ -31,11 +31,7 @@ cdef struct Help:
     unsigned seq        # the sequence lock: odd while a pass is written
     int sleepers
     int quit
-    int lead_cpu        # the lead's CPU while it is kept there (-1: not kept)
-    int avoid_cpu       # the CPU the lead shared with another process last time
-    int solo            # stretches the lead runs alone before it tries helpers again
-    int patience        # and how many it waits after the next try that does not pay
-    bint probing        # the next helped stretch is a short try (HELP_PROBE)
+    HelpPolicy policy   # where the lead runs, and when it tries helpers again
     long claim          # the next tile a helper may try
     double grace        # the lead computes a helper's tile again after this many
                         # times its own tile's time

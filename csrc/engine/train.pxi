@@ -199,7 +199,7 @@ cdef void train_job(void* ctx, int tid, int nt) noexcept nogil:
         if nt == 1:         # no helper came (the team was busy): nothing to wait for
             job.help.grace = max(job.help.grace, 0.0)
         if tid > 0:
-            fastnn_pin_away(job.help.lead_cpu)
+            fastnn_pin_away(job.help.policy.lead_cpu)
             help_tiles(job.help, tid)
             fastnn_unpin()
         elif job.f64:
