@@ -99,7 +99,7 @@ def planned_threads(widths, batch_size):
     """The threads fastnn's plan gives a training epoch of this network and batch size at
     the current setting (fnn.set_num_threads)."""
     model = fnn.Sequential(mlp_layers(widths), seed=0)
-    return model._engine.plan_threads(batch_size, len(model.layers), True,
+    return model.engine.plan_threads(batch_size, len(model.layers), True,
                                       fnn.get_num_threads())
 
 

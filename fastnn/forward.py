@@ -8,6 +8,9 @@ Jacobian (n_outputs x n_features per row) costs n_features tangents by forward m
 n_outputs cotangents by reverse mode; `jacobian(mode="auto")` takes the fewer. For a loss
 (one output) of many parameters reverse mode (gradients) wins by the number of
 parameters: examples/forward_vs_reverse.py measures both.
+
+These are the bodies of those Sequential methods, kept in a file of their own: they read
+the model's lock, widths and loss as its methods do.
 """
 import numpy as np
 

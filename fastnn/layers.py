@@ -14,7 +14,7 @@ from ._validation import INT32_MAX, check_int
 __all__ = ["Layer", "Dense", "Identity", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softmax",
            "Dropout", "BatchNorm1d", "get_activation"]
 
-_INITS = ("he", "he_uniform", "glorot", "glorot_normal")
+INITS = ("he", "he_uniform", "glorot", "glorot_normal")
 DRAW_BLOCK = 1 << 20  # entries of float64 a weight initialisation draws at a time
 
 
@@ -106,8 +106,8 @@ class Dense(Layer):
                 or not np.isfinite(l2) or l2 < 0:
             raise ValueError(f"l2 must be a finite number >= 0, got {l2!r}")
         self.l2 = float(l2)
-        if init not in _INITS:
-            raise ValueError(f"unknown init {init!r}; expected one of {_INITS}")
+        if init not in INITS:
+            raise ValueError(f"unknown init {init!r}; expected one of {INITS}")
         self.init = init
         if not isinstance(bias, (bool, np.bool_)):
             raise ValueError(f"bias must be True or False, got {bias!r}")

@@ -134,6 +134,13 @@ class Sequential:
         self.stop_training = False
 
     @property
+    def engine(self):
+        """The model's compiled plan (fastnn._engine.Engine), for fastnn's own front ends
+        that drive it with conventions of their own (fastnn.sklearn's per-row scaling and
+        losses, the benchmarks' thread plans); a model's own methods are the API."""
+        return self._engine
+
+    @property
     def last_threads(self):
         """The threads fastnn's last fit, predict, evaluate or gradients call ran on: the
         plan sized to the work (at most fnn.get_num_threads())."""

@@ -221,7 +221,7 @@ class _BaseMLP(BaseEstimator):
         if output is not None:
             layers.append(output())
         model = Sequential(layers, dtype=dtype)
-        model._engine.use_per_row_scaling(True)
+        model.engine.use_per_row_scaling(True)
         dense_layers = [layer for layer in layers if isinstance(layer, Dense)]
         for dense, coef, intercept in zip(dense_layers, coefs, intercepts):
             dense.weight = np.asarray(coef).T
@@ -345,7 +345,7 @@ class _BaseMLP(BaseEstimator):
     def _fit_stochastic(self, X, Y, targets, labels, weights, rng, incremental,
                         first_pass):
         model = self._current_model()
-        engine = model._engine
+        engine = model.engine
         if not incremental or getattr(self, "_optimizer", None) is None:
             self._optimizer = self._new_optimizer()
         optimizer = self._optimizer
@@ -507,14 +507,14 @@ class _BaseMLP(BaseEstimator):
         X = _engine_rows(X, model.dtype)
         kind, n_run, factor = self._loss_terms()
         n = X.shape[0]
-        loss_sum, _ = model._engine.run(X, None, targets, labels, kind, True, n_run,
+        loss_sum, _ = model.engine.run(X, None, targets, labels, kind, True, n_run,
                                         min(n, 1024), get_num_threads(), weights)
         total = n if weights is None else float(np.sum(weights, dtype=np.float64))
         penalty = sum(float(np.dot(c.ravel(), c.ravel())) for c in self.coefs_)
         loss = (loss_sum * factor + 0.5 * self.alpha * penalty) / total
         if self.out_activation_ == "exp":
             loss += float(np.average(_poisson_constants(targets), weights=weights))
-        grads = model._engine.grads  # W (n_out, n_in), b, ... in the model's order
+        grads = model.engine.grads  # W (n_out, n_in), b, ... in the model's order
         packed_grad = [g.T.ravel() for g in grads[0::2]] + [g.ravel() for g in grads[1::2]]
         return loss, np.concatenate(packed_grad).astype(np.float64)
 
