@@ -14,6 +14,7 @@ import time
 
 from . import __version__
 from ._files import check_output, write_file
+from .layers import INITS
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad")
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "leaky_relu")
@@ -99,7 +100,7 @@ def _training_data(args, group=None):
             if group is not None:
                 raise CommandError("missing cells and categorical columns are not yet "
                                    "supported in data-parallel training: fill them first")
-            train_rows = int(len(table) * (1 - args.validation_split))
+            train_rows = int(len(table) * (1 - validation_fraction(args, len(table))))
             preprocessing = TablePreprocessor().fit(table.rows(0, train_rows).columns)
             X = preprocessing.transform(table.columns)
         return (X, y, None, None, task, why, classes, table.feature_names,
@@ -121,21 +122,39 @@ def _names(text):
 
 
 def build_model(n_features, n_outputs, args):
-    """Dense layers of --hidden widths, each hidden one followed by batch norm (with
-    --batch-norm), the activation, and dropout (with --dropout)."""
+    """Dense layers of --hidden widths (--init), each hidden one followed by batch norm
+    (with --batch-norm), the activation, and dropout (with --dropout)."""
     import fastnn as fnn
     hidden = args.hidden
     layers, width = [], n_features
     for h in hidden:
-        layers.append(fnn.Dense(width, h))
+        layers.append(fnn.Dense(width, h, init=args.init))
         if args.batch_norm:
             layers.append(fnn.BatchNorm1d(h))
         layers.append(args.activation)
         if args.dropout > 0:
             layers.append(fnn.Dropout(args.dropout))
         width = h
-    layers.append(fnn.Dense(width, n_outputs))
+    layers.append(fnn.Dense(width, n_outputs, init=args.init))
     return fnn.Sequential(layers, dtype=args.dtype, seed=args.seed)
+
+
+# The command line's defaults for tables of any size: at most --epochs passes, ended by
+# early stopping; a validation split only where it holds enough rows to judge by (and
+# early stopping uses it), else the training loss decides, as scikit-learn's MLP does by
+# default; batches of at most BATCH_ROWS rows (scikit-learn's 200).
+VALIDATION_FRACTION, VALIDATION_ROWS, BATCH_ROWS = 0.1, 30, 200
+
+
+def validation_fraction(args, n_rows):
+    """The fraction of the rows held out for validation: --validation-split, or by
+    default VALIDATION_FRACTION where early stopping uses it and it is at least
+    VALIDATION_ROWS rows, else none."""
+    if args.validation_split is not None:
+        return args.validation_split
+    if args.patience and n_rows * VALIDATION_FRACTION >= VALIDATION_ROWS:
+        return VALIDATION_FRACTION
+    return 0.0
 
 
 def _optimizer(args):
@@ -213,12 +232,13 @@ def train(args):
             y_test = None if y_test is None else (y_test - y_mean) / y_std
     if task == "regression":
         y = y.reshape(-1, 1)
-    callbacks = [EarlyStopping(patience=args.patience)] if args.patience else []
-    validation = dict(validation_data=(X_test, y_test)) if X_test is not None else \
-        dict(validation_split=args.validation_split)
-    if args.patience and not (X_test is not None or args.validation_split):
-        raise CommandError("--patience needs validation data: give --validation-split")
     n_rows = X.shape[0] if group is None else int(group.sum([X.shape[0]])[0])
+    fraction = validation_fraction(args, n_rows)
+    monitor = "val_loss" if fraction else "loss"
+    stopping = EarlyStopping(monitor=monitor, patience=args.patience, min_delta=args.tol) \
+        if args.patience else None
+    n_val = int(n_rows - int(n_rows * (1 - fraction))) if fraction else 0
+    batch_size = args.batch_size or min(BATCH_ROWS, n_rows - n_val)
     if why not in ("--task", "--data"):
         other = "regression" if task == "classification" else "classification"
         say(f"task: {task}, as {why} (--task {other} to change it)")
@@ -230,11 +250,15 @@ def train(args):
         model.summary()
     start = time.perf_counter()
     with fnn.threads(args.threads) if args.threads else contextlib.nullcontext():
-        model.fit(X, y, loss=loss, optimizer=_optimizer(args), epochs=args.epochs,
-                  batch_size=args.batch_size, verbose=args.verbose,
-                  lr_schedule=_schedule(args), callbacks=callbacks, comm=group,
-                  **validation)
+        history = model.fit(X, y, loss=loss, optimizer=_optimizer(args), epochs=args.epochs,
+                            batch_size=batch_size, verbose=args.verbose,
+                            lr_schedule=_schedule(args), validation_split=fraction,
+                            callbacks=[stopping] if stopping else [], comm=group)
     seconds = time.perf_counter() - start
+    if group is None or group.is_root:  # (the callbacks ran on rank 0)
+        say(f"trained on {n_rows - n_val} rows" + (f", validated on {n_val}" if n_val else "")
+            + f", batches of {batch_size}, {len(history['loss'])} epochs"
+            + _stopping_line(stopping, args))
     if args.standardize:
         fold_standardization(model, mean, std, y_mean, y_std)
     model.classes = classes if task == "classification" and args.data_files else None
@@ -247,6 +271,17 @@ def train(args):
         model.save(args.save)  # data-parallel: rank 0 writes it
         say(f"saved to {args.save}")
     return 0
+
+
+def _stopping_line(stopping, args):
+    if stopping is None:
+        return f" (--patience 0: all {args.epochs})"
+    what = "validation loss" if stopping.monitor == "val_loss" else "training loss"
+    if stopping.stopped_epoch is None:
+        return f" (the most, --epochs {args.epochs}: the {what} was still improving)"
+    return (f"; early stopping: the {what} did not improve by {args.tol:g} in "
+            f"{stopping.patience} epochs after epoch {stopping.best_epoch + 1}, whose "
+            f"weights are kept")
 
 
 def _metrics_line(model, X, y, task):
@@ -502,13 +537,24 @@ def _parser():
                    help="momentum (sgd, rmsprop)")
     t.add_argument("--weight-decay", type=_NONNEGATIVE, default=None,
                    help="weight decay (default: the optimizer's: 0, adamw 0.01)")
-    t.add_argument("--epochs", type=_POSITIVE, default=10, help="passes over the data")
-    t.add_argument("--batch-size", type=_POSITIVE, default=64, help="rows per step")
-    t.add_argument("--validation-split", type=_FRACTION, default=0.1,
-                   help="fraction of rows (from the end) held out to validate each epoch")
-    t.add_argument("--patience", type=_COUNT, default=0,
-                   help="stop after this many epochs without a better validation loss, "
-                        "keeping the best weights (0: never stop early)")
+    t.add_argument("--epochs", type=_POSITIVE, default=200,
+                   help="the most passes over the data (early stopping, see patience, "
+                        "usually ends the fit sooner)")
+    t.add_argument("--batch-size", type=_POSITIVE, default=None,
+                   help="rows per step (default: 200, or every row of a smaller table)")
+    t.add_argument("--validation-split", type=_FRACTION, default=None,
+                   help="fraction of rows (from the end) held out to validate each epoch "
+                        f"(default: {VALIDATION_FRACTION} where that is at least "
+                        f"{VALIDATION_ROWS} rows and early stopping uses it, else none)")
+    t.add_argument("--patience", type=_COUNT, default=10,
+                   help="stop after this many epochs in which the loss did not improve by "
+                        "the tolerance (tol), keeping the best weights: the validation loss "
+                        "where there are validation rows, else the training loss (0: never "
+                        "stop early)")
+    t.add_argument("--tol", type=_NONNEGATIVE, default=1e-4,
+                   help="the least improvement of the loss that counts (see patience)")
+    t.add_argument("--init", choices=INITS, default="glorot",
+                   help="weight initialisation of the Dense layers")
     t.add_argument("--schedule", choices=SCHEDULES, default="none",
                    help="learning-rate schedule: step (x0.1 every third of the epochs), "
                         "exponential (x0.95 an epoch), cosine, plateau (x0.1 after 2 "

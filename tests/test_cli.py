@@ -346,11 +346,15 @@ def test_help_shows_every_default_and_version(capsys):
     with pytest.raises(SystemExit):
         cli.main(["train", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    for flag, default in [("--epochs", "10"), ("--batch-size", "64"), ("--optimizer", "adam"),
+    for flag, default in [("--epochs", "200"), ("--optimizer", "adam"), ("--patience", "10"),
                           ("--hidden", "256,128"), ("--dropout", "0.0"), ("--seed", "0"),
-                          ("--validation-split", "0.1"), ("--dtype", "float32"),
+                          ("--tol", "0.0001"), ("--init", "glorot"), ("--dtype", "float32"),
                           ("--momentum", "0.9"), ("--activation", "relu")]:
         assert f"(default: {default})" in text.split(flag, 2)[-1].split(" --")[0], flag
+    for flag, default in [("--batch-size", "(default: 200, or every row of a smaller table)"),
+                          ("--validation-split", "(default: 0.1 where that is at least 30 "
+                                                 "rows and early stopping uses it, else none)")]:
+        assert default in text.split(flag, 2)[-1].split(" --")[0], flag
     assert "learning rate (default: the optimizer's" in text
     with pytest.raises(SystemExit):
         cli.main(["--version"])
@@ -630,3 +634,30 @@ def test_a_folder_given_as_the_model_is_one_line(tmp_path, capsys):
     code, _, err = run(capsys, "predict", tmp_path, tmp_path / "d.csv")
     assert code == 2 and "not a fastnn model file (a directory)" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_the_defaults_stop_early_and_say_on_what_they_trained(tmp_path, capsys):
+    """With no options: Glorot initialisation; a 10% validation split only where it holds
+    at least 30 rows, judging early stopping by the validation loss there and by the
+    training loss otherwise; batches of 200 rows or the whole table; and a line saying
+    so and why training stopped (with the best epoch's weights kept)."""
+    X, labels, _ = labelled_data(400)
+    write_csv(tmp_path / "big.csv", X, labels, "animal")
+    code, out, err = run(capsys, "train", tmp_path / "big.csv", "--target", "animal",
+                         "--verbose", "0", "--patience", "2", "--save", tmp_path / "big.npz")
+    assert code == 0, err
+    assert "trained on 360 rows, validated on 40, batches of 200, " in out
+    assert ("early stopping: the validation loss did not improve by 0.0001 in 2 epochs" in out
+            or "the validation loss was still improving" in out)
+    model = fnn.load(tmp_path / "big.npz")
+    assert {layer.init for layer in model.layers if isinstance(layer, fnn.Dense)} == {"glorot"}
+    write_csv(tmp_path / "small.csv", X[:150], labels[:150], "animal")
+    code, out, err = run(capsys, "train", tmp_path / "small.csv", "--target", "animal",
+                         "--verbose", "0", "--patience", "3", "--epochs", "500")
+    assert code == 0, err
+    assert "trained on 150 rows, batches of 150, " in out and "validated" not in out
+    epochs = int(out.split("batches of 150, ")[1].split(" epochs")[0])
+    assert "early stopping: the training loss did not improve" in out and epochs < 500
+    code, out, err = run(capsys, "train", tmp_path / "small.csv", "--target", "animal",
+                         "--verbose", "0", "--patience", "0", "--epochs", "7")
+    assert "7 epochs (--patience 0: all 7)" in out

@@ -95,7 +95,7 @@ def test_raw_files_with_blanks_and_text_train_predict_and_evaluate(rng, tmp_path
     write(tmp_path / "train.csv", data, labels)
     model_path = tmp_path / "m.npz"
     assert cli.main(["train", str(tmp_path / "train.csv"), "--epochs", "5", "--verbose",
-                     "0", "--save", str(model_path)]) == 0
+                     "0", "--validation-split", "0.1", "--save", str(model_path)]) == 0
     model = fnn.load(model_path)
     assert model.feature_names == ["size", "weight", "height"]
     assert model.preprocessing.columns[0]["categories"] == ["L", "M", "S", "XL"]
