@@ -10,12 +10,14 @@ of the rounds for each, and busy / idle.
   solver="sgd", max_iter=3000, ...)` on the first 100 rows of load_digits(n_class=2)
   scaled to [0, 1] (needs scikit-learn), default threads.
 - epoch256: one epoch of 784-256-128-10 (float32, SGD momentum) at batch 256 on MNIST
-  (synthetic data of its shape without it), five ways: the default (no count fixed:
+  (synthetic data of its shape without it), six ways: the default (no count fixed:
   the team sized to the cores the machine leaves, a lead with helpers where one thread
-  would run alone), "no helpers" (the default as it was before the helpers: one thread
-  alone), "unpinned helpers" (helpers, but the lead not kept on one CPU nor the helpers
-  off it), `fnn.threads(cores)` (fixed: every stretch on all of them), and
-  `fnn.threads(1)`. "busy / idle" divides each busy time by the default's idle time.
+  would run alone), "no helpers" (the stretches alone: one thread where the machine
+  leaves one), "unpinned helpers" (helpers, but the lead not kept on one CPU nor the
+  helpers off it), "helpers always" (every stretch, idle or busy, a lead whose helpers
+  claim the tiles of each pass as they come, a late one computed again), `fnn.threads(
+  cores)` (fixed: every stretch on all of them), and `fnn.threads(1)`. "busy / idle"
+  divides each busy time by the default's idle time.
   Each busy round also gives busy default / busy fixed 1, the pair timed closest
   together. The default's busy epoch reports the share of its stretches that ran below
   the plan (Engine.last_stretches) and the tiles its helpers handed in and the lead
@@ -82,6 +84,7 @@ def main():
         with_sklearn = False
     modes = {"default": contextlib.nullcontext, "no helpers": lambda: helping(0, True),
              "unpinned helpers": lambda: helping(1, False),
+             "helpers always": lambda: helping(2, True),
              f"fixed {cores}": lambda: fnn.threads(cores), "fixed 1": lambda: fnn.threads(1)}
     with_torch = importlib.util.find_spec("torch") is not None
     times = {state: {"fit100": [], "predict60k": [], "torch": [], **{m: [] for m in modes}}
