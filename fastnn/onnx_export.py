@@ -6,9 +6,22 @@ running statistics (inference mode; affine=False exports scale 1 and bias 0; in 
 Sub, Mul and Add, because BatchNormalization's epsilon attribute is 32-bit); Dropout is
 the identity at inference and is omitted. The graph's input "input" is (batch, features)
 with a free batch dimension, its output "output" is (batch, outputs), in the model's
-dtype. Needs the `onnx` package (pip install "fastnn[onnx]"); `import fastnn` does not
-import it. The file is checked by onnx.checker and written atomically: a failed export
-leaves no partial file.
+dtype.
+
+A model with a TablePreprocessor (the command line's, for tables with missing cells or
+text columns) gets it in the graph: one input per table column, named as the column,
+(batch, 1): a numeric column's cells as numbers of the model's dtype, NaN where missing
+(replaced by the training median, with the indicator column where there is one); a
+categorical column's as strings, each as fastnn.preprocessing.category_key gives it
+(stripped text, or a number's repr), "" or any of MISSING where missing (one-hot columns
+by an ai.onnx.ml LabelEncoder, an unknown value all zeros). A classifier with class names
+(model.classes) also outputs "probabilities" (batch, classes) and "label" (batch,) its
+class as text, as skl2onnx's classifiers do, so onnxruntime on a table's raw columns
+gives what `fastnn predict` gives.
+
+Needs the `onnx` package (pip install "fastnn[onnx]"); `import fastnn` does not import
+it. The file is checked by onnx.checker and written atomically: a failed export leaves no
+partial file.
 """
 import numpy as np
 
@@ -20,16 +33,8 @@ _ACTIVATIONS = {"relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh", "identity"
 
 def export_onnx(model, path, opset=OPSET, network_only=False):
     """Write `model` to `path` as ONNX (see the module docstring); returns the path.
-
-    A model with a TablePreprocessor (missing cells, categorical columns) is refused
-    unless network_only: its preprocessing is not written into the graph yet, and a graph
-    of the network alone reads the preprocessed features (TablePreprocessor.transform),
-    not the table's columns."""
-    if getattr(model, "preprocessing", None) is not None and not network_only:
-        raise ValueError("this model's preprocessing (missing cells, categorical columns) "
-                         "is not part of an ONNX graph yet; export_onnx(path, "
-                         "network_only=True) writes the network alone, which reads "
-                         "model.preprocessing.transform(table)")
+    network_only: the network alone, reading the preprocessed features ("input") of a
+    model with a TablePreprocessor, and no label outputs."""
     try:
         import onnx
         from onnx import TensorProto, helper, numpy_helper
@@ -38,12 +43,16 @@ def export_onnx(model, path, opset=OPSET, network_only=False):
             from exc
     elem = TensorProto.FLOAT if model.dtype == np.float32 else TensorProto.DOUBLE
     nodes, weights = [], []
-    current = "input"
+    preprocessing = None if network_only else model.preprocessing
+    current = "input" if preprocessing is None else "features"
 
     def constant(name, array):
         weights.append(numpy_helper.from_array(np.ascontiguousarray(array, model.dtype), name))
         return name
 
+    graph_inputs = [helper.make_tensor_value_info("input", elem, ["batch", model.n_features])]
+    if preprocessing is not None:
+        graph_inputs = _preprocessing_nodes(preprocessing, elem, model.dtype, nodes, weights)
     for i, layer in enumerate(model.layers):
         out = f"layer{i}_{layer.kind}"
         if layer.kind == "dense":
@@ -89,18 +98,101 @@ def export_onnx(model, path, opset=OPSET, network_only=False):
         else:
             raise ValueError(f"layer {i} ({layer!r}) has no ONNX equivalent here")
         current = out
-    if current == "input":  # only dropout layers: still a graph from input to output
-        nodes.append(helper.make_node("Identity", ["input"], ["output"], name="output"))
+    if current in ("input", "features"):  # only dropout layers: still a graph to output
+        nodes.append(helper.make_node("Identity", [current], ["output"], name="output"))
     else:
         nodes[-1].output[0] = "output"
-    graph = helper.make_graph(
-        nodes, "fastnn_sequential",
-        [helper.make_tensor_value_info("input", elem, ["batch", model.n_features])],
-        [helper.make_tensor_value_info("output", elem, ["batch", model.n_outputs])],
-        initializer=weights)
+    outputs = [helper.make_tensor_value_info("output", elem, ["batch", model.n_outputs])]
+    if not network_only and model.classes is not None and model.loss is not None \
+            and model.loss.classification:
+        outputs += _label_nodes(model, elem, nodes, weights)
+    graph = helper.make_graph(nodes, "fastnn_sequential", graph_inputs, outputs,
+                              initializer=weights)
     from . import __version__
     proto = helper.make_model(graph, producer_name="fastnn", producer_version=__version__,
-                              opset_imports=[helper.make_opsetid("", opset)])
+                              opset_imports=[helper.make_opsetid("", opset),
+                                             helper.make_opsetid("ai.onnx.ml", 3)])
     onnx.checker.check_model(proto, full_check=True)
     write_file(path, lambda f: f.write(proto.SerializeToString()))
     return path
+
+
+def _preprocessing_nodes(pre, elem, dtype, nodes, weights):
+    """Nodes turning the table's columns into "features" as TablePreprocessor.transform
+    does; returns the graph's inputs, one per column."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from .preprocessing import MISSING
+
+    def constant(name, array):
+        weights.append(numpy_helper.from_array(np.asarray(array), name))
+        return name
+
+    inputs, parts = [], []
+    missing = sorted(MISSING)
+    for i, c in enumerate(pre.columns):
+        name = c["name"]
+        if c["kind"] == "numeric":
+            inputs.append(helper.make_tensor_value_info(name, elem, ["batch", 1]))
+            absent = f"col{i}_missing"
+            nodes += [
+                helper.make_node("IsNaN", [name], [absent]),
+                helper.make_node("Where", [absent, constant(f"col{i}_fill",
+                                                            np.array([c["fill"]], dtype)),
+                                           name], [f"col{i}_values"])]
+            parts.append(f"col{i}_values")
+        else:
+            inputs.append(helper.make_tensor_value_info(name, TensorProto.STRING, ["batch", 1]))
+            categories = list(c["categories"])
+            fill = categories.index(c["fill"]) if c["fill"] in categories else -1
+            nodes += [
+                helper.make_node("LabelEncoder", [name], [f"col{i}_index"],
+                                 domain="ai.onnx.ml", keys_strings=categories + missing,
+                                 values_int64s=list(range(len(categories)))
+                                 + [fill] * len(missing), default_int64=-1),
+                helper.make_node("Equal", [f"col{i}_index", constant(
+                    f"col{i}_categories", np.arange(len(categories), dtype=np.int64))],
+                                 [f"col{i}_hot"]),
+                helper.make_node("Cast", [f"col{i}_hot"], [f"col{i}_values"], to=elem)]
+            parts.append(f"col{i}_values")
+            if c["indicator"]:
+                nodes.append(helper.make_node(
+                    "LabelEncoder", [name], [f"col{i}_absent"], domain="ai.onnx.ml",
+                    keys_strings=missing, values_int64s=[1] * len(missing), default_int64=0))
+                absent = f"col{i}_absent"
+        if c["indicator"]:
+            nodes.append(helper.make_node("Cast", [absent], [f"col{i}_indicator"], to=elem))
+            parts.append(f"col{i}_indicator")
+    nodes.append(helper.make_node("Concat", parts, ["features"], axis=1, name="features"))
+    return inputs
+
+
+def _label_nodes(model, elem, nodes, weights):
+    """"probabilities" and "label" (the class names as text) of a classifier, as its
+    predict_proba and `fastnn predict` give them; returns the outputs' descriptions."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from .layers import Sigmoid, Softmax
+    link = type(model.layers[-1])
+    if link is model.loss.link or link in (Softmax, Sigmoid) and model.loss.link is None:
+        nodes.append(helper.make_node("Identity", ["output"], ["probabilities"]))
+    elif model.loss.link is Softmax:
+        nodes.append(helper.make_node("Softmax", ["output"], ["probabilities"], axis=1))
+    else:
+        nodes.append(helper.make_node("Sigmoid", ["output"], ["probabilities"]))
+    names = np.array([str(c) for c in model.classes], dtype=object)
+    weights.append(numpy_helper.from_array(names, "class_names"))
+    if model.n_outputs == 1:  # one sigmoid output, two classes: the second above 0.5
+        half = numpy_helper.from_array(np.array([0.5], model.dtype), "half")
+        weights.append(half)
+        nodes += [helper.make_node("Greater", ["probabilities", "half"], ["above_half"]),
+                  helper.make_node("Cast", ["above_half"], ["class_column"],
+                                   to=TensorProto.INT64),
+                  helper.make_node("Squeeze", ["class_column"], ["class_index"])]
+    else:
+        nodes.append(helper.make_node("ArgMax", ["probabilities"], ["class_index"], axis=1,
+                                      keepdims=0))
+    nodes.append(helper.make_node("Gather", ["class_names", "class_index"], ["label"]))
+    return [helper.make_tensor_value_info("probabilities", elem,
+                                          ["batch", model.n_outputs]),
+            helper.make_tensor_value_info("label", TensorProto.STRING, ["batch"])]

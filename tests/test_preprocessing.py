@@ -9,7 +9,7 @@ import pytest
 
 import fastnn as fnn
 from fastnn import cli
-from fastnn.preprocessing import TablePreprocessor
+from fastnn.preprocessing import TablePreprocessor, category_key
 
 
 def table(rng, n=300, unseen=False):
@@ -128,18 +128,49 @@ def test_a_numbers_only_model_refuses_a_file_with_blanks(rng, tmp_path, capsys):
     assert "column 'b' has missing cells or text" in capsys.readouterr().err
 
 
-def test_onnx_export_of_a_model_with_preprocessing_says_what_it_would_miss(rng, tmp_path):
-    pytest.importorskip("onnx")
+@pytest.mark.parametrize("dtype, rtol", [("float32", 1e-5), ("float64", 1e-12)])
+def test_onnx_of_a_command_line_model_reads_raw_columns_as_predict_does(rng, tmp_path,
+                                                                          capsys, dtype, rtol):
+    """`fastnn export` of a classifier trained on a CSV with a text column and blank
+    cells: onnxruntime, given the raw columns (text as category keys, blanks as "" and
+    NaN, a value never seen in training), outputs the labels `fastnn predict` writes and
+    the probabilities of `--proba`; network_only writes the network alone."""
     ort = pytest.importorskip("onnxruntime")
-    data = table(rng, 60)
-    pre = TablePreprocessor().fit(data)
-    X = pre.transform(data)
-    model = fnn.Sequential([fnn.Dense(X.shape[1], 4), fnn.ReLU(), fnn.Dense(4, 2)], seed=0)
-    model.preprocessing = pre
-    with pytest.raises(ValueError, match="preprocessing .* is not part of an ONNX graph"):
-        model.export_onnx(tmp_path / "m.onnx")
-    assert not (tmp_path / "m.onnx").exists()
-    model.export_onnx(tmp_path / "m.onnx", network_only=True)
-    session = ort.InferenceSession(str(tmp_path / "m.onnx"))
-    out = session.run(None, {"input": X.astype(np.float32)})[0]
-    np.testing.assert_allclose(out, model.predict(X), rtol=1e-5, atol=1e-6)
+    pytest.importorskip("onnx")
+    data = table(rng, 200)
+    labels = np.where(np.array([0 if w is None else w for w in data["weight"]]) > 70,
+                      "heavy", "light")
+    write(tmp_path / "train.csv", data, labels)
+    model_path, onnx_path = tmp_path / "m.npz", tmp_path / "m.onnx"
+    assert cli.main(["train", str(tmp_path / "train.csv"), "--epochs", "5", "--verbose",
+                     "0", "--dtype", dtype, "--save", str(model_path)]) == 0
+    assert cli.main(["export", str(model_path), str(onnx_path)]) == 0
+    test = table(rng, 40, unseen=True)
+    write(tmp_path / "test.csv", test, np.where(rng.random(40) > 0.5, "heavy", "light"))
+    capsys.readouterr()
+    assert cli.main(["predict", str(model_path), str(tmp_path / "test.csv")]) == 0
+    predicted = capsys.readouterr().out.splitlines()[1:]
+    assert cli.main(["predict", str(model_path), str(tmp_path / "test.csv"), "--proba"]) == 0
+    proba = np.array([[float(v) for v in line.split(",")]
+                      for line in capsys.readouterr().out.splitlines()[1:]])
+    session = ort.InferenceSession(str(onnx_path))
+    feeds = {}
+    for column in session.get_inputs():
+        cells = test[column.name]
+        if column.type == "tensor(string)":
+            feeds[column.name] = np.array([["" if v is None else category_key(v)]
+                                           for v in cells], dtype=object)
+        else:
+            feeds[column.name] = np.array([[np.nan if v is None else float(v)]
+                                           for v in cells], dtype=dtype)
+    out, probabilities, label = session.run(["output", "probabilities", "label"], feeds)
+    assert list(label) == predicted
+    np.testing.assert_allclose(probabilities, proba, rtol=rtol, atol=rtol)
+    model = fnn.load(model_path)
+    X = model.preprocessing.transform(test)
+    np.testing.assert_allclose(out, model.predict(X), rtol=rtol, atol=rtol)
+    model.export_onnx(tmp_path / "net.onnx", network_only=True)
+    session = ort.InferenceSession(str(tmp_path / "net.onnx"))
+    assert [o.name for o in session.get_outputs()] == ["output"]
+    net = session.run(None, {"input": X.astype(dtype)})[0]
+    np.testing.assert_allclose(net, model.predict(X), rtol=rtol, atol=rtol)
