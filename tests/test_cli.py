@@ -661,3 +661,40 @@ def test_the_defaults_stop_early_and_say_on_what_they_trained(tmp_path, capsys):
     code, out, err = run(capsys, "train", tmp_path / "small.csv", "--target", "animal",
                          "--verbose", "0", "--patience", "0", "--epochs", "7")
     assert "7 epochs (--patience 0: all 7)" in out
+
+
+@pytest.mark.parametrize("content, fast", [
+    ("a,b,y\n1,2.5,x\n3,-4e3,z\n7,0.1,x\n", True),        # ints and floats, a text target
+    ("\ufeffa;b;y\n1;2;3\n4;5;6\n", True),                   # a BOM, semicolons, numbers
+    ('a,b,y\n1,"2",x\n3,4,z\n', None),                       # a quoted number
+    ("a,b,y\n1,2,x\n\n3,4,z\n", False),                      # a blank line
+    ("a,b,y\n1, 2,x\n3,4, z \n", None),                      # spaces around cells
+    ("a,b,y\n1,inf,x\n", False),                             # an error either way
+    ("a,b,y\n1,,x\n3,4,z\n", False),                         # a missing cell
+])
+def test_pyarrows_reader_gives_the_record_loops_table(tmp_path, monkeypatch, content, fast):
+    """A file of numbers goes through pyarrow's reader (fast: True, it must; False, it
+    must not; None, either), and whichever way it goes the table (or the error) is the
+    one the record loop makes of it."""
+    pytest.importorskip("pyarrow")
+    from fastnn import tabular
+    path = tmp_path / "t.csv"
+    path.write_text(content, encoding="utf-8")
+    if fast is not None:
+        taken = tabular._read_csv_fast(str(path), "y", None, True, None, ".")
+        assert (taken is not None) == fast
+
+    def read():
+        try:
+            return tabular.read_table([path], target="y")
+        except tabular.DataError as exc:
+            return str(exc)
+    quick = read()
+    monkeypatch.setattr(tabular, "_read_csv_fast", lambda *args: None)
+    loop = read()
+    if isinstance(loop, str):
+        assert quick == loop
+        return
+    assert (quick.feature_names, quick.target_name) == (loop.feature_names, loop.target_name)
+    for a, b in [(quick.X, loop.X), (quick.y, loop.y), (quick.lines, loop.lines)]:
+        assert (a is None) == (b is None) and (a is None or np.array_equal(a, b))
