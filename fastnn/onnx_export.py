@@ -37,7 +37,7 @@ def export_onnx(model, path, opset=OPSET, network_only=False):
     model with a TablePreprocessor, and no label outputs."""
     try:
         import onnx
-        from onnx import TensorProto, helper, numpy_helper
+        from onnx import TensorProto, helper
     except ImportError as exc:
         raise ImportError('ONNX export needs the onnx package: pip install "fastnn[onnx]"') \
             from exc
@@ -46,9 +46,8 @@ def export_onnx(model, path, opset=OPSET, network_only=False):
     preprocessing = None if network_only else model.preprocessing
     current = "input" if preprocessing is None else "features"
 
-    def constant(name, array):
-        weights.append(numpy_helper.from_array(np.ascontiguousarray(array, model.dtype), name))
-        return name
+    def constant(name, array):  # a parameter, in the model's dtype
+        return _constant(weights, name, np.asarray(array, model.dtype))
 
     graph_inputs = [helper.make_tensor_value_info("input", elem, ["batch", model.n_features])]
     if preprocessing is not None:
@@ -120,13 +119,12 @@ def export_onnx(model, path, opset=OPSET, network_only=False):
 def _preprocessing_nodes(pre, elem, dtype, nodes, weights):
     """Nodes turning the table's columns into "features" as TablePreprocessor.transform
     does; returns the graph's inputs, one per column."""
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import TensorProto, helper
 
     from .preprocessing import MISSING
 
     def constant(name, array):
-        weights.append(numpy_helper.from_array(np.asarray(array), name))
-        return name
+        return _constant(weights, name, array)
 
     inputs, parts = [], []
     missing = sorted(MISSING)
@@ -170,7 +168,7 @@ def _preprocessing_nodes(pre, elem, dtype, nodes, weights):
 def _label_nodes(model, elem, nodes, weights):
     """"probabilities" and "label" (the class names as text) of a classifier, as its
     predict_proba and `fastnn predict` give them; returns the outputs' descriptions."""
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import TensorProto, helper
 
     from .layers import Sigmoid, Softmax
     link = type(model.layers[-1])
@@ -180,11 +178,9 @@ def _label_nodes(model, elem, nodes, weights):
         nodes.append(helper.make_node("Softmax", ["output"], ["probabilities"], axis=1))
     else:
         nodes.append(helper.make_node("Sigmoid", ["output"], ["probabilities"]))
-    names = np.array([str(c) for c in model.classes], dtype=object)
-    weights.append(numpy_helper.from_array(names, "class_names"))
+    _constant(weights, "class_names", np.array([str(c) for c in model.classes], dtype=object))
     if model.n_outputs == 1:  # one sigmoid output, two classes: the second above 0.5
-        half = numpy_helper.from_array(np.array([0.5], model.dtype), "half")
-        weights.append(half)
+        _constant(weights, "half", np.array([0.5], model.dtype))
         nodes += [helper.make_node("Greater", ["probabilities", "half"], ["above_half"]),
                   helper.make_node("Cast", ["above_half"], ["class_column"],
                                    to=TensorProto.INT64),
@@ -196,3 +192,10 @@ def _label_nodes(model, elem, nodes, weights):
     return [helper.make_tensor_value_info("probabilities", elem,
                                           ["batch", model.n_outputs]),
             helper.make_tensor_value_info("label", TensorProto.STRING, ["batch"])]
+
+
+def _constant(weights, name, array):
+    """Add `array` to the graph's initializers under `name`; returns the name."""
+    from onnx import numpy_helper
+    weights.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+    return name

@@ -221,7 +221,8 @@ def _read_csv_fast(path, target, features, need_target, sep, decimal):
     try:
         with open(path, encoding="utf-8-sig", newline="") as f:
             first = f.readline(MAX_LINE_CHARS + 1)
-        header = next(csv.reader([first], delimiter=sep or _separator(first)), None)
+        delimiter = sep or _separator(first)
+        header = next(csv.reader([first], delimiter=delimiter), None)
         if not header or len(first) > MAX_LINE_CHARS:
             return None
         header = [name.strip() for name in header]
@@ -234,8 +235,7 @@ def _read_csv_fast(path, target, features, need_target, sep, decimal):
             path,
             read_options=pacsv.ReadOptions(column_names=names, skip_rows=1,
                                            block_size=1 << 22),
-            parse_options=pacsv.ParseOptions(delimiter=sep or _separator(first),
-                                             ignore_empty_lines=False),
+            parse_options=pacsv.ParseOptions(delimiter=delimiter, ignore_empty_lines=False),
             convert_options=pacsv.ConvertOptions(
                 column_types={} if target_name is None
                 else {names[index[target_name]]: pa.string()},
@@ -260,9 +260,9 @@ def _read_csv_fast(path, target, features, need_target, sep, decimal):
                 targets.append(y)
     except Exception:  # whatever pyarrow refuses, the record loop reads or explains
         return None
-    if not parts or sum(len(X) for X in parts) == 0:
+    X = np.concatenate(parts) if parts else np.empty((0, len(feature_names)))
+    if not len(X):
         return None
-    X = np.concatenate(parts)
     y = np.concatenate(targets) if target_name is not None else None
     return Table(X, y, feature_names, target_name, np.arange(2, len(X) + 2, dtype=np.int64))
 
