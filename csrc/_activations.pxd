@@ -1,14 +1,32 @@
 """Activation kernels: forward a = f(z) and backward dz = g * f'(z), over n rows of width m.
 
 Backward takes both the input z and the output a and reads whichever gives the exact
-derivative: ReLU/LeakyReLU from the sign of z, sigmoid and tanh from a. Softmax works
-row by row (max-shifted, so large logits do not overflow). NaN propagates as in torch.
+derivative: ReLU/LeakyReLU from the sign of z, sigmoid and tanh from a, GELU, SiLU, ELU
+and Softplus from z by torch's own derivative formulas (so float64 agrees with torch to
+rounding). Softmax works row by row (max-shifted, so large logits do not overflow). NaN
+propagates as in torch. `slope` is the kind's one setting (LeakyReLU's negative slope,
+ELU's alpha, Softplus's beta); `threshold` is Softplus's: where beta z exceeds it, the
+output is z itself.
 """
 from cython cimport floating
 from libc.string cimport memcpy
 
-from _kinds cimport LayerKind, IDENTITY, RELU, LEAKY_RELU, SIGMOID, TANH, SOFTMAX
-from _mathf cimport fexp, ftanh, select
+from _kinds cimport (LayerKind, IDENTITY, RELU, LEAKY_RELU, SIGMOID, TANH, SOFTMAX, GELU,
+                    GELU_TANH, SILU, ELU, SOFTPLUS)
+from _mathf cimport fexp, fexpm1, ferf, flog1p, ftanh, select
+
+cdef extern from *:
+    """
+    /* GELU's constants, as torch's: 1/sqrt(2), 1/sqrt(2 pi), sqrt(2/pi), the cubic term */
+    #define FASTNN_SQRT1_2 0.70710678118654752440
+    #define FASTNN_INV_SQRT_2PI 0.39894228040143267794
+    #define FASTNN_SQRT_2_OVER_PI 0.79788456080286535588
+    #define FASTNN_GELU_KAPPA 0.044715
+    """
+    double SQRT1_2 "FASTNN_SQRT1_2"
+    double INV_SQRT_2PI "FASTNN_INV_SQRT_2PI"
+    double SQRT_2_OVER_PI "FASTNN_SQRT_2_OVER_PI"
+    double GELU_KAPPA "FASTNN_GELU_KAPPA"
 
 
 cdef extern from "vmath.h":
@@ -50,8 +68,13 @@ cdef inline void softmax_row_backward(const floating* a, const floating* g, floa
         dz[j] = a[j] * (g[j] - dot)
 
 
-cdef inline void activation_forward(int kind, double slope, const floating* z, floating* a,
-                                    Py_ssize_t n, Py_ssize_t m) noexcept nogil:
+cdef inline floating gelu_tanh_inner(floating z) noexcept nogil:
+    return <floating> SQRT_2_OVER_PI * (z + <floating> GELU_KAPPA * z * z * z)
+
+
+cdef inline void activation_forward(int kind, double slope, double threshold,
+                                    const floating* z, floating* a, Py_ssize_t n,
+                                    Py_ssize_t m) noexcept nogil:
     """a = f(z) elementwise (softmax: per row) for an (n x m) row-major block."""
     cdef Py_ssize_t i, size = n * m
     cdef floating s = <floating> slope
@@ -78,14 +101,31 @@ cdef inline void activation_forward(int kind, double slope, const floating* z, f
     elif kind == SOFTMAX:
         for i in range(n):
             softmax_row(z + i * m, a + i * m, m)
+    elif kind == GELU:
+        for i in range(size):
+            a[i] = 0.5 * z[i] * (1 + ferf(z[i] * <floating> SQRT1_2))
+    elif kind == GELU_TANH:
+        for i in range(size):
+            a[i] = 0.5 * z[i] * (1 + ftanh(gelu_tanh_inner(z[i])))
+    elif kind == SILU:
+        for i in range(size):
+            a[i] = z[i] * sigmoid(z[i])
+    elif kind == ELU:
+        for i in range(size):
+            a[i] = select(z[i] > 0, z[i], s * fexpm1(z[i]))
+    elif kind == SOFTPLUS:
+        for i in range(size):
+            a[i] = select(z[i] * s > <floating> threshold, z[i],
+                          flog1p(fexp(z[i] * s)) / s)
 
 
-cdef inline void activation_backward(int kind, double slope, const floating* z,
-                                     const floating* a, const floating* g, floating* dz,
-                                     Py_ssize_t n, Py_ssize_t m) noexcept nogil:
+cdef inline void activation_backward(int kind, double slope, double threshold,
+                                     const floating* z, const floating* a, const floating* g,
+                                     floating* dz, Py_ssize_t n, Py_ssize_t m) noexcept nogil:
     """dz = dL/dz from g = dL/da, for an (n x m) block; softmax uses its row Jacobian."""
     cdef Py_ssize_t i, size = n * m
     cdef floating s = <floating> slope
+    cdef floating t, e
     if kind == IDENTITY:
         memcpy(dz, g, size * sizeof(floating))
     elif kind == RELU:
@@ -103,3 +143,23 @@ cdef inline void activation_backward(int kind, double slope, const floating* z,
     elif kind == SOFTMAX:
         for i in range(n):
             softmax_row_backward(a + i * m, g + i * m, dz + i * m, m)
+    elif kind == GELU:  # Phi(z) + z phi(z)
+        for i in range(size):
+            dz[i] = g[i] * (0.5 * (1 + ferf(z[i] * <floating> SQRT1_2))
+                            + z[i] * fexp(-0.5 * z[i] * z[i]) * <floating> INV_SQRT_2PI)
+    elif kind == GELU_TANH:
+        for i in range(size):
+            t = ftanh(gelu_tanh_inner(z[i]))
+            dz[i] = g[i] * (0.5 * (1 + t) + 0.5 * z[i] * (1 - t * t) * <floating> SQRT_2_OVER_PI
+                            * (1 + 3 * <floating> GELU_KAPPA * z[i] * z[i]))
+    elif kind == SILU:
+        for i in range(size):
+            t = sigmoid(z[i])
+            dz[i] = g[i] * t * (1 + z[i] * (1 - t))
+    elif kind == ELU:
+        for i in range(size):
+            dz[i] = select(z[i] > 0, g[i], g[i] * s * fexp(z[i]))
+    elif kind == SOFTPLUS:
+        for i in range(size):
+            e = fexp(z[i] * s)
+            dz[i] = select(z[i] * s > <floating> threshold, g[i], g[i] * e / (e + 1))

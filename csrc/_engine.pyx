@@ -39,13 +39,14 @@ from _batchnorm cimport (bn_colsum, bn_colsqdev, bn_grad_input, bn_grad_sums, bn
 from _finite cimport all_finite, first_nonfinite
 from _dropout cimport dropout_advance, dropout_backward, dropout_forward_block
 from _kinds cimport (BATCHNORM, DENSE, DROPOUT, IDENTITY, RELU, LEAKY_RELU, SIGMOID, TANH, SOFTMAX,
+                     GELU, GELU_TANH, SILU, ELU, SOFTPLUS,
                      CROSS_ENTROPY_LABELS, CROSS_ENTROPY_PROBS, BINARY_CROSS_ENTROPY, MSE, L1,
-                     POISSON,
-                     SGD, ADAM, RMSPROP, ADAGRAD)
+                     POISSON, HUBER,
+                     SGD, ADAM, RMSPROP, ADAGRAD, ADADELTA, NADAM)
 from _losses cimport count_correct, loss_forward_backward
 from _optimizers cimport (GradientDestination, TO_GRAD, destination_array,
                           gradient_destination, momentum_scale_after, momentum_scale_small,
-                          optimizer_finish, uses_scaled_momentum)
+                          optimizer_finish, uses_scaled_momentum, nadam_product_after)
 
 from cpython.buffer cimport PyBUF_C_CONTIGUOUS, PyBUF_FORMAT, PyBuffer_Release, PyObject_GetBuffer
 from cpython.pythread cimport PyThread_get_thread_ident

@@ -67,18 +67,19 @@ def dense_backward(const floating[:, ::1] x, const floating[:, ::1] weight,
                         <int> n, <int> x.shape[1], <int> weight.shape[0])
 
 
-def activation(int kind, double slope, const floating[:, ::1] z, floating[:, ::1] a):
+def activation(int kind, double slope, const floating[:, ::1] z, floating[:, ::1] a,
+               double threshold=20.0):
     """a = f(z) for activation `kind`."""
     with nogil:
-        activation_forward(kind, slope, &z[0, 0], &a[0, 0], z.shape[0], z.shape[1])
+        activation_forward(kind, slope, threshold, &z[0, 0], &a[0, 0], z.shape[0], z.shape[1])
 
 
 def activation_grad(int kind, double slope, const floating[:, ::1] z, const floating[:, ::1] a,
-                    const floating[:, ::1] g, floating[:, ::1] dz):
+                    const floating[:, ::1] g, floating[:, ::1] dz, double threshold=20.0):
     """dz = dL/dz from g = dL/da."""
     with nogil:
-        activation_backward(kind, slope, &z[0, 0], &a[0, 0], &g[0, 0], &dz[0, 0], z.shape[0],
-                            z.shape[1])
+        activation_backward(kind, slope, threshold, &z[0, 0], &a[0, 0], &g[0, 0], &dz[0, 0],
+                            z.shape[0], z.shape[1])
 
 
 def batchnorm_train(const floating[:, ::1] x, floating[:, ::1] y, const floating[::1] gamma,
@@ -114,7 +115,7 @@ def dropout(const floating[:, ::1] z, floating[:, ::1] a, floating[:, ::1] mask,
 
 def loss(int kind, const floating[:, ::1] out, const floating[:, ::1] targets,
          const int64_t[::1] labels, floating[:, ::1] grad, double scale,
-         const floating[::1] weights=None):
+         const floating[::1] weights=None, double setting=0.0):
     """(sum of losses, correct predictions), each row's weighted by `weights` when given;
     writes scale * gradient (times the row's weight) into grad unless it is None."""
     cdef double total, correct
@@ -123,7 +124,7 @@ def loss(int kind, const floating[:, ::1] out, const floating[:, ::1] targets,
     cdef const floating* w = NULL if weights is None else &weights[0]
     cdef floating* g = NULL if grad is None else &grad[0, 0]
     with nogil:
-        total = loss_forward_backward(kind, &out[0, 0], t, lab, w, g, out.shape[0],
+        total = loss_forward_backward(kind, setting, &out[0, 0], t, lab, w, g, out.shape[0],
                                       out.shape[1], <floating> scale)
         correct = count_correct(kind, &out[0, 0], t, lab, w, out.shape[0], out.shape[1])
     return total, correct
@@ -132,7 +133,7 @@ def loss(int kind, const floating[:, ::1] out, const floating[:, ::1] targets,
 def optimizer_step(int kind, hyper_given, long long step, floating[::1] param,
                    const floating[::1] grad, floating[::1] state0=None,
                    floating[::1] state1=None, floating[::1] state2=None,
-                   double l2=0):
+                   double l2=0, double mu_product=1.0):
     """One in-place update of `param` from the gradient `grad`, by the engine's route: the
     gradient lands where the optimizer asks (here C = alpha * grad + beta * C stands in
     for the GEMM that produces it), then the optimizer finishes its update."""
@@ -149,7 +150,7 @@ def optimizer_step(int kind, hyper_given, long long step, floating[::1] param,
         for i in range(n):
             target[i] = alpha * grad[i] + beta * target[i]
     with nogil:
-        optimizer_finish(kind, &hyper[0], l2, step, dest, &param[0], &grad[0], s0,
+        optimizer_finish(kind, &hyper[0], l2, step, mu_product, dest, &param[0], &grad[0], s0,
                          NULL if state1 is None else &state1[0],
                          NULL if state2 is None else &state2[0], n)
         if dest.where == TO_STATE0:  # back from the scaled buffer c to torch's b

@@ -10,6 +10,11 @@ cdef enum LayerKind:
     SOFTMAX = 6
     DROPOUT = 7         # slope holds p
     BATCHNORM = 8
+    GELU = 9            # exact: z * Phi(z)
+    GELU_TANH = 10      # torch's approximate="tanh"
+    SILU = 11
+    ELU = 12            # slope holds alpha
+    SOFTPLUS = 13       # slope holds beta, threshold the linear region's start
 
 cdef enum LossKind:
     CROSS_ENTROPY_LABELS = 0
@@ -18,9 +23,12 @@ cdef enum LossKind:
     MSE = 3
     L1 = 4
     POISSON = 5         # Poisson NLL on the log of the rate
+    HUBER = 6           # the setting holds delta
 
 cdef enum OptimizerKind:
     SGD = 0
     ADAM = 1            # Adam and AdamW (decoupled weight decay)
     RMSPROP = 2
     ADAGRAD = 3
+    ADADELTA = 4
+    NADAM = 5

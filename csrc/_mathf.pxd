@@ -1,10 +1,10 @@
-"""exp/log/tanh in the precision of the data.
+"""exp/log/tanh/erf in the precision of the data.
 
 float32 exp and tanh are branch-free versions (vmath.h) that the compiler vectorizes,
 accurate to 2e-7 relative; float64 uses libm.
 """
 from cython cimport floating
-from libc.math cimport exp, log, logf, log1p, log1pf, tanh
+from libc.math cimport erf, erff, exp, expm1, expm1f, log, logf, log1p, log1pf, tanh
 
 
 cdef extern from "vmath.h":
@@ -17,6 +17,20 @@ cdef inline floating fexp(floating x) noexcept nogil:
         return fastnn_expf(x)
     else:
         return exp(x)
+
+
+cdef inline floating fexpm1(floating x) noexcept nogil:
+    if floating is float:
+        return expm1f(x)
+    else:
+        return expm1(x)
+
+
+cdef inline floating ferf(floating x) noexcept nogil:
+    if floating is float:
+        return erff(x)
+    else:
+        return erf(x)
 
 
 cdef inline floating flog(floating x) noexcept nogil:

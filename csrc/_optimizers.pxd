@@ -46,11 +46,25 @@ state0 = v, state1 = momentum buffer b, state2 = mean gradient a (centered):
 Adagrad, hyper = (lr, lr_decay, weight_decay, eps), state0 = sum s:
     g = g + weight_decay * p;  s = s + g^2
     p = p - lr / (1 + (t - 1) lr_decay) * g / (sqrt(s) + eps)
+
+Adadelta, hyper = (lr, rho, eps, weight_decay), state0 = square average v,
+state1 = accumulated delta u:
+    g = g + weight_decay * p;  v = rho v + (1 - rho) g^2
+    d = sqrt(u + eps) / sqrt(v + eps) * g;  u = rho u + (1 - rho) d^2;  p = p - lr d
+
+NAdam, hyper = (lr, beta1, beta2, eps, weight_decay, momentum_decay, decoupled),
+state0 = m, state1 = v; `product` is prod_{i < t} mu_i over the updates already made
+(the driver's counter, advanced by nadam_product_after):
+    mu_i = beta1 (1 - 0.96^(i momentum_decay) / 2);  P = product * mu_t
+    p = p * (1 - lr * weight_decay) (decoupled)  or  g = g + weight_decay * p
+    m = beta1 m + (1 - beta1) g;  v = beta2 v + (1 - beta2) g^2
+    d = sqrt(v / (1 - beta2^t)) + eps
+    p = p - lr (1 - mu_t) / (1 - P) * g / d - lr mu_{t+1} / (1 - P mu_{t+1}) * m / d
 """
 from cython cimport floating
 from libc.math cimport pow, sqrt, sqrtf
 
-from _kinds cimport ADAGRAD, ADAM, RMSPROP, SGD
+from _kinds cimport ADADELTA, ADAGRAD, ADAM, NADAM, RMSPROP, SGD
 from _mathf cimport select
 
 cdef extern from "updates.h":
@@ -231,12 +245,61 @@ cdef inline void adagrad_update(const double* hyper, double l2, long long step, 
         fastnn_adagrad_d(p, g, total, n, clr, wd, eps)
 
 
+cdef inline void adadelta_update(const double* hyper, double l2, floating* p, const floating* g,
+                                 floating* sq, floating* acc, Py_ssize_t n) noexcept nogil:
+    cdef floating lr = <floating> hyper[0], rho = <floating> hyper[1]
+    cdef floating eps = <floating> hyper[2], wd = <floating> (hyper[3] + l2)
+    cdef Py_ssize_t i
+    cdef floating d
+    for i in range(n):
+        d = g[i] + wd * p[i]
+        sq[i] = sq[i] * rho + (1 - rho) * d * d
+        d = fsqrt(acc[i] + eps) / fsqrt(sq[i] + eps) * d
+        acc[i] = acc[i] * rho + (1 - rho) * d * d
+        p[i] = p[i] - lr * d
+
+
+cdef inline double nadam_mu(const double* hyper, double t) noexcept nogil:
+    """NAdam's momentum coefficient at (1-based) step t."""
+    return hyper[1] * (1.0 - 0.5 * pow(0.96, t * hyper[5]))
+
+
+cdef inline double nadam_product_after(int kind, const double* hyper, double product,
+                                       long long step) noexcept nogil:
+    """The product of NAdam's momentum coefficients once update `step` (0-based) is made."""
+    return product * nadam_mu(hyper, step + 1.0) if kind == NADAM else product
+
+
+cdef inline void nadam_update(const double* hyper, double l2, long long step, double product,
+                              floating* p, const floating* g, floating* m, floating* v,
+                              Py_ssize_t n) noexcept nogil:
+    cdef double t = step + 1, mu = nadam_mu(hyper, t), mu_next = nadam_mu(hyper, t + 1)
+    cdef double product_now = product * mu
+    cdef bint decoupled = hyper[6] != 0
+    cdef floating beta1 = <floating> hyper[1], beta2 = <floating> hyper[2]
+    cdef floating eps = <floating> hyper[3]
+    cdef floating coupled = <floating> (l2 if decoupled else hyper[4] + l2)
+    cdef floating decay = <floating> (1 - hyper[0] * hyper[4]) if decoupled else 1
+    cdef floating bc2 = <floating> (1 - pow(hyper[2], t))
+    cdef floating grad_step = <floating> (-hyper[0] * (1 - mu) / (1 - product_now))
+    cdef floating m_step = <floating> (-hyper[0] * mu_next / (1 - product_now * mu_next))
+    cdef Py_ssize_t i
+    cdef floating d, old, denom
+    for i in range(n):
+        old = p[i]
+        d = g[i] + coupled * old
+        m[i] = m[i] + (1 - beta1) * (d - m[i])
+        v[i] = v[i] * beta2 + (1 - beta2) * d * d
+        denom = fsqrt(v[i] / bc2) + eps
+        p[i] = old * decay + grad_step * d / denom + m_step * m[i] / denom
+
+
 cdef inline void optimizer_finish(int kind, const double* hyper, double l2, long long step,
-                                  GradientDestination dest, floating* p, const floating* g,
-                                  floating* state0, floating* state1, floating* state2,
-                                  Py_ssize_t n) noexcept nogil:
+                                  double product, GradientDestination dest, floating* p,
+                                  const floating* g, floating* state0, floating* state1,
+                                  floating* state2, Py_ssize_t n) noexcept nogil:
     """Complete the update of the n entries of p once the gradient product has landed
-    where gradient_destination said."""
+    where gradient_destination said (`product`: NAdam's, see the header)."""
     if dest.where == TO_PARAM:
         return
     if kind == SGD:
@@ -250,6 +313,10 @@ cdef inline void optimizer_finish(int kind, const double* hyper, double l2, long
         rmsprop_update(hyper, l2, p, g, state0, state1, state2, n)
     elif kind == ADAGRAD:
         adagrad_update(hyper, l2, step, p, g, state0, n)
+    elif kind == ADADELTA:
+        adadelta_update(hyper, l2, p, g, state0, state1, n)
+    elif kind == NADAM:
+        nadam_update(hyper, l2, step, product, p, g, state0, state1, n)
 
 
 cdef inline void* destination_array(int where, void* param, void* grad,

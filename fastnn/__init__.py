@@ -18,15 +18,30 @@ except ImportError as exc:  # e.g. python run inside a checkout that was never b
 from . import callbacks, losses, optim
 from ._threads import get_num_threads, set_num_threads, threads
 from .callbacks import Callback, EarlyStopping
-from .layers import BatchNorm1d, Dense, Dropout, Identity, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
-from .losses import BCEWithLogitsLoss, CrossEntropyLoss, L1Loss, MSELoss, PoissonNLLLoss
+from .layers import (
+    ELU,
+    GELU,
+    BatchNorm1d,
+    Dense,
+    Dropout,
+    Identity,
+    LeakyReLU,
+    ReLU,
+    Sigmoid,
+    SiLU,
+    Softmax,
+    Softplus,
+    Tanh,
+)
+from .losses import BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, L1Loss, MSELoss, PoissonNLLLoss
 from .model import History, Sequential
 from .serialization import load
 
 __all__ = [
     "__version__", "Sequential", "History", "Dense", "Dropout", "BatchNorm1d", "Identity",
-    "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softmax", "CrossEntropyLoss",
-    "BCEWithLogitsLoss", "MSELoss", "L1Loss", "PoissonNLLLoss", "losses", "optim",
+    "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softmax", "GELU", "SiLU", "ELU", "Softplus",
+    "CrossEntropyLoss", "BCEWithLogitsLoss", "MSELoss", "L1Loss", "PoissonNLLLoss",
+    "HuberLoss", "losses", "optim",
     "callbacks", "Callback", "EarlyStopping", "load", "get_num_threads", "set_num_threads",
     "threads",
 ]

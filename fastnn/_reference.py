@@ -18,7 +18,30 @@ def dense_backward(x, weight, grad_out):
     return grad_out @ weight, grad_out.T @ x, grad_out.sum(axis=0)
 
 
-def activation(kind, z, slope=0.01):
+def _normal_cdf(z):
+    from scipy.special import erf
+    return 0.5 * (1 + erf(z / np.sqrt(2)))
+
+
+def _gelu_tanh_parts(z):
+    """(tanh of the tanh form's inner term, the inner term's derivative)."""
+    c = np.sqrt(2 / np.pi)
+    return np.tanh(c * (z + 0.044715 * z ** 3)), c * (1 + 3 * 0.044715 * z ** 2)
+
+
+def activation(kind, z, slope=0.01, threshold=20.0):
+    """f(z); slope is LeakyReLU's slope, ELU's alpha, Softplus's beta."""
+    if kind == "gelu":
+        return z * _normal_cdf(z)
+    if kind == "gelu_tanh":
+        return 0.5 * z * (1 + _gelu_tanh_parts(z)[0])
+    if kind == "silu":
+        return z * activation("sigmoid", z)
+    if kind == "elu":
+        return np.where(z > 0, z, slope * np.expm1(np.minimum(z, 0)))
+    if kind == "softplus":
+        return np.where(slope * z > threshold, z,
+                        np.logaddexp(0, slope * np.minimum(z, threshold / slope)) / slope)
     if kind == "identity":
         return z.copy()
     if kind == "relu":
@@ -35,9 +58,22 @@ def activation(kind, z, slope=0.01):
     raise ValueError(kind)
 
 
-def activation_grad(kind, z, g, slope=0.01):
+def activation_grad(kind, z, g, slope=0.01, threshold=20.0):
     """dL/dz from g = dL/da for a = activation(kind, z)."""
-    a = activation(kind, z, slope)
+    a = activation(kind, z, slope, threshold)
+    if kind == "gelu":
+        return g * (_normal_cdf(z) + z * np.exp(-z * z / 2) / np.sqrt(2 * np.pi))
+    if kind == "gelu_tanh":
+        t, inner = _gelu_tanh_parts(z)
+        return g * (0.5 * (1 + t) + 0.5 * z * (1 - t * t) * inner)
+    if kind == "silu":
+        s = activation("sigmoid", z)
+        return g * s * (1 + z * (1 - s))
+    if kind == "elu":
+        return np.where(z > 0, g, g * slope * np.exp(np.minimum(z, 0)))
+    if kind == "softplus":
+        return np.where(slope * z > threshold, g,
+                        g * activation("sigmoid", slope * np.minimum(z, threshold / slope)))
     if kind == "identity":
         return g.copy()
     if kind == "relu":
@@ -58,11 +94,12 @@ def log_softmax(x):
     return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
 
 
-def loss(name, x, target):
+def loss(name, x, target, setting=0.0):
     """(mean loss, gradient of the mean w.r.t. x), as torch.nn defines each loss.
 
     name: "cross_entropy" (target: int labels (N,) or probabilities (N, C)),
-    "binary_cross_entropy" (on logits), "mse", "l1", "poisson_nll" (on the log rate).
+    "binary_cross_entropy" (on logits), "mse", "l1", "poisson_nll" (on the log rate),
+    "huber"; `setting` is Huber's delta or cross-entropy's label smoothing.
     """
     n = x.shape[0]
     if name == "cross_entropy":
@@ -71,6 +108,8 @@ def loss(name, x, target):
             onehot = np.zeros_like(x)
             onehot[np.arange(n), target] = 1
             target = onehot
+        if setting:
+            target = (1 - setting) * target + setting / x.shape[1]
         value = -(target * logp).sum() / n
         grad = (np.exp(logp) * target.sum(axis=1, keepdims=True) - target) / n
         return value, grad
@@ -84,6 +123,10 @@ def loss(name, x, target):
         return np.mean(np.abs(x - target)), np.sign(x - target) / x.size
     if name == "poisson_nll":
         return np.mean(np.exp(x) - x * target), (np.exp(x) - target) / x.size
+    if name == "huber":
+        d, delta = x - target, setting
+        value = np.where(np.abs(d) < delta, 0.5 * d * d, delta * (np.abs(d) - delta / 2))
+        return np.mean(value), np.clip(d, -delta, delta) / x.size
     raise ValueError(name)
 
 
@@ -145,23 +188,55 @@ def adagrad_step(p, g, state, step, lr=1e-2, lr_decay=0.0, weight_decay=0.0,
     return p - lr / (1 + step * lr_decay) * g / (np.sqrt(total) + eps), [total]
 
 
+def adadelta_step(p, g, state, step, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0):
+    """torch.optim.Adadelta; state = [square average v, accumulated delta u]."""
+    v, u = state if state is not None else (np.zeros_like(p), np.zeros_like(p))
+    g = g + weight_decay * p
+    v = rho * v + (1 - rho) * g * g
+    d = np.sqrt(u + eps) / np.sqrt(v + eps) * g
+    u = rho * u + (1 - rho) * d * d
+    return p - lr * d, [v, u]
+
+
+def nadam_step(p, g, state, step, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+               momentum_decay=4e-3, decoupled_weight_decay=False):
+    """torch.optim.NAdam; state = [m, v, product of the momentum coefficients so far]."""
+    m, v, product = state if state is not None else (np.zeros_like(p), np.zeros_like(p), 1.0)
+    beta1, beta2 = betas
+    t = step + 1
+    mu = beta1 * (1 - 0.5 * 0.96 ** (t * momentum_decay))
+    mu_next = beta1 * (1 - 0.5 * 0.96 ** ((t + 1) * momentum_decay))
+    product = product * mu
+    if decoupled_weight_decay:
+        p = p * (1 - lr * weight_decay)
+    else:
+        g = g + weight_decay * p
+    m = beta1 * m + (1 - beta1) * g
+    v = beta2 * v + (1 - beta2) * g * g
+    d = np.sqrt(v / (1 - beta2 ** t)) + eps
+    p = p - lr * (1 - mu) / (1 - product) * g / d \
+        - lr * mu_next / (1 - product * mu_next) * m / d
+    return p, [m, v, product]
+
+
 def mlp_forward(layers, x):
-    """Forward through [(kind, params)], params (W, b) for "dense", slope for
-    "leaky_relu", None otherwise; returns every layer's input and the output."""
+    """Forward through [(kind, params)], params (W, b) for "dense", the activation's
+    settings (slope[, threshold]) or None otherwise; returns every layer's input and the
+    output."""
     inputs = []
     for kind, params in layers:
         inputs.append(x)
         if kind == "dense":
             x = dense_forward(x, *params)
         else:
-            x = activation(kind, x, *(() if params is None else (params,)))
+            x = activation(kind, x, *(() if params is None else params))
     return inputs, x
 
 
-def mlp_loss_and_gradients(layers, x, target, loss_name):
+def mlp_loss_and_gradients(layers, x, target, loss_name, setting=0.0):
     """(mean loss, [dW1, db1, ...]) for a network given as in mlp_forward."""
     inputs, out = mlp_forward(layers, x)
-    value, g = loss(loss_name, out, target)
+    value, g = loss(loss_name, out, target, setting)
     grads = []
     for (kind, params), inp in zip(reversed(layers), reversed(inputs)):
         if kind == "dense":
@@ -169,7 +244,7 @@ def mlp_loss_and_gradients(layers, x, target, loss_name):
             grads = [gw] + ([gb] if params[1] is not None else []) + grads
             g = grad_x
         else:
-            g = activation_grad(kind, inp, g, *(() if params is None else (params,)))
+            g = activation_grad(kind, inp, g, *(() if params is None else params))
     return value, grads
 
 

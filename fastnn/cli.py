@@ -16,8 +16,8 @@ from . import __version__
 from ._files import check_output, write_file
 from .layers import INITS
 
-OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad")
-ACTIVATIONS = ("relu", "tanh", "sigmoid", "leaky_relu")
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad", "adadelta", "nadam")
+ACTIVATIONS = ("relu", "tanh", "sigmoid", "leaky_relu", "gelu", "silu", "elu", "softplus")
 SCHEDULES = ("none", "step", "exponential", "cosine", "plateau")
 
 

@@ -12,7 +12,7 @@ from . import _engine
 from ._validation import INT32_MAX, check_int
 
 __all__ = ["Layer", "Dense", "Identity", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softmax",
-           "Dropout", "BatchNorm1d", "get_activation"]
+           "GELU", "SiLU", "ELU", "Softplus", "Dropout", "BatchNorm1d", "get_activation"]
 
 INITS = ("he", "he_uniform", "glorot", "glorot_normal")
 DRAW_BLOCK = 1 << 20  # entries of float64 a weight initialisation draws at a time
@@ -24,11 +24,12 @@ class LayerSpec(NamedTuple):
     kind: int                   # the kind's code, _engine.LAYER_KINDS[name]
     n_in: int
     n_out: int
-    slope: float                # LeakyReLU's slope, Dropout's p
+    slope: float                # LeakyReLU's slope, ELU's alpha, Softplus's beta, Dropout's p
     weight: Optional[np.ndarray]  # used in place: C-contiguous, the model's dtype
     bias: Optional[np.ndarray]
     l2: float                   # the weight's penalty gradient coefficient (2 lambda)
-    extra: Optional[dict]       # batch norm: eps, momentum, running_mean, running_var
+    extra: Optional[dict]       # batch norm: eps, momentum, running_mean, running_var;
+                                # Softplus: threshold
 
 
 class Layer:
@@ -248,6 +249,77 @@ class Tanh(Layer):
     kind = "tanh"
 
 
+def _finite_number(value, name, positive=False):
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)) \
+            or not np.isfinite(value) or (positive and value <= 0):
+        raise ValueError(f"{name} must be a finite{' positive' if positive else ''} number, "
+                         f"got {value!r}")
+    return float(value)
+
+
+class GELU(Layer):
+    """f(z) = z * Phi(z), Phi the standard normal CDF, as torch.nn.GELU; approximate="tanh"
+    is torch's tanh form, 0.5 z (1 + tanh(sqrt(2 / pi) (z + 0.044715 z^3)))."""
+    kind = "gelu"
+
+    def __init__(self, approximate="none"):
+        if approximate not in ("none", "tanh"):
+            raise ValueError(f"approximate must be 'none' or 'tanh', got {approximate!r}")
+        self.approximate = approximate
+
+    def _spec(self, in_width):
+        code = _engine.LAYER_KINDS["gelu_tanh" if self.approximate == "tanh" else "gelu"]
+        return LayerSpec(code, in_width, in_width, 0.0, None, None, 0.0, None)
+
+    def _config(self):
+        return {"kind": self.kind, "approximate": self.approximate}
+
+    def __repr__(self):
+        return f"GELU(approximate={self.approximate!r})"
+
+
+class SiLU(Layer):
+    """f(z) = z * sigmoid(z) (swish), as torch.nn.SiLU."""
+    kind = "silu"
+
+
+class ELU(Layer):
+    """f(z) = z if z > 0 else alpha * (exp(z) - 1), as torch.nn.ELU."""
+    kind = "elu"
+
+    def __init__(self, alpha=1.0):
+        self.alpha = _finite_number(alpha, "alpha")
+
+    def _slope(self):
+        return self.alpha
+
+    def _config(self):
+        return {"kind": self.kind, "alpha": self.alpha}
+
+    def __repr__(self):
+        return f"ELU(alpha={self.alpha})"
+
+
+class Softplus(Layer):
+    """f(z) = log(1 + exp(beta z)) / beta, and z itself where beta z > threshold, as
+    torch.nn.Softplus."""
+    kind = "softplus"
+
+    def __init__(self, beta=1.0, threshold=20.0):
+        self.beta = _finite_number(beta, "beta", positive=True)
+        self.threshold = _finite_number(threshold, "threshold")
+
+    def _spec(self, in_width):
+        return LayerSpec(_engine.LAYER_KINDS["softplus"], in_width, in_width, self.beta, None,
+                         None, 0.0, {"threshold": self.threshold})
+
+    def _config(self):
+        return {"kind": self.kind, "beta": self.beta, "threshold": self.threshold}
+
+    def __repr__(self):
+        return f"Softplus(beta={self.beta}, threshold={self.threshold})"
+
+
 class Softmax(Layer):
     """Row-wise softmax. As the last layer with cross_entropy it is fused into the loss:
     training sees the logits, predict returns probabilities."""
@@ -332,12 +404,13 @@ class BatchNorm1d(Layer):
                 f"affine={self.affine})")
 
 
-ACTIVATIONS = {cls.kind: cls for cls in (Identity, ReLU, LeakyReLU, Sigmoid, Tanh, Softmax)}
+ACTIVATIONS = {cls.kind: cls for cls in (Identity, ReLU, LeakyReLU, Sigmoid, Tanh, Softmax,
+                                         GELU, SiLU, ELU, Softplus)}
 
 
 def get_activation(name):
-    """An activation layer from its name: "identity", "relu", "leaky_relu", "sigmoid",
-    "tanh" or "softmax"."""
+    """An activation layer, with its defaults, from its name: "identity", "relu",
+    "leaky_relu", "sigmoid", "tanh", "softmax", "gelu", "silu", "elu" or "softplus"."""
     if name not in ACTIVATIONS:
         raise ValueError(f"unknown activation {name!r}; expected one of {sorted(ACTIVATIONS)}")
     return ACTIVATIONS[name]()

@@ -11,7 +11,7 @@ from ._validation import check_finite_rows
 from .layers import Sigmoid, Softmax
 
 __all__ = ["Loss", "CrossEntropyLoss", "BCEWithLogitsLoss", "MSELoss", "L1Loss",
-           "PoissonNLLLoss", "get_loss"]
+           "PoissonNLLLoss", "HuberLoss", "get_loss"]
 
 
 class Loss:
@@ -21,11 +21,21 @@ class Loss:
     name = None
     link = None
     classification = False
+    setting = 0.0    # the kernel's one number (Huber's delta, label smoothing)
 
     def prepare(self, y, n_samples, n_outputs, dtype):
-        """Return (kernel code, float targets or None, int64 labels or None)."""
+        """Return (kernel code, float targets or None, int64 labels or None); the code is
+        (code, setting) for a loss with a setting (the engine takes either)."""
         targets = _float_targets(y, n_samples, n_outputs, dtype, self.name)
-        return _engine.LOSS_KINDS[self.name], targets, None
+        return self._code(self.name), targets, None
+
+    def _code(self, kernel):
+        code = _engine.LOSS_KINDS[kernel]
+        return (code, self.setting) if self.setting else code
+
+    def _config(self):
+        """The name, or {"name": ..., settings} for a loss with settings."""
+        return self.name
 
     def mean_divisor(self, n_samples, n_outputs):
         """What the summed loss is divided by for the mean: every element."""
@@ -41,20 +51,36 @@ class CrossEntropyLoss(Loss):
     With class labels y (N,) of ints in [0, C):  loss = mean_i (logsumexp(x_i) - x_i[y_i]).
     With probability targets t (N, C):  loss = mean_i (-sum_c t_ic log_softmax(x_i)_c).
     Gradient: (softmax(x_i) * sum_c t_ic - t_i) / N, i.e. (softmax - onehot) / N for labels.
+    label_smoothing eps in [0, 1] replaces each target row t (a label's one-hot row) by
+    (1 - eps) t + eps / C, as torch's label_smoothing.
     """
 
     name = "cross_entropy"
     link = Softmax
     classification = True
 
+    def __init__(self, label_smoothing=0.0):
+        if isinstance(label_smoothing, bool) or not isinstance(
+                label_smoothing, (int, float, np.floating)) or not 0 <= label_smoothing <= 1:
+            raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing!r}")
+        self.label_smoothing = self.setting = float(label_smoothing)
+
     def prepare(self, y, n_samples, n_outputs, dtype):
         y = np.asarray(y)
         if y.ndim == 1:
-            return _engine.LOSS_KINDS["cross_entropy_labels"], None, \
+            return self._code("cross_entropy_labels"), None, \
                 _class_labels(y, n_samples, n_outputs)
         targets = _float_targets(y, n_samples, n_outputs, dtype, self.name, squeeze=False)
         _check_probabilities(targets, self.name)
-        return _engine.LOSS_KINDS["cross_entropy_probs"], targets, None
+        return self._code("cross_entropy_probs"), targets, None
+
+    def _config(self):
+        return {"name": self.name, "label_smoothing": self.label_smoothing} \
+            if self.label_smoothing else self.name
+
+    def __repr__(self):
+        return f"CrossEntropyLoss(label_smoothing={self.label_smoothing})" \
+            if self.label_smoothing else "CrossEntropyLoss()"
 
     def mean_divisor(self, n_samples, n_outputs):
         return n_samples
@@ -101,14 +127,55 @@ class PoissonNLLLoss(Loss):
         return code, targets, labels
 
 
+class HuberLoss(Loss):
+    """Huber loss over all elements, as torch.nn.HuberLoss: with d = x - t, 0.5 d^2 where
+    |d| < delta, delta (|d| - delta / 2) elsewhere, averaged; gradient clamp(d, -delta,
+    delta) / (N C). Quadratic near the target, linear (robust to outliers) far from it."""
+
+    name = "huber"
+
+    def __init__(self, delta=1.0):
+        if isinstance(delta, bool) or not isinstance(delta, (int, float, np.floating)) \
+                or not np.isfinite(delta) or delta <= 0:
+            raise ValueError(f"delta must be a finite number > 0, got {delta!r}")
+        self.delta = self.setting = float(delta)
+
+    def _config(self):
+        return {"name": self.name, "delta": self.delta}
+
+    def __repr__(self):
+        return f"HuberLoss(delta={self.delta})"
+
+
 _BY_NAME = {cls.name: cls for cls in (CrossEntropyLoss, BCEWithLogitsLoss, MSELoss, L1Loss,
-                                      PoissonNLLLoss)}
+                                      PoissonNLLLoss, HuberLoss)}
 LOSS_NAMES = tuple(_BY_NAME)
+
+
+def split_code(code):
+    """(kernel code, setting) from what Loss.prepare returned."""
+    return code if isinstance(code, tuple) else (code, 0.0)
+
+
+def loss_from_config(config):
+    """The loss Loss._config() described: a name, or {"name": ..., settings}; raises
+    ValueError for anything else."""
+    if isinstance(config, str) and config in _BY_NAME:
+        return _BY_NAME[config]()
+    if isinstance(config, dict) and config.get("name") in _BY_NAME and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool)
+            for k, v in config.items() if k != "name"):
+        settings = {k: v for k, v in config.items() if k != "name"}
+        try:
+            return _BY_NAME[config["name"]](**settings)
+        except TypeError:
+            pass
+    raise ValueError(f"loss {str(config)[:100]!r}")
 
 
 def get_loss(loss):
     """A Loss instance from a name ("cross_entropy", "binary_cross_entropy", "mse", "l1",
-    "poisson_nll")."""
+    "poisson_nll", "huber"), with its defaults."""
     if isinstance(loss, Loss):
         return loss
     if isinstance(loss, type) and issubclass(loss, Loss) and loss.name in _BY_NAME:

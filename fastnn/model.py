@@ -22,9 +22,10 @@ from ._validation import (
     check_int,
     is_sparse,
 )
+from .class_weight import row_weights
 from .distributed import Group
 from .layers import Dense, Layer, Sigmoid, Softmax, get_activation, layer_from_config
-from .losses import get_loss
+from .losses import get_loss, loss_from_config, split_code
 from .optim import SGD, LRSchedule, Optimizer, get_optimizer
 from .preprocessing import TablePreprocessor
 from .training import chunk_rows, diverged, seed_for_dropout, train_epoch
@@ -166,7 +167,7 @@ class Sequential:
     def fit(self, X, y, loss=None, optimizer=None, epochs=1, batch_size=32,
             shuffle=True, verbose=0, validation_data=None, validation_split=0.0,
             lr_schedule=None, callbacks=None, initial_epoch=0, sample_weight=None,
-            comm=None):
+            comm=None, class_weight=None):
         """Train by mini-batch gradient descent and return a History.
 
         Each epoch visits the rows in batches of batch_size (the last one may be smaller):
@@ -205,6 +206,10 @@ class Sequential:
                 (loss_fn(reduction="none") * w).sum() / w.sum() per batch; a batch whose
                 weights are all zero contributes a zero gradient. The epoch's "loss" is
                 the weighted mean over the epoch.
+            class_weight: "balanced" or {label: weight} for class labels y (n,): each
+                training row's weight is its class's (fastnn.class_weight), times its
+                sample_weight; "balanced" counts the training rows (after
+                validation_split).
             comm: an mpi4py communicator (or fastnn.distributed.Group): train
                 data-parallel over its processes, X and y (and sample_weight,
                 validation_data) being this process's shard; batch_size is the global
@@ -222,14 +227,15 @@ class Sequential:
         with group.collective() if group is not None else contextlib.nullcontext():
             setup = self._fit_setup(X, y, loss, optimizer, epochs, batch_size,
                                     validation_data, validation_split, lr_schedule,
-                                    callbacks, initial_epoch, sample_weight, group)
+                                    callbacks, initial_epoch, sample_weight, group,
+                                    class_weight)
         (X, targets, labels, weights, loss, kind, n_run, optimizer, epochs, batch_size,
          validation, callbacks, initial_epoch) = setup
         if group is not None:
             group.agree_on_settings({
                 "layers": [layer._config() for layer in self.layers],
                 "parameter shapes": [list(p.shape) for p in self.parameters()],
-                "dtype": self.dtype.name, "features": X.shape[1], "loss": loss.name,
+                "dtype": self.dtype.name, "features": X.shape[1], "loss": loss._config(),
                 "optimizer": [type(optimizer).__name__, repr(optimizer._config())],
                 "batch_size": batch_size, "epochs": [initial_epoch, epochs],
                 "shuffle": bool(shuffle), "sample_weight": weights is not None})
@@ -296,7 +302,7 @@ class Sequential:
 
     def _fit_setup(self, X, y, loss, optimizer, epochs, batch_size, validation_data,
                    validation_split, lr_schedule, callbacks, initial_epoch, sample_weight,
-                   group):
+                   group, class_weight=None):
         """fit's arguments validated and converted (nothing changes if one is bad)."""
         loss = get_loss(self._loss_or_default(loss))
         epochs = check_int(epochs, "epochs", minimum=0)
@@ -334,6 +340,11 @@ class Sequential:
             weights = None if weights is None else weights[:split]
             if weights is not None and not weights.any():
                 raise ValueError("sample_weight is zero for every training row")
+        if class_weight is not None:
+            if not loss.classification:
+                raise ValueError(f"class_weight needs a classification loss, not {loss.name}")
+            weights = row_weights(class_weight, y, max(self.n_outputs, 2), weights,
+                                  self.dtype)
         kind, targets, labels = loss.prepare(y, X.shape[0], self.n_outputs, self.dtype)
         validation = None
         if validation_data is not None:
@@ -516,7 +527,7 @@ class Sequential:
             "rng": self._rng.bit_generator.state,
         }
         if self.loss is not None:
-            config["loss"] = self.loss.name
+            config["loss"] = self.loss._config()
         if self.classes is not None:
             config["classes"] = [c.item() if isinstance(c, np.generic) else c
                                  for c in self.classes]
@@ -552,10 +563,10 @@ class Sequential:
         ValueError naming what does not fit together."""
         try:
             layers = [layer_from_config(c, initialise=False) for c in config["layers"]]
+            loss = None if config.get("loss") is None else loss_from_config(config["loss"])
         except (TypeError, ValueError) as exc:
             raise ValueError(f"invalid model description: {exc}") from None
-        model = cls._uninitialised(layers, config["dtype"], config["seed"],
-                                   config.get("loss"))
+        model = cls._uninitialised(layers, config["dtype"], config["seed"], loss)
         if "classes" in config:
             if len(config["classes"]) != model.n_outputs and not (
                     len(config["classes"]) == 2 and model.n_outputs == 1):
@@ -850,9 +861,11 @@ class Sequential:
         the loss kernel over them (the GIL released in both)."""
         from . import _kernels
         kind, targets, labels = prepared
+        code, setting = split_code(kind)
         out = np.empty((X.shape[0], self.n_outputs), dtype=self.dtype)
         self._infer(X, out, chunk, n_run)
-        loss_sum, correct = _kernels.loss(kind, out, targets, labels, None, 1.0, weights)
+        loss_sum, correct = _kernels.loss(code, out, targets, labels, None, 1.0, weights,
+                                          setting)
         return self._summarise(loss, loss_sum, correct, X.shape[0], weights)
 
     def _summarise(self, loss, loss_sum, correct, n_rows, weights):

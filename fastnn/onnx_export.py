@@ -1,12 +1,15 @@
 """ONNX export: a Sequential model as a standard ONNX graph of what predict computes.
 
 Dense -> Gemm (transB=1, torch's weight layout), ReLU -> Relu, LeakyReLU -> PRelu,
-Sigmoid, Tanh, Softmax (axis 1), Identity, BatchNorm1d -> BatchNormalization with the
-running statistics (inference mode; affine=False exports scale 1 and bias 0; in float64
-Sub, Mul and Add, because BatchNormalization's epsilon attribute is 32-bit); Dropout is
-the identity at inference and is omitted. The graph's input "input" is (batch, features)
-with a free batch dimension, its output "output" is (batch, outputs), in the model's
-dtype.
+Sigmoid, Tanh, Softmax (axis 1), Identity; GELU, SiLU, ELU and Softplus as their formulas
+in standard operators (Erf, Tanh, Sigmoid, Exp, Where: the opset has no Gelu before 20,
+and Elu's alpha attribute is 32-bit; onnxruntime has no float64 Erf, so a float64
+model's exact GELU takes its erf in float32, about 1e-7 relative); BatchNorm1d ->
+BatchNormalization with the running statistics (inference mode; affine=False exports
+scale 1 and bias 0; in float64 Sub, Mul and Add, because BatchNormalization's epsilon
+attribute is 32-bit); Dropout is the identity at inference and is omitted. The graph's
+input "input" is (batch, features) with a free batch dimension, its output "output" is
+(batch, outputs), in the model's dtype.
 
 A model with a TablePreprocessor (the command line's, for tables with missing cells or
 text columns) gets it in the graph: one input per table column, named as the column,
@@ -94,6 +97,10 @@ def export_onnx(model, path, opset=OPSET, network_only=False):
         elif layer.kind in _ACTIVATIONS:
             nodes.append(helper.make_node(_ACTIVATIONS[layer.kind], [current], [out],
                                           name=out))
+        elif layer.kind in _FORMULAS:
+            def scalar(name, value, prefix=out):  # a named constant of the layer's
+                return constant(f"{prefix}_{name}", np.array([value]))
+            nodes += _FORMULAS[layer.kind](layer, current, out, scalar, elem)
         else:
             raise ValueError(f"layer {i} ({layer!r}) has no ONNX equivalent here")
         current = out
@@ -114,6 +121,73 @@ def export_onnx(model, path, opset=OPSET, network_only=False):
     onnx.checker.check_model(proto, full_check=True)
     write_file(path, lambda f: f.write(proto.SerializeToString()))
     return path
+
+
+def _gelu_nodes(layer, x, out, constant, elem):
+    """z Phi(z) = 0.5 z (1 + erf(z / sqrt 2)), or the tanh form."""
+    from onnx import TensorProto, helper
+    if layer.approximate == "tanh":  # 0.5 z (1 + tanh(sqrt(2/pi) (z + 0.044715 z^3)))
+        return [helper.make_node("Mul", [x, x], [f"{out}_sq"]),
+                helper.make_node("Mul", [f"{out}_sq", constant("kappa", 0.044715)],
+                                 [f"{out}_ksq"]),
+                helper.make_node("Mul", [f"{out}_ksq", x], [f"{out}_cube"]),
+                helper.make_node("Add", [x, f"{out}_cube"], [f"{out}_sum"]),
+                helper.make_node("Mul", [f"{out}_sum", constant("c", np.sqrt(2 / np.pi))],
+                                 [f"{out}_inner"]),
+                helper.make_node("Tanh", [f"{out}_inner"], [f"{out}_t"]),
+                helper.make_node("Add", [f"{out}_t", constant("one", 1.0)], [f"{out}_1t"]),
+                helper.make_node("Mul", [x, f"{out}_1t"], [f"{out}_x1t"]),
+                helper.make_node("Mul", [f"{out}_x1t", constant("half", 0.5)], [out])]
+    erf = [helper.make_node("Erf", [f"{out}_scaled"], [f"{out}_erf"])]
+    if elem == TensorProto.DOUBLE:
+        erf = [helper.make_node("Cast", [f"{out}_scaled"], [f"{out}_scaled32"],
+                                to=TensorProto.FLOAT),
+               helper.make_node("Erf", [f"{out}_scaled32"], [f"{out}_erf32"]),
+               helper.make_node("Cast", [f"{out}_erf32"], [f"{out}_erf"], to=elem)]
+    return [helper.make_node("Mul", [x, constant("r", np.sqrt(0.5))], [f"{out}_scaled"]),
+            *erf,
+            helper.make_node("Add", [f"{out}_erf", constant("one", 1.0)], [f"{out}_1e"]),
+            helper.make_node("Mul", [x, f"{out}_1e"], [f"{out}_x1e"]),
+            helper.make_node("Mul", [f"{out}_x1e", constant("half", 0.5)], [out])]
+
+
+def _silu_nodes(layer, x, out, constant, elem):
+    from onnx import helper
+    return [helper.make_node("Sigmoid", [x], [f"{out}_s"]),
+            helper.make_node("Mul", [x, f"{out}_s"], [out])]
+
+
+def _elu_nodes(layer, x, out, constant, elem):
+    """z where z > 0, else alpha (exp(z) - 1)."""
+    from onnx import helper
+    return [helper.make_node("Exp", [x], [f"{out}_e"]),
+            helper.make_node("Sub", [f"{out}_e", constant("one", 1.0)], [f"{out}_em1"]),
+            helper.make_node("Mul", [f"{out}_em1", constant("alpha", layer.alpha)],
+                             [f"{out}_neg"]),
+            helper.make_node("Greater", [x, constant("zero", 0.0)], [f"{out}_pos"]),
+            helper.make_node("Where", [f"{out}_pos", x, f"{out}_neg"], [out])]
+
+
+def _softplus_nodes(layer, x, out, constant, elem):
+    """z where beta z > threshold, else softplus(beta z) / beta, softplus(y) as
+    max(y, 0) + log(1 + exp(-|y|)) (onnxruntime has no float64 Softplus)."""
+    from onnx import helper
+    return [helper.make_node("Mul", [x, constant("beta", layer.beta)], [f"{out}_bz"]),
+            helper.make_node("Abs", [f"{out}_bz"], [f"{out}_abs"]),
+            helper.make_node("Neg", [f"{out}_abs"], [f"{out}_nabs"]),
+            helper.make_node("Exp", [f"{out}_nabs"], [f"{out}_e"]),
+            helper.make_node("Add", [f"{out}_e", constant("one", 1.0)], [f"{out}_1e"]),
+            helper.make_node("Log", [f"{out}_1e"], [f"{out}_log"]),
+            helper.make_node("Relu", [f"{out}_bz"], [f"{out}_pos"]),
+            helper.make_node("Add", [f"{out}_pos", f"{out}_log"], [f"{out}_sp"]),
+            helper.make_node("Div", [f"{out}_sp", f"{out}_beta"], [f"{out}_curve"]),
+            helper.make_node("Greater", [f"{out}_bz", constant("threshold", layer.threshold)],
+                             [f"{out}_linear"]),
+            helper.make_node("Where", [f"{out}_linear", x, f"{out}_curve"], [out])]
+
+
+_FORMULAS = {"gelu": _gelu_nodes, "silu": _silu_nodes, "elu": _elu_nodes,
+             "softplus": _softplus_nodes}
 
 
 def _preprocessing_nodes(pre, elem, dtype, nodes, weights):

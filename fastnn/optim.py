@@ -12,7 +12,8 @@ import numpy as np
 
 from . import _engine
 
-__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "get_optimizer",
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "NAdam",
+           "get_optimizer",
            "LRSchedule", "StepLR", "ExponentialLR", "CosineAnnealingLR", "ReduceLROnPlateau"]
 
 
@@ -72,6 +73,11 @@ class Optimizer:
 
     def _engine_args(self):
         return _engine.OPTIMIZER_KINDS[self.kind], self.hyperparameters(), self.state
+
+    def _running_product(self):
+        """What the engine carries between updates besides the step count (NAdam's
+        product of momentum coefficients); 1 for the others."""
+        return 1.0
 
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self._config().items())
@@ -257,14 +263,99 @@ class Adagrad(Optimizer):
                 "initial_accumulator_value": self.initial_accumulator_value, "eps": self.eps}
 
 
+class Adadelta(Optimizer):
+    r"""Adadelta, as torch.optim.Adadelta (Zeiler, 2012). At each step, for each p:
+
+    .. math::
+        g &\leftarrow g + \lambda p, \quad v \leftarrow \rho v + (1 - \rho) g^2 \\
+        d &= \frac{\sqrt{u + \epsilon}}{\sqrt{v + \epsilon}} g, \quad
+        u \leftarrow \rho u + (1 - \rho) d^2, \quad p \leftarrow p - \gamma d
+
+    Args:
+        lr: gamma (torch's default 1). rho: the averages' decay. eps: epsilon.
+        weight_decay: lambda.
+    """
+
+    kind = "adadelta"
+    n_state = 2
+
+    def __init__(self, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0):
+        super().__init__(lr)
+        if isinstance(rho, bool) or not isinstance(rho, numbers.Real) or not 0 <= rho <= 1:
+            raise ValueError(f"Invalid rho value: {rho!r}")
+        self.rho = float(rho)
+        self.eps = _check_number(eps, "epsilon value")
+        self.weight_decay = _check_number(weight_decay, "weight_decay value")
+
+    def hyperparameters(self):
+        return (self.lr, self.rho, self.eps, self.weight_decay)
+
+    def _config(self):
+        return {"lr": self.lr, "rho": self.rho, "eps": self.eps,
+                "weight_decay": self.weight_decay}
+
+
+class NAdam(Optimizer):
+    r"""NAdam, as torch.optim.NAdam (Dozat, 2016): Adam with Nesterov momentum and a
+    momentum schedule. At step t, with
+    :math:`\mu_t = \beta_1 (1 - 0.96^{t \psi} / 2)` and :math:`P_t = \prod_{i \le t} \mu_i`:
+
+    .. math::
+        m_t &= \beta_1 m_{t-1} + (1 - \beta_1) g, \quad
+        v_t = \beta_2 v_{t-1} + (1 - \beta_2) g^2, \quad
+        d = \sqrt{v_t / (1 - \beta_2^t)} + \epsilon \\
+        p &\leftarrow p - \gamma \frac{1 - \mu_t}{1 - P_t} \frac{g}{d}
+            - \gamma \frac{\mu_{t+1}}{1 - P_t \mu_{t+1}} \frac{m_t}{d}
+
+    Args:
+        lr: gamma. betas: (beta1, beta2). eps: epsilon. weight_decay: lambda, added to
+        the gradient, or with decoupled_weight_decay p <- p (1 - gamma lambda) first
+        (torch's NAdamW form). momentum_decay: psi.
+    """
+
+    kind = "nadam"
+    n_state = 2
+
+    def __init__(self, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                 momentum_decay=4e-3, decoupled_weight_decay=False):
+        super().__init__(lr)
+        self.betas = _check_betas(betas)
+        self.eps = _check_number(eps, "epsilon value")
+        self.weight_decay = _check_number(weight_decay, "weight_decay value")
+        self.momentum_decay = _check_number(momentum_decay, "momentum_decay value")
+        self.decoupled_weight_decay = bool(decoupled_weight_decay)
+        self._products = None  # P after 0, 1, ... updates, for (beta1, psi) as first
+
+    def hyperparameters(self):
+        return (self.lr, self.betas[0], self.betas[1], self.eps, self.weight_decay,
+                self.momentum_decay, float(self.decoupled_weight_decay))
+
+    def _running_product(self):
+        # torch multiplies the coefficients one step at a time; so does the engine, so
+        # the product over `steps` is formed the same way, in the same order
+        beta1, psi = self.betas[0], self.momentum_decay
+        if self._products is None or self._products[0] != (beta1, psi):
+            self._products = [(beta1, psi), 1.0]
+        while len(self._products) <= self.steps + 1:
+            t = len(self._products) - 1
+            self._products.append(self._products[-1] * (beta1 * (1.0 - 0.5 * 0.96 ** (t * psi))))
+        return self._products[self.steps + 1]
+
+    def _config(self):
+        return {"lr": self.lr, "betas": self.betas, "eps": self.eps,
+                "weight_decay": self.weight_decay, "momentum_decay": self.momentum_decay,
+                "decoupled_weight_decay": self.decoupled_weight_decay}
+
+
 # -- learning-rate schedules (stepped once per epoch, as torch.optim.lr_scheduler) -------
 
 OPTIMIZER_NAMES = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop,
-                   "adagrad": Adagrad}
+                   "adagrad": Adagrad, "adadelta": Adadelta, "nadam": NAdam}
 
 
 def get_optimizer(optimizer, **settings):
-    """An optimizer from its name ("sgd", "adam", "adamw", "rmsprop", "adagrad"), with
+    """An optimizer from its name ("sgd", "adam", "adamw", "rmsprop", "adagrad",
+    "adadelta", "nadam"), with
     torch's defaults except the `settings` given (e.g. lr=0.1); an Optimizer is returned
     as it is."""
     if isinstance(optimizer, Optimizer) and not settings:

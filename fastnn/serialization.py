@@ -26,7 +26,8 @@ from ._model_file import FORMAT, VERSION
 from .model import Sequential
 
 _OPTIMIZERS = {cls.__name__: cls for cls in (optim.SGD, optim.Adam, optim.AdamW,
-                                             optim.RMSprop, optim.Adagrad)}
+                                             optim.RMSprop, optim.Adagrad, optim.Adadelta,
+                                             optim.NAdam)}
 
 
 def save(model, path, include_optimizer=True):
@@ -47,7 +48,8 @@ _OPTIONAL_KEYS = {"optimizer", "loss", "classes", "features", "target", "preproc
 MAX_CLASSES = 100_000        # class names saved with a model, each at most 1000 characters
 _LAYER_KEYS = {"dense": {"in_features", "out_features", "bias", "init", "l2"},
                "dropout": {"p"}, "batchnorm": {"num_features", "eps", "momentum", "affine"},
-               "leaky_relu": {"negative_slope"}}
+               "leaky_relu": {"negative_slope"}, "gelu": {"approximate"}, "elu": {"alpha"},
+               "softplus": {"beta", "threshold"}}
 _NPY_DTYPES = {"<f4": np.float32, "<f8": np.float64, "|u1": np.uint8}
 
 
@@ -234,8 +236,11 @@ def _plan(config, path):
         raise bad(f"dtype {config['dtype']!r}")
     if config["seed"] is not None and type(config["seed"]) is not int:
         raise bad(f"seed {config['seed']!r}")
-    if "loss" in config and config["loss"] not in losses.LOSS_NAMES:
-        raise bad(f"loss {str(config['loss'])[:100]!r}")
+    if "loss" in config:
+        try:
+            losses.loss_from_config(config["loss"])
+        except ValueError as exc:
+            raise bad(str(exc)) from None
     classes = config.get("classes", [])
     if not isinstance(classes, list) or len(classes) > MAX_CLASSES or not all(
             isinstance(c, (str, int, float)) and not isinstance(c, bool)
@@ -261,8 +266,11 @@ def _plan(config, path):
         if not set(layer) - {"kind"} <= allowed:
             raise bad(f"layer {i}: unexpected settings {sorted(set(layer) - {'kind'})}")
         for key, value in layer.items():  # numbers and flags only: no nested documents
-            if key != "kind" and key != "init" and not isinstance(value, (int, float, bool)):
+            if key not in ("kind", "init", "approximate") \
+                    and not isinstance(value, (int, float, bool)):
                 raise bad(f"layer {i}: {key} = {str(value)[:100]}")
+        if layer.get("approximate", "none") not in ("none", "tanh"):
+            raise bad(f"layer {i}: approximate = {str(layer['approximate'])[:100]}")
         if layer["kind"] == "dense":
             n_in, n_out = layer.get("in_features"), layer.get("out_features")
             if not all(type(v) is int and 1 <= v <= MAX_DIMENSION for v in (n_in, n_out)) \

@@ -52,6 +52,7 @@ from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils import check_random_state
 from sklearn.utils import shuffle as _shuffle
 from sklearn.utils._param_validation import Interval, Options, StrOptions
+from sklearn.utils.class_weight import compute_sample_weight
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import type_of_target, unique_labels
 from sklearn.utils.validation import (
@@ -576,7 +577,11 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     __doc__ = """Multi-layer perceptron classifier, scikit-learn's MLPClassifier trained by
     fastnn's engine: log-loss with softmax outputs for several classes and logistic
     outputs for two classes and multi-label (2-D 0/1) targets.
-    """ + _PARAMETERS_DOC
+    """ + _PARAMETERS_DOC + """    class_weight : "balanced", dict or None, default=None
+        Each row's loss weighted by its class's weight, as scikit-learn's classifiers
+        define it ("balanced": n_samples / (n_classes * rows of the class)), times its
+        sample_weight. partial_fit takes a dict only.
+"""
 
     def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
                  alpha=0.0001, batch_size="auto", learning_rate="constant",
@@ -584,8 +589,21 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-                 dtype=None, n_threads=None):
+                 dtype=None, n_threads=None, class_weight=None):
         _keep_parameters(self, locals())
+
+    def _with_class_weight(self, y, sample_weight, incremental):
+        """sample_weight times each row's class weight (class_weight: None, "balanced" or
+        {label: weight}, as scikit-learn's classifiers take it)."""
+        if self.class_weight is None:
+            return sample_weight
+        if incremental and self.class_weight == "balanced":
+            raise ValueError("class_weight='balanced' is not supported for partial_fit: "
+                             "the class frequencies of one batch are not the data's; give "
+                             "a dict of weights")
+        weights = compute_sample_weight(self.class_weight, y)
+        return weights if sample_weight is None else \
+            weights * _check_sample_weight(sample_weight, y, dtype=np.float64)
 
     def _output_activation(self):
         return "softmax" if self._label_binarizer.y_type_ == "multiclass" else "logistic"
@@ -615,9 +633,10 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     def fit(self, X, y, sample_weight=None):
         """Train on X (n_samples, n_features), dense or sparse, and labels y
         (n_samples,), or 2-D 0/1 targets (n_samples, n_labels) for multi-label
-        classification; sample_weight (n_samples,) weights each row's loss. Returns
-        self."""
-        return self._fit(X, y, sample_weight, incremental=False)
+        classification; sample_weight (n_samples,) weights each row's loss, times its
+        class's weight under class_weight. Returns self."""
+        return self._fit(X, y, self._with_class_weight(y, sample_weight, False),
+                         incremental=False)
 
     @available_if(_stochastic_solver)
     def partial_fit(self, X, y, sample_weight=None, classes=None):
@@ -633,7 +652,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         elif classes is not None and not np.array_equal(np.unique(classes), self.classes_):
             raise ValueError(f"`classes={classes!r}` is not the same as on the first call to "
                              f"partial_fit, was: {self.classes_!r}")
-        return self._fit(X, y, sample_weight, incremental=True)
+        return self._fit(X, y, self._with_class_weight(y, sample_weight, True),
+                         incremental=True)
 
     def _predict(self, X, check_input=True):
         y_prob = self._forward(X, check_input)

@@ -65,7 +65,8 @@ def train_epoch(engine, optimizer, X, targets, labels, weights, batch_size, kind
     setting's (fnn.set_num_threads), sized to a busy machine where none is fixed.
     Returns an EpochResult; raises what the engine raises (KeyboardInterrupt between
     steps; data-parallel: StopIteration, RuntimeError)."""
-    engine.set_optimizer(*optimizer._engine_args(), optimizer.steps)
+    engine.set_optimizer(*optimizer._engine_args(), optimizer.steps,
+                         optimizer._running_product())
     if dropout_seed is not None:
         engine.seed_dropout(dropout_seed)
     threads, adapt = _threads.get_num_threads(), _threads.adapts_to_load()

@@ -16,7 +16,9 @@ MNIST_DIR = os.environ.get("FASTNN_MNIST", os.path.join(ROOT, "..", "shared", "d
 
 ACTIVATIONS = {
     "identity": fnn.Identity, "relu": fnn.ReLU, "leaky_relu": lambda: fnn.LeakyReLU(0.1),
-    "sigmoid": fnn.Sigmoid, "tanh": fnn.Tanh, "softmax": fnn.Softmax,
+    "sigmoid": fnn.Sigmoid, "tanh": fnn.Tanh, "softmax": fnn.Softmax, "gelu": fnn.GELU,
+    "gelu_tanh": lambda: fnn.GELU("tanh"), "silu": fnn.SiLU, "elu": lambda: fnn.ELU(0.7),
+    "softplus": lambda: fnn.Softplus(1.5, 2.0),
 }
 
 
@@ -83,7 +85,13 @@ def reference_layers(model):
             b = None if layer.bias is None else layer.bias.astype(np.float64)
             out.append(("dense", (layer.weight.astype(np.float64), b)))
         elif layer.kind == "leaky_relu":
-            out.append(("leaky_relu", layer.negative_slope))
+            out.append(("leaky_relu", (layer.negative_slope,)))
+        elif layer.kind == "elu":
+            out.append(("elu", (layer.alpha,)))
+        elif layer.kind == "softplus":
+            out.append(("softplus", (layer.beta, layer.threshold)))
+        elif layer.kind == "gelu":
+            out.append(("gelu_tanh" if layer.approximate == "tanh" else "gelu", None))
         else:
             out.append((layer.kind, None))
     return out

@@ -8,7 +8,9 @@ from fastnn import forward
 
 HIDDEN = {
     "relu": fnn.ReLU, "leaky_relu": lambda: fnn.LeakyReLU(0.1), "sigmoid": fnn.Sigmoid,
-    "tanh": fnn.Tanh, "identity": fnn.Identity,
+    "tanh": fnn.Tanh, "identity": fnn.Identity, "gelu": fnn.GELU,
+    "gelu_tanh": lambda: fnn.GELU("tanh"), "silu": fnn.SiLU, "elu": lambda: fnn.ELU(0.7),
+    "softplus": lambda: fnn.Softplus(1.5, 2.0),
 }
 
 
@@ -41,9 +43,9 @@ CASES = [(h, None, True, True) for h in HIDDEN] + [
     ("sigmoid", None, False, True)]
 
 
-def torch_net(model):
-    """The same function in torch (eval mode: running statistics, no dropout)."""
-    torch = pytest.importorskip("torch")
+def torch_modules(model, torch):
+    """The model's layers as torch modules (float64), holding copies of its parameters
+    and statistics."""
     modules = []
     for layer in model.layers:
         if layer.kind == "dense":
@@ -62,11 +64,23 @@ def torch_net(model):
                     bn.bias.copy_(torch.from_numpy(layer.bias))
             modules.append(bn)
         else:
-            modules.append({"relu": torch.nn.ReLU(), "leaky_relu": torch.nn.LeakyReLU(0.1),
-                            "sigmoid": torch.nn.Sigmoid(), "tanh": torch.nn.Tanh(),
-                            "identity": torch.nn.Identity(), "dropout": torch.nn.Dropout(0.3),
-                            "softmax": torch.nn.Softmax(dim=1)}[layer.kind])
-    net = torch.nn.Sequential(*modules).eval()
+            plain = {"relu": torch.nn.ReLU, "sigmoid": torch.nn.Sigmoid, "tanh": torch.nn.Tanh,
+                     "silu": torch.nn.SiLU, "identity": torch.nn.Identity}
+            settled = {"leaky_relu": lambda a: torch.nn.LeakyReLU(a.negative_slope),
+                       "gelu": lambda a: torch.nn.GELU(a.approximate),
+                       "elu": lambda a: torch.nn.ELU(a.alpha),
+                       "softplus": lambda a: torch.nn.Softplus(a.beta, a.threshold),
+                       "dropout": lambda a: torch.nn.Dropout(a.p),
+                       "softmax": lambda a: torch.nn.Softmax(dim=1)}
+            modules.append(plain[layer.kind]() if layer.kind in plain
+                           else settled[layer.kind](layer))
+    return modules
+
+
+def torch_net(model):
+    """The same function in torch (eval mode: running statistics, no dropout)."""
+    torch = pytest.importorskip("torch")
+    net = torch.nn.Sequential(*torch_modules(model, torch)).eval()
     for p in net.parameters():
         p.requires_grad_(False)
     return torch, net

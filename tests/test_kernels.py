@@ -5,7 +5,8 @@ import pytest
 from fastnn import _engine, _kernels
 from fastnn import _reference as ref
 
-ACTS = ["identity", "relu", "leaky_relu", "sigmoid", "tanh", "softmax"]
+ACTS = ["identity", "relu", "leaky_relu", "sigmoid", "tanh", "softmax", "gelu", "gelu_tanh",
+        "silu", "elu", "softplus"]
 TOL = {np.float32: 1e-5, np.float64: 1e-13}
 DTYPES = [np.float32, np.float64]
 
@@ -45,12 +46,13 @@ def test_activation_forward_backward(rng, dtype, kind, shape):
     g = rng.normal(size=shape).astype(dtype)
     a, dz = np.empty_like(z), np.empty_like(z)
     code = _engine.LAYER_KINDS[kind]
-    _kernels.activation(code, 0.01, z, a)
-    _kernels.activation_grad(code, 0.01, z, a, g, dz)
+    slope = 1.5 if kind == "softplus" else 0.01 if kind == "leaky_relu" else 0.7
+    _kernels.activation(code, slope, z, a, 2.0)
+    _kernels.activation_grad(code, slope, z, a, g, dz, 2.0)
     z64, g64 = z.astype(np.float64), g.astype(np.float64)
     tol = dict(rtol=TOL[dtype] * 10, atol=TOL[dtype] * 10)
-    np.testing.assert_allclose(a, ref.activation(kind, z64), **tol)
-    np.testing.assert_allclose(dz, ref.activation_grad(kind, z64, g64), **tol)
+    np.testing.assert_allclose(a, ref.activation(kind, z64, slope, 2.0), **tol)
+    np.testing.assert_allclose(dz, ref.activation_grad(kind, z64, g64, slope, 2.0), **tol)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -16,7 +16,20 @@ ALL_KINDS = [
     lambda: [fnn.Dense(5, 6), fnn.BatchNorm1d(6, eps=0.1, affine=False), fnn.ReLU(),
              fnn.Dense(6, 2)],
     lambda: [fnn.Dense(5, 1), fnn.Sigmoid()],
+    lambda: [fnn.Dense(5, 6), fnn.GELU("tanh"), fnn.Dense(6, 6), fnn.SiLU(), fnn.Dense(6, 6),
+             fnn.ELU(0.7), fnn.Dense(6, 6), fnn.Softplus(1.5, 2.0), fnn.Dense(6, 3)],
 ]
+
+
+def test_exact_gelu_in_onnxruntime(rng, tmp_path):
+    """Exact GELU: float32 as predict; float64 to 1e-7, its erf taken in float32 (the
+    runtime has no float64 Erf)."""
+    for dtype, rtol in (("float32", 1e-5), ("float64", 1e-7)):
+        model = fnn.Sequential([fnn.Dense(5, 8), fnn.GELU(), fnn.Dense(8, 3)], dtype=dtype,
+                               seed=0)
+        X = (3 * rng.normal(size=(33, 5))).astype(dtype)
+        got = run_onnx(model.export_onnx(tmp_path / f"{dtype}.onnx"), X)
+        np.testing.assert_allclose(got, model.predict(X), rtol=rtol, atol=rtol)
 
 
 def run_onnx(path, X):

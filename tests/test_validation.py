@@ -94,7 +94,7 @@ def test_bad_predict_evaluate_gradients(model, Xy):
     (lambda: fnn.Sequential([fnn.Dense(4, 8), fnn.Dense(7, 2)]), ValueError,
      r"layer 1: Dense\(7, 2\) expects 7 input features but receives 8"),
     (lambda: fnn.Sequential([fnn.Dense(4, 8), "relu6"]), ValueError,
-     r"unknown activation 'relu6'; expected one of \['identity', 'leaky_relu'"),
+     r"unknown activation 'relu6'; expected one of \['elu', 'gelu', 'identity'"),
     (lambda: fnn.Sequential([fnn.Dense(4, 8), 3]), TypeError, "layer 1 is a int"),
     (lambda: fnn.Sequential([fnn.Dense(4, 8)], dtype="float16"), ValueError,
      "unknown dtype 'float16'"),

@@ -1,30 +1,31 @@
-# The activations (ReLU, LeakyReLU, Sigmoid, Tanh; Softmax, which needs whole rows),
+# The activations (ReLU, LeakyReLU, Sigmoid, Tanh, GELU, SiLU, ELU, Softplus; Softmax, which needs whole rows),
 # Dropout and Identity: each kind's training passes, its predict and its tangents. An
 # elementwise pass runs on the rows, columns or tiles the layer below left, with no
 # barrier: each entry's value does not depend on how the entries are split.
 
-cdef void activation_cols(int kind, double slope, const floating* z, floating* a,
-                          Py_ssize_t n, Py_ssize_t m, Py_ssize_t c0,
-                          Py_ssize_t c1) noexcept nogil:
-    """An elementwise activation on columns [c0, c1) of (n x m) blocks."""
+cdef void activation_cols(const LayerPlan* L, const floating* z, floating* a, Py_ssize_t n,
+                          Py_ssize_t m, Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
+    """L's elementwise activation on columns [c0, c1) of (n x m) blocks."""
     cdef Py_ssize_t i
     if c0 == 0 and c1 == m:
-        activation_forward(kind, slope, z, a, n, m)
+        activation_forward(L.kind, L.slope, L.threshold, z, a, n, m)
     elif c1 > c0:
         for i in range(n):
-            activation_forward(kind, slope, z + i * m + c0, a + i * m + c0, 1, c1 - c0)
+            activation_forward(L.kind, L.slope, L.threshold, z + i * m + c0,
+                               a + i * m + c0, 1, c1 - c0)
 
 
-cdef void activation_grad_cols(int kind, double slope, const floating* z, const floating* a,
+cdef void activation_grad_cols(const LayerPlan* L, const floating* z, const floating* a,
                                const floating* g, floating* dz, Py_ssize_t n, Py_ssize_t m,
                                Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
     cdef Py_ssize_t i, o
     if c0 == 0 and c1 == m:
-        activation_backward(kind, slope, z, a, g, dz, n, m)
+        activation_backward(L.kind, L.slope, L.threshold, z, a, g, dz, n, m)
     elif c1 > c0:
         for i in range(n):
             o = i * m + c0
-            activation_backward(kind, slope, z + o, a + o, g + o, dz + o, 1, c1 - c0)
+            activation_backward(L.kind, L.slope, L.threshold, z + o, a + o, g + o, dz + o, 1,
+                                c1 - c0)
 
 
 cdef void scale_cols(const floating* src, const floating* mask, floating* dst, Py_ssize_t n,
@@ -52,7 +53,7 @@ cdef void elementwise_forward(const LayerPlan* L, uint64_t rng, const floating* 
     elif L.kind == DROPOUT:
         scale_cols(inp + r0 * m, <floating*> NULL, out + r0 * m, r1 - r0, m, c0, c1)
     else:
-        activation_cols(L.kind, L.slope, inp + r0 * m, out + r0 * m, r1 - r0, m, c0, c1)
+        activation_cols(L, inp + r0 * m, out + r0 * m, r1 - r0, m, c0, c1)
 
 
 cdef void elementwise_backward(const LayerPlan* L, const floating* inp, const floating* g,
@@ -66,7 +67,7 @@ cdef void elementwise_backward(const LayerPlan* L, const floating* inp, const fl
         scale_cols(g + r0 * m, <floating*> L.mask + r0 * m if training else <floating*> NULL,
                    grad_in + r0 * m, r1 - r0, m, c0, c1)
     else:
-        activation_grad_cols(L.kind, L.slope, inp + r0 * m, <floating*> L.out + r0 * m,
+        activation_grad_cols(L, inp + r0 * m, <floating*> L.out + r0 * m,
                              g + r0 * m, grad_in + r0 * m, r1 - r0, m, c0, c1)
 
 
@@ -121,7 +122,7 @@ cdef void elementwise_predict(LayerPlan* L, const floating* inp, floating* dst,
         if dst != inp:
             scale_cols(inp, <floating*> NULL, dst, n, m, c0, c1)
     else:
-        activation_cols(L.kind, L.slope, inp, dst, n, m, c0, c1)
+        activation_cols(L, inp, dst, n, m, c0, c1)
     layout[0] = COLS
 
 
@@ -130,7 +131,7 @@ cdef void softmax_forward_pass(LayerPlan* L, Pass* s, const floating* inp,
     cdef Py_ssize_t m = L.n_out, r0, r1
     sync(&s.layout, ROWS, s.p.nt)
     span(s.p, s.n, 1, &r0, &r1)
-    activation_forward(SOFTMAX, L.slope, inp + r0 * m, out + r0 * m, r1 - r0, m)
+    activation_forward(SOFTMAX, 0.0, 0.0, inp + r0 * m, out + r0 * m, r1 - r0, m)
     s.layout = ROWS
 
 
@@ -140,7 +141,7 @@ cdef void softmax_backward_pass(LayerPlan* L, Pass* s, const floating* inp,
     pass_meet(s, ROWS)
     if grad_in != NULL:
         span(s.p, s.n, 1, &r0, &r1)
-        activation_backward(SOFTMAX, L.slope, inp + r0 * m, <floating*> L.out + r0 * m,
+        activation_backward(SOFTMAX, 0.0, 0.0, inp + r0 * m, <floating*> L.out + r0 * m,
                             g + r0 * m, grad_in + r0 * m, r1 - r0, m)
         s.layout = ROWS
 
@@ -150,7 +151,7 @@ cdef void softmax_predict(LayerPlan* L, const floating* inp, floating* dst, Py_s
     cdef Py_ssize_t m = L.n_out, r0, r1
     sync(layout, ROWS, nt)
     share(n, tid, nt, 1, &r0, &r1)
-    activation_forward(SOFTMAX, L.slope, inp + r0 * m, dst + r0 * m, r1 - r0, m)
+    activation_forward(SOFTMAX, 0.0, 0.0, inp + r0 * m, dst + r0 * m, r1 - r0, m)
     layout[0] = ROWS
 
 
@@ -168,11 +169,11 @@ cdef void elementwise_tangent(LayerPlan* L, const floating* val_in, floating* va
         else:
             memset(tan_out, 0, n * k * m * sizeof(floating))
         return
-    activation_forward(L.kind, L.slope, val_in, val_out, n, m)
+    activation_forward(L.kind, L.slope, L.threshold, val_in, val_out, n, m)
     for i in range(n):
         for j in range(k):
             if tan_in != NULL:
-                activation_backward(L.kind, L.slope, val_in + i * m, val_out + i * m,
+                activation_backward(L.kind, L.slope, L.threshold, val_in + i * m, val_out + i * m,
                                     tan_in + (i * k + j) * m, tan_out + (i * k + j) * m, 1, m)
             else:
                 memset(tan_out + (i * k + j) * m, 0, m * sizeof(floating))
@@ -188,5 +189,5 @@ cdef void elementwise_cotangent(LayerPlan* L, const floating* val_in,
         return
     for i in range(n):
         for j in range(k):
-            activation_backward(L.kind, L.slope, val_in + i * m, val_out + i * m,
+            activation_backward(L.kind, L.slope, L.threshold, val_in + i * m, val_out + i * m,
                                 cot_in + (i * k + j) * m, cot_out + (i * k + j) * m, 1, m)

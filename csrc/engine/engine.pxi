@@ -194,9 +194,11 @@ cdef class Engine:
         """Optimizer updates made so far (kept when a step is interrupted)."""
         return self.net.step
 
-    def set_optimizer(self, int kind, hyper, list states, long long step):
-        """Select the update kernel, its hyperparameters, each parameter's state arrays and
-        the number of updates already made."""
+    def set_optimizer(self, int kind, hyper, list states, long long step,
+                      double mu_product=1.0):
+        """Select the update kernel, its hyperparameters, each parameter's state arrays,
+        the number of updates already made and (NAdam) the product of its momentum
+        coefficients over them."""
         if len(hyper) > MAX_HYPER:
             raise ValueError(f"at most {MAX_HYPER} optimizer hyperparameters")
         if len(states) != self.net.n_params:
@@ -204,6 +206,7 @@ cdef class Engine:
         self.net.opt_kind = kind
         self.net.step = step
         self.net.mom_scale = 1.0
+        self.net.mu_product = mu_product
         for i in range(MAX_HYPER):  # unset trailing flags read as 0
             self.net.hyper[i] = hyper[i] if i < len(hyper) else 0.0
         for i, state in enumerate(states):
@@ -268,7 +271,7 @@ cdef class Engine:
         self.net.reducer.comm = <void*> comm
         self.net.reducer.int_handles = int_handles
 
-    def train_epoch(self, X, targets, labels, order, Py_ssize_t batch_size, int loss_kind,
+    def train_epoch(self, X, targets, labels, order, Py_ssize_t batch_size, loss_kind,
                     int n_run, int max_threads=1, weights=None, step_rows=None,
                     step_denoms=None, bint adapt=False):
         """Train on the rows X[order] (all of X, in order, when order is None) in batches,
@@ -299,6 +302,7 @@ cdef class Engine:
         StopIteration when another process stopped, RuntimeError when the allreduce
         failed."""
         cdef long long step = self.net.step
+        cdef double mu_product = self.net.mu_product
         cdef uint64_t rng = self.net.rng
         cdef double penalty_sum = self.net.penalty_sum
         cdef size_t item = self.dtype.itemsize
@@ -322,6 +326,7 @@ cdef class Engine:
             with nogil:
                 copy_state(&self.net, store, item, True, False)
             self.net.step, self.net.rng, self.net.penalty_sum = step, rng, penalty_sum
+            self.net.mu_product = mu_product
             if check:
                 loss_sum, failed = self._train(*args, check_steps=True)
                 if failed < 0 or self._status == BAD_LOSS:  # a loss that became NaN came first
@@ -332,7 +337,7 @@ cdef class Engine:
         self.failure = "update"
         return loss_sum, failed
 
-    def _train(self, X, targets, labels, order, Py_ssize_t batch_size, int loss_kind,
+    def _train(self, X, targets, labels, order, Py_ssize_t batch_size, loss_kind,
                int n_run, int max_threads, weights, step_rows, step_denoms, *,
                bint adapt=False, bint check_steps=False, Py_ssize_t stop_before=-1):
         """One run of train_epoch's steps: with check_steps each update's writes are
@@ -393,10 +398,11 @@ cdef class Engine:
             self._status = job.status
         return job.loss_sum, job.failed_batch if job.status in (BAD_LOSS, BAD_UPDATE) else -1
 
-    def run(self, X, out, targets, labels, int loss_kind, bint want_grads, int n_run,
+    def run(self, X, out, targets, labels, loss_kind, bint want_grads, int n_run,
             Py_ssize_t batch_size, int max_threads=1, weights=None, bint training=False,
             bint check_finite=False):
-        """Predict into `out` (loss_kind -1) or evaluate the loss over X in batches, on at
+        """Predict into `out` (loss_kind -1) or evaluate the loss over X in batches (loss_kind
+        a loss's code, or (code, setting): see _start_job), on at
         most max_threads threads; with want_grads, the gradients of the mean loss (the
         weighted mean with `weights`) land in self.grads. `training` runs the layers as a
         training step does (batch norm's statistics are those of each chunk of
@@ -411,11 +417,11 @@ cdef class Engine:
         self.reserve(batch_size)
         self._start_job(&job, X, targets, labels, weights, out, loss_kind, n_run,
                         batch_size)
-        job.want_grads = want_grads and loss_kind >= 0
+        job.want_grads = want_grads and job.loss_kind >= 0
         job.training = training
         job.weight_total = float(np.sum(weights, dtype=np.float64)) \
             if weights is not None else n_samples
-        if check_finite and (loss_kind >= 0 or training or job.sparse):
+        if check_finite and (job.loss_kind >= 0 or training or job.sparse):
             raise TypeError("check_finite is for predicts of a dense X")
         job.check_finite = check_finite
         n_threads = plan_threads(&self.net, min(batch_size, n_samples), n_run,
@@ -581,9 +587,11 @@ cdef class Engine:
         if bad >= 0:
             raise NonFiniteRow(bad)
 
-    cdef _start_job(self, Job* job, X, targets, labels, weights, out, int loss_kind,
+    cdef _start_job(self, Job* job, X, targets, labels, weights, out, loss_kind,
                     int n_run, Py_ssize_t batch_size):
-        """Check the inputs, fill in a Job's pointers and zero its results."""
+        """Check the inputs, fill in a Job's pointers and zero its results. loss_kind is a
+        loss's code (LOSS_KINDS; -1: none) or (code, setting), the setting being the
+        loss's one number (Huber's delta, cross-entropy's label smoothing; 0 without)."""
         self._check_inputs(X, weights, n_run)
         job.net = &self.net
         job.f64 = self.dtype == np.float64
@@ -601,7 +609,9 @@ cdef class Engine:
         job.n_samples = X.shape[0]
         job.step_rows, job.step_denoms, job.n_steps = NULL, NULL, 0
         job.reduce_failed = 0
-        job.batch_size, job.loss_kind, job.n_run = batch_size, loss_kind, n_run
+        code, setting = loss_kind if isinstance(loss_kind, tuple) else (loss_kind, 0.0)
+        job.batch_size, job.loss_kind, job.loss_setting = batch_size, code, setting
+        job.n_run = n_run
         job.want_grads = job.training = False
         job.weight_total = 0
         job.stop, job.status = 0, RAN

@@ -60,7 +60,7 @@ cdef void run_steps(Job* job, const floating* X, int tid, int nt) noexcept nogil
         if job.loss_kind >= 0:
             sync(&layout, ROWS, nt)
             job.loss_part[tid] = loss_forward_backward(
-                job.loss_kind, <floating*> last.out + r0 * width,
+                job.loss_kind, job.loss_setting, <floating*> last.out + r0 * width,
                 NULL if T == NULL else T + (start + r0) * width,
                 NULL if job.labels == NULL else job.labels + start + r0,
                 NULL if W == NULL else W + start + r0,

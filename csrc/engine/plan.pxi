@@ -5,12 +5,14 @@
 # The codes of _kinds.pxd, by the names the Python layer uses.
 LAYER_KINDS = {"dense": DENSE, "identity": IDENTITY, "relu": RELU, "leaky_relu": LEAKY_RELU,
                "sigmoid": SIGMOID, "tanh": TANH, "softmax": SOFTMAX, "dropout": DROPOUT,
-               "batchnorm": BATCHNORM}
+               "batchnorm": BATCHNORM, "gelu": GELU, "gelu_tanh": GELU_TANH, "silu": SILU,
+               "elu": ELU, "softplus": SOFTPLUS}
 LOSS_KINDS = {"cross_entropy_labels": CROSS_ENTROPY_LABELS,
               "cross_entropy_probs": CROSS_ENTROPY_PROBS,
               "binary_cross_entropy": BINARY_CROSS_ENTROPY, "mse": MSE, "l1": L1,
-              "poisson_nll": POISSON}
-OPTIMIZER_KINDS = {"sgd": SGD, "adam": ADAM, "rmsprop": RMSPROP, "adagrad": ADAGRAD}
+              "poisson_nll": POISSON, "huber": HUBER}
+OPTIMIZER_KINDS = {"sgd": SGD, "adam": ADAM, "rmsprop": RMSPROP, "adagrad": ADAGRAD,
+                   "adadelta": ADADELTA, "nadam": NADAM}
 MAX_THREADS = FASTNN_MAX_THREADS
 
 cdef enum:
@@ -33,7 +35,9 @@ cdef struct LayerPlan:
     int kind
     int n_in
     int n_out
-    double slope
+    double slope        # the kind's setting: LeakyReLU's slope, ELU's alpha, Softplus's
+                        # beta, Dropout's p
+    double threshold    # Softplus: where beta z passes it, the output is z
     void* weight
     void* bias
     int weight_param    # index into Net.params, -1 if none
@@ -119,6 +123,7 @@ cdef struct Net:
     double hyper[MAX_HYPER]
     long long step      # optimizer updates made so far
     double mom_scale    # SGD momentum buffers hold b / mom_scale (see _optimizers.pxd)
+    double mu_product   # NAdam's product of momentum coefficients over the updates made
     bint per_row        # scikit-learn's conventions (Engine.use_per_row_scaling)
     double l2_scale     # the L2 coefficients' factor in the current step (1, or 1/rows)
     double penalty_sum  # per_row: the sum over steps of 0.5 * l2 * |W|^2 before each step
@@ -133,6 +138,7 @@ cdef struct Net:
 cdef struct Counters:
     long long step
     double mom_scale
+    double mu_product
     double l2_scale
     uint64_t rng
 
@@ -206,11 +212,13 @@ cdef inline Pass pass_of(Net* net, Counters* c, const Part* p, Py_ssize_t n,
 cdef int read_spec(LayerPlan* L, spec) except -1:
     """Fill L's kind, widths, slope and parameter pointers from a layer's spec
     (fastnn.layers.LayerSpec: kind, n_in, n_out, slope, weight, bias, l2, extra); batch
-    norm's eps, momentum and running statistics from its extra. The one place a spec is
-    read, for training and forward mode alike."""
+    norm's eps, momentum and running statistics and Softplus's threshold from its extra.
+    The one place a spec is read, for training and forward mode alike."""
     kind, n_in, n_out, slope, weight, bias, l2, extra = spec
     L.kind, L.n_in, L.n_out, L.slope = kind, n_in, n_out, slope
     L.weight, L.bias = data_ptr(weight), data_ptr(bias)
+    if kind == SOFTPLUS:
+        L.threshold = extra["threshold"]
     if kind == BATCHNORM:
         L.eps, L.momentum = extra["eps"], extra["momentum"]
         L.running_mean = data_ptr(extra["running_mean"])
@@ -253,11 +261,13 @@ cdef inline void share(Py_ssize_t n, int tid, int nt, Py_ssize_t align, Py_ssize
 cdef Counters counters_of(Net* net) noexcept nogil:
     cdef Counters c
     c.step, c.mom_scale, c.l2_scale, c.rng = net.step, net.mom_scale, net.l2_scale, net.rng
+    c.mu_product = net.mu_product
     return c
 
 
 cdef void store_counters(Net* net, Counters* c) noexcept nogil:
     net.step, net.mom_scale, net.l2_scale, net.rng = c.step, c.mom_scale, c.l2_scale, c.rng
+    net.mu_product = c.mu_product
 
 
 cdef int plan_threads(Net* net, Py_ssize_t rows, int n_run, int passes,
@@ -312,6 +322,7 @@ cdef struct Job:
     const int64_t* step_rows     # this process's rows in each step
     const double* step_denoms    # and the global batch's rows (or summed weights)
     int loss_kind
+    double loss_setting # Huber's delta, cross-entropy's label smoothing
     int n_run
     bint want_grads
     int stop            # thread 0 -> all: a signal's exception is pending

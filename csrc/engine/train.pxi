@@ -128,7 +128,7 @@ cdef void train_steps(Job* job, const floating* X, const Part* p) noexcept nogil
             if not reduce_step(job, net, &c, 0.0, batch, p) \
                     or not step_wrote_finite(job, net, batch, p):
                 break
-            c.step += 1
+            count_update(net, &c)
             batch += 1
             continue
         # the batch mean's denominator: its rows, or their summed weights (data-parallel:
@@ -147,7 +147,7 @@ cdef void train_steps(Job* job, const floating* X, const Part* p) noexcept nogil
         for v in range(p.v0, p.v1):
             share(n, v, p.nv, 1, &r0, &r1)
             job.loss_part[v] = loss_forward_backward(
-                job.loss_kind, <floating*> last.out + r0 * width,
+                job.loss_kind, job.loss_setting, <floating*> last.out + r0 * width,
                 NULL if tb == NULL else tb + r0 * width, NULL if lb == NULL else lb + r0,
                 NULL if wb == NULL else wb + r0, <floating*> last.grad + r0 * width, r1 - r0,
                 width, scale)
@@ -158,7 +158,7 @@ cdef void train_steps(Job* job, const floating* X, const Part* p) noexcept nogil
             if not reduce_step(job, net, &c, batch_loss, batch, p) \
                     or not step_wrote_finite(job, net, batch, p):
                 break
-            c.step += 1
+            count_update(net, &c)
             start += n
             batch += 1
             continue
@@ -180,7 +180,7 @@ cdef void train_steps(Job* job, const floating* X, const Part* p) noexcept nogil
         c.mom_scale = momentum_scale_after(net.opt_kind, net.hyper, c.mom_scale, c.step)
         if not step_wrote_finite(job, net, batch, p):
             break
-        c.step += 1
+        count_update(net, &c)
         start += n
         batch += 1
     fastnn_barrier(nt)  # every thread is done with the Net before thread 0 writes to it

@@ -35,8 +35,8 @@ cdef void finish_update(Net* net, Counters* c, int param, GradientDestination de
 cdef inline void finish_entries(Net* net, Counters* c, ParamPlan* P, GradientDestination dest,
                                 floating* value, Py_ssize_t offset,
                                 Py_ssize_t count) noexcept nogil:
-    optimizer_finish(net.opt_kind, net.hyper, P.l2 * c.l2_scale, c.step, dest, value,
-                     at(<floating*> P.grad, offset), at(<floating*> P.state[0], offset),
+    optimizer_finish(net.opt_kind, net.hyper, P.l2 * c.l2_scale, c.step, c.mu_product, dest,
+                     value, at(<floating*> P.grad, offset), at(<floating*> P.state[0], offset),
                      at(<floating*> P.state[1], offset), at(<floating*> P.state[2], offset),
                      count)
 
@@ -58,6 +58,12 @@ cdef void land(Net* net, Counters* c, int param, const floating* grad, Py_ssize_
         target[i] = alpha * grad[i] + (beta * target[i] if beta != 0 else 0)
     if update:
         finish_update(net, c, param, dest, c0, c1 - c0)
+
+
+cdef inline void count_update(Net* net, Counters* c) noexcept nogil:
+    """An update is made: the step count and NAdam's running product move on."""
+    c.mu_product = nadam_product_after(net.opt_kind, net.hyper, c.mu_product, c.step)
+    c.step += 1
 
 
 cdef void unscale_momentum(Net* net, Counters* c, const Part* p) noexcept nogil:

@@ -1,0 +1,266 @@
+"""The tabular toolkit's activations (GELU, SiLU, ELU, Softplus), losses (Huber, label
+smoothing), optimizers (Adadelta, NAdam) and class weights: against NumPy statements of
+their formulas, central differences, torch (where installed) over several training steps,
+and through save/load."""
+import numpy as np
+import pytest
+from conftest import reference_layers
+from test_forward import torch_modules
+from test_gradients import check
+
+import fastnn as fnn
+from fastnn import _reference as ref
+
+NEW_ACTIVATIONS = {"gelu": fnn.GELU, "gelu_tanh": lambda: fnn.GELU("tanh"), "silu": fnn.SiLU,
+                   "elu": lambda: fnn.ELU(0.7), "softplus": lambda: fnn.Softplus(1.5, 2.0)}
+
+
+def smoothed(label_smoothing):
+    return fnn.CrossEntropyLoss(label_smoothing=label_smoothing)
+
+
+# -- losses: the NumPy formula and central differences ----------------------------------
+
+@pytest.mark.parametrize("loss,setting,targets", [
+    (fnn.HuberLoss(0.5), 0.5, "values"), (fnn.HuberLoss(3.0), 3.0, "values"),
+    (smoothed(0.1), 0.1, "labels"), (smoothed(0.3), 0.3, "probabilities")])
+def test_loss_matches_formula_and_differences(rng, loss, setting, targets):
+    model = fnn.Sequential([fnn.Dense(4, 6), fnn.Tanh(), fnn.Dense(6, 3)], dtype="float64",
+                           seed=2)
+    X = rng.normal(size=(9, 4))
+    y = {"values": 2 * rng.normal(size=(9, 3)), "labels": rng.integers(0, 3, 9),
+         "probabilities": rng.dirichlet(np.ones(3), 9)}[targets]
+    name = "huber" if isinstance(loss, fnn.HuberLoss) else "cross_entropy"
+    value, expected = ref.mlp_loss_and_gradients(reference_layers(model), X, y, name, setting)
+    assert model.evaluate(X, y, loss)["loss"] == pytest.approx(value, rel=1e-13)
+    for got, want in zip(model.gradients(X, y, loss), expected):
+        np.testing.assert_allclose(got, want, rtol=1e-11, atol=1e-14)
+    check(model, X, y, loss)
+
+
+def test_huber_is_mse_near_and_l1_far(rng):
+    """Inside delta Huber is half the squared error; beyond, delta times the distance less
+    delta / 2: the two regimes of its definition, checked on outputs chosen in each."""
+    out = np.array([[0.1, -0.2], [4.0, -6.0]])
+    target = np.zeros_like(out)
+    model = fnn.Sequential([fnn.Dense(2, 2, bias=False)], dtype="float64")
+    model.layers[0].weight = np.eye(2)
+    got = model.evaluate(out, target, fnn.HuberLoss(1.0))["loss"]
+    expected = np.mean([0.5 * 0.1 ** 2, 0.5 * 0.2 ** 2, 4.0 - 0.5, 6.0 - 0.5])
+    assert got == pytest.approx(expected, rel=1e-15)
+
+
+def test_label_smoothing_zero_is_plain_cross_entropy(rng):
+    model = fnn.Sequential([fnn.Dense(4, 3)], dtype="float64", seed=1)
+    X, y = rng.normal(size=(8, 4)), rng.integers(0, 3, 8)
+    for a, b in zip(model.gradients(X, y, smoothed(0.0)), model.gradients(X, y)):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda: fnn.HuberLoss(0), "delta must be a finite number > 0"),
+    (lambda: fnn.HuberLoss(float("nan")), "delta"),
+    (lambda: smoothed(1.5), r"label_smoothing must be in \[0, 1\]"),
+    (lambda: fnn.GELU("fast"), "approximate must be 'none' or 'tanh'"),
+    (lambda: fnn.Softplus(beta=0), "beta must be a finite positive number"),
+    (lambda: fnn.ELU(alpha=float("inf")), "alpha must be a finite number"),
+    (lambda: fnn.optim.Adadelta(rho=1.5), "Invalid rho value"),
+    (lambda: fnn.optim.NAdam(momentum_decay=-1), "Invalid momentum_decay value"),
+])
+def test_bad_settings_are_refused(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+# -- torch over several steps of training (float64) ------------------------------------
+
+def train_both(model, net, torch, X, y, loss, torch_loss, optimizer, torch_optimizer,
+               epochs=3, batch_size=10):
+    for _ in range(epochs):
+        for start in range(0, len(X), batch_size):
+            torch_optimizer.zero_grad()
+            torch_loss(net(torch.from_numpy(X[start:start + batch_size])),
+                       torch.from_numpy(y[start:start + batch_size])).backward()
+            torch_optimizer.step()
+    # two fits: the optimizer's state (NAdam's running product too) carries over
+    model.fit(X, y, loss=loss, optimizer=optimizer, epochs=1, batch_size=batch_size,
+              shuffle=False, verbose=0)
+    model.fit(X, y, loss=loss, optimizer=optimizer, epochs=epochs - 1, batch_size=batch_size,
+              shuffle=False, verbose=0)
+    for got, want in zip(model.parameters(), net.parameters()):
+        np.testing.assert_allclose(got, want.detach().numpy(), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("activation", sorted(NEW_ACTIVATIONS))
+def test_activation_trains_as_torch(rng, activation):
+    torch = pytest.importorskip("torch")
+    model = fnn.Sequential([fnn.Dense(5, 16), NEW_ACTIVATIONS[activation](),
+                            fnn.Dense(16, 3)], dtype="float64", seed=1)
+    net = torch.nn.Sequential(*torch_modules(model, torch))
+    X, y = 2 * rng.normal(size=(40, 5)), rng.integers(0, 3, 40)
+    train_both(model, net, torch, X, y, "cross_entropy", torch.nn.CrossEntropyLoss(),
+               fnn.optim.SGD(lr=0.1), torch.optim.SGD(net.parameters(), lr=0.1))
+
+
+OPTIMIZERS = [
+    ("NAdam", dict(lr=0.01)),
+    ("NAdam", dict(lr=0.01, betas=(0.8, 0.99), weight_decay=0.1, momentum_decay=0.01)),
+    ("NAdam", dict(lr=0.01, weight_decay=0.1, decoupled_weight_decay=True)),
+    ("Adadelta", dict(lr=0.5)),
+    ("Adadelta", dict(lr=0.5, rho=0.8, eps=1e-4, weight_decay=0.05)),
+]
+
+
+@pytest.fixture
+def torch64():
+    """torch with float64 as its default dtype (NAdam keeps its running product in the
+    default dtype: float32 would round it), restored afterwards."""
+    torch = pytest.importorskip("torch")
+    saved = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield torch
+    torch.set_default_dtype(saved)
+
+
+@pytest.mark.parametrize("name,settings", OPTIMIZERS)
+def test_optimizer_trains_as_torch(rng, torch64, name, settings):
+    torch = torch64
+    model = fnn.Sequential([fnn.Dense(5, 16), fnn.Tanh(), fnn.Dense(16, 3)], dtype="float64",
+                           seed=1)
+    net = torch.nn.Sequential(*torch_modules(model, torch))
+    X, y = rng.normal(size=(40, 5)), rng.integers(0, 3, 40)
+    train_both(model, net, torch, X, y, "cross_entropy", torch.nn.CrossEntropyLoss(),
+               getattr(fnn.optim, name)(**settings),
+               getattr(torch.optim, name)(net.parameters(), **settings))
+
+
+@pytest.mark.parametrize("loss,targets", [("huber", "values"), ("smoothing", "labels"),
+                                          ("smoothing", "probabilities")])
+def test_loss_trains_as_torch(rng, loss, targets):
+    torch = pytest.importorskip("torch")
+    model = fnn.Sequential([fnn.Dense(5, 16), fnn.Tanh(), fnn.Dense(16, 3)], dtype="float64",
+                           seed=1)
+    net = torch.nn.Sequential(*torch_modules(model, torch))
+    X = rng.normal(size=(40, 5))
+    y = {"values": 2 * rng.normal(size=(40, 3)), "labels": rng.integers(0, 3, 40),
+         "probabilities": rng.dirichlet(np.ones(3), 40)}[targets]
+    ours, theirs = (fnn.HuberLoss(0.5), torch.nn.HuberLoss(delta=0.5)) if loss == "huber" \
+        else (smoothed(0.2), torch.nn.CrossEntropyLoss(label_smoothing=0.2))
+    train_both(model, net, torch, X, y, ours, theirs, fnn.optim.SGD(lr=0.1),
+               torch.optim.SGD(net.parameters(), lr=0.1))
+
+
+# -- Adadelta and NAdam against the NumPy statement (no torch needed) --------------------
+
+@pytest.mark.parametrize("name,settings", OPTIMIZERS)
+def test_optimizer_matches_formula(rng, name, settings):
+    from test_optim import make_model, reference_fit_with
+    step_fn = {"NAdam": ref.nadam_step, "Adadelta": ref.adadelta_step}[name]
+    X, y = rng.normal(size=(48, 6)), rng.integers(0, 3, 48)
+    model = make_model()
+    expected = reference_fit_with(step_fn, settings, model, X, y, "cross_entropy", 16, 3)
+    optimizer = getattr(fnn.optim, name)(**settings)
+    model.fit(X, y, optimizer=optimizer, epochs=3, batch_size=16, shuffle=False, verbose=0)
+    assert optimizer.steps == 9
+    for got, want in zip(model.parameters(), expected):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+
+
+# -- saved and loaded ------------------------------------------------------------------
+
+def test_new_kinds_survive_save_and_load(rng, tmp_path):
+    """A model of every new activation, a smoothed loss and NAdam: the loaded copy
+    predicts the same and trains on exactly as the original does."""
+    layers = [fnn.Dense(5, 8)]
+    for make in NEW_ACTIVATIONS.values():
+        layers += [make(), fnn.Dense(8, 8)]
+    layers[-1] = fnn.Dense(8, 3)
+    model = fnn.Sequential(layers, dtype="float64", seed=3, loss=smoothed(0.1))
+    X, y = rng.normal(size=(30, 5)), rng.integers(0, 3, 30)
+    model.fit(X, y, optimizer=fnn.optim.NAdam(lr=0.01), epochs=2, batch_size=10, verbose=0)
+    model.save(tmp_path / "m.fnn")
+    copy = fnn.load(tmp_path / "m.fnn")
+    assert [layer._config() for layer in copy.layers] == \
+        [layer._config() for layer in model.layers]
+    assert copy.loss.label_smoothing == 0.1
+    np.testing.assert_array_equal(copy.predict(X), model.predict(X))
+    for m in (model, copy):
+        m.fit(X, y, epochs=2, batch_size=10, shuffle=False, verbose=0)
+    for a, b in zip(copy.parameters(), model.parameters()):
+        np.testing.assert_array_equal(a, b)
+
+
+# -- class weights -----------------------------------------------------------------------
+
+def test_class_weight_is_torch_weighted_cross_entropy(rng, torch64):
+    """class_weight={label: w} trains as torch's CrossEntropyLoss(weight=w): each batch's
+    loss sum_i w_yi l_i / sum_i w_yi."""
+    torch = torch64
+    model = fnn.Sequential([fnn.Dense(5, 16), fnn.Tanh(), fnn.Dense(16, 3)], dtype="float64",
+                           seed=1)
+    net = torch.nn.Sequential(*torch_modules(model, torch))
+    X, y = rng.normal(size=(40, 5)), rng.integers(0, 3, 40)
+    w = {0: 0.5, 1: 2.0, 2: 3.0}
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+    loss = torch.nn.CrossEntropyLoss(weight=torch.tensor([w[0], w[1], w[2]]))
+    for _ in range(3):
+        for start in range(0, 40, 10):
+            optimizer.zero_grad()
+            loss(net(torch.from_numpy(X[start:start + 10])),
+                 torch.from_numpy(y[start:start + 10])).backward()
+            optimizer.step()
+    model.fit(X, y, optimizer=fnn.optim.SGD(lr=0.1), epochs=3, batch_size=10, shuffle=False,
+              class_weight=w)
+    for got, want in zip(model.parameters(), net.parameters()):
+        np.testing.assert_allclose(got, want.detach().numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_balanced_class_weight_is_scikit_learns(rng):
+    """"balanced" weights each training row n / (k * count of its class), times its
+    sample_weight: the same run as fit with those sample weights, bit for bit."""
+    from sklearn.utils.class_weight import compute_sample_weight
+    X, y = rng.normal(size=(60, 4)), np.repeat([0, 1, 1, 2, 2, 2], 10)
+    extra = rng.uniform(0.5, 2, 60)
+    runs = []
+    for kwargs in (dict(class_weight="balanced", sample_weight=extra),
+                   dict(sample_weight=compute_sample_weight("balanced", y) * extra)):
+        model = fnn.Sequential([fnn.Dense(4, 8), fnn.ReLU(), fnn.Dense(8, 3)],
+                               dtype="float64", seed=4)
+        model.fit(X, y, epochs=2, batch_size=16, **kwargs)
+        runs.append(model.parameters())
+    for a, b in zip(*runs):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_estimator_class_weight(rng):
+    from sklearn.utils.class_weight import compute_sample_weight
+
+    from fastnn.sklearn import MLPClassifier
+    X, y = rng.normal(size=(60, 4)), np.repeat(["a", "b", "b", "c", "c", "c"], 10)
+    settings = dict(hidden_layer_sizes=(8,), max_iter=3, random_state=0)
+    weighted = MLPClassifier(class_weight={"a": 4.0, "c": 0.5}, **settings).fit(X, y)
+    plain = MLPClassifier(**settings).fit(
+        X, y, sample_weight=compute_sample_weight({"a": 4.0, "c": 0.5}, y))
+    for a, b in zip(weighted.coefs_, plain.coefs_):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="'balanced' is not supported for partial_fit"):
+        MLPClassifier(class_weight="balanced").partial_fit(X, y, classes=["a", "b", "c"])
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(class_weight={5: 1.0}), "class_weight names class 5"),
+    (dict(class_weight={0: -1.0}), "class_weight\\[0\\] must be a finite number >= 0"),
+    (dict(class_weight="even"), "class_weight must be 'balanced' or a dict"),
+    (dict(class_weight="balanced", loss="mse"), "class_weight needs a classification loss"),
+])
+def test_bad_class_weight_is_refused_and_nothing_changes(rng, kwargs, message):
+    model = fnn.Sequential([fnn.Dense(4, 3)], dtype="float64", seed=1)
+    before = [p.copy() for p in model.parameters()]
+    X, y = rng.normal(size=(12, 4)), rng.integers(0, 3, 12)
+    if kwargs.get("loss") == "mse":
+        y = rng.normal(size=(12, 3))
+    with pytest.raises(ValueError, match=message):
+        model.fit(X, y, **kwargs)
+    for a, b in zip(before, model.parameters()):
+        np.testing.assert_array_equal(a, b)
