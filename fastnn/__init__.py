@@ -17,7 +17,7 @@ except ImportError as exc:  # e.g. python run inside a checkout that was never b
 
 from . import callbacks, losses, optim
 from ._threads import get_num_threads, set_num_threads, threads
-from .callbacks import Callback, EarlyStopping
+from .callbacks import Callback, EarlyStopping, ModelCheckpoint
 from .layers import (
     ELU,
     GELU,
@@ -42,6 +42,7 @@ __all__ = [
     "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softmax", "GELU", "SiLU", "ELU", "Softplus",
     "CrossEntropyLoss", "BCEWithLogitsLoss", "MSELoss", "L1Loss", "PoissonNLLLoss",
     "HuberLoss", "losses", "optim",
-    "callbacks", "Callback", "EarlyStopping", "load", "get_num_threads", "set_num_threads",
+    "callbacks", "Callback", "EarlyStopping", "ModelCheckpoint", "load", "get_num_threads",
+    "set_num_threads",
     "threads",
 ]

@@ -1,14 +1,21 @@
-"""Callbacks: objects fit calls at the end of every epoch.
+"""Callbacks: objects whose hooks fit calls as it trains; each hook is optional.
 
-A callback has `on_epoch_end(epoch, logs)`; returning True (or setting
+`on_epoch_end(epoch, logs)`: returning True (or setting
 model.stop_training = True) stops training after that epoch. `logs` holds the epoch's
 "loss", "lr", "seconds", "samples_per_second" and, with validation data,
 "val_loss" (and "val_accuracy" for classification). Optional hooks:
-`on_train_begin(model)` and `on_train_end(model)`.
+`on_train_begin(model)`, `on_epoch_begin(epoch)`, `on_train_end(model)` and
+`on_batch_end(batch, logs)` (logs: the batch's "size" and mean "loss"). A callback with
+on_batch_end makes fit hand the engine one batch per call instead of a whole epoch, with
+Python between batches: the results are the same bits, but each call copies the state
+aside for its rollback, so an epoch of 784-256-128-10 on MNIST took 1.79x as long at
+batch 32 and 1.18x at batch 128 (`python bench/bench_callbacks.py`, 2-core AMD EPYC Zen 4,
+OpenBLAS SkylakeX). Callback itself does not define the hook: callbacks without it cost
+nothing per batch.
 """
 import numpy as np
 
-__all__ = ["Callback", "EarlyStopping"]
+__all__ = ["Callback", "EarlyStopping", "ModelCheckpoint"]
 
 
 class Callback:
@@ -75,3 +82,41 @@ class EarlyStopping(Callback):
     def _state(model):
         """Everything that defines the model's predictions: parameters and buffers."""
         return model.parameters() + model.buffers()
+
+
+class ModelCheckpoint(Callback):
+    """Save the model (fastnn's .npz format, with its optimizer) after each epoch, or only
+    when `monitor` improved (save_best_only). `path` may hold "{epoch}" (1-based) and the
+    logs' keys as format fields, e.g. "model-{epoch:03d}-{val_loss:.3f}.npz"; each file
+    is written atomically (model.save).
+
+    Args:
+        path: where to save, a format string as above.
+        monitor: the logs' key save_best_only compares ("*accuracy" is maximised).
+        save_best_only: save only when monitor improved on every earlier epoch.
+    """
+
+    def __init__(self, path, monitor="val_loss", save_best_only=False):
+        self.path = str(path)
+        self.monitor = monitor
+        self.save_best_only = bool(save_best_only)
+        self.sign = -1.0 if monitor.endswith("accuracy") else 1.0
+
+    def on_train_begin(self, model):
+        self.model = model
+        self.best = np.inf
+        self.saved = []
+
+    def on_epoch_end(self, epoch, logs):
+        if self.save_best_only:
+            if self.monitor not in logs:
+                raise ValueError(f"ModelCheckpoint monitors {self.monitor!r}, which the "
+                                 f"epoch logs lack (they have {sorted(logs)})")
+            value = self.sign * logs[self.monitor]
+            if not value < self.best:
+                return False
+            self.best = value
+        path = self.path.format(epoch=epoch + 1, **logs)
+        self.model.save(path)
+        self.saved.append(path)
+        return False

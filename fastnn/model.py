@@ -198,7 +198,10 @@ class Sequential:
                 shuffling (as Keras), held out for validation (with their weights).
             lr_schedule: a fastnn.optim schedule, stepped after every epoch.
             callbacks: objects with on_epoch_end(epoch, logs) (see fastnn.callbacks);
-                returning True, or setting model.stop_training, stops training.
+                returning True, or setting model.stop_training, stops training. Optional
+                hooks: on_train_begin(model), on_epoch_begin(epoch), on_batch_end(batch,
+                logs) (one engine call per batch while one is given: Python between
+                batches, the same results), on_train_end(model).
             initial_epoch: the epoch to start from (when resuming).
             sample_weight: one non-negative weight per row: each batch's loss becomes
                 torch's weighted mean, sum_i w_i l_i / sum_i w_i (for the elementwise
@@ -261,12 +264,14 @@ class Sequential:
                 self._group = group
             self._on_root(group, self._call_callbacks, callbacks, "on_train_begin")
             for epoch in range(initial_epoch, epochs):
+                self._on_root(group, self._call_callbacks, callbacks, "on_epoch_begin",
+                              epoch)
                 lr = optimizer.lr  # the schedule may have changed it since the last epoch
                 start = time.perf_counter()
                 if group is None:
                     loss_sum = self._train_epoch(X, targets, labels, weights, batch_size,
                                                  kind, n_run, shuffle, epoch, epochs,
-                                                 verbose == 2)
+                                                 verbose == 2, callbacks, loss)
                 else:
                     loss_sum = self._train_epoch_parallel(group, X, targets, labels, weights,
                                                           batch_size, kind, n_run, shuffle,
@@ -317,6 +322,9 @@ class Sequential:
             raise TypeError(f"lr_schedule must be a fastnn.optim schedule, "
                             f"got {type(lr_schedule).__name__}")
         callbacks = list(callbacks or [])
+        if group is not None and any(hasattr(c, "on_batch_end") for c in callbacks):
+            raise ValueError("on_batch_end callbacks are not run in data-parallel training "
+                             "(a step is every process's); use on_epoch_end")
         check_batch_rows(batch_size, X)
         X, names = self._by_name(X)
         X = as_features(X, self.n_features, self.dtype)
@@ -371,9 +379,13 @@ class Sequential:
         """fn(*args) here, or when data-parallel on rank 0, its result broadcast."""
         return fn(*args) if group is None else group.on_root(fn, *args)
 
-    def _call_callbacks(self, callbacks, method):
+    def _call_callbacks(self, callbacks, method, *args):
+        """callback.method(*args) of each callback that has it (on_train_begin and
+        on_train_end take the model)."""
         for callback in callbacks:
-            getattr(callback, method, lambda model: None)(self)
+            hook = getattr(callback, method, None)
+            if hook is not None:
+                hook(*(args or (self,)))
 
     def _end_epoch(self, epoch, epochs, logs, verbose, lr_schedule, callbacks):
         """Report the epoch, step the schedule, run the callbacks; returns (whether to
@@ -383,7 +395,8 @@ class Sequential:
         if lr_schedule is not None:
             lr_schedule.step(logs.get("val_loss", logs["loss"]))
         for callback in callbacks:
-            if callback.on_epoch_end(epoch, logs):
+            hook = getattr(callback, "on_epoch_end", None)
+            if hook is not None and hook(epoch, logs):
                 self.stop_training = True
         return self.stop_training, self.optimizer.lr
 
@@ -419,21 +432,37 @@ class Sequential:
         return X_val, prepared, weights
 
     def _train_epoch(self, X, targets, labels, weights, batch_size, kind, n_run, shuffle,
-                     epoch, epochs, progress):
+                     epoch, epochs, progress, callbacks=(), loss=None):
         """One epoch through the training driver, in a fresh permutation of the rows from
         the model's generator (or in order); with `progress`, a bar drawn between about
-        30 pieces of whole batches. Returns the summed training loss."""
+        30 pieces of whole batches; with callbacks that have on_batch_end, one engine call
+        per batch and on_batch_end(batch, logs) after each (logs: the batch's "size" and
+        mean "loss"). Returns the summed training loss."""
         n = X.shape[0]
         order = self._rng.permutation(n) if shuffle else None
         seed = seed_for_dropout(self._rng) if self._has_dropout() else None
+        batch_hooks = [c.on_batch_end for c in callbacks if hasattr(c, "on_batch_end")]
+        done_before = [0]
 
-        def bar(done):
-            ticks = done * 30 // n
-            print(f"\repoch {epoch + 1}/{epochs} [{'=' * ticks}{' ' * (30 - ticks)}] "
-                  f"{done}/{n}", end="", flush=True)
+        def after_piece(done, piece_loss):
+            if batch_hooks:
+                rows = order[done_before[0]:done] if order is not None else \
+                    np.arange(done_before[0], done)
+                size = done - done_before[0]
+                denominator = size if weights is None else float(np.sum(weights[rows]))
+                logs = {"size": size, "loss": piece_loss / loss.mean_divisor(
+                    denominator, self.n_outputs) if denominator else 0.0}
+                for hook in batch_hooks:
+                    hook(done_before[0] // batch_size, logs)
+                done_before[0] = done
+            if progress:
+                ticks = done * 30 // n
+                print(f"\repoch {epoch + 1}/{epochs} [{'=' * ticks}{' ' * (30 - ticks)}] "
+                      f"{done}/{n}", end="", flush=True)
+        pieces = -(-n // batch_size) if batch_hooks else 30 if progress else 1
         result = train_epoch(self._engine, self.optimizer, X, targets, labels, weights,
                              batch_size, kind, n_run, order=order, dropout_seed=seed,
-                             pieces=30 if progress else 1, after_piece=bar)
+                             pieces=pieces, after_piece=after_piece)
         if progress:
             print("\r", end="")
         if result.failed:

@@ -60,8 +60,9 @@ def train_epoch(engine, optimizer, X, targets, labels, weights, batch_size, kind
     None. Data-parallel: step_rows and step_denoms (fastnn.distributed.Group.epoch_plan)
     give this process's rows in each global batch and the batch's denominator.
     dropout_seed restarts dropout's mask stream. With pieces > 1 (not data-parallel),
-    the epoch runs in that many calls of whole batches, after_piece(rows_done) between
-    them (a progress bar); the results are the same bits. The thread count is the
+    the epoch runs in that many calls of whole batches (at most one per batch),
+    after_piece(rows_done, the piece's summed loss) between them (a progress bar, batch
+    callbacks); the results are the same bits. The thread count is the
     setting's (fnn.set_num_threads), sized to a busy machine where none is fixed.
     Returns an EpochResult; raises what the engine raises (KeyboardInterrupt between
     steps; data-parallel: StopIteration, RuntimeError)."""
@@ -96,7 +97,7 @@ def train_epoch(engine, optimizer, X, targets, labels, weights, batch_size, kind
                                engine.failure)
         loss_sum += part
         if after_piece is not None and len(spans) > 1:
-            after_piece(last)
+            after_piece(last, part)
     return EpochResult(loss_sum, -1, None)
 
 
