@@ -1,4 +1,5 @@
-"""The training toolkit's cost: every optimizer, and dropout / batch-norm networks,
+"""The training toolkit's cost: every optimizer, and dropout / batch-norm / layer-norm
+networks and a GELU after each hidden ReLU,
 against the GEMM floor of the same matrix products, each epoch on fastnn's team.
 
     python bench/bench_toolkit.py          # 784-256-128-10, batch sizes 32 and 512
@@ -20,11 +21,15 @@ OPTIMIZERS = {
     "AdamW": lambda: fnn.optim.AdamW(lr=1e-3),
     "RMSprop": lambda: fnn.optim.RMSprop(lr=1e-3),
     "Adagrad": lambda: fnn.optim.Adagrad(lr=1e-2),
+    "Adadelta": lambda: fnn.optim.Adadelta(lr=1.0),
+    "NAdam": lambda: fnn.optim.NAdam(lr=2e-3),
 }
 NETWORKS = {
     "plain": (),
     "dropout 0.2": (lambda width: fnn.Dropout(0.2),),
     "batch norm": (lambda width: fnn.BatchNorm1d(width),),
+    "layer norm": (lambda width: fnn.LayerNorm(width),),
+    "+ GELU": (lambda width: fnn.GELU(),),
 }
 
 

@@ -39,7 +39,7 @@ from _batchnorm cimport (bn_colsum, bn_colsqdev, bn_grad_input, bn_grad_sums, bn
 from _finite cimport all_finite, first_nonfinite
 from _dropout cimport dropout_advance, dropout_backward, dropout_forward_block
 from _kinds cimport (BATCHNORM, DENSE, DROPOUT, IDENTITY, RELU, LEAKY_RELU, SIGMOID, TANH, SOFTMAX,
-                     GELU, GELU_TANH, SILU, ELU, SOFTPLUS,
+                     GELU, GELU_TANH, SILU, ELU, SOFTPLUS, LAYERNORM,
                      CROSS_ENTROPY_LABELS, CROSS_ENTROPY_PROBS, BINARY_CROSS_ENTROPY, MSE, L1,
                      POISSON, HUBER,
                      SGD, ADAM, RMSPROP, ADAGRAD, ADADELTA, NADAM)
@@ -56,6 +56,7 @@ include "engine/team.pxi"
 include "engine/plan.pxi"
 include "engine/elementwise.pxi"
 include "engine/batchnorm.pxi"
+include "engine/layernorm.pxi"
 include "engine/updates.pxi"
 include "engine/dense.pxi"
 include "engine/load_policy.pxi"

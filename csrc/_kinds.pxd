@@ -15,6 +15,7 @@ cdef enum LayerKind:
     SILU = 11
     ELU = 12            # slope holds alpha
     SOFTPLUS = 13       # slope holds beta, threshold the linear region's start
+    LAYERNORM = 14
 
 cdef enum LossKind:
     CROSS_ENTROPY_LABELS = 0

@@ -25,6 +25,7 @@ from .layers import (
     Dense,
     Dropout,
     Identity,
+    LayerNorm,
     LeakyReLU,
     ReLU,
     Sigmoid,
@@ -38,7 +39,8 @@ from .model import History, Sequential
 from .serialization import load
 
 __all__ = [
-    "__version__", "Sequential", "History", "Dense", "Dropout", "BatchNorm1d", "Identity",
+    "__version__", "Sequential", "History", "Dense", "Dropout", "BatchNorm1d", "LayerNorm",
+    "Identity",
     "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softmax", "GELU", "SiLU", "ELU", "Softplus",
     "CrossEntropyLoss", "BCEWithLogitsLoss", "MSELoss", "L1Loss", "PoissonNLLLoss",
     "HuberLoss", "losses", "optim",

@@ -12,7 +12,8 @@ from . import _engine
 from ._validation import INT32_MAX, check_int
 
 __all__ = ["Layer", "Dense", "Identity", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softmax",
-           "GELU", "SiLU", "ELU", "Softplus", "Dropout", "BatchNorm1d", "get_activation"]
+           "GELU", "SiLU", "ELU", "Softplus", "Dropout", "BatchNorm1d", "LayerNorm",
+           "get_activation"]
 
 INITS = ("he", "he_uniform", "glorot", "glorot_normal")
 DRAW_BLOCK = 1 << 20  # entries of float64 a weight initialisation draws at a time
@@ -29,7 +30,7 @@ class LayerSpec(NamedTuple):
     bias: Optional[np.ndarray]
     l2: float                   # the weight's penalty gradient coefficient (2 lambda)
     extra: Optional[dict]       # batch norm: eps, momentum, running_mean, running_var;
-                                # Softplus: threshold
+                                # layer norm: eps; Softplus: threshold
 
 
 class Layer:
@@ -404,6 +405,48 @@ class BatchNorm1d(Layer):
                 f"affine={self.affine})")
 
 
+class LayerNorm(Layer):
+    """Layer normalization over the features, as torch.nn.LayerNorm(num_features): each
+    row y = (x - mean) / sqrt(var + eps) * weight + bias with the row's own mean and
+    biased variance, the same in fit and predict (no running statistics). `weight` (ones)
+    and `bias` (zeros) are learnable with elementwise_affine=True (bias=False: no bias).
+
+    Shape: (n, num_features) -> (n, num_features).
+    """
+    kind = "layernorm"
+
+    def __init__(self, num_features, eps=1e-5, elementwise_affine=True, bias=True):
+        self.num_features = check_int(num_features, "num_features")
+        self.eps = _finite_number(eps, "eps", positive=True)
+        self.elementwise_affine, self.has_bias = bool(elementwise_affine), bool(bias)
+        self._allocate(np.float32)
+
+    def _allocate(self, dtype):
+        n = self.num_features
+        self.weight = np.ones(n, dtype) if self.elementwise_affine else None
+        self.bias = np.zeros(n, dtype) if self.elementwise_affine and self.has_bias else None
+
+    def _build(self, in_width, dtype, rng):
+        if in_width != self.num_features:
+            raise ValueError(f"LayerNorm({self.num_features}) receives {in_width} features")
+        self._allocate(dtype)
+
+    def parameters(self):
+        return [p for p in (self.weight, self.bias) if p is not None]
+
+    def _spec(self, in_width):
+        return LayerSpec(_engine.LAYER_KINDS["layernorm"], in_width, in_width, 0.0,
+                         self.weight, self.bias, 0.0, {"eps": self.eps})
+
+    def _config(self):
+        return {"kind": self.kind, "num_features": self.num_features, "eps": self.eps,
+                "elementwise_affine": self.elementwise_affine, "bias": self.has_bias}
+
+    def __repr__(self):
+        return (f"LayerNorm({self.num_features}, eps={self.eps}, "
+                f"elementwise_affine={self.elementwise_affine}, bias={self.has_bias})")
+
+
 ACTIVATIONS = {cls.kind: cls for cls in (Identity, ReLU, LeakyReLU, Sigmoid, Tanh, Softmax,
                                          GELU, SiLU, ELU, Softplus)}
 
@@ -431,6 +474,8 @@ def layer_from_config(config, initialise=True):
         return Dropout(**config)
     if kind == "batchnorm":
         return BatchNorm1d(**config)
+    if kind == "layernorm":
+        return LayerNorm(**config)
     if kind not in ACTIVATIONS:
         raise ValueError(f"unknown layer kind {kind!r}")
     return ACTIVATIONS[kind](**config)

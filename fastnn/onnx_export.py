@@ -99,7 +99,7 @@ def export_onnx(model, path, opset=OPSET, network_only=False):
                                           name=out))
         elif layer.kind in _FORMULAS:
             def scalar(name, value, prefix=out):  # a named constant of the layer's
-                return constant(f"{prefix}_{name}", np.array([value]))
+                return constant(f"{prefix}_{name}", np.atleast_1d(value))
             nodes += _FORMULAS[layer.kind](layer, current, out, scalar, elem)
         else:
             raise ValueError(f"layer {i} ({layer!r}) has no ONNX equivalent here")
@@ -186,8 +186,32 @@ def _softplus_nodes(layer, x, out, constant, elem):
             helper.make_node("Where", [f"{out}_linear", x, f"{out}_curve"], [out])]
 
 
+def _layernorm_nodes(layer, x, out, constant, elem):
+    """(x - mean) / sqrt(var + eps) * weight + bias over the features, as operators (the
+    LayerNormalization operator's epsilon is 32-bit, and onnxruntime has it for float32
+    only)."""
+    from onnx import helper
+    nodes = [helper.make_node("ReduceMean", [x], [f"{out}_mean"], axes=[1], keepdims=1),
+             helper.make_node("Sub", [x, f"{out}_mean"], [f"{out}_dev"]),
+             helper.make_node("Mul", [f"{out}_dev", f"{out}_dev"], [f"{out}_sq"]),
+             helper.make_node("ReduceMean", [f"{out}_sq"], [f"{out}_var"], axes=[1],
+                              keepdims=1),
+             helper.make_node("Add", [f"{out}_var", constant("eps", layer.eps)],
+                              [f"{out}_vareps"]),
+             helper.make_node("Sqrt", [f"{out}_vareps"], [f"{out}_std"]),
+             helper.make_node("Div", [f"{out}_dev", f"{out}_std"], [f"{out}_xhat"])]
+    current = f"{out}_xhat"
+    for name, array, op in (("weight", layer.weight, "Mul"), ("bias", layer.bias, "Add")):
+        if array is not None:
+            nodes.append(helper.make_node(op, [current, constant(name, array)],
+                                          [f"{out}_{name}ed"]))
+            current = f"{out}_{name}ed"
+    nodes.append(helper.make_node("Identity", [current], [out]))
+    return nodes
+
+
 _FORMULAS = {"gelu": _gelu_nodes, "silu": _silu_nodes, "elu": _elu_nodes,
-             "softplus": _softplus_nodes}
+             "softplus": _softplus_nodes, "layernorm": _layernorm_nodes}
 
 
 def _preprocessing_nodes(pre, elem, dtype, nodes, weights):

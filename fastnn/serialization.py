@@ -49,7 +49,8 @@ MAX_CLASSES = 100_000        # class names saved with a model, each at most 1000
 _LAYER_KEYS = {"dense": {"in_features", "out_features", "bias", "init", "l2"},
                "dropout": {"p"}, "batchnorm": {"num_features", "eps", "momentum", "affine"},
                "leaky_relu": {"negative_slope"}, "gelu": {"approximate"}, "elu": {"alpha"},
-               "softplus": {"beta", "threshold"}}
+               "softplus": {"beta", "threshold"},
+               "layernorm": {"num_features", "eps", "elementwise_affine", "bias"}}
 _NPY_DTYPES = {"<f4": np.float32, "<f8": np.float64, "|u1": np.uint8}
 
 
@@ -289,6 +290,13 @@ def _plan(config, path):
             if layer.get("affine", True):
                 params += [(n,), (n,)]
             buffers += [(n,), (n,)]
+            width = n
+        elif layer["kind"] == "layernorm":
+            n = layer.get("num_features")
+            if type(n) is not int or not 1 <= n <= MAX_DIMENSION or (width or n) != n:
+                raise bad(f"layer {i}: LayerNorm({n}) after a layer of width {width}")
+            if layer.get("elementwise_affine", True):
+                params += [(n,)] + ([(n,)] if layer.get("bias", True) else [])
             width = n
     if width is None:
         raise bad("no Dense layer")

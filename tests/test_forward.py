@@ -63,6 +63,14 @@ def torch_modules(model, torch):
                     bn.weight.copy_(torch.from_numpy(layer.weight))
                     bn.bias.copy_(torch.from_numpy(layer.bias))
             modules.append(bn)
+        elif layer.kind == "layernorm":
+            ln = torch.nn.LayerNorm(layer.num_features, eps=layer.eps,
+                                    elementwise_affine=layer.elementwise_affine,
+                                    bias=layer.has_bias).double()
+            with torch.no_grad():
+                for ours, theirs in zip(layer.parameters(), ln.parameters()):
+                    theirs.copy_(torch.from_numpy(ours))
+            modules.append(ln)
         else:
             plain = {"relu": torch.nn.ReLU, "sigmoid": torch.nn.Sigmoid, "tanh": torch.nn.Tanh,
                      "silu": torch.nn.SiLU, "identity": torch.nn.Identity}

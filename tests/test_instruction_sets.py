@@ -1,5 +1,6 @@
 """fastnn's own vectorized loops (the optimizer updates, batch norm's, dropout's masks, the
-float32 sigmoid and tanh: csrc/clones.h) are built for AVX-512, AVX2 and baseline x86-64.
+float32 sigmoid and tanh: csrc/clones.h) are built for AVX-512, AVX2 and baseline x86-64
+(the other kernels, layer norm's and GELU's among them, once, for baseline x86-64).
 FASTNN_ISA caps which one runs, so this one machine runs each of them: every clone must
 give the same bits, and under each one a plan must end bit for bit where it does on
 fewer threads (the guarantee a busy machine relies on)."""
@@ -23,13 +24,16 @@ OPTIMIZERS = {
     "adamw": lambda: fnn.optim.AdamW(lr=1e-2, weight_decay=0.1),
     "rmsprop": lambda: fnn.optim.RMSprop(lr=1e-2, momentum=0.5, centered=True, eps=1e-3),
     "adagrad": lambda: fnn.optim.Adagrad(lr=0.05, lr_decay=1e-3),
+    "nadam": lambda: fnn.optim.NAdam(lr=1e-2, weight_decay=1e-3),
+    "adadelta": lambda: fnn.optim.Adadelta(lr=0.5),
 }
 
 def model(dtype):
     return fnn.Sequential([
         fnn.Dense(12, 50, l2=1e-3), fnn.ReLU(), fnn.BatchNorm1d(50), fnn.Dropout(0.2),
         fnn.Dense(50, 40), fnn.Tanh(), fnn.BatchNorm1d(40, affine=False),
-        fnn.Dense(40, 20), fnn.Sigmoid(), fnn.Dense(20, 4)], dtype=dtype, seed=3)
+        fnn.Dense(40, 20), fnn.Sigmoid(), fnn.LayerNorm(20), fnn.Dense(20, 16), fnn.GELU(),
+        fnn.Dense(16, 4)], dtype=dtype, seed=3)
 
 rng = np.random.default_rng(0)
 X = rng.normal(size=(300, 12))
@@ -77,8 +81,8 @@ def test_fastnn_isa_caps_the_loops_the_cpu_would_take():
 
 @pytest.mark.parametrize("isa", ["avx2", "baseline"])
 def test_every_instruction_set_trains_to_the_same_bits(isa, widest, tmp_path):
-    """Each clone's training (five optimizers, batch norm, dropout, tanh and sigmoid, in
-    float32 and float64) ends in the same parameters, running statistics and
+    """Each clone's training (seven optimizers, batch norm, layer norm, dropout, tanh,
+    sigmoid and GELU, in float32 and float64) ends in the same parameters, running statistics and
     predictions as the widest clone's; and under each, a plan of two blocks run on one
     thread ends where it does on two."""
     order = ["baseline", "avx2", "avx512"]
@@ -87,5 +91,5 @@ def test_every_instruction_set_trains_to_the_same_bits(isa, widest, tmp_path):
     assert report["isa"] == expected  # the cap took effect (unless the CPU is narrower)
     assert widest["capped_equal"] and report["capped_equal"]
     assert report["digests"] == widest["digests"]
-    assert len(report["digests"]) == 10
-    assert len(set(report["digests"].values())) == 10  # ten different trainings
+    assert len(report["digests"]) == 14
+    assert len(set(report["digests"].values())) == 14  # fourteen different trainings

@@ -65,6 +65,10 @@ cdef class Engine:
                     data_ptr(scratch[2]), data_ptr(scratch[3]), data_ptr(scratch[4]),
                     data_ptr(scratch[5]), data_ptr(scratch[6]), data_ptr(scratch[7]))
                 self._keep.extend(scratch)
+            if kind == LAYERNORM:
+                sums = np.zeros(2 * n_out, dtype=self.dtype)
+                L.dgamma, L.dbeta = data_ptr(sums), data_ptr(sums[n_out:])
+                self._keep.append(sums)
             L.weight_param = L.bias_param = -1
             L.need_grad_in = below_has_params
             for arr in (weight, bias):
@@ -137,6 +141,9 @@ cdef class Engine:
             layers[l].grad = self._block(buffers, capacity, layers[l].n_out, self.dtype)
             layers[l].mask = self._block(buffers, capacity, layers[l].n_out, self.dtype) \
                 if layers[l].kind == DROPOUT else NULL
+            if layers[l].kind == LAYERNORM:
+                layers[l].row_mean = self._block(buffers, capacity, 1, self.dtype)
+                layers[l].row_invstd = self._block(buffers, capacity, 1, self.dtype)
         for k in range(2):
             self.net.xbuf[k] = self._block(buffers, capacity, layers[0].n_in, self.dtype)
         self.net.tbuf = self._block(buffers, capacity, layers[n - 1].n_out, self.dtype)
@@ -146,6 +153,20 @@ cdef class Engine:
         buffers[len(buffers) - 1].fill(1)
         self._buffers = buffers
         self.net.capacity = capacity
+
+    def _layernorm_sums(self, int blocks):
+        """Room for layer norm's per-block sums of a plan of `blocks` blocks (and a copy of
+        gamma), kept for later calls."""
+        cdef LayerPlan* L
+        cdef int l
+        if self._bn_parts is None:
+            self._bn_parts = [None] * self.net.n_layers
+        for l in range(self.net.n_layers):
+            L = &self.net.layers[l]
+            if L.kind == LAYERNORM and L.bn_blocks < blocks:
+                part = np.zeros((2 * blocks + 1) * L.n_out, dtype=self.dtype)
+                self._bn_parts[l] = part
+                L.bn_part, L.bn_blocks = data_ptr(part), blocks
 
     def _batchnorm_on_rows(self, int blocks):
         """Training on a plan of `blocks` blocks runs batch norm on row blocks: reserve
@@ -376,6 +397,7 @@ cdef class Engine:
             job.n_steps = step_rows.shape[0]
         n_threads = plan_threads(&self.net, batch_size, n_run, 3, max_threads)
         self._batchnorm_on_rows(n_threads)
+        self._layernorm_sums(n_threads)
         job.plan = n_threads
         try:
             with _blas_kept_to_one_thread():
@@ -426,6 +448,7 @@ cdef class Engine:
         job.check_finite = check_finite
         n_threads = plan_threads(&self.net, min(batch_size, n_samples), n_run,
                                  3 if job.want_grads else 1, max_threads)
+        self._layernorm_sums(n_threads)
         job.plan = n_threads
         for i in range(n_threads):
             job.bad_row[i] = -1

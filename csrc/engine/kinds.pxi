@@ -6,6 +6,7 @@
 #
 #   Dense                                dense.pxi
 #   BatchNorm1d                          batchnorm.pxi
+#   LayerNorm                            layernorm.pxi
 #   Softmax (an activation on rows)      elementwise.pxi
 #   ReLU, LeakyReLU, Sigmoid, Tanh,
 #   Dropout, Identity                    elementwise.pxi
@@ -19,6 +20,8 @@ cdef inline void layer_forward(LayerPlan* L, Pass* s, const floating* inp,
         dense_forward_pass(L, s, inp, out)
     elif L.kind == BATCHNORM:
         batchnorm_forward_pass(L, s, inp, out)
+    elif L.kind == LAYERNORM:
+        layernorm_forward_pass(L, s, inp, out)
     elif L.kind == SOFTMAX:
         softmax_forward_pass(L, s, inp, out)
     else:
@@ -34,6 +37,8 @@ cdef inline void layer_backward(LayerPlan* L, Pass* s, const floating* inp,
         dense_backward_pass(L, s, inp, g, grad_in)
     elif L.kind == BATCHNORM:
         batchnorm_backward_pass(L, s, inp, g, grad_in)
+    elif L.kind == LAYERNORM:
+        layernorm_backward_pass(L, s, inp, g, grad_in)
     elif L.kind == SOFTMAX:
         softmax_backward_pass(L, s, inp, g, grad_in)
     else:
@@ -53,6 +58,8 @@ cdef inline void layer_predict(LayerPlan* L, const floating* inp, floating* dst,
         dense_predict(L, inp, dst, n, tid, nt, nv, row_gemv, layout)
     elif L.kind == BATCHNORM:
         batchnorm_predict(L, inp, dst, n, tid, nt, layout)
+    elif L.kind == LAYERNORM:
+        layernorm_predict(L, inp, dst, n, tid, nt, layout)
     elif L.kind == SOFTMAX:
         softmax_predict(L, inp, dst, n, tid, nt, layout)
     else:
@@ -68,6 +75,8 @@ cdef inline void layer_tangent(LayerPlan* L, const floating* val_in, floating* v
         dense_tangent(L, val_in, val_out, tan_in, tan_out, scratch, n, k)
     elif L.kind == BATCHNORM:
         batchnorm_tangent(L, val_in, val_out, tan_in, tan_out, scratch, n, k)
+    elif L.kind == LAYERNORM:
+        layernorm_tangent(L, val_in, val_out, tan_in, tan_out, n, k)
     else:
         elementwise_tangent(L, val_in, val_out, tan_in, tan_out, n, k)
 
@@ -82,5 +91,7 @@ cdef inline void layer_cotangent(LayerPlan* L, const floating* val_in,
         dense_cotangent(L, cot_in, cot_out, n, k)
     elif L.kind == BATCHNORM:
         batchnorm_cotangent(L, val_in, cot_in, cot_out, scratch, n, k)
+    elif L.kind == LAYERNORM:
+        layernorm_cotangent(L, val_in, cot_in, cot_out, n, k)
     else:
         elementwise_cotangent(L, val_in, val_out, cot_in, cot_out, n, k)

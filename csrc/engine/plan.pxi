@@ -6,7 +6,7 @@
 LAYER_KINDS = {"dense": DENSE, "identity": IDENTITY, "relu": RELU, "leaky_relu": LEAKY_RELU,
                "sigmoid": SIGMOID, "tanh": TANH, "softmax": SOFTMAX, "dropout": DROPOUT,
                "batchnorm": BATCHNORM, "gelu": GELU, "gelu_tanh": GELU_TANH, "silu": SILU,
-               "elu": ELU, "softplus": SOFTPLUS}
+               "elu": ELU, "softplus": SOFTPLUS, "layernorm": LAYERNORM}
 LOSS_KINDS = {"cross_entropy_labels": CROSS_ENTROPY_LABELS,
               "cross_entropy_probs": CROSS_ENTROPY_PROBS,
               "binary_cross_entropy": BINARY_CROSS_ENTROPY, "mse": MSE, "l1": L1,
@@ -66,6 +66,10 @@ cdef struct LayerPlan:
     # each thread's own totals (2 m at slot v0, its first block: bn_own_totals)
     void* bn_part
     int bn_blocks       # plan blocks bn_part holds (0: none; batch norm runs on columns)
+    # layer norm: each row's mean and 1/std in the training step (capacity entries each);
+    # its gamma and beta gradients are dgamma and dbeta, its block sums in bn_part
+    void* row_mean
+    void* row_invstd
     # forward mode in parameters (tangent.pxi): a direction for the weight and the bias
     void* dweight
     void* dbias
@@ -219,6 +223,8 @@ cdef int read_spec(LayerPlan* L, spec) except -1:
     L.weight, L.bias = data_ptr(weight), data_ptr(bias)
     if kind == SOFTPLUS:
         L.threshold = extra["threshold"]
+    if kind == LAYERNORM:
+        L.eps = extra["eps"]
     if kind == BATCHNORM:
         L.eps, L.momentum = extra["eps"], extra["momentum"]
         L.running_mean = data_ptr(extra["running_mean"])
