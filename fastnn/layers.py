@@ -31,12 +31,16 @@ class LayerSpec(NamedTuple):
     l2: float                   # the weight's penalty gradient coefficient (2 lambda)
     extra: Optional[dict]       # batch norm: eps, momentum, running_mean, running_var;
                                 # layer norm: eps; Softplus: threshold
+    trainable: bool = True      # False: weight and bias are constants (a frozen layer)
 
 
 class Layer:
-    """Base class. A layer maps (n, in_width) to (n, out_width)."""
+    """Base class. A layer maps (n, in_width) to (n, out_width). `trainable` (a layer
+    with parameters): False freezes it, as Keras' layer.trainable: fit neither updates
+    its parameters nor gives them optimizer state (they are constants of the loss)."""
 
     kind = None  # name of the compiled kernel, a key of _engine.LAYER_KINDS
+    trainable = True
 
     def parameters(self):
         return []
@@ -50,6 +54,10 @@ class Layer:
     def _config(self):
         """The constructor arguments, as JSON-able values, with the layer kind."""
         return {"kind": self.kind}
+
+    def _frozen(self):
+        """What _config adds for a frozen layer."""
+        return {} if self.trainable else {"trainable": False}
 
     def _spec(self, in_width):
         """The layer as the engine takes it (LayerSpec)."""
@@ -177,7 +185,7 @@ class Dense(Layer):
     def _config(self):
         return {"kind": self.kind, "in_features": self.in_features,
                 "out_features": self.out_features, "bias": self._bias is not None,
-                "init": self.init, "l2": self.l2}
+                "init": self.init, "l2": self.l2, **self._frozen()}
 
     def output_width(self, in_width):
         return self.out_features
@@ -196,7 +204,7 @@ class Dense(Layer):
 
     def _spec(self, in_width):
         return LayerSpec(_engine.LAYER_KINDS["dense"], self.in_features, self.out_features,
-                         0.0, self._weight, self._bias, 2 * self.l2, None)
+                         0.0, self._weight, self._bias, 2 * self.l2, None, self.trainable)
 
     def penalty(self):
         if not self.l2:
@@ -394,11 +402,11 @@ class BatchNorm1d(Layer):
         extra = {"eps": self.eps, "momentum": self.momentum,
                  "running_mean": self.running_mean, "running_var": self.running_var}
         return LayerSpec(_engine.LAYER_KINDS["batchnorm"], in_width, in_width, 0.0,
-                         self.weight, self.bias, 0.0, extra)
+                         self.weight, self.bias, 0.0, extra, self.trainable)
 
     def _config(self):
         return {"kind": self.kind, "num_features": self.num_features, "eps": self.eps,
-                "momentum": self.momentum, "affine": self.affine}
+                "momentum": self.momentum, "affine": self.affine, **self._frozen()}
 
     def __repr__(self):
         return (f"BatchNorm1d({self.num_features}, eps={self.eps}, momentum={self.momentum}, "
@@ -436,11 +444,12 @@ class LayerNorm(Layer):
 
     def _spec(self, in_width):
         return LayerSpec(_engine.LAYER_KINDS["layernorm"], in_width, in_width, 0.0,
-                         self.weight, self.bias, 0.0, {"eps": self.eps})
+                         self.weight, self.bias, 0.0, {"eps": self.eps}, self.trainable)
 
     def _config(self):
         return {"kind": self.kind, "num_features": self.num_features, "eps": self.eps,
-                "elementwise_affine": self.elementwise_affine, "bias": self.has_bias}
+                "elementwise_affine": self.elementwise_affine, "bias": self.has_bias,
+                **self._frozen()}
 
     def __repr__(self):
         return (f"LayerNorm({self.num_features}, eps={self.eps}, "
@@ -464,18 +473,25 @@ def layer_from_config(config, initialise=True):
     parameters are left at zero for the caller to fill (no random draw)."""
     config = dict(config)
     kind = config.pop("kind")
+    trainable = config.pop("trainable", True)
+    if not isinstance(trainable, bool):
+        raise ValueError(f"trainable must be true or false, got {trainable!r}")
     if kind == "dense":
         if not initialise:
             layer = Dense.__new__(Dense)
             layer._settle(**config)
-            return layer
-        return Dense(**config)
-    if kind == "dropout":
-        return Dropout(**config)
-    if kind == "batchnorm":
-        return BatchNorm1d(**config)
-    if kind == "layernorm":
-        return LayerNorm(**config)
-    if kind not in ACTIVATIONS:
+        else:
+            layer = Dense(**config)
+    elif kind == "dropout":
+        layer = Dropout(**config)
+    elif kind == "batchnorm":
+        layer = BatchNorm1d(**config)
+    elif kind == "layernorm":
+        layer = LayerNorm(**config)
+    elif kind in ACTIVATIONS:
+        layer = ACTIVATIONS[kind](**config)
+    else:
         raise ValueError(f"unknown layer kind {kind!r}")
-    return ACTIVATIONS[kind](**config)
+    if not trainable:
+        layer.trainable = False
+    return layer

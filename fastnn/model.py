@@ -118,6 +118,7 @@ class Sequential:
                 raise ValueError(f"parameter {i} has {p.size} entries, more than BLAS's "
                                  f"32-bit limit of {INT32_MAX}")
         self._engine = _engine.Engine(specs, self.dtype)
+        self._engine_trainable = self._trainable_flags()
         self._widest = max([self.n_features] + [spec[2] for spec in specs])
         self._lock = threading.Lock()          # fit, evaluate, gradients, team predicts
         self._activity = threading.Condition()  # calling-thread predicts against fit
@@ -157,6 +158,44 @@ class Sequential:
         """Saved state that is not learned by gradient (batch norm's running statistics),
         live arrays like parameters()."""
         return [b for layer in self.layers for b in layer.buffers()]
+
+    def trainable_parameters(self):
+        """The parameters fit updates (those of layers not frozen), in parameters()'s
+        order; the optimizer's state and gradients() follow this list."""
+        return [p for layer in self.layers if layer.trainable for p in layer.parameters()]
+
+    def freeze(self, stop=None):
+        """Freeze the layers with parameters before index `stop` (layer.trainable =
+        False), the rest trainable; stop None: all but the last Dense layer (fine-tuning a loaded model's
+        head: fnn.load(path).freeze(), then fit). Returns the model. The next fit starts
+        a new optimizer state for the parameters it trains."""
+        if stop is None:
+            stop = max(i for i, layer in enumerate(self.layers) if isinstance(layer, Dense))
+        stop = range(len(self.layers))[stop] if -len(self.layers) <= stop < 0 else \
+            check_int(stop, "stop", minimum=0)
+        for i, layer in enumerate(self.layers):
+            if layer.parameters():
+                layer.trainable = i >= stop
+        return self
+
+    def unfreeze(self):
+        """Every layer trainable again. Returns the model."""
+        return self.freeze(0)
+
+    def _trainable_flags(self):
+        return tuple(bool(layer.trainable) for layer in self.layers)
+
+    def _follow_trainable(self):
+        """Rebuild the engine's plan when a layer was frozen or unfrozen since it was
+        made (its parameters and gradient buffers are the trainable ones)."""
+        if self._engine_trainable == self._trainable_flags():
+            return
+        specs, width = [], self.n_features
+        for layer in self.layers:
+            specs.append(layer._spec(width))
+            width = layer.output_width(width)
+        self._engine = _engine.Engine(specs, self.dtype)
+        self._engine_trainable = self._trainable_flags()
 
     def penalty(self):
         """The regularization part of the loss: the sum of the layers' L2 penalties."""
@@ -252,7 +291,8 @@ class Sequential:
             raise RuntimeError("this model is being used by another thread")
         try:
             self._begin_training()
-            optimizer._bind(self.parameters())
+            self._follow_trainable()
+            optimizer._bind(self.trainable_parameters())
             self.optimizer = optimizer
             self.loss = loss
             if lr_schedule is not None:
@@ -622,7 +662,7 @@ class Sequential:
         except (TypeError, ValueError, KeyError, OverflowError) as exc:
             raise ValueError(f"invalid generator state ({exc})") from None
         if optimizer is not None:
-            optimizer._bind(model.parameters())
+            optimizer._bind(model.trainable_parameters())
             optimizer.steps = config["optimizer"]["steps"]
             model.optimizer = optimizer
         return model
@@ -783,7 +823,8 @@ class Sequential:
     def gradients(self, X, y, loss=None, batch_size=1024, sample_weight=None,
                   training=False):
         """Gradients of the mean loss over all of X (the weighted mean with
-        sample_weight), in the order of parameters() (copies); loss None is the model's.
+        sample_weight), in the order of trainable_parameters() (parameters() unless a
+        layer is frozen; copies); loss None is the model's.
 
         training=False (the default) differentiates the function predict computes: batch
         norm uses its running statistics, dropout passes its input through. training=True
@@ -804,6 +845,7 @@ class Sequential:
             if any(layer.kind == "dropout" for layer in self.layers[:n_run]):
                 self._engine.seed_dropout(int(self._rng.integers(2**63)))
         with self._lock:
+            self._follow_trainable()
             self._engine.run(X, None, targets, labels, kind, True, n_run, chunk,
                              get_num_threads(), weights, training)
             return [g.copy() for g in self._engine.grads]

@@ -46,11 +46,12 @@ _TOP_KEYS = {"format", "version", "fastnn_version", "dtype", "seed", "layers", "
              "optimizer", "loss", "classes", "features", "target", "preprocessing"}
 _OPTIONAL_KEYS = {"optimizer", "loss", "classes", "features", "target", "preprocessing"}
 MAX_CLASSES = 100_000        # class names saved with a model, each at most 1000 characters
-_LAYER_KEYS = {"dense": {"in_features", "out_features", "bias", "init", "l2"},
-               "dropout": {"p"}, "batchnorm": {"num_features", "eps", "momentum", "affine"},
+_LAYER_KEYS = {"dense": {"in_features", "out_features", "bias", "init", "l2", "trainable"},
+               "dropout": {"p"},
+               "batchnorm": {"num_features", "eps", "momentum", "affine", "trainable"},
                "leaky_relu": {"negative_slope"}, "gelu": {"approximate"}, "elu": {"alpha"},
                "softplus": {"beta", "threshold"},
-               "layernorm": {"num_features", "eps", "elementwise_affine", "bias"}}
+               "layernorm": {"num_features", "eps", "elementwise_affine", "bias", "trainable"}}
 _NPY_DTYPES = {"<f4": np.float32, "<f8": np.float64, "|u1": np.uint8}
 
 
@@ -259,6 +260,7 @@ def _plan(config, path):
     if not isinstance(described, list) or not 1 <= len(described) <= MAX_LAYERS:
         raise bad("layers must be a list of 1 to 100000 layers")
     params, buffers, width = [], [], None
+    trained = []  # per parameter: whether the optimizer holds state for it (not frozen)
     for i, layer in enumerate(described):
         if not isinstance(layer, dict) or not isinstance(layer.get("kind"), str) or \
                 layer["kind"] not in set(_LAYER_KEYS) | set(layers_module.ACTIVATIONS):
@@ -272,6 +274,9 @@ def _plan(config, path):
                 raise bad(f"layer {i}: {key} = {str(value)[:100]}")
         if layer.get("approximate", "none") not in ("none", "tanh"):
             raise bad(f"layer {i}: approximate = {str(layer['approximate'])[:100]}")
+        if not isinstance(layer.get("trainable", True), bool):
+            raise bad(f"layer {i}: trainable = {str(layer['trainable'])[:100]}")
+        before = len(params)
         if layer["kind"] == "dense":
             n_in, n_out = layer.get("in_features"), layer.get("out_features")
             if not all(type(v) is int and 1 <= v <= MAX_DIMENSION for v in (n_in, n_out)) \
@@ -298,6 +303,7 @@ def _plan(config, path):
             if layer.get("elementwise_affine", True):
                 params += [(n,)] + ([(n,)] if layer.get("bias", True) else [])
             width = n
+        trained += [layer.get("trainable", True)] * (len(params) - before)
     if width is None:
         raise bad("no Dense layer")
     expected = {f"param_{i}.npy": (shape, dtype) for i, shape in enumerate(params)}
@@ -305,7 +311,7 @@ def _plan(config, path):
     optimizer = None
     if "optimizer" in config:
         optimizer = _optimizer(config["optimizer"], bad)
-        for i, shape in enumerate(params):
+        for i, shape in enumerate(s for s, t in zip(params, trained) if t):
             expected.update({f"opt_{i}_{j}.npy": (shape, dtype)
                              for j in range(optimizer.n_state)})
     return expected, optimizer

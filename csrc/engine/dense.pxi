@@ -263,14 +263,17 @@ cdef void dense_backward_pass(LayerPlan* L, Pass* s, const floating* inp,
     (other threads still read W), the weight tiles' gradients and updates; with no layer
     below to feed, the weight tiles at once."""
     cdef TilePass products
+    cdef bint learns = L.weight_param >= 0 or L.bias_param >= 0  # not frozen
     pass_meet(s, WHOLE)
     if grad_in == NULL:
-        dense_update(s, L, inp)
+        if learns:
+            dense_update(s, L, inp)
         return
     s.grid = dense_grid(L, s.n, s.p.nv)
     products = tile_pass(TILE_INPUT_GRAD, L, NULL, g, grad_in, s.n, s.grid, s.p.nv)
     run_tiles(&products, s.p)
-    s.pending, s.pending_inp = L, inp
+    if learns:
+        s.pending, s.pending_inp = L, inp
     s.layout = grid_layout(s.grid, s.p.nv)
 
 

@@ -5,12 +5,12 @@ cdef class Engine:
     """Compiled plan of a Sequential model: layer kinds, parameter pointers, buffers.
 
     specs: one fastnn.layers.LayerSpec per layer (kind, n_in, n_out, slope, weight, bias,
-    l2, extra), with weight and bias C-contiguous arrays of `dtype` (None for layers
-    without them), used in place, l2 the coefficient c of the weight's penalty gradient
-    c * W (2 lambda), and extra a dict of layer-specific settings (batch norm: eps,
+    l2, extra, trainable), with weight and bias C-contiguous arrays of `dtype` (None for
+    layers without them), used in place, l2 the coefficient c of the weight's penalty
+    gradient c * W (2 lambda), extra a dict of layer-specific settings (batch norm: eps,
     momentum, running_mean, running_var; the running statistics are updated in place)
-    or None.
-    The gradient arrays, in parameter order, are `self.grads`.
+    or None, and trainable False for a frozen layer, whose weight and bias are constants.
+    The gradient arrays, in the order of the trainable parameters, are `self.grads`.
     """
     cdef Net net
     cdef readonly object dtype
@@ -53,7 +53,7 @@ cdef class Engine:
         for l, spec in enumerate(specs):
             L = &self.net.layers[l]
             read_spec(L, spec)
-            kind, n_in, n_out, slope, weight, bias, l2, extra = spec
+            kind, n_in, n_out, slope, weight, bias, l2, extra, trainable = spec
             if kind == BATCHNORM:
                 scratch = [extra["running_mean"], extra["running_var"]] + [
                     np.zeros(n_out, dtype=self.dtype) for _ in range(6)]
@@ -76,8 +76,10 @@ cdef class Engine:
                     continue
                 if arr.dtype != self.dtype or not arr.flags.c_contiguous:
                     raise TypeError("parameters must be C-contiguous arrays of the engine dtype")
-                params.append((arr, l2 if arr is weight else 0.0))
                 self._keep.append(arr)
+                if not trainable:  # a constant: no gradient, no update (L's pointers hold it)
+                    continue
+                params.append((arr, l2 if arr is weight else 0.0))
                 below_has_params = True
                 if arr is weight:
                     L.weight_param = len(params) - 1

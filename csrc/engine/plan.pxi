@@ -218,7 +218,7 @@ cdef int read_spec(LayerPlan* L, spec) except -1:
     (fastnn.layers.LayerSpec: kind, n_in, n_out, slope, weight, bias, l2, extra); batch
     norm's eps, momentum and running statistics and Softplus's threshold from its extra.
     The one place a spec is read, for training and forward mode alike."""
-    kind, n_in, n_out, slope, weight, bias, l2, extra = spec
+    kind, n_in, n_out, slope, weight, bias, l2, extra, trainable = spec
     L.kind, L.n_in, L.n_out, L.slope = kind, n_in, n_out, slope
     L.weight, L.bias = data_ptr(weight), data_ptr(bias)
     if kind == SOFTPLUS:
