@@ -166,9 +166,9 @@ class Sequential:
 
     def freeze(self, stop=None):
         """Freeze the layers with parameters before index `stop` (layer.trainable =
-        False), the rest trainable; stop None: all but the last Dense layer (fine-tuning a loaded model's
-        head: fnn.load(path).freeze(), then fit). Returns the model. The next fit starts
-        a new optimizer state for the parameters it trains."""
+        False), the rest trainable; stop None: all but the last Dense layer (fine-tuning
+        a loaded model's head: fnn.load(path).freeze(), then fit). Returns the model. The
+        next fit starts a new optimizer state for the parameters it trains."""
         if stop is None:
             stop = max(i for i, layer in enumerate(self.layers) if isinstance(layer, Dense))
         stop = range(len(self.layers))[stop] if -len(self.layers) <= stop < 0 else \
