@@ -13,7 +13,7 @@ from libc.string cimport memcpy
 
 from _kinds cimport (LayerKind, IDENTITY, RELU, LEAKY_RELU, SIGMOID, TANH, SOFTMAX, GELU,
                     GELU_TANH, SILU, ELU, SOFTPLUS)
-from _mathf cimport fexp, fexpm1, ferf, flog1p, ftanh, select
+from _mathf cimport fexp, fexpm1, ferfc, flog1p, ftanh, select
 
 cdef extern from *:
     """
@@ -32,6 +32,10 @@ cdef extern from *:
 cdef extern from "vmath.h":
     void fastnn_sigmoid_loop_f(const float* z, float* a, Py_ssize_t n) noexcept nogil
     void fastnn_tanh_loop_f(const float* z, float* a, Py_ssize_t n) noexcept nogil
+    void fastnn_gelu_loop_f(const float* z, float* a, Py_ssize_t n,
+                            int tanh_form) noexcept nogil
+    void fastnn_gelu_grad_loop_f(const float* z, const float* g, float* dz, Py_ssize_t n,
+                                 int tanh_form) noexcept nogil
 
 
 cdef inline floating sigmoid(floating z) noexcept nogil:
@@ -68,6 +72,12 @@ cdef inline void softmax_row_backward(const floating* a, const floating* g, floa
         dz[j] = a[j] * (g[j] - dot)
 
 
+cdef inline floating normal_cdf(floating z) noexcept nogil:
+    """Phi(z) = erfc(-z / sqrt 2) / 2: no cancellation in the lower tail (torch's
+    (1 + erf(z / sqrt 2)) / 2 loses it), the same value elsewhere to rounding."""
+    return 0.5 * ferfc(-z * <floating> SQRT1_2)
+
+
 cdef inline floating gelu_tanh_inner(floating z) noexcept nogil:
     return <floating> SQRT_2_OVER_PI * (z + <floating> GELU_KAPPA * z * z * z)
 
@@ -101,12 +111,15 @@ cdef inline void activation_forward(int kind, double slope, double threshold,
     elif kind == SOFTMAX:
         for i in range(n):
             softmax_row(z + i * m, a + i * m, m)
-    elif kind == GELU:
-        for i in range(size):
-            a[i] = 0.5 * z[i] * (1 + ferf(z[i] * <floating> SQRT1_2))
-    elif kind == GELU_TANH:
-        for i in range(size):
-            a[i] = 0.5 * z[i] * (1 + ftanh(gelu_tanh_inner(z[i])))
+    elif kind == GELU or kind == GELU_TANH:
+        if floating is float:  # per instruction set, Phi with its tail's accuracy (vmath.h)
+            fastnn_gelu_loop_f(z, a, size, kind == GELU_TANH)
+        elif kind == GELU:
+            for i in range(size):
+                a[i] = z[i] * normal_cdf(z[i])
+        else:
+            for i in range(size):
+                a[i] = 0.5 * z[i] * (1 + ftanh(gelu_tanh_inner(z[i])))
     elif kind == SILU:
         for i in range(size):
             a[i] = z[i] * sigmoid(z[i])
@@ -143,15 +156,19 @@ cdef inline void activation_backward(int kind, double slope, double threshold,
     elif kind == SOFTMAX:
         for i in range(n):
             softmax_row_backward(a + i * m, g + i * m, dz + i * m, m)
-    elif kind == GELU:  # Phi(z) + z phi(z)
-        for i in range(size):
-            dz[i] = g[i] * (0.5 * (1 + ferf(z[i] * <floating> SQRT1_2))
-                            + z[i] * fexp(-0.5 * z[i] * z[i]) * <floating> INV_SQRT_2PI)
-    elif kind == GELU_TANH:
-        for i in range(size):
-            t = ftanh(gelu_tanh_inner(z[i]))
-            dz[i] = g[i] * (0.5 * (1 + t) + 0.5 * z[i] * (1 - t * t) * <floating> SQRT_2_OVER_PI
-                            * (1 + 3 * <floating> GELU_KAPPA * z[i] * z[i]))
+    elif kind == GELU or kind == GELU_TANH:
+        if floating is float:
+            fastnn_gelu_grad_loop_f(z, g, dz, size, kind == GELU_TANH)
+        elif kind == GELU:  # Phi(z) + z phi(z)
+            for i in range(size):
+                dz[i] = g[i] * (normal_cdf(z[i])
+                                + z[i] * fexp(-0.5 * z[i] * z[i]) * <floating> INV_SQRT_2PI)
+        else:
+            for i in range(size):
+                t = ftanh(gelu_tanh_inner(z[i]))
+                dz[i] = g[i] * (0.5 * (1 + t) + 0.5 * z[i] * (1 - t * t)
+                                * <floating> SQRT_2_OVER_PI
+                                * (1 + 3 * <floating> GELU_KAPPA * z[i] * z[i]))
     elif kind == SILU:
         for i in range(size):
             t = sigmoid(z[i])

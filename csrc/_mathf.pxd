@@ -1,10 +1,10 @@
-"""exp/log/tanh/erf in the precision of the data.
+"""exp/log/tanh/erfc in the precision of the data.
 
 float32 exp and tanh are branch-free versions (vmath.h) that the compiler vectorizes,
 accurate to 2e-7 relative; float64 uses libm.
 """
 from cython cimport floating
-from libc.math cimport erf, erff, exp, expm1, expm1f, log, logf, log1p, log1pf, tanh
+from libc.math cimport erfc, erfcf, exp, expm1, expm1f, log, logf, log1p, log1pf, tanh
 
 
 cdef extern from "vmath.h":
@@ -26,11 +26,11 @@ cdef inline floating fexpm1(floating x) noexcept nogil:
         return expm1(x)
 
 
-cdef inline floating ferf(floating x) noexcept nogil:
+cdef inline floating ferfc(floating x) noexcept nogil:
     if floating is float:
-        return erff(x)
+        return erfcf(x)
     else:
-        return erf(x)
+        return erfc(x)
 
 
 cdef inline floating flog(floating x) noexcept nogil:

@@ -84,6 +84,18 @@ cdef extern from "updates.h":
                           float wd, float eps) noexcept nogil
     void fastnn_adagrad_d(double* p, const double* g, double* total, Py_ssize_t n,
                           double clr, double wd, double eps) noexcept nogil
+    void fastnn_adadelta_f(float* p, const float* g, float* sq, float* acc, Py_ssize_t n,
+                           float lr, float rho, float eps, float wd) noexcept nogil
+    void fastnn_adadelta_d(double* p, const double* g, double* sq, double* acc,
+                           Py_ssize_t n, double lr, double rho, double eps,
+                           double wd) noexcept nogil
+    void fastnn_nadam_f(float* p, const float* g, float* m, float* v, Py_ssize_t n,
+                        float beta1, float beta2, float coupled, float decay, float bc2,
+                        float eps, float grad_step, float m_step) noexcept nogil
+    void fastnn_nadam_d(double* p, const double* g, double* m, double* v, Py_ssize_t n,
+                        double beta1, double beta2, double coupled, double decay,
+                        double bc2, double eps, double grad_step,
+                        double m_step) noexcept nogil
     void fastnn_momentum_f(float* p, float* c, Py_ssize_t n, float decay,
                            float step) noexcept nogil
     void fastnn_momentum_d(double* p, double* c, Py_ssize_t n, double decay,
@@ -249,14 +261,10 @@ cdef inline void adadelta_update(const double* hyper, double l2, floating* p, co
                                  floating* sq, floating* acc, Py_ssize_t n) noexcept nogil:
     cdef floating lr = <floating> hyper[0], rho = <floating> hyper[1]
     cdef floating eps = <floating> hyper[2], wd = <floating> (hyper[3] + l2)
-    cdef Py_ssize_t i
-    cdef floating d
-    for i in range(n):
-        d = g[i] + wd * p[i]
-        sq[i] = sq[i] * rho + (1 - rho) * d * d
-        d = fsqrt(acc[i] + eps) / fsqrt(sq[i] + eps) * d
-        acc[i] = acc[i] * rho + (1 - rho) * d * d
-        p[i] = p[i] - lr * d
+    if floating is float:  # built for several instruction sets (updates.h)
+        fastnn_adadelta_f(p, g, sq, acc, n, lr, rho, eps, wd)
+    else:
+        fastnn_adadelta_d(p, g, sq, acc, n, lr, rho, eps, wd)
 
 
 cdef inline double nadam_mu(const double* hyper, double t) noexcept nogil:
@@ -283,15 +291,12 @@ cdef inline void nadam_update(const double* hyper, double l2, long long step, do
     cdef floating bc2 = <floating> (1 - pow(hyper[2], t))
     cdef floating grad_step = <floating> (-hyper[0] * (1 - mu) / (1 - product_now))
     cdef floating m_step = <floating> (-hyper[0] * mu_next / (1 - product_now * mu_next))
-    cdef Py_ssize_t i
-    cdef floating d, old, denom
-    for i in range(n):
-        old = p[i]
-        d = g[i] + coupled * old
-        m[i] = m[i] + (1 - beta1) * (d - m[i])
-        v[i] = v[i] * beta2 + (1 - beta2) * d * d
-        denom = fsqrt(v[i] / bc2) + eps
-        p[i] = old * decay + grad_step * d / denom + m_step * m[i] / denom
+    if floating is float:  # built for several instruction sets (updates.h)
+        fastnn_nadam_f(p, g, m, v, n, beta1, beta2, coupled, decay, bc2, eps, grad_step,
+                       m_step)
+    else:
+        fastnn_nadam_d(p, g, m, v, n, beta1, beta2, coupled, decay, bc2, eps, grad_step,
+                       m_step)
 
 
 cdef inline void optimizer_finish(int kind, const double* hyper, double l2, long long step,

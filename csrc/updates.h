@@ -1,4 +1,5 @@
-/* The Adam (without amsgrad), RMSprop, Adagrad and momentum update loops in C, so GCC builds them
+/* The Adam (without amsgrad), RMSprop, Adagrad, Adadelta, NAdam and momentum update loops
+ * in C, so GCC builds them
  * for several instruction sets and picks one at first use (clones.h): they are bound by
  * sqrt and division, which AVX-512 does 4x wider than the baseline SSE2 build. Each loop
  * is the formula of csrc/_optimizers.pxd's header in the parameter's precision, and the
@@ -79,10 +80,46 @@ FASTNN_ADAM(fastnn_adam_d, double, sqrt)
         }                                                                               \
     })
 
+/* Adadelta: v = rho v + (1 - rho) d^2; q = sqrt(u + eps) / sqrt(v + eps) d;
+ * u = rho u + (1 - rho) q^2; p -= lr q */
+#define FASTNN_ADADELTA(NAME, T, SQRT)                                                   \
+    FASTNN_CLONED(NAME, (T *restrict p, const T *restrict g, T *restrict sq,             \
+                         T *restrict acc, ptrdiff_t n, T lr, T rho, T eps, T wd),         \
+        (p, g, sq, acc, n, lr, rho, eps, wd), {                                          \
+        for (ptrdiff_t i = 0; i < n; i++) {                                             \
+            T d = g[i] + wd * p[i];                                                     \
+            sq[i] = sq[i] * rho + (1 - rho) * d * d;                                    \
+            T q = SQRT(acc[i] + eps) / SQRT(sq[i] + eps) * d;                           \
+            acc[i] = acc[i] * rho + (1 - rho) * q * q;                                  \
+            p[i] = p[i] - lr * q;                                                       \
+        }                                                                               \
+    })
+
+/* NAdam: m moves toward d by (1 - beta1), v = beta2 v + (1 - beta2) d^2;
+ * p = p decay + grad_step d / den + m_step m / den, den = sqrt(v / bc2) + eps */
+#define FASTNN_NADAM(NAME, T, SQRT)                                                      \
+    FASTNN_CLONED(NAME, (T *restrict p, const T *restrict g, T *restrict m,              \
+                         T *restrict v, ptrdiff_t n, T beta1, T beta2, T coupled,         \
+                         T decay, T bc2, T eps, T grad_step, T m_step),                   \
+        (p, g, m, v, n, beta1, beta2, coupled, decay, bc2, eps, grad_step, m_step), {    \
+        for (ptrdiff_t i = 0; i < n; i++) {                                             \
+            T old = p[i];                                                               \
+            T d = g[i] + coupled * old;                                                 \
+            m[i] = m[i] + (1 - beta1) * (d - m[i]);                                     \
+            v[i] = v[i] * beta2 + (1 - beta2) * d * d;                                  \
+            T den = SQRT(v[i] / bc2) + eps;                                             \
+            p[i] = old * decay + grad_step * d / den + m_step * m[i] / den;             \
+        }                                                                               \
+    })
+
 FASTNN_MOMENTUM(fastnn_momentum_f, float)
 FASTNN_MOMENTUM(fastnn_momentum_d, double)
 FASTNN_RMSPROP(fastnn_rmsprop_f, float, sqrtf)
 FASTNN_RMSPROP(fastnn_rmsprop_d, double, sqrt)
 FASTNN_ADAGRAD(fastnn_adagrad_f, float, sqrtf)
 FASTNN_ADAGRAD(fastnn_adagrad_d, double, sqrt)
+FASTNN_ADADELTA(fastnn_adadelta_f, float, sqrtf)
+FASTNN_ADADELTA(fastnn_adadelta_d, double, sqrt)
+FASTNN_NADAM(fastnn_nadam_f, float, sqrtf)
+FASTNN_NADAM(fastnn_nadam_d, double, sqrt)
 #endif

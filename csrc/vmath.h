@@ -7,6 +7,10 @@
  * such values saturate (sigmoid, tanh, softmax). NaN propagates (with no undefined
  * behaviour on the way). Relative error < 2e-7.
  * tanh: Cephes' odd polynomial for |x| < 0.625, else 1 - 2 / (exp(2|x|) + 1).
+ * Phi (the normal CDF, GELU's): from erfc(a) = t exp(-a^2 + P(t)), t = 1 / (1 + a / 2), P
+ * the degree-9 Chebyshev fit of Numerical Recipes (relative error < 1.2e-7): Phi(x) =
+ * erfc(|x| / sqrt 2) / 2 for x < 0, 1 - that for x >= 0, so the small tail keeps its
+ * relative accuracy (1 + erf(x) in float32 would cancel it away).
  */
 #ifndef FASTNN_VMATH_H
 #define FASTNN_VMATH_H
@@ -50,6 +54,50 @@ static inline float fastnn_tanhf(float x) {
     large = x < 0 ? -large : large;
     return a < 0.625f ? small : large;
 }
+static inline float fastnn_normal_cdff(float x) {
+    float a = (x < 0 ? -x : x) * 0.70710678118654752440f;
+    float t = 1.0f / (1.0f + 0.5f * a);
+    float p = 0.17087277f;
+    p = p * t - 0.82215223f;
+    p = p * t + 1.48851587f;
+    p = p * t - 1.13520398f;
+    p = p * t + 0.27886807f;
+    p = p * t - 0.18628806f;
+    p = p * t + 0.09678418f;
+    p = p * t + 0.37409196f;
+    p = p * t + 1.00002368f;
+    p = p * t - 1.26551223f;
+    float tail = 0.5f * t * fastnn_expf(p - a * a);
+    return x < 0 ? tail : 1.0f - tail;
+}
+
+/* GELU's float32 passes: exact, z Phi(z), and its derivative Phi(z) + z phi(z); or torch's
+ * tanh form and its derivative. */
+FASTNN_CLONED(fastnn_gelu_loop_f, (const float *z, float *a, ptrdiff_t n, int tanh_form),
+        (z, a, n, tanh_form), {
+    for (ptrdiff_t i = 0; i < n; i++) {
+        float x = z[i];
+        float inner = 0.79788456080286535588f * (x + 0.044715f * x * x * x);
+        a[i] = tanh_form ? 0.5f * x * (1.0f + fastnn_tanhf(inner)) : x * fastnn_normal_cdff(x);
+    }
+})
+
+FASTNN_CLONED(fastnn_gelu_grad_loop_f, (const float *z, const float *g, float *dz,
+                                        ptrdiff_t n, int tanh_form),
+        (z, g, dz, n, tanh_form), {
+    for (ptrdiff_t i = 0; i < n; i++) {
+        float x = z[i], d;
+        if (tanh_form) {
+            float t = fastnn_tanhf(0.79788456080286535588f * (x + 0.044715f * x * x * x));
+            d = 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * 0.79788456080286535588f
+                * (1.0f + 3.0f * 0.044715f * x * x);
+        } else {
+            d = fastnn_normal_cdff(x) + x * fastnn_expf(-0.5f * x * x) * 0.39894228040143267794f;
+        }
+        dz[i] = g[i] * d;
+    }
+})
+
 /* The float32 sigmoid and tanh passes over n elements, built per instruction set: the
  * polynomial exp is ~20 operations an element, which AVX-512 does 16 at a time.
  * sigmoid(z) = 1 / (1 + exp(-z)), as exp(z) / (1 + exp(z)) for z < 0 (no overflow). */

@@ -19,8 +19,9 @@ def dense_backward(x, weight, grad_out):
 
 
 def _normal_cdf(z):
-    from scipy.special import erf
-    return 0.5 * (1 + erf(z / np.sqrt(2)))
+    """Phi(z), accurate in the lower tail too (1 + erf cancels there)."""
+    from scipy.special import ndtr
+    return ndtr(z)
 
 
 def _gelu_tanh_parts(z):

@@ -450,3 +450,16 @@ def test_frozen_model_saves_loads_and_unfreezes(rng, tmp_path):
     first = model.parameters()[0].copy()
     model.unfreeze().fit(X, y, epochs=1)
     assert not np.array_equal(first, model.parameters()[0])
+
+
+@pytest.mark.parametrize("dtype,rtol", [(np.float32, 3e-5), (np.float64, 1e-12)])
+def test_gelu_keeps_its_lower_tail(dtype, rtol):
+    """GELU(z) = z Phi(z) to relative accuracy down to z = -12 (where (1 + erf) / 2 in
+    the working precision would cancel to zero): float32 to the input's own conditioning
+    (z^2 ulps), float64 to 1e-12."""
+    from fastnn import _engine, _kernels
+    z = np.linspace(-12, 4, 20001).astype(dtype)[None]
+    a = np.empty_like(z)
+    _kernels.activation(_engine.LAYER_KINDS["gelu"], 0.0, z, a)
+    want = ref.activation("gelu", z.astype(np.float64))
+    np.testing.assert_allclose(a, want, rtol=rtol, atol=0)
