@@ -55,6 +55,22 @@ class History:
         return f"History(epochs={len(self.epoch)}, loss={self.history['loss']})"
 
 
+def _clip_settings(clip_grad_norm, clip_grad_value, group):
+    """(max norm, max value) for the engine (0: no clipping), checked."""
+    clip = []
+    for value, name in ((clip_grad_norm, "clip_grad_norm"), (clip_grad_value, "clip_grad_value")):
+        if value is None:
+            clip.append(0.0)
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)) \
+                or not np.isfinite(value) or value <= 0:
+            raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+        clip.append(float(value))
+    if group is not None and any(clip):
+        raise ValueError("gradient clipping is not supported in data-parallel training")
+    return tuple(clip)
+
+
 class Sequential:
     """Layers applied in order, compiled into one engine.
 
@@ -206,7 +222,7 @@ class Sequential:
     def fit(self, X, y, loss=None, optimizer=None, epochs=1, batch_size=32,
             shuffle=True, verbose=0, validation_data=None, validation_split=0.0,
             lr_schedule=None, callbacks=None, initial_epoch=0, sample_weight=None,
-            comm=None, class_weight=None):
+            comm=None, class_weight=None, clip_grad_norm=None, clip_grad_value=None):
         """Train by mini-batch gradient descent and return a History.
 
         Each epoch visits the rows in batches of batch_size (the last one may be smaller):
@@ -252,6 +268,12 @@ class Sequential:
                 training row's weight is its class's (fastnn.class_weight), times its
                 sample_weight; "balanced" counts the training rows (after
                 validation_split).
+            clip_grad_norm: clip each step's gradient (every parameter's, of the batch's
+                mean loss) to this 2-norm, as torch's clip_grad_norm_ between backward
+                and step: scaled by max_norm / (norm + 1e-6) when that is below 1.
+            clip_grad_value: clamp each gradient entry to [-value, value] first (torch's
+                clip_grad_value_). A Dense layer's l2 term and weight decay enter the
+                update after clipping, as an optimizer's weight_decay does in torch.
             comm: an mpi4py communicator (or fastnn.distributed.Group): train
                 data-parallel over its processes, X and y (and sample_weight,
                 validation_data) being this process's shard; batch_size is the global
@@ -271,6 +293,7 @@ class Sequential:
                                     validation_data, validation_split, lr_schedule,
                                     callbacks, initial_epoch, sample_weight, group,
                                     class_weight)
+            clip = _clip_settings(clip_grad_norm, clip_grad_value, group)
         (X, targets, labels, weights, loss, kind, n_run, optimizer, epochs, batch_size,
          validation, callbacks, initial_epoch) = setup
         if group is not None:
@@ -311,7 +334,7 @@ class Sequential:
                 if group is None:
                     loss_sum = self._train_epoch(X, targets, labels, weights, batch_size,
                                                  kind, n_run, shuffle, epoch, epochs,
-                                                 verbose == 2, callbacks, loss)
+                                                 verbose == 2, callbacks, loss, clip)
                 else:
                     loss_sum = self._train_epoch_parallel(group, X, targets, labels, weights,
                                                           batch_size, kind, n_run, shuffle,
@@ -472,7 +495,7 @@ class Sequential:
         return X_val, prepared, weights
 
     def _train_epoch(self, X, targets, labels, weights, batch_size, kind, n_run, shuffle,
-                     epoch, epochs, progress, callbacks=(), loss=None):
+                     epoch, epochs, progress, callbacks=(), loss=None, clip=(0.0, 0.0)):
         """One epoch through the training driver, in a fresh permutation of the rows from
         the model's generator (or in order); with `progress`, a bar drawn between about
         30 pieces of whole batches; with callbacks that have on_batch_end, one engine call
@@ -502,7 +525,7 @@ class Sequential:
         pieces = -(-n // batch_size) if batch_hooks else 30 if progress else 1
         result = train_epoch(self._engine, self.optimizer, X, targets, labels, weights,
                              batch_size, kind, n_run, order=order, dropout_seed=seed,
-                             pieces=pieces, after_piece=after_piece)
+                             pieces=pieces, after_piece=after_piece, clip=clip)
         if progress:
             print("\r", end="")
         if result.failed:

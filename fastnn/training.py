@@ -52,7 +52,7 @@ class EpochResult:
 
 def train_epoch(engine, optimizer, X, targets, labels, weights, batch_size, kind, n_run,
                 order=None, dropout_seed=None, step_rows=None, step_denoms=None,
-                pieces=1, after_piece=None):
+                pieces=1, after_piece=None, clip=(0.0, 0.0)):
     """Train one epoch of `engine` (a model's compiled plan) with `optimizer` (bound to
     its parameters; its step count is kept up to date however the epoch ends).
 
@@ -62,8 +62,10 @@ def train_epoch(engine, optimizer, X, targets, labels, weights, batch_size, kind
     dropout_seed restarts dropout's mask stream. With pieces > 1 (not data-parallel),
     the epoch runs in that many calls of whole batches (at most one per batch),
     after_piece(rows_done, the piece's summed loss) between them (a progress bar, batch
-    callbacks); the results are the same bits. The thread count is the
-    setting's (fnn.set_num_threads), sized to a busy machine where none is fixed.
+    callbacks); the results are the same bits. clip: (max norm, max value) of each
+    step's gradient (0: none), as torch's clip_grad_norm_ and clip_grad_value_. The
+    thread count is the setting's (fnn.set_num_threads), sized to a busy machine where
+    none is fixed.
     Returns an EpochResult; raises what the engine raises (KeyboardInterrupt between
     steps; data-parallel: StopIteration, RuntimeError)."""
     engine.set_optimizer(*optimizer._engine_args(), optimizer.steps,
@@ -89,7 +91,8 @@ def train_epoch(engine, optimizer, X, targets, labels, weights, batch_size, kind
         try:
             part, failed = engine.train_epoch(
                 X_part, targets_part, labels_part, order_part, batch_size, kind, n_run,
-                threads, weights_part, step_rows, step_denoms, adapt=adapt)
+                threads, weights_part, step_rows, step_denoms, adapt=adapt,
+                clip_norm=clip[0], clip_value=clip[1])
         finally:
             optimizer.steps = engine.step
         if failed >= 0:

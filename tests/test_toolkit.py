@@ -463,3 +463,68 @@ def test_gelu_keeps_its_lower_tail(dtype, rtol):
     _kernels.activation(_engine.LAYER_KINDS["gelu"], 0.0, z, a)
     want = ref.activation("gelu", z.astype(np.float64))
     np.testing.assert_allclose(a, want, rtol=rtol, atol=0)
+
+
+# -- gradient clipping ------------------------------------------------------------------
+
+@pytest.mark.parametrize("norm,value", [(0.3, None), (None, 0.02), (0.1, 0.02)])
+def test_clipping_is_a_step_on_the_clipped_gradient(rng, norm, value):
+    """One step of SGD on all rows moves the parameters by -lr times the gradient clipped
+    as torch defines it: entries clamped to [-value, value], then the whole scaled by
+    norm / (|g| + 1e-6) when that is below 1."""
+    model = fnn.Sequential([fnn.Dense(5, 8), fnn.Tanh(), fnn.Dense(8, 3)], dtype="float64",
+                           seed=3)
+    X, y = rng.normal(size=(30, 5)), rng.integers(0, 3, 30)
+    grads = model.gradients(X, y)
+    if value is not None:
+        grads = [np.clip(g, -value, value) for g in grads]
+    if norm is not None:
+        total = np.sqrt(sum(float(np.sum(g * g)) for g in grads))
+        assert total > norm  # the case clips
+        grads = [g * min(1.0, norm / (total + 1e-6)) for g in grads]
+    expected = [p - 0.1 * g for p, g in zip(model.parameters(), grads)]
+    model.fit(X, y, optimizer=fnn.optim.SGD(lr=0.1), batch_size=30, shuffle=False,
+              clip_grad_norm=norm, clip_grad_value=value)
+    for got, want in zip(model.parameters(), expected):
+        np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-15)
+
+
+@pytest.mark.parametrize("blocks", [1, 2])
+@pytest.mark.parametrize("optimizer", ["SGD", "Adam"])
+def test_clipping_trains_as_torch(rng, torch64, blocks, optimizer):
+    from fastnn import _engine
+    torch = torch64
+    model = fnn.Sequential([fnn.Dense(5, 16), fnn.Tanh(), fnn.Dense(16, 3)], dtype="float64",
+                           seed=1)
+    net = torch.nn.Sequential(*torch_modules(model, torch))
+    X, y = 3 * rng.normal(size=(40, 5)), rng.integers(0, 3, 40)
+    settings = dict(lr=0.1, momentum=0.9) if optimizer == "SGD" else dict(lr=0.05)
+    theirs = getattr(torch.optim, optimizer)(net.parameters(), **settings)
+    loss = torch.nn.CrossEntropyLoss()
+    for _ in range(3):
+        for start in range(0, 40, 10):
+            theirs.zero_grad()
+            loss(net(torch.from_numpy(X[start:start + 10])),
+                 torch.from_numpy(y[start:start + 10])).backward()
+            torch.nn.utils.clip_grad_value_(net.parameters(), 0.2)
+            torch.nn.utils.clip_grad_norm_(net.parameters(), 0.4)
+            theirs.step()
+    if blocks == 2:
+        _engine.tune(grain_flops=1.0)  # (restored after the test)
+    with fnn.threads(blocks):
+        model.fit(X, y, optimizer=getattr(fnn.optim, optimizer)(**settings), epochs=3,
+                  batch_size=10, shuffle=False, clip_grad_norm=0.4, clip_grad_value=0.2)
+        assert model.engine.last_threads == blocks
+    for got, want in zip(model.parameters(), net.parameters()):
+        np.testing.assert_allclose(got, want.detach().numpy(), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(clip_grad_norm=0), "clip_grad_norm must be a finite number > 0"),
+    (dict(clip_grad_value=float("inf")), "clip_grad_value must be a finite number > 0"),
+    (dict(clip_grad_norm="1"), "clip_grad_norm must be"),
+])
+def test_bad_clipping_is_refused(rng, kwargs, message):
+    model = fnn.Sequential([fnn.Dense(4, 3)], seed=1)
+    with pytest.raises(ValueError, match=message):
+        model.fit(rng.normal(size=(8, 4)), rng.integers(0, 3, 8), **kwargs)

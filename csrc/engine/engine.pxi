@@ -29,6 +29,7 @@ cdef class Engine:
     cdef int _status             # the last training run's Job.status
     cdef readonly object failure  # the last train_epoch's failed batch: "loss", "update"
     cdef object _saved           # train_epoch's copy of the state a step writes
+    cdef tuple _clip             # train_epoch's (clip_norm, clip_value)
 
     def __cinit__(self, list specs, dtype):
         cdef LayerPlan* L
@@ -296,7 +297,8 @@ cdef class Engine:
 
     def train_epoch(self, X, targets, labels, order, Py_ssize_t batch_size, loss_kind,
                     int n_run, int max_threads=1, weights=None, step_rows=None,
-                    step_denoms=None, bint adapt=False):
+                    step_denoms=None, bint adapt=False, double clip_norm=0,
+                    double clip_value=0):
         """Train on the rows X[order] (all of X, in order, when order is None) in batches,
         on at most max_threads threads; with `adapt`, on as many of those as the machine
         gives (train_adapting: fewer while other processes hold cores). X is a C-contiguous
@@ -307,7 +309,8 @@ cdef class Engine:
         (int64, summing to the rows given; 0 is allowed) with the mean's denominator
         step_denoms[k] (float64: the global batch's rows or summed weights), and the
         gradients are summed over the processes before each update; the returned loss
-        sum is then the global one.
+        sum is then the global one. clip_norm / clip_value (> 0) clip each step's
+        gradient before its update (clipping.pxi; not data-parallel).
 
         Returns (loss_sum, index of the failed batch, or -1): the sum of the batches'
         (weighted) summed losses; per_row with weights, each batch's is multiplied by its
@@ -330,6 +333,11 @@ cdef class Engine:
         cdef double penalty_sum = self.net.penalty_sum
         cdef size_t item = self.dtype.itemsize
         cdef bint finite
+        if (clip_norm > 0 or clip_value > 0) and step_rows is not None:
+            raise ValueError("gradient clipping is not supported in data-parallel training")
+        if not (clip_norm >= 0 and clip_value >= 0):
+            raise ValueError("clip_norm and clip_value must be >= 0")
+        self._clip = (clip_norm, clip_value)
         args = (X, targets, labels, order, batch_size, loss_kind, n_run, max_threads,
                 weights, step_rows, step_denoms)
         self.failure = None
@@ -377,6 +385,7 @@ cdef class Engine:
         job.order = <int64_t*> data_ptr(order)
         job.n_samples = X.shape[0] if order is None else order.shape[0]
         job.check_steps = check_steps
+        job.clip_norm, job.clip_value = self._clip
         if stop_before >= 0:
             job.end_batch = stop_before
             adapt = False  # (adapting sets each stretch's end)
@@ -643,6 +652,7 @@ cdef class Engine:
         job.loss_sum, job.correct, job.failed_batch = 0, 0, -1
         job.next_start = job.next_batch = 0
         job.check_steps = job.bad_write = 0
+        job.clip_norm = job.clip_value = 0
         job.end_batch = PY_SSIZE_T_MAX
         job.measure = job.check_finite = False
         job.next_block = job.halt = 0

@@ -356,3 +356,6 @@ cdef struct Job:
     double penalty_part[256]
     double correct_part[256]
     double weight_part[256]
+    double clip_part[256]      # gradient clipping: each block's sum of squares
+    double clip_norm           # clip the step's gradient to this norm (0: no)
+    double clip_value          # clamp each gradient entry to [-clip_value, clip_value]

@@ -173,11 +173,15 @@ cdef void train_steps(Job* job, const floating* X, const Part* p) noexcept nogil
                 net.penalty_sum += sum_parts(job.penalty_part, p.nv) * rows_per_weight
         if net.per_row:
             c.l2_scale = 1.0 / denom if denom != 0 else 0.0
-        if momentum_scale_small(net.opt_kind, net.hyper, c.mom_scale):
-            unscale_momentum(net, &c, p)
-            fastnn_barrier(nt)  # its blocks of units are not the updates' tiles
-        backward(net, &c, xb, n, job.n_run, True, True, 0.0, p)
-        c.mom_scale = momentum_scale_after(net.opt_kind, net.hyper, c.mom_scale, c.step)
+        if job.clip_norm > 0 or job.clip_value > 0:  # the whole gradient first (clipping.pxi)
+            backward(net, &c, xb, n, job.n_run, False, True, 0.0, p)
+            clip_and_update(job, net, &c, p)
+        else:
+            if momentum_scale_small(net.opt_kind, net.hyper, c.mom_scale):
+                unscale_momentum(net, &c, p)
+                fastnn_barrier(nt)  # its blocks of units are not the updates' tiles
+            backward(net, &c, xb, n, job.n_run, True, True, 0.0, p)
+            c.mom_scale = momentum_scale_after(net.opt_kind, net.hyper, c.mom_scale, c.step)
         if not step_wrote_finite(job, net, batch, p):
             break
         count_update(net, &c)
