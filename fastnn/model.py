@@ -251,7 +251,10 @@ class Sequential:
                 evaluated after every epoch.
             validation_split: or the fraction of rows, taken from the end of X before any
                 shuffling (as Keras), held out for validation (with their weights).
-            lr_schedule: a fastnn.optim schedule, stepped after every epoch.
+            lr_schedule: a fastnn.optim schedule, stepped after every epoch, or after
+                every update for a per-step one (LinearLR, OneCycleLR,
+                CosineAnnealingLR(per_step=True)): fit gives the engine each epoch's
+                learning rates (and momenta) as a table, no Python between steps.
             callbacks: objects with on_epoch_end(epoch, logs) (see fastnn.callbacks);
                 returning True, or setting model.stop_training, stops training. Optional
                 hooks: on_train_begin(model), on_epoch_begin(epoch), on_batch_end(batch,
@@ -334,11 +337,12 @@ class Sequential:
                 if group is None:
                     loss_sum = self._train_epoch(X, targets, labels, weights, batch_size,
                                                  kind, n_run, shuffle, epoch, epochs,
-                                                 verbose == 2, callbacks, loss, clip)
+                                                 verbose == 2, callbacks, loss, clip,
+                                                 lr_schedule)
                 else:
                     loss_sum = self._train_epoch_parallel(group, X, targets, labels, weights,
                                                           batch_size, kind, n_run, shuffle,
-                                                          epoch)
+                                                          epoch, lr_schedule)
                 seconds = time.perf_counter() - start
                 logs = {"loss": loss_sum / divisor + self.penalty(), "lr": lr,
                         "seconds": seconds,
@@ -495,7 +499,8 @@ class Sequential:
         return X_val, prepared, weights
 
     def _train_epoch(self, X, targets, labels, weights, batch_size, kind, n_run, shuffle,
-                     epoch, epochs, progress, callbacks=(), loss=None, clip=(0.0, 0.0)):
+                     epoch, epochs, progress, callbacks=(), loss=None, clip=(0.0, 0.0),
+                     lr_schedule=None):
         """One epoch through the training driver, in a fresh permutation of the rows from
         the model's generator (or in order); with `progress`, a bar drawn between about
         30 pieces of whole batches; with callbacks that have on_batch_end, one engine call
@@ -523,9 +528,14 @@ class Sequential:
                 print(f"\repoch {epoch + 1}/{epochs} [{'=' * ticks}{' ' * (30 - ticks)}] "
                       f"{done}/{n}", end="", flush=True)
         pieces = -(-n // batch_size) if batch_hooks else 30 if progress else 1
+        per_step = lr_schedule is not None and lr_schedule.per_step
+        schedule = lr_schedule._tables(-(-n // batch_size)) if per_step else (None, None)
         result = train_epoch(self._engine, self.optimizer, X, targets, labels, weights,
                              batch_size, kind, n_run, order=order, dropout_seed=seed,
-                             pieces=pieces, after_piece=after_piece, clip=clip)
+                             pieces=pieces, after_piece=after_piece, clip=clip,
+                             schedule=schedule)
+        if per_step:
+            lr_schedule._advance(-(-n // batch_size))
         if progress:
             print("\r", end="")
         if result.failed:
@@ -534,7 +544,7 @@ class Sequential:
         return result.loss_sum
 
     def _train_epoch_parallel(self, group, X, targets, labels, weights, batch_size, kind,
-                              n_run, shuffle, epoch):
+                              n_run, shuffle, epoch, lr_schedule=None):
         """One epoch of data-parallel training: this process's rows of each global batch
         from the shared permutation (Group.epoch_plan), its own dropout stream; returns
         the global summed loss. A failed global batch raises FloatingPointError on every
@@ -543,10 +553,14 @@ class Sequential:
                                                     self._rng, weights)
         seed = seed_for_dropout(self._rng, group.dropout_offset) \
             if self._has_dropout() else None
+        per_step = lr_schedule is not None and lr_schedule.per_step
+        schedule = lr_schedule._tables(len(step_rows)) if per_step else (None, None)
         with group.epoch_errors():
             result = train_epoch(self._engine, self.optimizer, X, targets, labels, weights,
                                  batch_size, kind, n_run, order=order, dropout_seed=seed,
-                                 step_rows=step_rows, step_denoms=denoms)
+                                 step_rows=step_rows, step_denoms=denoms, schedule=schedule)
+        if per_step:
+            lr_schedule._advance(len(step_rows))
         if result.failed:
             raise FloatingPointError(diverged(
                 result.failure, f"epoch {epoch}, global batch {result.failed_batch}"))

@@ -6,6 +6,7 @@ fused pass per parameter, with no Python per step. A new optimizer slots in by n
 its kernel (`kind`), listing its hyperparameters in kernel order (`hyperparameters`)
 and saying how many state arrays it keeps (`n_state`).
 """
+import math
 import numbers
 
 import numpy as np
@@ -14,7 +15,8 @@ from . import _engine
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "NAdam",
            "get_optimizer",
-           "LRSchedule", "StepLR", "ExponentialLR", "CosineAnnealingLR", "ReduceLROnPlateau"]
+           "LRSchedule", "StepLR", "ExponentialLR", "CosineAnnealingLR", "ReduceLROnPlateau",
+           "LinearLR", "OneCycleLR"]
 
 
 def _check_number(value, name, minimum=0.0):
@@ -367,8 +369,13 @@ def get_optimizer(optimizer, **settings):
 
 
 class LRSchedule:
-    """Base class: sets optimizer.lr from the epoch count. `step(metric)` is called by fit
-    after each epoch; `epoch` counts the steps taken (torch's last_epoch)."""
+    """Base class: sets optimizer.lr from the count of scheduler steps, `epoch` (torch's
+    last_epoch). A per-epoch schedule's `step(metric)` is called by fit after each epoch.
+    A per-step schedule (per_step True) is stepped after every optimizer update, as torch's
+    scheduler.step() in the batch loop: fit hands the engine each epoch's learning rates
+    (and momenta, momentum_at) as tables, so the steps stay in compiled code."""
+
+    per_step = False
 
     def __init__(self):
         self.optimizer = None
@@ -377,14 +384,44 @@ class LRSchedule:
 
     def _attach(self, optimizer):
         if self.optimizer is not optimizer:
+            self._started(optimizer)
             self.optimizer, self.base_lr, self.epoch = optimizer, optimizer.lr, 0
+            if self.per_step:  # the optimizer shows the first update's settings
+                self._advance(0)
+
+    def _started(self, optimizer):
+        """A schedule's own check and setup when it meets its optimizer."""
 
     def step(self, metric=None):
+        if self.per_step:
+            return  # fit steps it per update (_tables, _advance)
         self.epoch += 1
         self.optimizer.lr = self.lr_at(self.epoch)
 
     def lr_at(self, epoch):
         raise NotImplementedError
+
+    def momentum_at(self, step):
+        """The momentum (SGD) or beta1 (Adam, AdamW, NAdam) for a step, or None to leave
+        it."""
+        return None
+
+    def _tables(self, n_steps):
+        """(learning rates, momenta or None) of the next n_steps updates, float64."""
+        steps = range(self.epoch, self.epoch + n_steps)
+        lr = np.array([self.lr_at(k) for k in steps], dtype=np.float64)
+        momentum = None
+        if self.momentum_at(self.epoch) is not None:
+            momentum = np.array([self.momentum_at(k) for k in steps], dtype=np.float64)
+        return lr, momentum
+
+    def _advance(self, n_steps):
+        """n_steps updates were made: the optimizer holds the next step's settings."""
+        self.epoch += n_steps
+        self.optimizer.lr = self.lr_at(self.epoch)
+        momentum = self.momentum_at(self.epoch)
+        if momentum is not None:
+            _set_momentum(self.optimizer, momentum)
 
     def state_dict(self):
         return {k: v for k, v in vars(self).items() if k != "optimizer"}
@@ -419,10 +456,12 @@ class ExponentialLR(LRSchedule):
 
 
 class CosineAnnealingLR(LRSchedule):
-    """lr = eta_min + (base_lr - eta_min) * (1 + cos(pi * epoch / T_max)) / 2."""
+    """lr = eta_min + (base_lr - eta_min) * (1 + cos(pi * epoch / T_max)) / 2, epoch
+    counting epochs, or with per_step=True the optimizer's updates (T_max in updates)."""
 
-    def __init__(self, T_max, eta_min=0.0):
+    def __init__(self, T_max, eta_min=0.0, per_step=False):
         super().__init__()
+        self.per_step = bool(per_step)
         if isinstance(T_max, bool) or not isinstance(T_max, int) or T_max < 1:
             raise ValueError(f"Invalid T_max: {T_max!r}")
         self.T_max = T_max
@@ -431,6 +470,122 @@ class CosineAnnealingLR(LRSchedule):
     def lr_at(self, epoch):
         return self.eta_min + (self.base_lr - self.eta_min) * (
             1 + np.cos(np.pi * epoch / self.T_max)) / 2
+
+
+def _set_momentum(optimizer, value):
+    if isinstance(optimizer, SGD):
+        optimizer.momentum = value
+    else:
+        optimizer.betas = (value, optimizer.betas[1])
+
+
+def _check_cycles_momentum(optimizer):
+    if isinstance(optimizer, SGD) and optimizer.momentum <= 0:
+        raise ValueError("cycle_momentum needs SGD with momentum > 0 (or "
+                         "cycle_momentum=False)")
+    if not isinstance(optimizer, (SGD, Adam, NAdam)):
+        raise ValueError(f"cycle_momentum cycles SGD's momentum or Adam's, AdamW's and "
+                         f"NAdam's beta1; {type(optimizer).__name__} has neither here: "
+                         f"give cycle_momentum=False")
+
+
+class LinearLR(LRSchedule):
+    """Linear warmup (or decay), stepped per update as torch's LinearLR in the batch loop:
+    lr = base_lr * (start_factor + (end_factor - start_factor) * min(t, total_iters) /
+    total_iters) at update t (0-based)."""
+
+    per_step = True
+
+    def __init__(self, start_factor=1.0 / 3, end_factor=1.0, total_iters=5):
+        super().__init__()
+        if not 0 < start_factor <= 1 or not 0 <= end_factor <= 1:
+            raise ValueError("start_factor must be in (0, 1] and end_factor in [0, 1]")
+        if isinstance(total_iters, bool) or not isinstance(total_iters, int) \
+                or total_iters < 1:
+            raise ValueError(f"Invalid total_iters: {total_iters!r}")
+        self.start_factor, self.end_factor = float(start_factor), float(end_factor)
+        self.total_iters = total_iters
+
+    def lr_at(self, step):
+        return self.base_lr * (self.start_factor + (self.end_factor - self.start_factor)
+                               * min(self.total_iters, step) / self.total_iters)
+
+
+class OneCycleLR(LRSchedule):
+    """The one-cycle policy, as torch's OneCycleLR stepped per update: the learning rate
+    rises from max_lr / div_factor to max_lr over the first pct_start of total_steps,
+    then falls to max_lr / (div_factor * final_div_factor) (cosine or linear annealing;
+    three_phase: back to the start first, then down), while the momentum (SGD's, or
+    Adam's, AdamW's and NAdam's beta1) moves the opposite way between max_momentum and
+    base_momentum (cycle_momentum). Training past total_steps is an error, as in torch;
+    after the cycle the optimizer keeps the last update's settings."""
+
+    per_step = True
+
+    def __init__(self, max_lr, total_steps, pct_start=0.3, anneal_strategy="cos",
+                 cycle_momentum=True, base_momentum=0.85, max_momentum=0.95, div_factor=25.0,
+                 final_div_factor=1e4, three_phase=False):
+        super().__init__()
+        if isinstance(total_steps, bool) or not isinstance(total_steps, int) \
+                or total_steps < 1:
+            raise ValueError(f"Expected positive integer total_steps, but got {total_steps!r}")
+        if not 0 <= pct_start <= 1:
+            raise ValueError(f"Expected float between 0 and 1 pct_start, but got {pct_start!r}")
+        if anneal_strategy not in ("cos", "linear"):
+            raise ValueError(f"anneal_strategy must be one of 'cos' or 'linear', "
+                             f"instead got {anneal_strategy!r}")
+        self.max_lr = _check_number(max_lr, "max_lr")
+        self.total_steps, self.pct_start = total_steps, float(pct_start)
+        self.anneal_strategy, self.cycle_momentum = anneal_strategy, bool(cycle_momentum)
+        self.base_momentum, self.max_momentum = float(base_momentum), float(max_momentum)
+        self.div_factor, self.final_div_factor = float(div_factor), float(final_div_factor)
+        self.three_phase = bool(three_phase)
+        initial = self.max_lr / self.div_factor
+        low = initial / self.final_div_factor
+        up, down = (self.max_momentum, self.base_momentum), (self.base_momentum,
+                                                             self.max_momentum)
+        end = float(self.pct_start * total_steps) - 1
+        if self.three_phase:  # (end step, lr from, lr to, momentum from, momentum to)
+            self.phases = [(end, initial, self.max_lr) + up,
+                           (float(2 * self.pct_start * total_steps) - 2, self.max_lr,
+                            initial) + down,
+                           (total_steps - 1, initial, low) + (self.max_momentum,) * 2]
+        else:
+            self.phases = [(end, initial, self.max_lr) + up,
+                           (total_steps - 1, self.max_lr, low) + down]
+
+    def _started(self, optimizer):
+        if self.cycle_momentum:
+            _check_cycles_momentum(optimizer)
+
+    def _anneal(self, start, end, pct):
+        if self.anneal_strategy == "cos":
+            return end + (start - end) / 2.0 * (math.cos(math.pi * pct) + 1)
+        return (end - start) * pct + start
+
+    def _at(self, step, what):
+        if step > self.total_steps:
+            raise ValueError(f"Tried to step {step} times. The specified number of total "
+                             f"steps is {self.total_steps}")
+        start = 0
+        for i, phase in enumerate(self.phases):
+            if step <= phase[0] or i == len(self.phases) - 1:
+                pct = (step - start) / (phase[0] - start)
+                return self._anneal(phase[1 + 2 * what], phase[2 + 2 * what], pct)
+            start = phase[0]
+
+    def lr_at(self, step):
+        # after the last update the optimizer keeps the last one's settings
+        return self._at(min(step, self.total_steps - 1), 0)
+
+    def momentum_at(self, step):
+        return self._at(min(step, self.total_steps - 1), 1) if self.cycle_momentum else None
+
+    def _tables(self, n_steps):
+        if self.epoch + n_steps > self.total_steps:
+            raise ValueError(f"OneCycleLR has total_steps={self.total_steps}, and this "
+                             f"epoch would take the updates to {self.epoch + n_steps}")
+        return super()._tables(n_steps)
 
 
 class ReduceLROnPlateau(LRSchedule):

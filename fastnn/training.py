@@ -52,7 +52,7 @@ class EpochResult:
 
 def train_epoch(engine, optimizer, X, targets, labels, weights, batch_size, kind, n_run,
                 order=None, dropout_seed=None, step_rows=None, step_denoms=None,
-                pieces=1, after_piece=None, clip=(0.0, 0.0)):
+                pieces=1, after_piece=None, clip=(0.0, 0.0), schedule=(None, None)):
     """Train one epoch of `engine` (a model's compiled plan) with `optimizer` (bound to
     its parameters; its step count is kept up to date however the epoch ends).
 
@@ -63,7 +63,9 @@ def train_epoch(engine, optimizer, X, targets, labels, weights, batch_size, kind
     the epoch runs in that many calls of whole batches (at most one per batch),
     after_piece(rows_done, the piece's summed loss) between them (a progress bar, batch
     callbacks); the results are the same bits. clip: (max norm, max value) of each
-    step's gradient (0: none), as torch's clip_grad_norm_ and clip_grad_value_. The
+    step's gradient (0: none), as torch's clip_grad_norm_ and clip_grad_value_.
+    schedule: the epoch's learning rate and momentum per step (float64 arrays, or None:
+    the optimizer's). The
     thread count is the setting's (fnn.set_num_threads), sized to a busy machine where
     none is fixed.
     Returns an EpochResult; raises what the engine raises (KeyboardInterrupt between
@@ -88,11 +90,14 @@ def train_epoch(engine, optimizer, X, targets, labels, weights, batch_size, kind
             rows = (X[first:last], _rows(targets, first, last), _rows(labels, first, last),
                     None, _rows(weights, first, last))
         X_part, targets_part, labels_part, order_part, weights_part = rows
+        lr_part, momentum_part = (None if table is None else table[first // batch_size:]
+                                  for table in schedule)
         try:
             part, failed = engine.train_epoch(
                 X_part, targets_part, labels_part, order_part, batch_size, kind, n_run,
                 threads, weights_part, step_rows, step_denoms, adapt=adapt,
-                clip_norm=clip[0], clip_value=clip[1])
+                clip_norm=clip[0], clip_value=clip[1], step_lr=lr_part,
+                step_momentum=momentum_part)
         finally:
             optimizer.steps = engine.step
         if failed >= 0:

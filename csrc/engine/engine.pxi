@@ -30,6 +30,7 @@ cdef class Engine:
     cdef readonly object failure  # the last train_epoch's failed batch: "loss", "update"
     cdef object _saved           # train_epoch's copy of the state a step writes
     cdef tuple _clip             # train_epoch's (clip_norm, clip_value)
+    cdef tuple _schedule         # and its (step_lr, step_momentum)
 
     def __cinit__(self, list specs, dtype):
         cdef LayerPlan* L
@@ -298,7 +299,7 @@ cdef class Engine:
     def train_epoch(self, X, targets, labels, order, Py_ssize_t batch_size, loss_kind,
                     int n_run, int max_threads=1, weights=None, step_rows=None,
                     step_denoms=None, bint adapt=False, double clip_norm=0,
-                    double clip_value=0):
+                    double clip_value=0, step_lr=None, step_momentum=None):
         """Train on the rows X[order] (all of X, in order, when order is None) in batches,
         on at most max_threads threads; with `adapt`, on as many of those as the machine
         gives (train_adapting: fewer while other processes hold cores). X is a C-contiguous
@@ -310,7 +311,10 @@ cdef class Engine:
         step_denoms[k] (float64: the global batch's rows or summed weights), and the
         gradients are summed over the processes before each update; the returned loss
         sum is then the global one. clip_norm / clip_value (> 0) clip each step's
-        gradient before its update (clipping.pxi; not data-parallel).
+        gradient before its update (clipping.pxi; not data-parallel). step_lr and
+        step_momentum (float64, one entry per step of the call, or None) replace the
+        learning rate and the momentum (SGD's, or Adam's beta1) step by step: a per-step
+        schedule.
 
         Returns (loss_sum, index of the failed batch, or -1): the sum of the batches'
         (weighted) summed losses; per_row with weights, each batch's is multiplied by its
@@ -338,6 +342,15 @@ cdef class Engine:
         if not (clip_norm >= 0 and clip_value >= 0):
             raise ValueError("clip_norm and clip_value must be >= 0")
         self._clip = (clip_norm, clip_value)
+        steps = step_rows.shape[0] if step_rows is not None else \
+            -(-(X.shape[0] if order is None else order.shape[0]) // max(batch_size, 1))
+        for table in (step_lr, step_momentum):
+            if table is not None and (table.dtype != np.float64 or table.ndim != 1
+                                      or not table.flags.c_contiguous
+                                      or table.shape[0] < steps):
+                raise TypeError(f"step_lr and step_momentum: C-contiguous float64 arrays of "
+                                f"at least {steps} entries (one per step)")
+        self._schedule = (step_lr, step_momentum)
         args = (X, targets, labels, order, batch_size, loss_kind, n_run, max_threads,
                 weights, step_rows, step_denoms)
         self.failure = None
@@ -386,6 +399,8 @@ cdef class Engine:
         job.n_samples = X.shape[0] if order is None else order.shape[0]
         job.check_steps = check_steps
         job.clip_norm, job.clip_value = self._clip
+        job.step_lr = <const double*> data_ptr(self._schedule[0])
+        job.step_momentum = <const double*> data_ptr(self._schedule[1])
         if stop_before >= 0:
             job.end_batch = stop_before
             adapt = False  # (adapting sets each stretch's end)
@@ -653,6 +668,7 @@ cdef class Engine:
         job.next_start = job.next_batch = 0
         job.check_steps = job.bad_write = 0
         job.clip_norm = job.clip_value = 0
+        job.step_lr = job.step_momentum = NULL
         job.end_batch = PY_SSIZE_T_MAX
         job.measure = job.check_finite = False
         job.next_block = job.halt = 0

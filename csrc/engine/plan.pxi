@@ -143,6 +143,8 @@ cdef struct Counters:
     long long step
     double mom_scale
     double mu_product
+    double hyper[MAX_HYPER]     # the optimizer's settings for this step (a schedule's lr
+                                # and momentum per step, else the Net's)
     double l2_scale
     uint64_t rng
 
@@ -268,6 +270,7 @@ cdef Counters counters_of(Net* net) noexcept nogil:
     cdef Counters c
     c.step, c.mom_scale, c.l2_scale, c.rng = net.step, net.mom_scale, net.l2_scale, net.rng
     c.mu_product = net.mu_product
+    memcpy(c.hyper, net.hyper, sizeof(net.hyper))
     return c
 
 
@@ -359,3 +362,5 @@ cdef struct Job:
     double clip_part[256]      # gradient clipping: each block's sum of squares
     double clip_norm           # clip the step's gradient to this norm (0: no)
     double clip_value          # clamp each gradient entry to [-clip_value, clip_value]
+    const double* step_lr        # per step of the call: the learning rate (NULL: hyper's)
+    const double* step_momentum  # and the momentum (SGD) or beta1 (Adam), or NULL

@@ -92,6 +92,10 @@ cdef void train_steps(Job* job, const floating* X, const Part* p) noexcept nogil
         if lead and check_signals() != 0:
             job.stop = 1   # seen by every thread after the barrier below
         n = job.step_rows[batch] if parallel else min(job.batch_size, job.n_samples - start)
+        if job.step_lr != NULL:  # a per-step schedule's settings for this step
+            c.hyper[0] = job.step_lr[batch]
+        if job.step_momentum != NULL:
+            c.hyper[1] = job.step_momentum[batch]
         span(p, n, 1, &r0, &r1)
         if job.order != NULL or job.sparse:
             xbuf = <floating*> net.xbuf[batch % 2]
@@ -177,11 +181,11 @@ cdef void train_steps(Job* job, const floating* X, const Part* p) noexcept nogil
             backward(net, &c, xb, n, job.n_run, False, True, 0.0, p)
             clip_and_update(job, net, &c, p)
         else:
-            if momentum_scale_small(net.opt_kind, net.hyper, c.mom_scale):
+            if momentum_scale_small(net.opt_kind, c.hyper, c.mom_scale):
                 unscale_momentum(net, &c, p)
                 fastnn_barrier(nt)  # its blocks of units are not the updates' tiles
             backward(net, &c, xb, n, job.n_run, True, True, 0.0, p)
-            c.mom_scale = momentum_scale_after(net.opt_kind, net.hyper, c.mom_scale, c.step)
+            c.mom_scale = momentum_scale_after(net.opt_kind, c.hyper, c.mom_scale, c.step)
         if not step_wrote_finite(job, net, batch, p):
             break
         count_update(net, &c)

@@ -12,7 +12,7 @@ cdef void* destination(Net* net, Counters* c, int param, bint update, double gra
         return NULL
     P = &net.params[param]
     if update:
-        dest[0] = gradient_destination(net.opt_kind, net.hyper, c.step, P.l2 * c.l2_scale,
+        dest[0] = gradient_destination(net.opt_kind, c.hyper, c.step, P.l2 * c.l2_scale,
                                        c.mom_scale)
     else:
         dest.where, dest.alpha, dest.beta = TO_GRAD, 1.0, grad_beta
@@ -35,7 +35,7 @@ cdef void finish_update(Net* net, Counters* c, int param, GradientDestination de
 cdef inline void finish_entries(Net* net, Counters* c, ParamPlan* P, GradientDestination dest,
                                 floating* value, Py_ssize_t offset,
                                 Py_ssize_t count) noexcept nogil:
-    optimizer_finish(net.opt_kind, net.hyper, P.l2 * c.l2_scale, c.step, c.mu_product, dest,
+    optimizer_finish(net.opt_kind, c.hyper, P.l2 * c.l2_scale, c.step, c.mu_product, dest,
                      value, at(<floating*> P.grad, offset), at(<floating*> P.state[0], offset),
                      at(<floating*> P.state[1], offset), at(<floating*> P.state[2], offset),
                      count)
@@ -62,7 +62,7 @@ cdef void land(Net* net, Counters* c, int param, const floating* grad, Py_ssize_
 
 cdef inline void count_update(Net* net, Counters* c) noexcept nogil:
     """An update is made: the step count and NAdam's running product move on."""
-    c.mu_product = nadam_product_after(net.opt_kind, net.hyper, c.mu_product, c.step)
+    c.mu_product = nadam_product_after(net.opt_kind, c.hyper, c.mu_product, c.step)
     c.step += 1
 
 
@@ -71,7 +71,7 @@ cdef void unscale_momentum(Net* net, Counters* c, const Part* p) noexcept nogil:
     hold torch's b again."""
     cdef Py_ssize_t i, lo, hi
     cdef ParamPlan* P
-    if c.mom_scale != 1.0 and uses_scaled_momentum(net.opt_kind, net.hyper):
+    if c.mom_scale != 1.0 and uses_scaled_momentum(net.opt_kind, c.hyper):
         for i in range(net.n_params):
             P = &net.params[i]
             span(p, P.units, UNIT_ALIGN, &lo, &hi)
