@@ -101,3 +101,48 @@ def classification_data(rng, n=64, n_features=6, n_classes=4, dtype=np.float64):
     X = rng.normal(size=(n, n_features)).astype(dtype)
     y = rng.integers(0, n_classes, size=n)
     return X, y
+
+
+# -- torch as the reference for training (tests that need it skip without it) ---------
+
+@pytest.fixture
+def torch64():
+    """torch with float64 as its default dtype (NAdam keeps its running product in the
+    default dtype: float32 would round it), restored afterwards."""
+    torch = pytest.importorskip("torch")
+    saved = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield torch
+    torch.set_default_dtype(saved)
+
+
+
+def torch_train(torch, net, X, y, torch_loss, torch_optimizer, epochs=3, batch_size=10,
+                after_backward=None, after_step=None):
+    """torch's batch loop: in order, the hooks between backward and step and after it."""
+    for _ in range(epochs):
+        for start in range(0, len(X), batch_size):
+            torch_optimizer.zero_grad()
+            torch_loss(net(torch.from_numpy(X[start:start + batch_size])),
+                       torch.from_numpy(y[start:start + batch_size])).backward()
+            if after_backward is not None:
+                after_backward()
+            torch_optimizer.step()
+            if after_step is not None:
+                after_step()
+
+
+def assert_same_parameters(model, net):
+    for got, want in zip(model.parameters(), net.parameters()):
+        np.testing.assert_allclose(got, want.detach().numpy(), rtol=1e-10, atol=1e-12)
+
+
+def train_both(model, net, torch, X, y, loss, torch_loss, optimizer, torch_optimizer,
+               epochs=3, batch_size=10):
+    torch_train(torch, net, X, y, torch_loss, torch_optimizer, epochs, batch_size)
+    # two fits: the optimizer's state (NAdam's running product too) carries over
+    model.fit(X, y, loss=loss, optimizer=optimizer, epochs=1, batch_size=batch_size,
+              shuffle=False, verbose=0)
+    model.fit(X, y, loss=loss, optimizer=optimizer, epochs=epochs - 1, batch_size=batch_size,
+              shuffle=False, verbose=0)
+    assert_same_parameters(model, net)

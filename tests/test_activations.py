@@ -1,0 +1,61 @@
+"""GELU (exact and tanh), SiLU, ELU and Softplus: trained as torch trains them, GELU's
+lower tail, and a model of each saved and loaded. (Kernels against their NumPy formulas:
+test_kernels.py; central differences: test_gradients.py; jvp/vjp: test_forward.py.)"""
+import numpy as np
+import pytest
+from conftest import train_both
+from test_forward import torch_modules
+
+import fastnn as fnn
+from fastnn import _reference as ref
+
+SMOOTH_ACTIVATIONS = {"gelu": fnn.GELU, "gelu_tanh": lambda: fnn.GELU("tanh"), "silu": fnn.SiLU,
+                   "elu": lambda: fnn.ELU(0.7), "softplus": lambda: fnn.Softplus(1.5, 2.0)}
+
+
+@pytest.mark.parametrize("activation", sorted(SMOOTH_ACTIVATIONS))
+def test_activation_trains_as_torch(rng, activation):
+    torch = pytest.importorskip("torch")
+    model = fnn.Sequential([fnn.Dense(5, 16), SMOOTH_ACTIVATIONS[activation](),
+                            fnn.Dense(16, 3)], dtype="float64", seed=1)
+    net = torch.nn.Sequential(*torch_modules(model, torch))
+    X, y = 2 * rng.normal(size=(40, 5)), rng.integers(0, 3, 40)
+    train_both(model, net, torch, X, y, "cross_entropy", torch.nn.CrossEntropyLoss(),
+               fnn.optim.SGD(lr=0.1), torch.optim.SGD(net.parameters(), lr=0.1))
+
+
+@pytest.mark.parametrize("dtype,rtol", [(np.float32, 3e-5), (np.float64, 1e-12)])
+def test_gelu_keeps_its_lower_tail(dtype, rtol):
+    """GELU(z) = z Phi(z) to relative accuracy down to z = -12 (where (1 + erf) / 2 in
+    the working precision would cancel to zero): float32 to the input's own conditioning
+    (z^2 ulps), float64 to 1e-12."""
+    from fastnn import _engine, _kernels
+    z = np.linspace(-12, 4, 20001).astype(dtype)[None]
+    a = np.empty_like(z)
+    _kernels.activation(_engine.LAYER_KINDS["gelu"], 0.0, z, a)
+    want = ref.activation("gelu", z.astype(np.float64))
+    np.testing.assert_allclose(a, want, rtol=rtol, atol=0)
+
+
+def test_toolkit_kinds_survive_save_and_load(rng, tmp_path):
+    """A model of layer norm and every smooth activation, a smoothed loss and NAdam: the
+    loaded copy predicts the same and trains on exactly as the original does."""
+    layers = [fnn.Dense(5, 8), fnn.LayerNorm(8, bias=False)]
+    for make in SMOOTH_ACTIVATIONS.values():
+        layers += [make(), fnn.Dense(8, 8)]
+    layers[-1] = fnn.Dense(8, 3)
+    model = fnn.Sequential(layers, dtype="float64", seed=3,
+                           loss=fnn.CrossEntropyLoss(label_smoothing=0.1))
+    X, y = rng.normal(size=(30, 5)), rng.integers(0, 3, 30)
+    model.fit(X, y, optimizer=fnn.optim.NAdam(lr=0.01), epochs=2, batch_size=10, verbose=0)
+    model.save(tmp_path / "m.fnn")
+    copy = fnn.load(tmp_path / "m.fnn")
+    assert [layer._config() for layer in copy.layers] == \
+        [layer._config() for layer in model.layers]
+    assert copy.loss.label_smoothing == 0.1
+    np.testing.assert_array_equal(copy.predict(X), model.predict(X))
+    for m in (model, copy):
+        m.fit(X, y, epochs=2, batch_size=10, shuffle=False, verbose=0)
+    for a, b in zip(copy.parameters(), model.parameters()):
+        np.testing.assert_array_equal(a, b)
+

@@ -1,0 +1,75 @@
+"""LayerNorm: torch over several steps on one- and two-block plans, central differences,
+jvp/vjp, and the normalization itself."""
+import numpy as np
+import pytest
+from conftest import train_both
+from test_forward import torch_modules
+from test_gradients import check
+
+import fastnn as fnn
+
+
+def layer_norm_model(affine=True, bias=True, seed=1):
+    model = fnn.Sequential([fnn.Dense(5, 16), fnn.LayerNorm(16, elementwise_affine=affine,
+                                                            bias=bias), fnn.GELU(),
+                            fnn.Dense(16, 3)], dtype="float64", seed=seed)
+    rng = np.random.default_rng(seed)
+    for p in model.layers[1].parameters():  # gamma and beta away from 1 and 0
+        p[...] = rng.uniform(0.5, 1.5, p.shape)
+    return model
+
+
+@pytest.mark.parametrize("affine,bias", [(True, True), (True, False), (False, True)])
+@pytest.mark.parametrize("blocks", [1, 2])
+def test_layer_norm_trains_as_torch(rng, torch64, affine, bias, blocks):
+    """Adam over 12 steps equals torch's, on a plan of one block or of two (gamma's and
+    beta's gradients then summed over the blocks' rows)."""
+    from fastnn import _engine
+    torch = torch64
+    model = layer_norm_model(affine, bias)
+    net = torch.nn.Sequential(*torch_modules(model, torch))
+    X, y = 2 * rng.normal(size=(64, 5)) + 1, rng.integers(0, 3, 64)
+    if blocks == 2:
+        _engine.tune(grain_flops=1.0)  # (restored after the test)
+    with fnn.threads(blocks):
+        train_both(model, net, torch, X, y, "cross_entropy", torch.nn.CrossEntropyLoss(),
+                   fnn.optim.Adam(lr=0.01), torch.optim.Adam(net.parameters(), lr=0.01),
+                   batch_size=16)
+        assert model.engine.last_threads == blocks
+
+
+@pytest.mark.parametrize("blocks", [1, 2])
+def test_layer_norm_gradients_and_tangents(rng, blocks):
+    """Central differences of the loss (its gradient on a plan of one or two blocks);
+    jvp and vjp against each other's Jacobian and central differences of predict."""
+    from fastnn import _engine
+    model = layer_norm_model()
+    X, y = rng.normal(size=(7, 5)), rng.integers(0, 3, 7)
+    if blocks == 2:
+        _engine.tune(grain_flops=1.0)  # (restored after the test)
+    with fnn.threads(blocks):
+        check(model, X, y, "cross_entropy")
+        assert model.engine.last_threads == blocks
+    V, U = rng.normal(size=X.shape), rng.normal(size=(7, 3))
+    _, JV = model.jvp(X, V)
+    eps = 1e-6
+    np.testing.assert_allclose(JV, (model.predict(X + eps * V) - model.predict(X - eps * V))
+                               / (2 * eps), rtol=1e-7, atol=1e-8)
+    _, UJ = model.vjp(X, U)
+    J = model.jacobian(X)
+    np.testing.assert_allclose(UJ, np.einsum("io,iod->id", U, J), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(JV, np.einsum("iod,id->io", J, V), rtol=1e-12, atol=1e-14)
+
+
+def test_layer_norm_normalizes_each_row(rng):
+    """Without affine parameters each output row has mean 0 and biased variance
+    v / (v + eps), v its input's, whatever the scale of the input."""
+    model = fnn.Sequential([fnn.Dense(4, 4, bias=False), fnn.LayerNorm(
+        4, eps=1e-12, elementwise_affine=False)], dtype="float64")
+    model.layers[0].weight = np.eye(4)
+    X = rng.normal(size=(6, 4)) * np.array([[1], [10], [1e3], [1e-3], [5], [0.1]]) + 7
+    out = model.predict(X)
+    np.testing.assert_allclose(out.mean(axis=1), 0, atol=1e-12)
+    v = X.var(axis=1)
+    np.testing.assert_allclose(out.var(axis=1), v / (v + 1e-12), rtol=1e-9)
+
