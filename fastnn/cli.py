@@ -18,7 +18,8 @@ from .layers import INITS
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad", "adadelta", "nadam")
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "leaky_relu", "gelu", "silu", "elu", "softplus")
-SCHEDULES = ("none", "step", "exponential", "cosine", "plateau")
+SCHEDULES = ("none", "step", "exponential", "cosine", "plateau", "onecycle")
+LOSSES = {"classification": ("cross_entropy",), "regression": ("mse", "l1", "huber")}
 
 
 def info(args):
@@ -123,7 +124,8 @@ def _names(text):
 
 def build_model(n_features, n_outputs, args):
     """Dense layers of --hidden widths (--init), each hidden one followed by batch norm
-    (with --batch-norm), the activation, and dropout (with --dropout)."""
+    (with --batch-norm) or layer norm (--layer-norm), the activation, and dropout (with
+    --dropout)."""
     import fastnn as fnn
     hidden = args.hidden
     layers, width = [], n_features
@@ -131,6 +133,8 @@ def build_model(n_features, n_outputs, args):
         layers.append(fnn.Dense(width, h, init=args.init))
         if args.batch_norm:
             layers.append(fnn.BatchNorm1d(h))
+        if args.layer_norm:
+            layers.append(fnn.LayerNorm(h))
         layers.append(args.activation)
         if args.dropout > 0:
             layers.append(fnn.Dropout(args.dropout))
@@ -169,13 +173,34 @@ def _optimizer(args):
     return get_optimizer(args.optimizer, **settings)
 
 
-def _schedule(args):
+def _schedule(args, optimizer, steps_per_epoch):
     from . import optim
     return {"none": lambda: None,
             "step": lambda: optim.StepLR(step_size=max(1, args.epochs // 3), gamma=0.1),
             "exponential": lambda: optim.ExponentialLR(gamma=0.95),
             "cosine": lambda: optim.CosineAnnealingLR(T_max=max(1, args.epochs)),
-            "plateau": lambda: optim.ReduceLROnPlateau(patience=2)}[args.schedule]()
+            "plateau": lambda: optim.ReduceLROnPlateau(patience=2),
+            "onecycle": lambda: optim.OneCycleLR(
+                optimizer.lr, args.epochs * steps_per_epoch,
+                cycle_momentum=args.optimizer in ("sgd", "adam", "adamw", "nadam"))}[
+        args.schedule]()
+
+
+def _loss(args, task):
+    """The loss object for the task: --loss (checked against the task), with
+    --label-smoothing (classification) or Huber's delta 1 (on the standardized target)."""
+    import fastnn as fnn
+    name = args.loss if args.loss != "auto" else LOSSES[task][0]
+    if name not in LOSSES[task]:
+        raise CommandError(f"--loss {name} is not a {task} loss; use one of "
+                           f"{', '.join(LOSSES[task])}")
+    if args.label_smoothing and task != "classification":
+        raise CommandError("--label-smoothing is for classification")
+    if args.class_weight and task != "classification":
+        raise CommandError("--class-weight is for classification")
+    if name == "cross_entropy":
+        return fnn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
+    return fnn.HuberLoss() if name == "huber" else name
 
 
 def _standardization(X, group=None):
@@ -218,7 +243,7 @@ def train(args):
     data = _training_data(args, group)
     X, y, X_test, y_test, task, why, classes, feature_names, target_name, prep = data
     n_outputs = len(classes) if task == "classification" else 1
-    loss = "cross_entropy" if task == "classification" else "mse"
+    loss = _loss(args, task)
     model = build_model(X.shape[1], n_outputs, args)
     mean = std = y_mean = y_std = None
     X_test_raw = X_test
@@ -244,16 +269,21 @@ def train(args):
         say(f"task: {task}, as {why} (--task {other} to change it)")
     say(f"{task}: {n_rows} rows, {X.shape[1]} features"
         + (f", {len(classes)} classes" if task == "classification" else "")
-        + f"; loss {loss}, optimizer {args.optimizer}"
+        + f"; loss {getattr(loss, 'name', loss)}, optimizer {args.optimizer}"
         + ("" if group is None else f"; data-parallel over {group.size} processes"))
     if args.verbose and say is print:
         model.summary()
+    optimizer = _optimizer(args)
+    steps = -(-(n_rows - n_val) // batch_size)
     start = time.perf_counter()
     with fnn.threads(args.threads) if args.threads else contextlib.nullcontext():
-        history = model.fit(X, y, loss=loss, optimizer=_optimizer(args), epochs=args.epochs,
+        history = model.fit(X, y, loss=loss, optimizer=optimizer, epochs=args.epochs,
                             batch_size=batch_size, verbose=args.verbose,
-                            lr_schedule=_schedule(args), validation_split=fraction,
-                            callbacks=[stopping] if stopping else [], comm=group)
+                            lr_schedule=_schedule(args, optimizer, steps),
+                            validation_split=fraction,
+                            callbacks=[stopping] if stopping else [], comm=group,
+                            clip_grad_norm=args.clip_grad_norm,
+                            class_weight=args.class_weight)
     seconds = time.perf_counter() - start
     if group is None or group.is_root:  # (the callbacks ran on rank 0)
         say(f"trained on {n_rows - n_val} rows" + (f", validated on {n_val}" if n_val else "")
@@ -529,6 +559,8 @@ def _parser():
                    help="dropout probability after each hidden layer (0: none)")
     t.add_argument("--batch-norm", action="store_true",
                    help="batch normalization after each hidden Dense layer")
+    t.add_argument("--layer-norm", action="store_true",
+                   help="layer normalization after each hidden Dense layer")
     t.add_argument("--optimizer", choices=OPTIMIZERS, default="adam", help="the optimizer")
     t.add_argument("--lr", type=_RATE, default=None,
                    help="learning rate (default: the optimizer's: sgd 0.01, adam/adamw "
@@ -558,7 +590,18 @@ def _parser():
     t.add_argument("--schedule", choices=SCHEDULES, default="none",
                    help="learning-rate schedule: step (x0.1 every third of the epochs), "
                         "exponential (x0.95 an epoch), cosine, plateau (x0.1 after 2 "
-                        "epochs without improvement)")
+                        "epochs without improvement), onecycle (per step, peaking at the "
+                        "learning rate, over --epochs)")
+    t.add_argument("--loss", choices=["auto"] + [n for v in LOSSES.values() for n in v],
+                   default="auto",
+                   help="auto: cross_entropy (classification), mse (regression); huber "
+                        "and l1 for regression with outliers")
+    t.add_argument("--label-smoothing", type=_FRACTION, default=0.0,
+                   help="cross-entropy's label smoothing (classification)")
+    t.add_argument("--class-weight", choices=["balanced"], default=None,
+                   help="weight each class's rows by n / (classes x its rows)")
+    t.add_argument("--clip-grad-norm", type=_RATE, default=None,
+                   help="clip each step's gradient to this norm")
     t.add_argument("--no-standardize", dest="standardize", action="store_false",
                    help="train on the raw features (default: scaled to mean 0, std 1, "
                         "the scaling folded into the saved model)")

@@ -416,6 +416,9 @@ class Sequential:
             if weights is not None and not weights.any():
                 raise ValueError("sample_weight is zero for every training row")
         if class_weight is not None:
+            if group is not None and class_weight == "balanced":
+                raise ValueError("class_weight='balanced' counts one process's rows in "
+                                 "data-parallel training: give a dict of weights")
             if not loss.classification:
                 raise ValueError(f"class_weight needs a classification loss, not {loss.name}")
             weights = row_weights(class_weight, y, max(self.n_outputs, 2), weights,
