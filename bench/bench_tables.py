@@ -13,7 +13,13 @@ written to a CSV as a user would have it (strings, blank cells and all), then
   after a ColumnTransformer (numbers: median imputation and StandardScaler; text: most
   frequent imputation and OneHotEncoder(handle_unknown="ignore"));
 - HistGradientBoosting(Classifier|Regressor) with its defaults (categorical columns as
-  pandas categories, missing cells as NaN).
+  pandas categories, missing cells as NaN);
+- torch (where installed), the network and protocol of fastnn's defaults written in torch:
+  the MLP's column preprocessing, a standardized regression target, Linear layers of 256
+  and 128 units with ReLU, Glorot-uniform weights and zero biases, Adam(lr=1e-3),
+  shuffled batches of min(200, rows), at most 200 epochs with early stopping (patience
+  10, tol 1e-4, the best epoch's weights kept) on the last 10% of the rows where that is
+  at least 30 rows, else on the training loss; torch.set_num_threads as fastnn's.
 Reported per table: each tool's score on the held-out 25% (accuracy, or R^2), mean and
 standard deviation over the seeds, and its mean fit time; and whether fastnn's command
 line chose the table's task.
@@ -154,6 +160,78 @@ def run_hgb(train, test, target, task, seed):
     return score(task, test[target], model.predict(X_test)), seconds
 
 
+def run_torch(train, test, target, task, seed):
+    import torch
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import LabelEncoder, OneHotEncoder, StandardScaler
+
+    from fastnn import get_num_threads
+    torch.manual_seed(seed)
+    torch.set_num_threads(get_num_threads())
+    X, text = sklearn_columns(train, target)
+    numbers = [c for c in X if c not in text]
+    prep = ColumnTransformer(
+        [("numbers", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()),
+          numbers),
+         ("text", make_pipeline(SimpleImputer(strategy="most_frequent"),
+                                OneHotEncoder(handle_unknown="ignore", sparse_output=False)),
+          text)])
+    start = time.perf_counter()
+    features = torch.tensor(np.asarray(prep.fit_transform(X), dtype=np.float32))
+    if task == "classification":
+        encoder = LabelEncoder().fit(train[target])
+        y = torch.tensor(encoder.transform(train[target]))
+        n_out, loss_fn = len(encoder.classes_), torch.nn.CrossEntropyLoss()
+    else:
+        values = train[target].to_numpy(np.float64)
+        y_mean, y_std = values.mean(), values.std() or 1.0
+        y = torch.tensor(((values - y_mean) / y_std).astype(np.float32)).reshape(-1, 1)
+        n_out, loss_fn = 1, torch.nn.MSELoss()
+    net = torch.nn.Sequential(torch.nn.Linear(features.shape[1], 256), torch.nn.ReLU(),
+                              torch.nn.Linear(256, 128), torch.nn.ReLU(),
+                              torch.nn.Linear(128, n_out))
+    for module in net:
+        if isinstance(module, torch.nn.Linear):
+            torch.nn.init.xavier_uniform_(module.weight)
+            torch.nn.init.zeros_(module.bias)
+    n = len(y)
+    n_val = n - int(n * 0.9) if n * 0.1 >= 30 else 0
+    fit_X, fit_y, val = features[:n - n_val], y[:n - n_val], (features[n - n_val:],
+                                                              y[n - n_val:])
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    batch = min(200, n - n_val)
+    best, best_state, wait = np.inf, None, 0
+    for _ in range(200):
+        total = 0.0
+        for rows in torch.randperm(n - n_val).split(batch):
+            optimizer.zero_grad()
+            loss = loss_fn(net(fit_X[rows]), fit_y[rows])
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach()) * len(rows)
+        with torch.no_grad():
+            monitored = float(loss_fn(net(val[0]), val[1])) if n_val else total / (n - n_val)
+        if monitored < best - 1e-4:
+            best, wait = monitored, 0
+            best_state = {k: v.clone() for k, v in net.state_dict().items()}
+        else:
+            wait += 1
+            if wait >= 10:
+                break
+    net.load_state_dict(best_state)
+    seconds = time.perf_counter() - start
+    with torch.no_grad():
+        out = net(torch.tensor(np.asarray(prep.transform(test.drop(columns=[target])),
+                                          dtype=np.float32)))
+    if task == "classification":
+        predicted = encoder.inverse_transform(out.argmax(dim=1).numpy())
+    else:
+        predicted = out[:, 0].numpy().astype(np.float64) * y_std + y_mean
+    return score(task, test[target], predicted), seconds
+
+
 def pd_category(categories):
     import pandas as pd
     return pd.CategoricalDtype(categories)
@@ -173,11 +251,17 @@ def main():
     print(f"BLAS: {describe_blas()}; {args.seeds} seeds of a 75/25 split; score mean +- std "
           f"(accuracy or R^2), mean fit seconds" + (f"; fastnn {args.fastnn_args}" if extra
                                                      else ""))
+    try:
+        import torch  # noqa: F401
+        tools = ("fastnn", "mlp", "hgb", "torch")
+    except ImportError:
+        tools = ("fastnn", "mlp", "hgb")
     print(f"{'table':<14} {'task':<15} {'rows':>5} {'fastnn':>17} {'sklearn MLP':>17} "
-          f"{'HistGB':>17}  fastnn's task")
+          f"{'HistGB':>17}" + (f" {'torch':>17}" if "torch" in tools else "")
+          + "  fastnn's task")
     for name in args.tables.split(","):
         frame, target, task = TABLES[name]()
-        runs = {"fastnn": [], "mlp": [], "hgb": []}
+        runs = {tool: [] for tool in tools}
         chosen = set()
         for seed in range(args.seeds):
             train, test = split(frame, target, task, seed)
@@ -187,8 +271,10 @@ def main():
             chosen.add(c)
             runs["mlp"].append(run_mlp(train, test, target, task, seed))
             runs["hgb"].append(run_hgb(train, test, target, task, seed))
+            if "torch" in tools:
+                runs["torch"].append(run_torch(train, test, target, task, seed))
         cells = []
-        for tool in ("fastnn", "mlp", "hgb"):
+        for tool in tools:
             scores = np.array([s for s, _ in runs[tool]])
             seconds = float(np.mean([t for _, t in runs[tool]]))
             cells.append(f"{scores.mean():6.3f}+-{scores.std():.3f} {seconds:5.2f}s")
