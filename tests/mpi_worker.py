@@ -41,7 +41,7 @@ def relative_error(a, b):
 
 
 def versus_one_process(make_model, make_optimizer, weights=False, shuffle=True,
-                       allreduce="compiled"):
+                       allreduce="compiled", make_schedule=lambda: None):
     """Weights after 3 epochs data-parallel, against one process (on rank 0)."""
     X, y = data()
     w = np.random.default_rng(5).uniform(0, 2, N) if weights else None
@@ -50,14 +50,15 @@ def versus_one_process(make_model, make_optimizer, weights=False, shuffle=True,
     group = dist.Group(comm, allreduce=allreduce)
     history = m.fit(X[start:stop], y[start:stop], optimizer=make_optimizer(), epochs=3,
                     batch_size=32, shuffle=shuffle, comm=group,
-                    sample_weight=None if w is None else w[start:stop])
+                    sample_weight=None if w is None else w[start:stop],
+                    lr_schedule=make_schedule())
     checksums = comm.allgather([float(np.sum(p)) for p in m.parameters()])
     result = {"same_on_every_rank": all(c == checksums[0] for c in checksums),
               "loss": history["loss"], "path": group.bind(m._engine)}
     if rank == 0:
         ref = make_model(seed=1)
         ref_history = ref.fit(X, y, optimizer=make_optimizer(), epochs=3, batch_size=32,
-                              shuffle=shuffle, sample_weight=w)
+                              shuffle=shuffle, sample_weight=w, lr_schedule=make_schedule())
         result["relative_error"] = relative_error(m.parameters(), ref.parameters())
         result["ref_loss"] = ref_history["loss"]
     return result
@@ -86,6 +87,23 @@ def in_order():
 
 def float32():
     return versus_one_process(lambda seed: model("float32", seed=seed), lambda: optim.Adam(lr=0.01))
+
+
+def one_cycle():
+    """A per-step schedule (its learning rates and momenta as tables) over the global
+    steps: 7 a epoch (203 rows in batches of 32)."""
+    return versus_one_process(model, lambda: optim.SGD(lr=0.1, momentum=0.9),
+                              make_schedule=lambda: optim.OneCycleLR(0.2, total_steps=21))
+
+
+def toolkit():
+    """Layer norm, GELU, NAdam and a frozen first layer."""
+    def make(seed):
+        m = fnn.Sequential([layers.Dense(D, 16), layers.LayerNorm(16), layers.GELU(),
+                            layers.Dense(16, 8), layers.SiLU(), layers.Dense(8, C)],
+                           dtype="float64", seed=seed)
+        return m.freeze(2)
+    return versus_one_process(make, lambda: optim.NAdam(lr=0.01))
 
 
 def python_allreduce():
