@@ -36,8 +36,10 @@ class LayerSpec(NamedTuple):
 
 class Layer:
     """Base class. A layer maps (n, in_width) to (n, out_width). `trainable` (a layer
-    with parameters): False freezes it, as Keras' layer.trainable: fit neither updates
-    its parameters nor gives them optimizer state (they are constants of the loss)."""
+    with parameters): False freezes it, as torch's requires_grad=False on its
+    parameters: fit neither updates them nor gives them optimizer state (they are
+    constants of the loss); a frozen BatchNorm1d still updates its running statistics
+    in fit, as torch's does in train mode."""
 
     kind = None  # name of the compiled kernel, a key of _engine.LAYER_KINDS
     trainable = True
