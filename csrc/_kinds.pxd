@@ -16,6 +16,8 @@ cdef enum LayerKind:
     ELU = 12            # slope holds alpha
     SOFTPLUS = 13       # slope holds beta, threshold the linear region's start
     LAYERNORM = 14
+    RESIDUAL_BEGIN = 15 # link: the offset to its RESIDUAL_END
+    RESIDUAL_END = 16   # link: the offset (negative) to its RESIDUAL_BEGIN
 
 cdef enum LossKind:
     CROSS_ENTROPY_LABELS = 0

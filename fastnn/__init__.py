@@ -36,11 +36,12 @@ from .layers import (
 )
 from .losses import BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, L1Loss, MSELoss, PoissonNLLLoss
 from .model import History, Sequential
+from .residual import Residual
 from .serialization import load
 
 __all__ = [
     "__version__", "Sequential", "History", "Dense", "Dropout", "BatchNorm1d", "LayerNorm",
-    "Identity",
+    "Residual", "Identity",
     "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softmax", "GELU", "SiLU", "ELU", "Softplus",
     "CrossEntropyLoss", "BCEWithLogitsLoss", "MSELoss", "L1Loss", "PoissonNLLLoss",
     "HuberLoss", "losses", "optim",

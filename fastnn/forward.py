@@ -26,7 +26,7 @@ CHUNK_VALUES = 2**22
 
 def _specs(model, n_layers=None):
     specs, width = [], model.n_features
-    for layer in model.layers[:n_layers]:
+    for layer in model._plan[:n_layers]:
         specs.append(layer._spec(width))
         width = layer.output_width(width)
     return specs
@@ -109,7 +109,7 @@ def jvp_parameters(model, X, y, directions, loss=None):
     kind, targets, labels = loss.prepare(y, X.shape[0], model.n_outputs, model.dtype)
     n_run = model._trained_layers(loss)
     per_layer, i = [], 0  # per layer run: (dW, db) or (dgamma, dbeta), or None
-    for layer in model.layers[:n_run]:
+    for layer in model._plan[:n_run]:
         count = len(layer.parameters())
         per_layer.append(None if count == 0 else
                          (directions[i], directions[i + 1] if count > 1 else None))
@@ -123,7 +123,7 @@ def jvp_parameters(model, X, y, directions, loss=None):
     _kernels.loss(kind, out, targets, labels, grad, scale)
     total = float(np.vdot(grad, tangent))
     i = 0
-    for layer in model.layers:  # the L2 penalty's share: its gradient 2 l2 W along dW
+    for layer in model._plan:  # the L2 penalty's share: its gradient 2 l2 W along dW
         if getattr(layer, "l2", 0):
             total += 2 * layer.l2 * float(np.vdot(params[i], directions[i]))
         i += len(layer.parameters())

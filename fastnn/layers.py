@@ -61,6 +61,11 @@ class Layer:
         """What _config adds for a frozen layer."""
         return {} if self.trainable else {"trainable": False}
 
+    def _plan_layers(self):
+        """The layer as the engine's plan lists it: itself (a residual block: its layers
+        between two markers, fastnn.residual)."""
+        return [self]
+
     def _spec(self, in_width):
         """The layer as the engine takes it (LayerSpec)."""
         return LayerSpec(_engine.LAYER_KINDS[self.kind], in_width, self.output_width(in_width),
@@ -490,6 +495,9 @@ def layer_from_config(config, initialise=True):
         layer = BatchNorm1d(**config)
     elif kind == "layernorm":
         layer = LayerNorm(**config)
+    elif kind == "residual":
+        from .residual import Residual
+        layer = Residual(*[layer_from_config(c, initialise) for c in config["layers"]])
     elif kind in ACTIVATIONS:
         layer = ACTIVATIONS[kind](**config)
     else:

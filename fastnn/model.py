@@ -107,7 +107,8 @@ class Sequential:
             if not isinstance(layer, Layer):
                 raise TypeError(f"layer {i} is a {type(layer).__name__}, not a fastnn layer "
                                 f"or an activation name")
-        dense = [layer for layer in layers if isinstance(layer, Dense)]
+        plan = [p for layer in layers for p in layer._plan_layers()]
+        dense = [layer for layer in plan if isinstance(layer, Dense)]
         if not dense:
             raise ValueError("a Sequential model needs at least one Dense layer")
         key = np.dtype(dtype).name if not isinstance(dtype, str) else dtype
@@ -115,6 +116,7 @@ class Sequential:
             raise ValueError(f"unknown dtype {dtype!r}; expected 'float32' or 'float64'")
         self.dtype = np.dtype(_DTYPES[key])
         self.layers = layers
+        self._plan = plan  # the engine's layers: residual blocks' inner layers and markers
         self.seed = seed
         self._rng = np.random.default_rng(seed)
         width = self.n_features = dense[0].in_features
@@ -124,8 +126,9 @@ class Sequential:
                 layer._build(width, self.dtype, self._rng if initialise else None)
             except ValueError as exc:
                 raise ValueError(f"layer {i}: {exc}") from None
-            specs.append(layer._spec(width))
-            width = layer.output_width(width)
+            for plan_layer in layer._plan_layers():
+                specs.append(plan_layer._spec(width))
+                width = plan_layer.output_width(width)
             if width > INT32_MAX:
                 raise ValueError(f"layer {i} is wider than BLAS supports ({width})")
         self.n_outputs = width
@@ -178,7 +181,7 @@ class Sequential:
     def trainable_parameters(self):
         """The parameters fit updates (those of layers not frozen), in parameters()'s
         order; the optimizer's state and gradients() follow this list."""
-        return [p for layer in self.layers if layer.trainable for p in layer.parameters()]
+        return [p for layer in self._plan if layer.trainable for p in layer.parameters()]
 
     def freeze(self, stop=None):
         """Freeze the layers with parameters before index `stop` (layer.trainable =
@@ -199,7 +202,7 @@ class Sequential:
         return self.freeze(0)
 
     def _trainable_flags(self):
-        return tuple(bool(layer.trainable) for layer in self.layers)
+        return tuple(bool(layer.trainable) for layer in self._plan)
 
     def _follow_trainable(self):
         """Rebuild the engine's plan when a layer was frozen or unfrozen since it was
@@ -207,7 +210,7 @@ class Sequential:
         if self._engine_trainable == self._trainable_flags():
             return
         specs, width = [], self.n_features
-        for layer in self.layers:
+        for layer in self._plan:
             specs.append(layer._spec(width))
             width = layer.output_width(width)
         self._engine = _engine.Engine(specs, self.dtype)
@@ -429,11 +432,11 @@ class Sequential:
             validation = self._validation_set(validation_data, loss, names)
         if group is None:
             batch_size = min(batch_size, X.shape[0])
-        elif any(layer.kind == "batchnorm" for layer in self.layers):
+        elif any(layer.kind == "batchnorm" for layer in self._plan):
             raise ValueError("BatchNorm1d is not supported in data-parallel training: its "
                              "batch statistics would be each process's, not the global "
                              "batch's")
-        if any(layer.kind == "batchnorm" for layer in self.layers) and (
+        if any(layer.kind == "batchnorm" for layer in self._plan) and (
                 batch_size == 1 or X.shape[0] % batch_size == 1):
             raise ValueError(f"BatchNorm1d needs batches of at least 2 rows; batch_size="
                              f"{batch_size} with {X.shape[0]} rows leaves a batch of 1")
@@ -595,7 +598,7 @@ class Sequential:
         self._rng.bit_generator.state = group.bcast(self._rng.bit_generator.state)
 
     def _has_dropout(self):
-        return any(layer.kind == "dropout" for layer in self.layers)
+        return any(layer.kind == "dropout" for layer in self._plan)
 
     @staticmethod
     def _print_epoch(epoch, epochs, logs):
@@ -742,7 +745,7 @@ class Sequential:
                 return out
         out = np.empty((X.shape[0], self.n_outputs), dtype=self.dtype)
         chunk = chunk_rows(X, batch_size)
-        n_run = len(self.layers)
+        n_run = len(self._plan)
         block = self._engine.predict_rows(chunk, n_run, threads)
 
         def on_team():
@@ -786,15 +789,18 @@ class Sequential:
         local = self._infer_buffers
         buffers = getattr(local, "buffers", None)
         if buffers is None or buffers[0] < chunk:
-            size = chunk * self._widest
+            size = chunk * self._widest  # (residual blocks: their inputs, per depth)
             buffers = local.buffers = (chunk, np.empty(size, self.dtype),
-                                       np.empty(size, self.dtype))
+                                       np.empty(size, self.dtype),
+                                       np.empty(max(1, size * self._engine.residual_depth),
+                                                self.dtype))
         me = threading.get_ident()
         with self._activity:
             while not self._engine.enter_reader(me):
                 self._activity.wait()
         try:
-            self._engine.infer(X, out, buffers[1], buffers[2], chunk, n_run, check_finite)
+            self._engine.infer(X, out, buffers[1], buffers[2], chunk, n_run, check_finite,
+                               buffers[3])
         finally:
             self._engine.leave_reader()  # a starting fit polls the count
 
@@ -878,11 +884,11 @@ class Sequential:
             X, y, loss, batch_size, sample_weight)
         chunk = chunk_rows(X, batch_size)
         if training:
-            if any(layer.kind == "batchnorm" for layer in self.layers[:n_run]):
+            if any(layer.kind == "batchnorm" for layer in self._plan[:n_run]):
                 if X.shape[0] < 2:
                     raise ValueError("BatchNorm1d in training mode needs at least 2 rows")
                 chunk = X.shape[0]  # the statistics are those of all of X
-            if any(layer.kind == "dropout" for layer in self.layers[:n_run]):
+            if any(layer.kind == "dropout" for layer in self._plan[:n_run]):
                 self._engine.seed_dropout(int(self._rng.integers(2**63)))
         with self._lock:
             self._follow_trainable()
@@ -988,11 +994,12 @@ class Sequential:
         return result
 
     def _trained_layers(self, loss):
-        """How many layers training runs: all but a final layer the loss fuses."""
-        n = len(self.layers)
+        """How many of the plan's layers training runs: all but a final layer the loss
+        fuses."""
+        n = len(self._plan)
         if loss.link is not None and type(self.layers[-1]) is loss.link:
             n -= 1
-        if not any(isinstance(layer, Dense) for layer in self.layers[:n]):
+        if not any(isinstance(layer, Dense) for layer in self._plan[:n]):
             raise ValueError("no Dense layer before the loss: nothing to train")
         return n
 

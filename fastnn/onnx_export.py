@@ -1,10 +1,11 @@
 """ONNX export: a Sequential model as a standard ONNX graph of what predict computes.
 
 Dense -> Gemm (transB=1, torch's weight layout), ReLU -> Relu, LeakyReLU -> PRelu,
-Sigmoid, Tanh, Softmax (axis 1), Identity; GELU, SiLU, ELU and Softplus as their formulas
-in standard operators (Erf, Tanh, Sigmoid, Exp, Where: the opset has no Gelu before 20,
-and Elu's alpha attribute is 32-bit; onnxruntime has no float64 Erf, so a float64
-model's exact GELU takes its erf in float32, about 1e-7 relative); BatchNorm1d ->
+Sigmoid, Tanh, Softmax (axis 1), Identity, a residual block as its layers and an Add;
+GELU, SiLU, ELU and Softplus as their formulas in standard operators (Erf, Tanh,
+Sigmoid, Exp, Where: the opset has no Gelu before 20, and Elu's alpha attribute is
+32-bit; onnxruntime has no float64 Erf, so a float64 model's exact GELU takes its erf in
+float32, about 1e-7 relative); BatchNorm1d ->
 BatchNormalization with the running statistics (inference mode; affine=False exports
 scale 1 and bias 0; in float64 Sub, Mul and Add, because BatchNormalization's epsilon
 attribute is 32-bit); Dropout is the identity at inference and is omitted. The graph's
@@ -55,9 +56,16 @@ def export_onnx(model, path, opset=OPSET, network_only=False):
     graph_inputs = [helper.make_tensor_value_info("input", elem, ["batch", model.n_features])]
     if preprocessing is not None:
         graph_inputs = _preprocessing_nodes(preprocessing, elem, model.dtype, nodes, weights)
-    for i, layer in enumerate(model.layers):
+    block_inputs = []  # the open residual blocks' inputs
+    for i, layer in enumerate(model._plan):
         out = f"layer{i}_{layer.kind}"
-        if layer.kind == "dense":
+        if layer.kind == "residual_begin":
+            block_inputs.append(current)
+            continue
+        if layer.kind == "residual_end":  # the block's output plus its input
+            nodes.append(helper.make_node("Add", [current, block_inputs.pop()], [out],
+                                          name=out))
+        elif layer.kind == "dense":
             inputs = [current, constant(f"layer{i}_weight", layer.weight)]
             if layer.bias is not None:
                 inputs.append(constant(f"layer{i}_bias", layer.bias))

@@ -39,6 +39,7 @@ def save(model, path, include_optimizer=True):
 MAX_CONFIG_BYTES = 1 << 20     # the JSON document
 MAX_NPY_HEADER = 4096          # an array's header (save() writes about 128 bytes)
 MAX_LAYERS = 100_000
+MAX_NESTING = 32               # residual blocks within residual blocks
 MAX_DIMENSION = 2**31 - 1      # BLAS counts in 32-bit ints
 MAX_STEPS = 2**62              # the engine counts steps in int64: room to train on
 _MEMBER = re.compile(r"(config|param_\d+|buffer_\d+|opt_\d+_\d+)\.npy")
@@ -51,7 +52,8 @@ _LAYER_KEYS = {"dense": {"in_features", "out_features", "bias", "init", "l2", "t
                "batchnorm": {"num_features", "eps", "momentum", "affine", "trainable"},
                "leaky_relu": {"negative_slope"}, "gelu": {"approximate"}, "elu": {"alpha"},
                "softplus": {"beta", "threshold"},
-               "layernorm": {"num_features", "eps", "elementwise_affine", "bias", "trainable"}}
+               "layernorm": {"num_features", "eps", "elementwise_affine", "bias", "trainable"},
+               "residual": {"layers"}}
 _NPY_DTYPES = {"<f4": np.float32, "<f8": np.float64, "|u1": np.uint8}
 
 
@@ -259,9 +261,42 @@ def _plan(config, path):
     described = config["layers"]
     if not isinstance(described, list) or not 1 <= len(described) <= MAX_LAYERS:
         raise bad("layers must be a list of 1 to 100000 layers")
-    params, buffers, width = [], [], None
-    trained = []  # per parameter: whether the optimizer holds state for it (not frozen)
+    found = {"params": [], "buffers": [], "trained": [], "count": 0, "first_in": None}
+    width = _layer_arrays(described, None, found, bad)
+    params, buffers, trained = found["params"], found["buffers"], found["trained"]
+    if width is None:
+        raise bad("no Dense layer")
+    expected = {f"param_{i}.npy": (shape, dtype) for i, shape in enumerate(params)}
+    expected.update({f"buffer_{i}.npy": (shape, dtype) for i, shape in enumerate(buffers)})
+    optimizer = None
+    if "optimizer" in config:
+        optimizer = _optimizer(config["optimizer"], bad)
+        for i, shape in enumerate(s for s, t in zip(params, trained) if t):
+            expected.update({f"opt_{i}_{j}.npy": (shape, dtype)
+                             for j in range(optimizer.n_state)})
+    return expected, optimizer
+
+
+def _layer_arrays(described, width, found, bad, where="", depth=0):
+    """Check a list of layer configs (a residual block's, recursively) reading inputs of
+    `width` (None: the first Dense says); add their parameters' and buffers' shapes, and
+    whether each parameter trains, to `found`; return the output width."""
+    if depth > MAX_NESTING:
+        raise bad(f"residual blocks nested deeper than {MAX_NESTING}")
     for i, layer in enumerate(described):
+        found["count"] += 1
+        if found["count"] > MAX_LAYERS:
+            raise bad(f"more than {MAX_LAYERS} layers")
+        i = f"{where}{i}"
+        if isinstance(layer, dict) and layer.get("kind") == "residual":
+            inner = layer.get("layers")
+            if set(layer) != {"kind", "layers"} or not isinstance(inner, list) or not inner:
+                raise bad(f"layer {i}: a residual block needs a list of layers")
+            out = _layer_arrays(inner, width, found, bad, f"{i}.", depth + 1)
+            if out != (width if width is not None else found["first_in"]):
+                raise bad(f"layer {i}: a residual block that does not keep the width")
+            width = out
+            continue
         if not isinstance(layer, dict) or not isinstance(layer.get("kind"), str) or \
                 layer["kind"] not in set(_LAYER_KEYS) | set(layers_module.ACTIVATIONS):
             raise bad(f"layer {i}: {str(layer)[:100]}")
@@ -276,6 +311,7 @@ def _plan(config, path):
             raise bad(f"layer {i}: approximate = {str(layer['approximate'])[:100]}")
         if not isinstance(layer.get("trainable", True), bool):
             raise bad(f"layer {i}: trainable = {str(layer['trainable'])[:100]}")
+        params, buffers = found["params"], found["buffers"]
         before = len(params)
         if layer["kind"] == "dense":
             n_in, n_out = layer.get("in_features"), layer.get("out_features")
@@ -284,6 +320,8 @@ def _plan(config, path):
                 raise bad(f"layer {i}: Dense({n_in}, {n_out})")
             if width is not None and n_in != width:
                 raise bad(f"layer {i}: Dense({n_in}, {n_out}) after a layer of width {width}")
+            if found["first_in"] is None:
+                found["first_in"] = n_in
             params.append((n_out, n_in))
             if layer.get("bias", True):
                 params.append((n_out,))
@@ -292,6 +330,8 @@ def _plan(config, path):
             n = layer.get("num_features")
             if type(n) is not int or not 1 <= n <= MAX_DIMENSION or (width or n) != n:
                 raise bad(f"layer {i}: BatchNorm1d({n}) after a layer of width {width}")
+            if found["first_in"] is None:
+                found["first_in"] = n
             if layer.get("affine", True):
                 params += [(n,), (n,)]
             buffers += [(n,), (n,)]
@@ -300,21 +340,13 @@ def _plan(config, path):
             n = layer.get("num_features")
             if type(n) is not int or not 1 <= n <= MAX_DIMENSION or (width or n) != n:
                 raise bad(f"layer {i}: LayerNorm({n}) after a layer of width {width}")
+            if found["first_in"] is None:
+                found["first_in"] = n
             if layer.get("elementwise_affine", True):
                 params += [(n,)] + ([(n,)] if layer.get("bias", True) else [])
             width = n
-        trained += [layer.get("trainable", True)] * (len(params) - before)
-    if width is None:
-        raise bad("no Dense layer")
-    expected = {f"param_{i}.npy": (shape, dtype) for i, shape in enumerate(params)}
-    expected.update({f"buffer_{i}.npy": (shape, dtype) for i, shape in enumerate(buffers)})
-    optimizer = None
-    if "optimizer" in config:
-        optimizer = _optimizer(config["optimizer"], bad)
-        for i, shape in enumerate(s for s, t in zip(params, trained) if t):
-            expected.update({f"opt_{i}_{j}.npy": (shape, dtype)
-                             for j in range(optimizer.n_state)})
-    return expected, optimizer
+        found["trained"] += [layer.get("trainable", True)] * (len(params) - before)
+    return width
 
 
 def _optimizer(saved, bad):

@@ -97,9 +97,10 @@ def one_cycle():
 
 
 def toolkit():
-    """Layer norm, GELU, NAdam and a frozen first layer."""
+    """Layer norm, GELU, a residual block, NAdam and a frozen first layer."""
     def make(seed):
         m = fnn.Sequential([layers.Dense(D, 16), layers.LayerNorm(16), layers.GELU(),
+                            fnn.Residual(layers.Dense(16, 16), layers.SiLU()),
                             layers.Dense(16, 8), layers.SiLU(), layers.Dense(8, C)],
                            dtype="float64", seed=seed)
         return m.freeze(2)

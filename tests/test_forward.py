@@ -43,11 +43,14 @@ CASES = [(h, None, True, True) for h in HIDDEN] + [
     ("sigmoid", None, False, True)]
 
 
-def torch_modules(model, torch):
-    """The model's layers as torch modules (float64), holding copies of its parameters
-    and statistics."""
+def torch_modules(model, torch, layers=None):
+    """The model's layers (or `layers`) as torch modules (float64), holding copies of
+    their parameters and statistics; a residual block as a module adding its input."""
     modules = []
-    for layer in model.layers:
+    for layer in model.layers if layers is None else layers:
+        if layer.kind == "residual":
+            modules.append(TorchResidual(torch, torch_modules(model, torch, layer.layers)))
+            continue
         if layer.kind == "dense":
             linear = torch.nn.Linear(layer.in_features, layer.out_features).double()
             with torch.no_grad():
@@ -83,6 +86,17 @@ def torch_modules(model, torch):
             modules.append(plain[layer.kind]() if layer.kind in plain
                            else settled[layer.kind](layer))
     return modules
+
+
+def TorchResidual(torch, modules):
+    class Residual(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.block = torch.nn.Sequential(*modules)
+
+        def forward(self, x):
+            return x + self.block(x)
+    return Residual()
 
 
 def torch_net(model):
@@ -197,3 +211,17 @@ def test_bad_input_is_named_and_changes_nothing(rng):
         model.jacobian(X, mode="sideways")
     for p, q in zip(model.parameters(), before):
         np.testing.assert_array_equal(p, q)
+
+
+def check_modes(model, X, rng):
+    """jvp against central differences of predict; vjp, jvp and jacobian against each
+    other (a new kind's forward and reverse mode, without torch)."""
+    V, U = rng.normal(size=X.shape), rng.normal(size=(X.shape[0], model.n_outputs))
+    _, JV = model.jvp(X, V)
+    eps = 1e-6
+    np.testing.assert_allclose(JV, (model.predict(X + eps * V) - model.predict(X - eps * V))
+                               / (2 * eps), rtol=1e-6, atol=1e-8)
+    _, UJ = model.vjp(X, U)
+    J = model.jacobian(X)
+    np.testing.assert_allclose(UJ, np.einsum("io,iod->id", U, J), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(JV, np.einsum("iod,id->io", J, V), rtol=1e-12, atol=1e-14)

@@ -3,7 +3,7 @@ jvp/vjp, and the normalization itself."""
 import numpy as np
 import pytest
 from conftest import train_both
-from test_forward import torch_modules
+from test_forward import check_modes, torch_modules
 from test_gradients import check
 
 import fastnn as fnn
@@ -50,15 +50,7 @@ def test_layer_norm_gradients_and_tangents(rng, blocks):
     with fnn.threads(blocks):
         check(model, X, y, "cross_entropy")
         assert model.engine.last_threads == blocks
-    V, U = rng.normal(size=X.shape), rng.normal(size=(7, 3))
-    _, JV = model.jvp(X, V)
-    eps = 1e-6
-    np.testing.assert_allclose(JV, (model.predict(X + eps * V) - model.predict(X - eps * V))
-                               / (2 * eps), rtol=1e-7, atol=1e-8)
-    _, UJ = model.vjp(X, U)
-    J = model.jacobian(X)
-    np.testing.assert_allclose(UJ, np.einsum("io,iod->id", U, J), rtol=1e-12, atol=1e-14)
-    np.testing.assert_allclose(JV, np.einsum("iod,id->io", J, V), rtol=1e-12, atol=1e-14)
+    check_modes(model, X, rng)
 
 
 def test_layer_norm_normalizes_each_row(rng):

@@ -16,6 +16,8 @@ ALL_KINDS = [
     lambda: [fnn.Dense(5, 6), fnn.BatchNorm1d(6, eps=0.1, affine=False), fnn.ReLU(),
              fnn.Dense(6, 2)],
     lambda: [fnn.Dense(5, 1), fnn.Sigmoid()],
+    lambda: [fnn.Dense(5, 6), fnn.Residual(fnn.Residual(fnn.Dense(6, 6), fnn.Tanh()),
+                                           fnn.BatchNorm1d(6)), fnn.Dense(6, 2)],
     lambda: [fnn.Dense(5, 6), fnn.LayerNorm(6), fnn.ReLU(), fnn.Dense(6, 4),
              fnn.LayerNorm(4, elementwise_affine=False), fnn.Dense(4, 2)],
     lambda: [fnn.Dense(5, 6), fnn.GELU("tanh"), fnn.Dense(6, 6), fnn.SiLU(), fnn.Dense(6, 6),

@@ -100,6 +100,8 @@ cdef class Engine:
                                                   for k in range(below, above))
         self.widest = max([self.net.layers[0].n_in if n else 0]
                           + [self.net.layers[l].n_out for l in range(n)])
+        self.net.widest = self.widest
+        self.net.res_depth = residual_depth(kinds, specs)
         self.net.n_params = len(params)
         self.net.params = <ParamPlan*> calloc(max(len(params), 1), sizeof(ParamPlan))
         if self.net.params == NULL:
@@ -128,6 +130,11 @@ cdef class Engine:
     def __dealloc__(self):
         free(self.net.layers)
         free(self.net.params)
+
+    @property
+    def residual_depth(self):
+        """How deep residual blocks nest (0: none): a predict's saved buffers."""
+        return self.net.res_depth
 
     @property
     def capacity(self):
@@ -539,10 +546,12 @@ cdef class Engine:
             kept = []
             job.out = new_array_data((n_rows, self.net.layers[n_layers - 1].n_out),
                                      self.dtype, kept)
-            job.buf_a = fastnn_thread_scratch(2 * n_rows * widest * itemsize)
+            job.buf_a = fastnn_thread_scratch((2 + self.net.res_depth) * n_rows * widest
+                                              * itemsize)
             if job.buf_a == NULL:
                 raise MemoryError()
             job.buf_b = (<char*> job.buf_a) + n_rows * widest * itemsize
+            job.saved = (<char*> job.buf_b) + n_rows * widest * itemsize
             job.net, job.x, job.n = &self.net, view.buf, n_rows
             flops = forward_flops(&self.net, n_rows, n_layers)
             shared = small_in_flight > 0 or (small_last_thread != me and
@@ -597,10 +606,11 @@ cdef class Engine:
         self._trainer = thread
 
     def infer(self, X, out, buf_a, buf_b, Py_ssize_t chunk, int n_run=-1,
-              bint check_finite=False):
+              bint check_finite=False, saved=None):
         """Run layers [0, n_run) (all: -1) into `out` on the calling thread, without the
         team: chunk rows at a time through the caller's two buffers (chunk x the widest
-        layer, this dtype). Nothing shared is written, so several Python threads may call
+        layer, this dtype) and, for residual blocks, `saved` (residual_depth x chunk x the
+        widest layer). Nothing shared is written, so several Python threads may call
         it at once with their own buffers; the GIL is released. X: C-contiguous, this
         dtype, checked by the caller (its finiteness here, with check_finite: NonFiniteRow
         names the first row with NaN or inf)."""
@@ -614,12 +624,15 @@ cdef class Engine:
                     n_run - 1].n_out) or out.dtype != self.dtype \
                 or not out.flags.c_contiguous or buf_a.size < chunk * widest \
                 or buf_b.size < chunk * widest or buf_a.dtype != self.dtype \
-                or buf_b.dtype != self.dtype or chunk < 1:
+                or buf_b.dtype != self.dtype or chunk < 1 or (self.net.res_depth > 0 and (
+                    saved is None or saved.dtype != self.dtype
+                    or saved.size < self.net.res_depth * chunk * widest)):
             raise TypeError("infer: arrays of the wrong shape, dtype or layout")
         cdef void* px = data_ptr(X)
         cdef void* po = data_ptr(out)
         cdef void* pa = data_ptr(buf_a)
         cdef void* pb = data_ptr(buf_b)
+        cdef void* psaved = data_ptr(saved) if self.net.res_depth > 0 else NULL
         cdef Py_ssize_t n_rows = X.shape[0]
         cdef bint f64 = self.dtype == np.float64
         cdef Py_ssize_t bad
@@ -628,10 +641,10 @@ cdef class Engine:
             fastnn_blas_pin()  # one-thread products, as the team's: the same bits
             if f64:
                 bad = infer_rows(&self.net, n_run, <double*> px, <double*> po, n_rows, chunk,
-                                 <double*> pa, <double*> pb, check_finite)
+                                 <double*> pa, <double*> pb, <double*> psaved, check_finite)
             else:
                 bad = infer_rows(&self.net, n_run, <float*> px, <float*> po, n_rows, chunk,
-                                 <float*> pa, <float*> pb, check_finite)
+                                 <float*> pa, <float*> pb, <float*> psaved, check_finite)
             fastnn_blas_unpin()
         if bad >= 0:
             raise NonFiniteRow(bad)
@@ -698,3 +711,22 @@ cdef class Engine:
                                     or weights.shape[0] != X.shape[0]):
             raise TypeError("weights must be a C-contiguous array of the engine dtype, one "
                             "per row of X")
+
+
+def residual_depth(list kinds, list specs):
+    """The deepest nesting of residual blocks in a plan, after checking that each BEGIN's
+    link reaches its END and back, around a block that keeps the width."""
+    depth = deepest = 0
+    for l, kind in enumerate(kinds):
+        if kind != RESIDUAL_BEGIN and kind != RESIDUAL_END:
+            continue
+        link = specs[l][7]["link"]
+        partner = l + link
+        if not 0 <= partner < len(kinds) or kinds[partner] != (
+                RESIDUAL_END if kind == RESIDUAL_BEGIN else RESIDUAL_BEGIN) \
+                or specs[partner][7]["link"] != -link or (link > 0) != (kind == RESIDUAL_BEGIN) \
+                or specs[l][1] != specs[l][2] or specs[l][1] != specs[partner][1]:
+            raise ValueError(f"layer {l}: a residual block's ends do not match")
+        depth += 1 if kind == RESIDUAL_BEGIN else -1
+        deepest = max(deepest, depth)
+    return deepest

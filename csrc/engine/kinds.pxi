@@ -7,6 +7,7 @@
 #   Dense                                dense.pxi
 #   BatchNorm1d                          batchnorm.pxi
 #   LayerNorm                            layernorm.pxi
+#   a residual block's BEGIN and END     residual.pxi (predicts: forward_split, small.pxi)
 #   Softmax (an activation on rows)      elementwise.pxi
 #   ReLU, LeakyReLU, Sigmoid, Tanh,
 #   Dropout, Identity                    elementwise.pxi
@@ -22,6 +23,8 @@ cdef inline void layer_forward(LayerPlan* L, Pass* s, const floating* inp,
         batchnorm_forward_pass(L, s, inp, out)
     elif L.kind == LAYERNORM:
         layernorm_forward_pass(L, s, inp, out)
+    elif L.kind == RESIDUAL_BEGIN or L.kind == RESIDUAL_END:
+        residual_forward_pass(L, s, inp, out)
     elif L.kind == SOFTMAX:
         softmax_forward_pass(L, s, inp, out)
     else:
@@ -39,6 +42,8 @@ cdef inline void layer_backward(LayerPlan* L, Pass* s, const floating* inp,
         batchnorm_backward_pass(L, s, inp, g, grad_in)
     elif L.kind == LAYERNORM:
         layernorm_backward_pass(L, s, inp, g, grad_in)
+    elif L.kind == RESIDUAL_BEGIN or L.kind == RESIDUAL_END:
+        residual_backward_pass(L, s, inp, g, grad_in)
     elif L.kind == SOFTMAX:
         softmax_backward_pass(L, s, inp, g, grad_in)
     else:
@@ -77,6 +82,8 @@ cdef inline void layer_tangent(LayerPlan* L, const floating* val_in, floating* v
         batchnorm_tangent(L, val_in, val_out, tan_in, tan_out, scratch, n, k)
     elif L.kind == LAYERNORM:
         layernorm_tangent(L, val_in, val_out, tan_in, tan_out, n, k)
+    elif L.kind == RESIDUAL_BEGIN or L.kind == RESIDUAL_END:
+        residual_tangent(L, val_in, val_out, tan_in, tan_out, n, k)
     else:
         elementwise_tangent(L, val_in, val_out, tan_in, tan_out, n, k)
 
@@ -93,5 +100,7 @@ cdef inline void layer_cotangent(LayerPlan* L, const floating* val_in,
         batchnorm_cotangent(L, val_in, cot_in, cot_out, scratch, n, k)
     elif L.kind == LAYERNORM:
         layernorm_cotangent(L, val_in, cot_in, cot_out, n, k)
+    elif L.kind == RESIDUAL_BEGIN or L.kind == RESIDUAL_END:
+        residual_cotangent(L, cot_in, cot_out, n, k)
     else:
         elementwise_cotangent(L, val_in, val_out, cot_in, cot_out, n, k)

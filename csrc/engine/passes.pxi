@@ -12,6 +12,7 @@ cdef int forward(Net* net, Counters* c, const floating* x, Py_ssize_t n, int n_r
     cdef Pass s = pass_of(net, c, p, n, training)
     cdef const floating* inp = x
     cdef floating* out
+    s.row0 = row0
     cdef LayerPlan* L
     cdef int l
     s.f64 = floating is double

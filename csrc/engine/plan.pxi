@@ -6,7 +6,8 @@
 LAYER_KINDS = {"dense": DENSE, "identity": IDENTITY, "relu": RELU, "leaky_relu": LEAKY_RELU,
                "sigmoid": SIGMOID, "tanh": TANH, "softmax": SOFTMAX, "dropout": DROPOUT,
                "batchnorm": BATCHNORM, "gelu": GELU, "gelu_tanh": GELU_TANH, "silu": SILU,
-               "elu": ELU, "softplus": SOFTPLUS, "layernorm": LAYERNORM}
+               "elu": ELU, "softplus": SOFTPLUS, "layernorm": LAYERNORM,
+               "residual_begin": RESIDUAL_BEGIN, "residual_end": RESIDUAL_END}
 LOSS_KINDS = {"cross_entropy_labels": CROSS_ENTROPY_LABELS,
               "cross_entropy_probs": CROSS_ENTROPY_PROBS,
               "binary_cross_entropy": BINARY_CROSS_ENTROPY, "mse": MSE, "l1": L1,
@@ -70,6 +71,11 @@ cdef struct LayerPlan:
     # its gamma and beta gradients are dgamma and dbeta, its block sums in bn_part
     void* row_mean
     void* row_invstd
+    # a residual block's BEGIN or END: the offset to the other; forward and reverse mode's
+    # buffers that outlive the block (BEGIN: its values and tangents; END: its cotangents)
+    int link
+    void* res_val
+    void* res_tan
     # forward mode in parameters (tangent.pxi): a direction for the weight and the bias
     void* dweight
     void* dbias
@@ -113,6 +119,8 @@ cdef struct ParamPlan:
 cdef struct Net:
     bint f64            # the parameters and buffers are double (else float)
     int n_layers
+    int res_depth       # residual blocks nested at most this deep (0: none)
+    Py_ssize_t widest   # the widest layer input or output
     LayerPlan* layers
     int n_params
     ParamPlan* params
@@ -197,6 +205,7 @@ cdef struct Pass:
     const Part* p
     bint f64
     Py_ssize_t n            # the batch's rows
+    Py_ssize_t row0         # where they start in the layers' buffers (a team predict)
     bint training           # dropout draws masks, batch norm takes the batch's statistics
     int layout              # how the threads wrote the buffer the next layer reads
     int grid                # the rows of the grid of the Dense pass that wrote it
@@ -227,6 +236,8 @@ cdef int read_spec(LayerPlan* L, spec) except -1:
         L.threshold = extra["threshold"]
     if kind == LAYERNORM:
         L.eps = extra["eps"]
+    if kind == RESIDUAL_BEGIN or kind == RESIDUAL_END:
+        L.link = extra["link"]
     if kind == BATCHNORM:
         L.eps, L.momentum = extra["eps"], extra["momentum"]
         L.running_mean = data_ptr(extra["running_mean"])

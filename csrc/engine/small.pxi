@@ -35,8 +35,8 @@ class NonFiniteRow(ValueError):
 
 
 cdef void forward_split(Net* net, int n_run, const floating* x, floating* out,
-                        Py_ssize_t n, floating* buf_a, floating* buf_b, int tid,
-                        int nt, int nv, bint row_gemv) noexcept nogil:
+                        Py_ssize_t n, floating* buf_a, floating* buf_b, floating* saved,
+                        int tid, int nt, int nv, bint row_gemv) noexcept nogil:
     """Thread tid's part of a predict of n rows through the caller's two (n x widest)
     buffers, planned as nv blocks of each layer's units (as forward() splits a step) and
     run on nt threads: thread tid takes blocks tid, tid + nt, ... So the result depends
@@ -45,20 +45,34 @@ cdef void forward_split(Net* net, int n_run, const floating* x, floating* out,
     forward() makes, so infer's rows equal the team's. A barrier comes before each Dense
     layer (and Softmax) reads a whole row. A Dense layer writes the buffer it does not
     read; elementwise layers work in place, so no thread writes a buffer another may
-    still be reading. Each kind's part is its predict (kinds.pxi)."""
-    cdef int l, layout = WHOLE
+    still be reading. Each kind's part is its predict (kinds.pxi), but a residual block's:
+    its BEGIN copies its input into `saved` (n x widest per nesting level: a block's
+    input outlives the block's layers, which reuse the two buffers) and its END adds that
+    copy to the block's output."""
+    cdef int l, layout = WHOLE, depth = 0
     cdef LayerPlan* L
     cdef const floating* inp = x
     cdef floating* dst
     for l in range(n_run):
         L = &net.layers[l]
+        if L.kind == RESIDUAL_BEGIN:
+            residual_split_entries(inp, <floating*> NULL, saved + depth * n * net.widest,
+                                   n, L.n_out, tid, nt, &layout)
+            depth += 1
+            continue
+        if L.kind == RESIDUAL_END:
+            depth -= 1
         if l == n_run - 1:
             dst = out
         elif not layer_in_place(L) or inp == x:
             dst = buf_b if inp == buf_a else buf_a
         else:
             dst = <floating*> inp
-        layer_predict(L, inp, dst, n, tid, nt, nv, row_gemv, &layout)
+        if L.kind == RESIDUAL_END:
+            residual_split_entries(inp, saved + depth * n * net.widest, dst, n, L.n_out, tid,
+                                   nt, &layout)
+        else:
+            layer_predict(L, inp, dst, n, tid, nt, nv, row_gemv, &layout)
         inp = dst
 
 
@@ -68,6 +82,7 @@ cdef struct SmallPredict:
     void* out
     void* buf_a
     void* buf_b
+    void* saved         # residual blocks' inputs (forward_split)
     Py_ssize_t n
     int plan            # the blocks of units each Dense layer is cut into
     bint f64
@@ -77,17 +92,21 @@ cdef void small_predict_job(void* ctx, int tid, int nt) noexcept nogil:
     cdef SmallPredict* p = <SmallPredict*> ctx
     if p.f64:
         forward_split(p.net, p.net.n_layers, <const double*> p.x, <double*> p.out, p.n,
-                      <double*> p.buf_a, <double*> p.buf_b, tid, nt, p.plan, True)
+                      <double*> p.buf_a, <double*> p.buf_b, <double*> p.saved, tid, nt,
+                      p.plan, True)
     else:
         forward_split(p.net, p.net.n_layers, <const float*> p.x, <float*> p.out, p.n,
-                      <float*> p.buf_a, <float*> p.buf_b, tid, nt, p.plan, True)
+                      <float*> p.buf_a, <float*> p.buf_b, <float*> p.saved, tid, nt,
+                      p.plan, True)
 
 
 cdef Py_ssize_t infer_rows(Net* net, int n_run, const floating* X, floating* out,
                            Py_ssize_t n_rows, Py_ssize_t chunk, floating* buf_a,
-                           floating* buf_b, bint check_finite) noexcept nogil:
+                           floating* buf_b, floating* saved,
+                           bint check_finite) noexcept nogil:
     """Layers [0, n_run) on the calling thread, chunk rows at a time, through the caller's
-    two (chunk x widest) buffers (nothing of the Net's but its parameters is touched).
+    two (chunk x widest) buffers and its residual blocks' saved inputs (res_depth x chunk
+    x widest) (nothing of the Net's but its parameters is touched).
     With check_finite, each chunk's rows are checked first (while they come into the
     cache to be read): returns the first row holding NaN or inf, or -1."""
     cdef Py_ssize_t start = 0, n, bad, n_in = net.layers[0].n_in
@@ -99,7 +118,7 @@ cdef Py_ssize_t infer_rows(Net* net, int n_run, const floating* X, floating* out
             if bad >= 0:
                 return start + bad
         forward_split(net, n_run, X + start * n_in, out + start * width_out, n, buf_a, buf_b,
-                      0, 1, 1, False)
+                      saved, 0, 1, 1, False)
         start += n
     return -1
 

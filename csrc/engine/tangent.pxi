@@ -47,6 +47,11 @@ cdef void forward_chunks(LayerPlan* plans, int n_layers, const floating* X,
         tin = (V + start * k * d) if V != NULL else NULL
         flip = 0
         for l in range(n_layers):
+            if plans[l].kind == RESIDUAL_BEGIN:  # buffers of its own, kept for its END
+                vout, tout = <floating*> plans[l].res_val, <floating*> plans[l].res_tan
+                layer_tangent(&plans[l], vin, vout, tin, tout, scratch, n, k)
+                vin, tin = vout, tout
+                continue
             vout = out + start * m_out if l == n_layers - 1 else vals + flip * chunk * width
             tout = JV + start * k * m_out if l == n_layers - 1 \
                 else tans + flip * chunk * k * width
@@ -85,6 +90,25 @@ cdef void reverse_chunks(LayerPlan* plans, int n_layers, const floating* X,
         start += n
 
 
+cdef list residual_buffers(LayerPlan* plans, list specs, Py_ssize_t chunk, Py_ssize_t k,
+                           dtype, bint forward):
+    """Residual blocks' buffers that outlive their blocks: forward mode, each BEGIN's
+    values and tangents (chunk x width, chunk k x width); reverse mode, each END's copy of
+    its cotangents (chunk k x width). Returns the arrays (the caller keeps them)."""
+    kept = []
+    for l, spec in enumerate(specs):
+        if forward and spec[0] == RESIDUAL_BEGIN:
+            values = np.empty(chunk * spec[2], dtype=dtype)
+            tangents = np.empty(max(1, chunk * k * spec[2]), dtype=dtype)
+            plans[l].res_val, plans[l].res_tan = data_ptr(values), data_ptr(tangents)
+            kept += [values, tangents]
+        elif not forward and spec[0] == RESIDUAL_END:
+            tangents = np.empty(max(1, chunk * k * spec[2]), dtype=dtype)
+            plans[l].res_tan = data_ptr(tangents)
+            kept.append(tangents)
+    return kept
+
+
 def _width(list specs):
     return max([specs[0][1]] + [s[2] for s in specs])
 
@@ -103,6 +127,7 @@ def forward_mode(list specs, X, V, Py_ssize_t k, Py_ssize_t chunk, list directio
     vals = np.empty(2 * chunk * width, dtype=dtype)
     tans = np.empty(2 * chunk * k * width, dtype=dtype)
     scratch = np.empty(3 * width, dtype=dtype)
+    kept = residual_buffers(plans, specs, chunk, k, dtype, True)
     cdef void* px = data_ptr(X)
     cdef void* pv = data_ptr(V)
     cdef void* po = data_ptr(out)
@@ -139,12 +164,15 @@ def reverse_mode(list specs, X, U, Py_ssize_t k, Py_ssize_t chunk):
     layer_arrays = [np.empty(chunk * s[2], dtype=dtype) for s in specs]
     cots = np.empty(2 * chunk * k * width, dtype=dtype)
     scratch = np.empty(3 * width, dtype=dtype)
+    kept = residual_buffers(plans, specs, chunk, k, dtype, False)
     cdef void** layer_vals = <void**> calloc(nl, sizeof(void*))
     if layer_vals == NULL:
         free(plans)
         raise MemoryError()
     for l in range(nl):
         layer_vals[l] = data_ptr(layer_arrays[l])
+        if plans[l].kind == RESIDUAL_BEGIN:  # its END reads the block's input there
+            plans[l].res_val = layer_vals[l]
     cdef void* px = data_ptr(X)
     cdef void* pu = data_ptr(U)
     cdef void* po = data_ptr(out)
