@@ -125,9 +125,15 @@ def _names(text):
 def build_model(n_features, n_outputs, args):
     """Dense layers of --hidden widths (--init), each hidden one followed by batch norm
     (with --batch-norm) or layer norm (--layer-norm), the activation, and dropout (with
-    --dropout)."""
+    --dropout); or, --arch resnet, fastnn.models.tabular_resnet of --hidden's first width
+    and one block per width (--dropout inside each block)."""
     import fastnn as fnn
     hidden = args.hidden
+    if args.arch == "resnet":
+        from .models import tabular_resnet
+        return tabular_resnet(n_features, n_outputs, n_blocks=len(hidden), d_main=hidden[0],
+                              dropout_first=args.dropout, init=args.init, dtype=args.dtype,
+                              seed=args.seed)
     layers, width = [], n_features
     for h in hidden:
         layers.append(fnn.Dense(width, h, init=args.init))
@@ -264,6 +270,9 @@ def train(args):
         if args.patience else None
     n_val = int(n_rows - int(n_rows * (1 - fraction))) if fraction else 0
     batch_size = args.batch_size or min(BATCH_ROWS, n_rows - n_val)
+    if args.batch_size is None and any(layer.kind == "batchnorm" for layer in model._plan):
+        while (n_rows - n_val) % batch_size == 1 and batch_size > 2:  # no batch of 1 row
+            batch_size -= 1
     if why not in ("--task", "--data"):
         other = "regression" if task == "classification" else "classification"
         say(f"task: {task}, as {why} (--task {other} to change it)")
@@ -551,6 +560,10 @@ def _parser():
     _csv_options(t)
     t.add_argument("--task", choices=["auto", "classification", "regression"],
                    default="auto", help="auto: follow the target's values")
+    t.add_argument("--arch", choices=["mlp", "resnet"], default="mlp",
+                   help="mlp: Dense layers of the hidden widths; resnet: the tabular "
+                        "ResNet (fastnn.models) as wide as the first hidden width, a "
+                        "residual block per hidden width")
     t.add_argument("--hidden", type=_widths, default="256,128",
                    help="hidden layer widths, comma-separated")
     t.add_argument("--activation", choices=ACTIVATIONS, default="relu",

@@ -1,0 +1,52 @@
+"""Reference architectures for tables (Gorishniy et al., "Revisiting Deep Learning Models
+for Tabular Data", 2021; the `rtdl` packages), as Sequential models:
+
+    MLP:    (Dense -> ReLU -> Dropout) x n_blocks -> Dense
+    ResNet: Dense -> Residual(BatchNorm1d -> Dense -> ReLU -> Dropout -> Dense -> Dropout)
+            x n_blocks -> BatchNorm1d -> ReLU -> Dense
+
+The paper tunes the sizes per dataset; the defaults here are a middle of its search
+spaces (the ResNet's: width 256, hidden factor 2, 4 blocks), trained in the paper with
+AdamW. Categorical columns reach these models one-hot encoded (the command line's
+TablePreprocessor).
+"""
+from .layers import BatchNorm1d, Dense, Dropout, ReLU
+from .model import Sequential
+from .residual import Residual
+
+__all__ = ["tabular_mlp", "tabular_resnet"]
+
+
+def _dropout(p):
+    return [Dropout(p)] if p else []
+
+
+def tabular_mlp(n_features, n_outputs, n_blocks=3, d_block=256, dropout=0.1, init="he",
+                dtype="float32", seed=None, loss=None):
+    """The MLP baseline: n_blocks of Dense(d_block) -> ReLU -> Dropout(dropout), then a
+    Dense output layer (every Dense initialised by `init`)."""
+    layers, width = [], n_features
+    for _ in range(n_blocks):
+        layers += [Dense(width, d_block, init=init), ReLU()] + _dropout(dropout)
+        width = d_block
+    return Sequential(layers + [Dense(width, n_outputs, init=init)], dtype=dtype, seed=seed,
+                      loss=loss)
+
+
+def tabular_resnet(n_features, n_outputs, n_blocks=4, d_main=256, d_hidden_factor=2.0,
+                   dropout_first=0.1, dropout_second=0.0, init="he", dtype="float32",
+                   seed=None, loss=None):
+    """The ResNet baseline: Dense(n_features, d_main), n_blocks residual blocks
+    x + Dropout(Dense(Dropout(ReLU(Dense(BatchNorm1d(x)))))) with hidden width
+    d_main * d_hidden_factor, then BatchNorm1d -> ReLU -> Dense(n_outputs) (every Dense
+    initialised by `init`)."""
+    d_hidden = int(d_main * d_hidden_factor)
+    if d_hidden < 1:
+        raise ValueError(f"d_main * d_hidden_factor must be at least 1, got {d_hidden}")
+    layers = [Dense(n_features, d_main, init=init)]
+    for _ in range(n_blocks):
+        layers.append(Residual(BatchNorm1d(d_main), Dense(d_main, d_hidden, init=init),
+                               ReLU(), *_dropout(dropout_first),
+                               Dense(d_hidden, d_main, init=init), *_dropout(dropout_second)))
+    layers += [BatchNorm1d(d_main), ReLU(), Dense(d_main, n_outputs, init=init)]
+    return Sequential(layers, dtype=dtype, seed=seed, loss=loss)
