@@ -40,7 +40,7 @@ from _finite cimport all_finite, first_nonfinite
 from _dropout cimport dropout_advance, dropout_backward, dropout_forward_block
 from _kinds cimport (BATCHNORM, DENSE, DROPOUT, IDENTITY, RELU, LEAKY_RELU, SIGMOID, TANH, SOFTMAX,
                      GELU, GELU_TANH, SILU, ELU, SOFTPLUS, LAYERNORM,
-                     RESIDUAL_BEGIN, RESIDUAL_END,
+                     RESIDUAL_BEGIN, RESIDUAL_END, EMBEDDING,
                      CROSS_ENTROPY_LABELS, CROSS_ENTROPY_PROBS, BINARY_CROSS_ENTROPY, MSE, L1,
                      POISSON, HUBER,
                      SGD, ADAM, RMSPROP, ADAGRAD, ADADELTA, NADAM)
@@ -59,6 +59,7 @@ include "engine/elementwise.pxi"
 include "engine/batchnorm.pxi"
 include "engine/layernorm.pxi"
 include "engine/residual.pxi"
+include "engine/embedding.pxi"
 include "engine/updates.pxi"
 include "engine/dense.pxi"
 include "engine/load_policy.pxi"

@@ -18,6 +18,7 @@ cdef enum LayerKind:
     LAYERNORM = 14
     RESIDUAL_BEGIN = 15 # link: the offset to its RESIDUAL_END
     RESIDUAL_END = 16   # link: the offset (negative) to its RESIDUAL_BEGIN
+    EMBEDDING = 17      # the first layer only: code columns to learned vectors
 
 cdef enum LossKind:
     CROSS_ENTROPY_LABELS = 0

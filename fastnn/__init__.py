@@ -18,6 +18,7 @@ except ImportError as exc:  # e.g. python run inside a checkout that was never b
 from . import callbacks, losses, optim
 from ._threads import get_num_threads, set_num_threads, threads
 from .callbacks import Callback, EarlyStopping, ModelCheckpoint
+from .embedding import Embedding
 from .layers import (
     ELU,
     GELU,
@@ -41,7 +42,7 @@ from .serialization import load
 
 __all__ = [
     "__version__", "Sequential", "History", "Dense", "Dropout", "BatchNorm1d", "LayerNorm",
-    "Residual", "Identity",
+    "Residual", "Embedding", "Identity",
     "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softmax", "GELU", "SiLU", "ELU", "Softplus",
     "CrossEntropyLoss", "BCEWithLogitsLoss", "MSELoss", "L1Loss", "PoissonNLLLoss",
     "HuberLoss", "losses", "optim",

@@ -15,7 +15,7 @@ the model's lock, widths and loss as its methods do.
 import numpy as np
 
 from . import _engine, _kernels
-from ._validation import as_features, check_finite_rows
+from ._validation import check_finite_rows
 from .losses import get_loss
 
 __all__ = ["jvp", "vjp", "jacobian", "jvp_parameters"]
@@ -54,7 +54,7 @@ def _directions(D, name, shape, like, dtype):
 def jvp(model, X, V):
     """(outputs, JV): predict's outputs at X and their derivative along V (shaped like
     X): JV[i] = J(X[i]) V[i], one forward pass carrying the tangent."""
-    X = as_features(X, model.n_features, model.dtype)
+    X = model._features(X)
     V = _directions(V, "V", X.shape, "X", model.dtype)
     with model._lock:
         return _engine.forward_mode(_specs(model), X, V, 1, _chunk(model, 1))
@@ -63,7 +63,7 @@ def jvp(model, X, V):
 def vjp(model, X, U):
     """(outputs, U^T J): predict's outputs at X and, per row, U[i]^T J(X[i]) (shaped like
     X), U shaped like the outputs: one forward and one backward pass."""
-    X = as_features(X, model.n_features, model.dtype)
+    X = model._features(X)
     U = _directions(U, "U", (X.shape[0], model.n_outputs), "the outputs", model.dtype)
     with model._lock:
         return _engine.reverse_mode(_specs(model), X, U, 1, _chunk(model, 1))
@@ -76,7 +76,7 @@ def jacobian(model, X, mode="auto"):
     bounded beyond the result itself."""
     if mode not in ("auto", "forward", "reverse"):
         raise ValueError(f"mode must be 'auto', 'forward' or 'reverse', got {mode!r}")
-    X = as_features(X, model.n_features, model.dtype, allow_empty=True)
+    X = model._features(X, allow_empty=True)
     n, d, m = X.shape[0], model.n_features, model.n_outputs
     if mode == "auto":
         mode = "forward" if d < m else "reverse"
@@ -98,7 +98,7 @@ def jvp_parameters(model, X, y, directions, loss=None):
     one forward pass carrying the parameters' tangent. It equals
     sum(np.vdot(g, d) for g, d in zip(gradients(X, y), directions))."""
     loss = get_loss(model._loss_or_default(loss))
-    X = as_features(X, model.n_features, model.dtype)
+    X = model._features(X)
     params = model.parameters()
     directions = list(directions) if isinstance(directions, (list, tuple)) else None
     if directions is None or len(directions) != len(params):

@@ -498,6 +498,9 @@ def layer_from_config(config, initialise=True):
     elif kind == "residual":
         from .residual import Residual
         layer = Residual(*[layer_from_config(c, initialise) for c in config["layers"]])
+    elif kind == "embedding":
+        from .embedding import Embedding
+        layer = Embedding(**config)
     elif kind in ACTIVATIONS:
         layer = ACTIVATIONS[kind](**config)
     else:

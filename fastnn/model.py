@@ -119,7 +119,11 @@ class Sequential:
         self._plan = plan  # the engine's layers: residual blocks' inner layers and markers
         self.seed = seed
         self._rng = np.random.default_rng(seed)
-        width = self.n_features = dense[0].in_features
+        # the input's width: the first layer that states one (Dense, or an Embedding)
+        width = self.n_features = next(layer.in_features for layer in plan
+                                       if hasattr(layer, "in_features"))
+        # an Embedding (the first layer only) reads codes that every X is checked for
+        self._codes = plan[0] if plan[0].kind == "embedding" else None
         specs = []
         for i, layer in enumerate(layers):
             try:
@@ -168,6 +172,14 @@ class Sequential:
         return self._engine.last_threads
 
     # -- parameters -----------------------------------------------------------------
+
+    def _features(self, X, **settings):
+        """X as the model reads it (as_features), its code columns checked when the model
+        starts with an Embedding."""
+        X = as_features(X, self.n_features, self.dtype, **settings)
+        if self._codes is not None and X.shape[0]:
+            self._codes.check_codes(X)
+        return X
 
     def parameters(self):
         """[W1, b1, W2, b2, ...]: the live arrays; editing them in place edits the model."""
@@ -397,7 +409,7 @@ class Sequential:
                              "(a step is every process's); use on_epoch_end")
         check_batch_rows(batch_size, X)
         X, names = self._by_name(X)
-        X = as_features(X, self.n_features, self.dtype)
+        X = self._features(X)
         if not 0 <= validation_split < 1:
             raise ValueError(f"validation_split must be in [0, 1), got {validation_split!r}")
         if validation_split and validation_data is not None:
@@ -495,8 +507,7 @@ class Sequential:
                 len(validation_data) not in (2, 3):
             raise ValueError("validation_data must be a pair (X_val, y_val) or a triple "
                              "(X_val, y_val, sample_weight_val)")
-        X_val = as_features(self._by_name(validation_data[0], names)[0], self.n_features,
-                            self.dtype)
+        X_val = self._features(self._by_name(validation_data[0], names)[0])
         prepared = loss.prepare(validation_data[1], X_val.shape[0], self.n_outputs,
                                 self.dtype)
         weights = None
@@ -727,7 +738,8 @@ class Sequential:
         block is computed the same way on whichever thread runs it, however many threads
         predict at once or however busy the team is."""
         threads = get_num_threads()
-        if type(X) is np.ndarray and type(batch_size) is int:  # a few rows: microseconds
+        if type(X) is np.ndarray and type(batch_size) is int and self._codes is None:
+            # a few rows: microseconds (an Embedding's codes are checked first, below)
             out = self._engine.predict_small(X, batch_size, threads)
             if out is not None:
                 return out
@@ -735,11 +747,11 @@ class Sequential:
         check_batch_rows(batch_size, X)
         X, _ = self._by_name(X)
         given = X
-        X = as_features(X, self.n_features, self.dtype, allow_empty=True, check_finite=False)
+        X = self._features(X, allow_empty=True, check_finite=False)
         if X.shape[0] == 0:
             return np.empty((0, self.n_outputs), dtype=self.dtype)
         dense = isinstance(X, np.ndarray)  # (a sparse X was checked as it was converted)
-        if dense and X is not given:  # converted: the path the model's own dtype takes
+        if dense and (X is not given or self._codes is not None):  # converted or checked
             out = self._engine.predict_small(X, batch_size, threads)
             if out is not None:
                 return out
@@ -958,7 +970,7 @@ class Sequential:
         batch_size = check_int(batch_size, "batch_size")
         check_batch_rows(batch_size, X)
         X, _ = self._by_name(X)
-        X = as_features(X, self.n_features, self.dtype)
+        X = self._features(X)
         prepared = loss.prepare(y, X.shape[0], self.n_outputs, self.dtype)
         weights = None if sample_weight is None else \
             as_sample_weight(sample_weight, X.shape[0], self.dtype)

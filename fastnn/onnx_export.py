@@ -62,7 +62,11 @@ def export_onnx(model, path, opset=OPSET, network_only=False):
         if layer.kind == "residual_begin":
             block_inputs.append(current)
             continue
-        if layer.kind == "residual_end":  # the block's output plus its input
+        if layer.kind == "embedding":
+            nodes += _embedding_nodes(layer, current, out, constant,
+                                      lambda name, a: _constant(weights, name,
+                                                                np.asarray(a, np.int64)), i)
+        elif layer.kind == "residual_end":  # the block's output plus its input
             nodes.append(helper.make_node("Add", [current, block_inputs.pop()], [out],
                                           name=out))
         elif layer.kind == "dense":
@@ -220,6 +224,36 @@ def _layernorm_nodes(layer, x, out, constant, elem):
 
 _FORMULAS = {"gelu": _gelu_nodes, "silu": _silu_nodes, "elu": _elu_nodes,
              "softplus": _softplus_nodes, "layernorm": _layernorm_nodes}
+
+
+def _embedding_nodes(layer, x, out, constant, index_constant, i):
+    """The numeric columns (Gather on axis 1), then each code column's table rows (its
+    codes cast to int64, Gather on axis 0 of its table, (batch, 1, d) flattened),
+    concatenated."""
+    from onnx import TensorProto, helper
+    nodes, parts = [], []
+    numeric = layer._arrays["numeric"]
+    if numeric.size:
+        nodes.append(helper.make_node(
+            "Gather", [x, index_constant(f"layer{i}_numeric", numeric)],
+            [f"{out}_numeric"], axis=1))
+        parts.append(f"{out}_numeric")
+    for j, (column, first, n) in enumerate(zip(layer.columns, layer._arrays["offsets"],
+                                                layer.cardinalities)):
+        name = f"{out}_{j}"
+        nodes += [
+            helper.make_node("Gather", [x, index_constant(f"{name}_column",
+                                                         np.array(column))],
+                             [f"{name}_value"], axis=1),
+            helper.make_node("Cast", [f"{name}_value"], [f"{name}_code"],
+                             to=TensorProto.INT64),
+            helper.make_node("Gather", [constant(f"{name}_table",
+                                                 layer.weight[first:first + n]),
+                                        f"{name}_code"], [f"{name}_rows"], axis=0),
+            helper.make_node("Flatten", [f"{name}_rows"], [f"{name}_vectors"], axis=1)]
+        parts.append(f"{name}_vectors")
+    nodes.append(helper.make_node("Concat", parts, [out], axis=1))
+    return nodes
 
 
 def _preprocessing_nodes(pre, elem, dtype, nodes, weights):

@@ -53,7 +53,9 @@ _LAYER_KEYS = {"dense": {"in_features", "out_features", "bias", "init", "l2", "t
                "leaky_relu": {"negative_slope"}, "gelu": {"approximate"}, "elu": {"alpha"},
                "softplus": {"beta", "threshold"},
                "layernorm": {"num_features", "eps", "elementwise_affine", "bias", "trainable"},
-               "residual": {"layers"}}
+               "residual": {"layers"},
+               "embedding": {"in_features", "columns", "cardinalities", "embedding_dim",
+                             "trainable"}}
 _NPY_DTYPES = {"<f4": np.float32, "<f8": np.float64, "|u1": np.uint8}
 
 
@@ -297,6 +299,9 @@ def _layer_arrays(described, width, found, bad, where="", depth=0):
                 raise bad(f"layer {i}: a residual block that does not keep the width")
             width = out
             continue
+        if isinstance(layer, dict) and layer.get("kind") == "embedding":
+            width = _embedding_shapes(layer, width, found, bad, i)
+            continue
         if not isinstance(layer, dict) or not isinstance(layer.get("kind"), str) or \
                 layer["kind"] not in set(_LAYER_KEYS) | set(layers_module.ACTIVATIONS):
             raise bad(f"layer {i}: {str(layer)[:100]}")
@@ -347,6 +352,27 @@ def _layer_arrays(described, width, found, bad, where="", depth=0):
             width = n
         found["trained"] += [layer.get("trainable", True)] * (len(params) - before)
     return width
+
+
+def _embedding_shapes(layer, width, found, bad, i):
+    """An Embedding's config (the first layer: no width before it): its table's shape
+    into `found`; returns its output width."""
+    n_in, columns = layer.get("in_features"), layer.get("columns")
+    cards, dim = layer.get("cardinalities"), layer.get("embedding_dim")
+    if set(layer) - {"kind"} - _LAYER_KEYS["embedding"] or width is not None \
+            or not isinstance(layer.get("trainable", True), bool) \
+            or not all(type(v) is int and 1 <= v <= MAX_DIMENSION for v in (n_in, dim)) \
+            or not isinstance(columns, list) or not isinstance(cards, list) \
+            or not 1 <= len(columns) == len(cards) <= n_in \
+            or not all(type(c) is int and 0 <= c < n_in for c in columns) \
+            or len(set(columns)) != len(columns) \
+            or not all(type(c) is int and 1 <= c <= MAX_DIMENSION for c in cards) \
+            or sum(cards) * dim > MAX_DIMENSION:
+        raise bad(f"layer {i}: {str(layer)[:200]}")
+    found["first_in"] = n_in
+    found["params"].append((sum(cards), dim))
+    found["trained"].append(layer.get("trainable", True))
+    return n_in + len(columns) * (dim - 1)
 
 
 def _optimizer(saved, bad):

@@ -1,4 +1,5 @@
 """Shared fixtures: MNIST from ../shared/data/mnist, and models in the reference form."""
+import contextlib
 import os
 
 import numpy as np
@@ -146,3 +147,32 @@ def train_both(model, net, torch, X, y, loss, torch_loss, optimizer, torch_optim
     model.fit(X, y, loss=loss, optimizer=optimizer, epochs=epochs - 1, batch_size=batch_size,
               shuffle=False, verbose=0)
     assert_same_parameters(model, net)
+
+
+@contextlib.contextmanager
+def plan_of(blocks, model):
+    """Calls inside run on a plan of `blocks` (1, or 2: every call cut in two blocks, the
+    grain tuned down; restored after the test); the model's last call must have."""
+    from fastnn import _engine
+    if blocks == 2:
+        _engine.tune(grain_flops=1.0)
+    with fnn.threads(blocks):
+        yield
+    assert model.engine.last_threads == blocks
+
+
+def assert_predict_paths_agree(model, X, tol):
+    """A few rows at a time (the small predict), a calling-thread predict and the team's
+    on a plan of two blocks (each thread its rows of the layers' buffers) agree."""
+    from fastnn import _engine
+    with fnn.threads(1):
+        alone = model.predict(X)
+    saved = _engine.tune(grain_flops=1.0)
+    try:
+        with fnn.threads(2):
+            team = model.predict(X)
+    finally:
+        _engine.tune(**saved)
+    few = np.concatenate([model.predict(X[i:i + 3]) for i in range(0, 30, 3)])
+    np.testing.assert_allclose(team, alone, rtol=tol, atol=tol)
+    np.testing.assert_allclose(few, alone[:30], rtol=tol, atol=tol)

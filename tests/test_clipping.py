@@ -2,7 +2,7 @@
 clip_grad_norm_ over several steps, bad settings refused."""
 import numpy as np
 import pytest
-from conftest import assert_same_parameters, torch_train
+from conftest import assert_same_parameters, plan_of, torch_train
 from test_forward import torch_modules
 
 import fastnn as fnn
@@ -33,7 +33,6 @@ def test_clipping_is_a_step_on_the_clipped_gradient(rng, norm, value):
 @pytest.mark.parametrize("blocks", [1, 2])
 @pytest.mark.parametrize("optimizer", ["SGD", "Adam"])
 def test_clipping_trains_as_torch(rng, torch64, blocks, optimizer):
-    from fastnn import _engine
     torch = torch64
     model = fnn.Sequential([fnn.Dense(5, 16), fnn.Tanh(), fnn.Dense(16, 3)], dtype="float64",
                            seed=1)
@@ -46,12 +45,9 @@ def test_clipping_trains_as_torch(rng, torch64, blocks, optimizer):
         torch.nn.utils.clip_grad_value_(net.parameters(), 0.2)
         torch.nn.utils.clip_grad_norm_(net.parameters(), 0.4)
     torch_train(torch, net, X, y, torch.nn.CrossEntropyLoss(), theirs, after_backward=clip)
-    if blocks == 2:
-        _engine.tune(grain_flops=1.0)  # (restored after the test)
-    with fnn.threads(blocks):
+    with plan_of(blocks, model):
         model.fit(X, y, optimizer=getattr(fnn.optim, optimizer)(**settings), epochs=3,
                   batch_size=10, shuffle=False, clip_grad_norm=0.4, clip_grad_value=0.2)
-        assert model.engine.last_threads == blocks
     assert_same_parameters(model, net)
 
 

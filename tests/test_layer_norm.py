@@ -2,7 +2,7 @@
 jvp/vjp, and the normalization itself."""
 import numpy as np
 import pytest
-from conftest import train_both
+from conftest import plan_of, train_both
 from test_forward import check_modes, torch_modules
 from test_gradients import check
 
@@ -24,32 +24,24 @@ def layer_norm_model(affine=True, bias=True, seed=1):
 def test_layer_norm_trains_as_torch(rng, torch64, affine, bias, blocks):
     """Adam over 12 steps equals torch's, on a plan of one block or of two (gamma's and
     beta's gradients then summed over the blocks' rows)."""
-    from fastnn import _engine
     torch = torch64
     model = layer_norm_model(affine, bias)
     net = torch.nn.Sequential(*torch_modules(model, torch))
     X, y = 2 * rng.normal(size=(64, 5)) + 1, rng.integers(0, 3, 64)
-    if blocks == 2:
-        _engine.tune(grain_flops=1.0)  # (restored after the test)
-    with fnn.threads(blocks):
+    with plan_of(blocks, model):
         train_both(model, net, torch, X, y, "cross_entropy", torch.nn.CrossEntropyLoss(),
                    fnn.optim.Adam(lr=0.01), torch.optim.Adam(net.parameters(), lr=0.01),
                    batch_size=16)
-        assert model.engine.last_threads == blocks
 
 
 @pytest.mark.parametrize("blocks", [1, 2])
 def test_layer_norm_gradients_and_tangents(rng, blocks):
     """Central differences of the loss (its gradient on a plan of one or two blocks);
     jvp and vjp against each other's Jacobian and central differences of predict."""
-    from fastnn import _engine
     model = layer_norm_model()
     X, y = rng.normal(size=(7, 5)), rng.integers(0, 3, 7)
-    if blocks == 2:
-        _engine.tune(grain_flops=1.0)  # (restored after the test)
-    with fnn.threads(blocks):
+    with plan_of(blocks, model):
         check(model, X, y, "cross_entropy")
-        assert model.engine.last_threads == blocks
     check_modes(model, X, rng)
 
 

@@ -3,12 +3,11 @@ norm inside) on one- and two-block plans, every predict path, central difference
 forward and reverse mode, save/load and bad blocks refused."""
 import numpy as np
 import pytest
-from conftest import assert_same_parameters, torch_train
+from conftest import assert_predict_paths_agree, assert_same_parameters, plan_of, torch_train
 from test_forward import check_modes, torch_modules
 from test_gradients import check
 
 import fastnn as fnn
-from fastnn import _engine
 
 
 def resnet(dtype="float64", seed=1, dropout=False):
@@ -31,12 +30,9 @@ def test_residual_blocks_train_as_torch(rng, torch64, blocks):
     X, y = rng.normal(size=(64, 5)), rng.integers(0, 3, 64)
     torch_train(torch, net, X, y, torch.nn.CrossEntropyLoss(),
                 torch.optim.Adam(net.parameters(), lr=0.01), batch_size=16)
-    if blocks == 2:
-        _engine.tune(grain_flops=1.0)  # (restored after the test)
-    with fnn.threads(blocks):
+    with plan_of(blocks, model):
         model.fit(X, y, optimizer=fnn.optim.Adam(lr=0.01), epochs=3, batch_size=16,
                   shuffle=False)
-        assert model.engine.last_threads == blocks
     assert_same_parameters(model, net)
     net.eval()
     np.testing.assert_allclose(model.predict(X), net(torch.from_numpy(X)).detach().numpy(),
@@ -50,16 +46,7 @@ def test_every_predict_path_gives_the_same_rows(rng):
         model = resnet(dtype)
         model.fit(rng.normal(size=(64, 5)), rng.integers(0, 3, 64), epochs=1)
         X = rng.normal(size=(3000, 5)).astype(dtype)
-        with fnn.threads(1):
-            alone = model.predict(X)
-        _engine.tune(grain_flops=1.0)
-        with fnn.threads(2):
-            team = model.predict(X)
-        _engine.tune(grain_flops=8e6)
-        few = np.concatenate([model.predict(X[i:i + 3]) for i in range(0, 30, 3)])
-        tol = 1e-5 if dtype == "float32" else 1e-13
-        np.testing.assert_allclose(team, alone, rtol=tol, atol=tol)
-        np.testing.assert_allclose(few, alone[:30], rtol=tol, atol=tol)
+        assert_predict_paths_agree(model, X, 1e-5 if dtype == "float32" else 1e-13)
 
 
 def test_residual_gradients_and_tangents(rng):

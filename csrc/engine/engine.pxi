@@ -71,6 +71,12 @@ cdef class Engine:
                 sums = np.zeros(2 * n_out, dtype=self.dtype)
                 L.dgamma, L.dbeta = data_ptr(sums), data_ptr(sums[n_out:])
                 self._keep.append(sums)
+            if kind == EMBEDDING:
+                if l != 0:
+                    raise ValueError(f"layer {l}: an Embedding must be the first layer")
+                table_grad = np.zeros(weight.size, dtype=self.dtype)
+                L.emb_grad = data_ptr(table_grad)
+                self._keep += [table_grad, extra]
             L.weight_param = L.bias_param = -1
             L.need_grad_in = below_has_params
             for arr in (weight, bias):

@@ -8,6 +8,7 @@
 #   BatchNorm1d                          batchnorm.pxi
 #   LayerNorm                            layernorm.pxi
 #   a residual block's BEGIN and END     residual.pxi (predicts: forward_split, small.pxi)
+#   Embedding (the first layer)          embedding.pxi
 #   Softmax (an activation on rows)      elementwise.pxi
 #   ReLU, LeakyReLU, Sigmoid, Tanh,
 #   Dropout, Identity                    elementwise.pxi
@@ -25,6 +26,8 @@ cdef inline void layer_forward(LayerPlan* L, Pass* s, const floating* inp,
         layernorm_forward_pass(L, s, inp, out)
     elif L.kind == RESIDUAL_BEGIN or L.kind == RESIDUAL_END:
         residual_forward_pass(L, s, inp, out)
+    elif L.kind == EMBEDDING:
+        embedding_forward_pass(L, s, inp, out)
     elif L.kind == SOFTMAX:
         softmax_forward_pass(L, s, inp, out)
     else:
@@ -44,6 +47,8 @@ cdef inline void layer_backward(LayerPlan* L, Pass* s, const floating* inp,
         layernorm_backward_pass(L, s, inp, g, grad_in)
     elif L.kind == RESIDUAL_BEGIN or L.kind == RESIDUAL_END:
         residual_backward_pass(L, s, inp, g, grad_in)
+    elif L.kind == EMBEDDING:
+        embedding_backward_pass(L, s, inp, g)
     elif L.kind == SOFTMAX:
         softmax_backward_pass(L, s, inp, g, grad_in)
     else:
@@ -51,8 +56,9 @@ cdef inline void layer_backward(LayerPlan* L, Pass* s, const floating* inp,
 
 
 cdef inline bint layer_in_place(const LayerPlan* L) noexcept nogil:
-    """Whether a predict may write L's output over its input (every kind but Dense)."""
-    return L.kind != DENSE
+    """Whether a predict may write L's output over its input (every kind but Dense and
+    Embedding, whose widths change)."""
+    return L.kind != DENSE and L.kind != EMBEDDING
 
 
 cdef inline void layer_predict(LayerPlan* L, const floating* inp, floating* dst,
@@ -65,6 +71,8 @@ cdef inline void layer_predict(LayerPlan* L, const floating* inp, floating* dst,
         batchnorm_predict(L, inp, dst, n, tid, nt, layout)
     elif L.kind == LAYERNORM:
         layernorm_predict(L, inp, dst, n, tid, nt, layout)
+    elif L.kind == EMBEDDING:
+        embedding_predict(L, inp, dst, n, tid, nt, layout)
     elif L.kind == SOFTMAX:
         softmax_predict(L, inp, dst, n, tid, nt, layout)
     else:
@@ -84,6 +92,8 @@ cdef inline void layer_tangent(LayerPlan* L, const floating* val_in, floating* v
         layernorm_tangent(L, val_in, val_out, tan_in, tan_out, n, k)
     elif L.kind == RESIDUAL_BEGIN or L.kind == RESIDUAL_END:
         residual_tangent(L, val_in, val_out, tan_in, tan_out, n, k)
+    elif L.kind == EMBEDDING:
+        embedding_tangent(L, val_in, val_out, tan_in, tan_out, n, k)
     else:
         elementwise_tangent(L, val_in, val_out, tan_in, tan_out, n, k)
 
@@ -102,5 +112,7 @@ cdef inline void layer_cotangent(LayerPlan* L, const floating* val_in,
         layernorm_cotangent(L, val_in, cot_in, cot_out, n, k)
     elif L.kind == RESIDUAL_BEGIN or L.kind == RESIDUAL_END:
         residual_cotangent(L, cot_in, cot_out, n, k)
+    elif L.kind == EMBEDDING:
+        embedding_cotangent(L, cot_in, cot_out, n, k)
     else:
         elementwise_cotangent(L, val_in, val_out, cot_in, cot_out, n, k)

@@ -7,7 +7,8 @@ LAYER_KINDS = {"dense": DENSE, "identity": IDENTITY, "relu": RELU, "leaky_relu":
                "sigmoid": SIGMOID, "tanh": TANH, "softmax": SOFTMAX, "dropout": DROPOUT,
                "batchnorm": BATCHNORM, "gelu": GELU, "gelu_tanh": GELU_TANH, "silu": SILU,
                "elu": ELU, "softplus": SOFTPLUS, "layernorm": LAYERNORM,
-               "residual_begin": RESIDUAL_BEGIN, "residual_end": RESIDUAL_END}
+               "residual_begin": RESIDUAL_BEGIN, "residual_end": RESIDUAL_END,
+               "embedding": EMBEDDING}
 LOSS_KINDS = {"cross_entropy_labels": CROSS_ENTROPY_LABELS,
               "cross_entropy_probs": CROSS_ENTROPY_PROBS,
               "binary_cross_entropy": BINARY_CROSS_ENTROPY, "mse": MSE, "l1": L1,
@@ -76,6 +77,15 @@ cdef struct LayerPlan:
     int link
     void* res_val
     void* res_tan
+    # embedding (embedding.pxi): emb_k code columns, their tables' widths, sizes and first
+    # rows, the numeric columns in order, and the table's gradient (the plan's scratch)
+    int emb_k
+    Py_ssize_t emb_dim
+    const int64_t* emb_cols
+    const int64_t* emb_card
+    const int64_t* emb_offset
+    const int64_t* emb_numeric
+    void* emb_grad
     # forward mode in parameters (tangent.pxi): a direction for the weight and the bias
     void* dweight
     void* dbias
@@ -238,6 +248,15 @@ cdef int read_spec(LayerPlan* L, spec) except -1:
         L.eps = extra["eps"]
     if kind == RESIDUAL_BEGIN or kind == RESIDUAL_END:
         L.link = extra["link"]
+    if kind == EMBEDDING:
+        for name in ("columns", "cardinalities", "offsets", "numeric"):
+            if extra[name].dtype != np.int64 or not extra[name].flags.c_contiguous:
+                raise TypeError(f"embedding {name}: a C-contiguous int64 array")
+        L.emb_k, L.emb_dim = len(extra["columns"]), extra["dim"]
+        L.emb_cols = <const int64_t*> data_ptr(extra["columns"])
+        L.emb_card = <const int64_t*> data_ptr(extra["cardinalities"])
+        L.emb_offset = <const int64_t*> data_ptr(extra["offsets"])
+        L.emb_numeric = <const int64_t*> data_ptr(extra["numeric"])
     if kind == BATCHNORM:
         L.eps, L.momentum = extra["eps"], extra["momentum"]
         L.running_mean = data_ptr(extra["running_mean"])
