@@ -176,3 +176,17 @@ def assert_predict_paths_agree(model, X, tol):
     few = np.concatenate([model.predict(X[i:i + 3]) for i in range(0, 30, 3)])
     np.testing.assert_allclose(team, alone, rtol=tol, atol=tol)
     np.testing.assert_allclose(few, alone[:30], rtol=tol, atol=tol)
+
+
+def assert_modes_match_torch(model, net, torch, X, V, U):
+    """jvp along V and vjp of U equal torch.func's on the same network (eval mode),
+    float64, to 1e-10."""
+    net.eval()
+    x = torch.from_numpy(X)
+    _, their_jv = torch.func.jvp(net, (x,), (torch.from_numpy(V),))
+    _, pullback = torch.func.vjp(net, x)
+    (their_uj,) = pullback(torch.from_numpy(U))
+    np.testing.assert_allclose(model.jvp(X, V)[1], their_jv.detach().numpy(), rtol=1e-10,
+                               atol=1e-12)
+    np.testing.assert_allclose(model.vjp(X, U)[1], their_uj.detach().numpy(), rtol=1e-10,
+                               atol=1e-12)

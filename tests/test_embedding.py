@@ -3,7 +3,7 @@ trained together over several steps on one- and two-block plans; every predict p
 central differences; forward and reverse mode; ONNX, save/load; bad codes refused."""
 import numpy as np
 import pytest
-from conftest import assert_predict_paths_agree, plan_of, torch_train
+from conftest import assert_modes_match_torch, assert_predict_paths_agree, plan_of, torch_train
 from test_gradients import check
 
 import fastnn as fnn
@@ -137,3 +137,13 @@ def test_a_crafted_embedding_config_is_refused(tmp_path):
         bad = dict(config, layers=[layer] + config["layers"])
         with pytest.raises(ValueError, match="invalid model description: layer 0"):
             fnn.load(_write(tmp_path, fuzz_load.archive(fuzz_load.with_config(files, bad))))
+
+
+def test_embedding_modes_match_torch_func(rng, torch64):
+    """Along the numeric columns (the codes' tangents zero, as their derivative is)."""
+    m = model()
+    X = coded(rng, 7)
+    V = rng.normal(size=X.shape)
+    V[:, [1, 3]] = 0
+    U = rng.normal(size=(7, 3))
+    assert_modes_match_torch(m, torch_twin(m, torch64), torch64, X, V, U)

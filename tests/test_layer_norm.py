@@ -2,7 +2,7 @@
 jvp/vjp, and the normalization itself."""
 import numpy as np
 import pytest
-from conftest import plan_of, train_both
+from conftest import assert_modes_match_torch, plan_of, train_both
 from test_forward import check_modes, torch_modules
 from test_gradients import check
 
@@ -57,3 +57,10 @@ def test_layer_norm_normalizes_each_row(rng):
     v = X.var(axis=1)
     np.testing.assert_allclose(out.var(axis=1), v / (v + 1e-12), rtol=1e-9)
 
+
+def test_layer_norm_modes_match_torch_func(rng, torch64):
+    model = layer_norm_model()
+    net = torch64.nn.Sequential(*torch_modules(model, torch64))
+    X = rng.normal(size=(7, 5))
+    assert_modes_match_torch(model, net, torch64, X, rng.normal(size=X.shape),
+                             rng.normal(size=(7, 3)))

@@ -3,7 +3,13 @@ norm inside) on one- and two-block plans, every predict path, central difference
 forward and reverse mode, save/load and bad blocks refused."""
 import numpy as np
 import pytest
-from conftest import assert_predict_paths_agree, assert_same_parameters, plan_of, torch_train
+from conftest import (
+    assert_modes_match_torch,
+    assert_predict_paths_agree,
+    assert_same_parameters,
+    plan_of,
+    torch_train,
+)
 from test_forward import check_modes, torch_modules
 from test_gradients import check
 
@@ -105,3 +111,13 @@ def test_crafted_residual_configs_are_refused(tmp_path):
         bad = dict(config, layers=config["layers"][:1] + [block] + config["layers"][1:])
         with pytest.raises(ValueError, match=message):
             fnn.load(_write(tmp_path, fuzz_load.archive(fuzz_load.with_config(files, bad))))
+
+
+def test_residual_modes_match_torch_func(rng, torch64):
+    model = resnet()
+    for b in model.buffers():  # running statistics away from 0 and 1
+        b[...] = rng.uniform(0.5, 2, b.shape)
+    net = torch64.nn.Sequential(*torch_modules(model, torch64))
+    X = rng.normal(size=(7, 5))
+    assert_modes_match_torch(model, net, torch64, X, rng.normal(size=X.shape),
+                             rng.normal(size=(7, 3)))
