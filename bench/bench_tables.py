@@ -120,19 +120,27 @@ def sklearn_columns(frame, target):
     return features, text
 
 
-def run_mlp(train, test, target, task, seed):
+def column_preprocessing(X, text, sparse=True):
+    """scikit-learn's preprocessing of a table: numbers median-imputed and standardized,
+    text most-frequent-imputed and one-hot encoded (unknown categories all zeros)."""
     from sklearn.compose import ColumnTransformer
     from sklearn.impute import SimpleImputer
-    from sklearn.neural_network import MLPClassifier, MLPRegressor
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import OneHotEncoder, StandardScaler
-    X, text = sklearn_columns(train, target)
     numbers = [c for c in X if c not in text]
-    prep = ColumnTransformer(
+    return ColumnTransformer(
         [("numbers", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()),
           numbers),
          ("text", make_pipeline(SimpleImputer(strategy="most_frequent"),
-                                OneHotEncoder(handle_unknown="ignore")), text)])
+                                OneHotEncoder(handle_unknown="ignore", sparse_output=sparse)),
+          text)])
+
+
+def run_mlp(train, test, target, task, seed):
+    from sklearn.neural_network import MLPClassifier, MLPRegressor
+    from sklearn.pipeline import make_pipeline
+    X, text = sklearn_columns(train, target)
+    prep = column_preprocessing(X, text)
     net = (MLPClassifier if task == "classification" else MLPRegressor)(random_state=seed)
     model = make_pipeline(prep, net)
     start = time.perf_counter()
@@ -162,22 +170,13 @@ def run_hgb(train, test, target, task, seed):
 
 def run_torch(train, test, target, task, seed):
     import torch
-    from sklearn.compose import ColumnTransformer
-    from sklearn.impute import SimpleImputer
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import LabelEncoder, OneHotEncoder, StandardScaler
+    from sklearn.preprocessing import LabelEncoder
 
     from fastnn import get_num_threads
     torch.manual_seed(seed)
     torch.set_num_threads(get_num_threads())
     X, text = sklearn_columns(train, target)
-    numbers = [c for c in X if c not in text]
-    prep = ColumnTransformer(
-        [("numbers", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()),
-          numbers),
-         ("text", make_pipeline(SimpleImputer(strategy="most_frequent"),
-                                OneHotEncoder(handle_unknown="ignore", sparse_output=False)),
-          text)])
+    prep = column_preprocessing(X, text, sparse=False)
     start = time.perf_counter()
     features = torch.tensor(np.asarray(prep.fit_transform(X), dtype=np.float32))
     if task == "classification":

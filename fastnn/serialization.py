@@ -331,23 +331,17 @@ def _layer_arrays(described, width, found, bad, where="", depth=0):
             if layer.get("bias", True):
                 params.append((n_out,))
             width = n_out
-        elif layer["kind"] == "batchnorm":
+        elif layer["kind"] in ("batchnorm", "layernorm"):
             n = layer.get("num_features")
             if type(n) is not int or not 1 <= n <= MAX_DIMENSION or (width or n) != n:
-                raise bad(f"layer {i}: BatchNorm1d({n}) after a layer of width {width}")
+                name = "BatchNorm1d" if layer["kind"] == "batchnorm" else "LayerNorm"
+                raise bad(f"layer {i}: {name}({n}) after a layer of width {width}")
             if found["first_in"] is None:
                 found["first_in"] = n
-            if layer.get("affine", True):
-                params += [(n,), (n,)]
-            buffers += [(n,), (n,)]
-            width = n
-        elif layer["kind"] == "layernorm":
-            n = layer.get("num_features")
-            if type(n) is not int or not 1 <= n <= MAX_DIMENSION or (width or n) != n:
-                raise bad(f"layer {i}: LayerNorm({n}) after a layer of width {width}")
-            if found["first_in"] is None:
-                found["first_in"] = n
-            if layer.get("elementwise_affine", True):
+            if layer["kind"] == "batchnorm":
+                params += [(n,), (n,)] if layer.get("affine", True) else []
+                buffers += [(n,), (n,)]
+            elif layer.get("elementwise_affine", True):
                 params += [(n,)] + ([(n,)] if layer.get("bias", True) else [])
             width = n
         found["trained"] += [layer.get("trainable", True)] * (len(params) - before)

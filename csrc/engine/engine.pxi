@@ -29,8 +29,6 @@ cdef class Engine:
     cdef int _status             # the last training run's Job.status
     cdef readonly object failure  # the last train_epoch's failed batch: "loss", "update"
     cdef object _saved           # train_epoch's copy of the state a step writes
-    cdef tuple _clip             # train_epoch's (clip_norm, clip_value)
-    cdef tuple _schedule         # and its (step_lr, step_momentum)
 
     def __cinit__(self, list specs, dtype):
         cdef LayerPlan* L
@@ -354,7 +352,6 @@ cdef class Engine:
             raise ValueError("gradient clipping is not supported in data-parallel training")
         if not (clip_norm >= 0 and clip_value >= 0):
             raise ValueError("clip_norm and clip_value must be >= 0")
-        self._clip = (clip_norm, clip_value)
         steps = step_rows.shape[0] if step_rows is not None else \
             -(-(X.shape[0] if order is None else order.shape[0]) // max(batch_size, 1))
         for table in (step_lr, step_momentum):
@@ -363,9 +360,9 @@ cdef class Engine:
                                       or table.shape[0] < steps):
                 raise TypeError(f"step_lr and step_momentum: C-contiguous float64 arrays of "
                                 f"at least {steps} entries (one per step)")
-        self._schedule = (step_lr, step_momentum)
         args = (X, targets, labels, order, batch_size, loss_kind, n_run, max_threads,
-                weights, step_rows, step_denoms)
+                weights, step_rows, step_denoms, clip_norm, clip_value, step_lr,
+                step_momentum)
         self.failure = None
         cdef Py_ssize_t entries = state_entries(&self.net)
         if self._saved is None or self._saved.size != entries * item:
@@ -395,7 +392,8 @@ cdef class Engine:
         return loss_sum, failed
 
     def _train(self, X, targets, labels, order, Py_ssize_t batch_size, loss_kind,
-               int n_run, int max_threads, weights, step_rows, step_denoms, *,
+               int n_run, int max_threads, weights, step_rows, step_denoms,
+               double clip_norm, double clip_value, step_lr, step_momentum, *,
                bint adapt=False, bint check_steps=False, Py_ssize_t stop_before=-1):
         """One run of train_epoch's steps: with check_steps each update's writes are
         checked (BAD_UPDATE at the first that wrote NaN or inf); stop_before ends the run
@@ -411,9 +409,9 @@ cdef class Engine:
         job.order = <int64_t*> data_ptr(order)
         job.n_samples = X.shape[0] if order is None else order.shape[0]
         job.check_steps = check_steps
-        job.clip_norm, job.clip_value = self._clip
-        job.step_lr = <const double*> data_ptr(self._schedule[0])
-        job.step_momentum = <const double*> data_ptr(self._schedule[1])
+        job.clip_norm, job.clip_value = clip_norm, clip_value
+        job.step_lr = <const double*> data_ptr(step_lr)
+        job.step_momentum = <const double*> data_ptr(step_momentum)
         if stop_before >= 0:
             job.end_batch = stop_before
             adapt = False  # (adapting sets each stretch's end)
