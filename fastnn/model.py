@@ -705,6 +705,12 @@ class Sequential:
                     config.get("features") != model.preprocessing.input_names:
                 raise ValueError("invalid model description: its preprocessing does not "
                                  "match its features")
+            first = model.layers[0]
+            codes = (model.preprocessing.code_columns, model.preprocessing.cardinalities)
+            if codes[0] and (first.kind != "embedding"
+                             or (first.columns, first.cardinalities) != codes):
+                raise ValueError("invalid model description: its preprocessing codes "
+                                 "columns that its first layer does not embed")
         if "features" in config:
             if "preprocessing" not in config and len(config["features"]) != model.n_features:
                 raise ValueError(f"invalid model description: {len(config['features'])} "

@@ -7,9 +7,13 @@ for Tabular Data", 2021; the `rtdl` packages), as Sequential models:
 
 The paper tunes the sizes per dataset; the defaults here are a middle of its search
 spaces (the ResNet's: width 256, hidden factor 2, 4 blocks), trained in the paper with
-AdamW. Categorical columns reach these models one-hot encoded (the command line's
-TablePreprocessor).
+AdamW. Categorical columns reach them one-hot encoded, or as the paper's embeddings: give
+`cat_columns` (the input columns holding category codes 0 .. n - 1) and
+`cat_cardinalities` (each one's n), and the model starts with an Embedding of
+`d_embedding`-vectors, concatenated after the numeric columns, as rtdl's models do
+(fastnn.tabular.TablePreprocessor(max_one_hot=...) makes such code columns from text).
 """
+from .embedding import Embedding
 from .layers import BatchNorm1d, Dense, Dropout, ReLU
 from .model import Sequential
 from .residual import Residual
@@ -21,11 +25,21 @@ def _dropout(p):
     return [Dropout(p)] if p else []
 
 
+def _embedding(n_features, cat_columns, cat_cardinalities, d_embedding):
+    """([an Embedding of the code columns], its output width), or ([], n_features)."""
+    if not cat_columns and not cat_cardinalities:
+        return [], n_features
+    layer = Embedding(n_features, cat_columns, cat_cardinalities, d_embedding)
+    return [layer], layer.output_width(n_features)
+
+
 def tabular_mlp(n_features, n_outputs, n_blocks=3, d_block=256, dropout=0.1, init="he",
-                dtype="float32", seed=None, loss=None):
+                dtype="float32", seed=None, loss=None, cat_columns=(), cat_cardinalities=(),
+                d_embedding=8):
     """The MLP baseline: n_blocks of Dense(d_block) -> ReLU -> Dropout(dropout), then a
-    Dense output layer (every Dense initialised by `init`)."""
-    layers, width = [], n_features
+    Dense output layer (every Dense initialised by `init`); an Embedding first where
+    cat_columns are given (see the module docstring)."""
+    layers, width = _embedding(n_features, cat_columns, cat_cardinalities, d_embedding)
     for _ in range(n_blocks):
         layers += [Dense(width, d_block, init=init), ReLU()] + _dropout(dropout)
         width = d_block
@@ -35,15 +49,18 @@ def tabular_mlp(n_features, n_outputs, n_blocks=3, d_block=256, dropout=0.1, ini
 
 def tabular_resnet(n_features, n_outputs, n_blocks=4, d_main=256, d_hidden_factor=2.0,
                    dropout_first=0.1, dropout_second=0.0, init="he", dtype="float32",
-                   seed=None, loss=None):
+                   seed=None, loss=None, cat_columns=(), cat_cardinalities=(),
+                   d_embedding=8):
     """The ResNet baseline: Dense(n_features, d_main), n_blocks residual blocks
     x + Dropout(Dense(Dropout(ReLU(Dense(BatchNorm1d(x)))))) with hidden width
     d_main * d_hidden_factor, then BatchNorm1d -> ReLU -> Dense(n_outputs) (every Dense
-    initialised by `init`)."""
+    initialised by `init`); an Embedding first where cat_columns are given (see the
+    module docstring)."""
     d_hidden = int(d_main * d_hidden_factor)
     if d_hidden < 1:
         raise ValueError(f"d_main * d_hidden_factor must be at least 1, got {d_hidden}")
-    layers = [Dense(n_features, d_main, init=init)]
+    layers, width = _embedding(n_features, cat_columns, cat_cardinalities, d_embedding)
+    layers.append(Dense(width, d_main, init=init))
     for _ in range(n_blocks):
         layers.append(Residual(BatchNorm1d(d_main), Dense(d_main, d_hidden, init=init),
                                ReLU(), *_dropout(dropout_first),

@@ -17,8 +17,9 @@ text columns) gets it in the graph: one input per table column, named as the col
 (batch, 1): a numeric column's cells as numbers of the model's dtype, NaN where missing
 (replaced by the training median, with the indicator column where there is one); a
 categorical column's as strings, each as fastnn.preprocessing.category_key gives it
-(stripped text, or a number's repr), "" or any of MISSING where missing (one-hot columns
-by an ai.onnx.ml LabelEncoder, an unknown value all zeros). A classifier with class names
+(stripped text, or a number's repr), "" or any of MISSING where missing (an ai.onnx.ml
+LabelEncoder to the value's index, then one-hot columns, an unknown value all zeros, or
+for a coded column the index itself, read by the Embedding's Gather). A classifier with class names
 (model.classes) also outputs "probabilities" (batch, classes) and "label" (batch,) its
 class as text, as skl2onnx's classifiers do, so onnxruntime on a table's raw columns
 gives what `fastnn predict` gives.
@@ -282,16 +283,22 @@ def _preprocessing_nodes(pre, elem, dtype, nodes, weights):
         else:
             inputs.append(helper.make_tensor_value_info(name, TensorProto.STRING, ["batch", 1]))
             categories = list(c["categories"])
-            fill = categories.index(c["fill"]) if c["fill"] in categories else -1
-            nodes += [
-                helper.make_node("LabelEncoder", [name], [f"col{i}_index"],
-                                 domain="ai.onnx.ml", keys_strings=categories + missing,
-                                 values_int64s=list(range(len(categories)))
-                                 + [fill] * len(missing), default_int64=-1),
-                helper.make_node("Equal", [f"col{i}_index", constant(
-                    f"col{i}_categories", np.arange(len(categories), dtype=np.int64))],
-                                 [f"col{i}_hot"]),
-                helper.make_node("Cast", [f"col{i}_hot"], [f"col{i}_values"], to=elem)]
+            coded = c["kind"] == "codes"  # an unknown value: the extra code, else -1
+            unknown = len(categories) if coded else -1
+            fill = categories.index(c["fill"]) if c["fill"] in categories else unknown
+            nodes.append(helper.make_node(
+                "LabelEncoder", [name], [f"col{i}_index"], domain="ai.onnx.ml",
+                keys_strings=categories + missing, values_int64s=list(
+                    range(len(categories))) + [fill] * len(missing), default_int64=unknown))
+            if coded:
+                nodes.append(helper.make_node("Cast", [f"col{i}_index"], [f"col{i}_values"],
+                                              to=elem))
+            else:
+                nodes += [
+                    helper.make_node("Equal", [f"col{i}_index", constant(
+                        f"col{i}_categories", np.arange(len(categories), dtype=np.int64))],
+                                     [f"col{i}_hot"]),
+                    helper.make_node("Cast", [f"col{i}_hot"], [f"col{i}_values"], to=elem)]
             parts.append(f"col{i}_values")
             if c["indicator"]:
                 nodes.append(helper.make_node(

@@ -12,6 +12,12 @@ OneHotEncoder(handle_unknown="ignore") would:
   per value seen in training, in sorted order, 1 where the cell holds it; a value never
   seen gives all zeros; a missing cell counts as the most frequent value (the first in
   sorted order on a tie), with an indicator column as above.
+- A categorical column with more distinct values than `max_one_hot` (kind "codes", for
+  an Embedding layer, fastnn.embedding): one column "<name>" holding the value's index
+  among the sorted values seen in training, len(values) for a value never seen (one
+  extra category, whose embedding the command line keeps at zero: a value never seen
+  adds nothing, as its one-hot columns would); missing cells as above. `code_columns`
+  and `cardinalities` say where these columns are and how many codes each has.
 
 Missing cells are the strings of MISSING, NaN and None. A value is compared by its
 `category_key`: a cell that reads as a number is keyed by that number ("1", "1.0" and
@@ -30,7 +36,8 @@ __all__ = ["TablePreprocessor", "MISSING", "category_key", "is_missing"]
 
 MISSING = frozenset({"", "NA", "N/A", "n/a", "NaN", "nan", "-nan", "-NaN", "NULL", "null",
                      "None", "#N/A"})
-MAX_CATEGORIES = 1000    # a column with more distinct values is refused (not a category)
+MAX_CATEGORIES = 1000    # a one-hot column with more distinct values is refused
+MAX_CODES = 1 << 20      # a coded (embedded) column with more distinct values is refused
 MAX_NAME = 1000          # characters of a column name or value kept in a model file
 
 
@@ -66,13 +73,24 @@ def category_key(value, decimal="."):
 class TablePreprocessor:
     """Missing values and categorical columns to numbers (see the module docstring).
 
+    max_one_hot: a categorical column with more distinct values than this becomes a
+    column of codes for an Embedding (None: every categorical column is one-hot encoded,
+    up to MAX_CATEGORIES values).
+
     Attributes after fit: `columns`, one description per input column, in order: a dict
-    with "name", "kind" ("numeric" or "categorical"), "fill" (the median, or the most
-    frequent value's key), "indicator" (bool) and, for categorical columns,
-    "categories" (sorted keys); `input_names`; `output_names` (the matrix's columns).
+    with "name", "kind" ("numeric", "categorical" or "codes"), "fill" (the median, or the
+    most frequent value's key), "indicator" (bool) and, for categorical and coded
+    columns, "categories" (sorted keys); `input_names`; `output_names` (the matrix's
+    columns); `code_columns` and `cardinalities` (the coded columns' places in the matrix
+    and their numbers of codes, the unseen value's included).
     """
 
-    def __init__(self):
+    def __init__(self, max_one_hot=None):
+        if max_one_hot is not None and (isinstance(max_one_hot, bool) or not isinstance(
+                max_one_hot, (int, np.integer)) or max_one_hot < 0):
+            raise ValueError(f"max_one_hot must be None or a whole number >= 0, got "
+                             f"{max_one_hot!r}")
+        self.max_one_hot = max_one_hot
         self.columns = None
 
     def fit(self, table, names=None):
@@ -96,11 +114,15 @@ class TablePreprocessor:
             present = [k for k in keys if k is not None]
             values, counts = np.unique(np.array(present, dtype=object).astype(str),
                                        return_counts=True)
-            if len(values) > MAX_CATEGORIES:
-                raise ValueError(f"column {name!r} has {len(values)} distinct values, more "
-                                 f"than the {MAX_CATEGORIES} a categorical column may have")
+            coded = self.max_one_hot is not None and len(values) > self.max_one_hot
+            most = MAX_CODES if coded else MAX_CATEGORIES
+            if len(values) > most:
+                raise ValueError(
+                    f"column {name!r} has {len(values)} distinct values, more than the "
+                    f"{most} a categorical column may have" + (
+                        "" if coded else " one-hot encoded (give max_one_hot to embed it)"))
             fill = str(values[int(np.argmax(counts))]) if len(values) else ""
-            described.append({"name": name, "kind": "categorical",
+            described.append({"name": name, "kind": "codes" if coded else "categorical",
                               "categories": [str(v) for v in values], "fill": fill,
                               "indicator": len(present) < len(keys)})
         self.columns = described
@@ -114,10 +136,10 @@ class TablePreprocessor:
     def output_names(self):
         names = []
         for c in self.columns:
-            if c["kind"] == "numeric":
-                names.append(c["name"])
-            else:
+            if c["kind"] == "categorical":
                 names += [f"{c['name']}={v}" for v in c["categories"]]
+            else:
+                names.append(c["name"])
             if c["indicator"]:
                 names.append(f"{c['name']} (missing)")
         return names
@@ -125,6 +147,23 @@ class TablePreprocessor:
     @property
     def n_outputs(self):
         return len(self.output_names)
+
+    @property
+    def code_columns(self):
+        """The matrix columns holding a coded column's codes, in order."""
+        places, at = [], 0
+        for c in self.columns:
+            if c["kind"] == "codes":
+                places.append(at)
+            at += (len(c["categories"]) if c["kind"] == "categorical" else 1) \
+                + c["indicator"]
+        return places
+
+    @property
+    def cardinalities(self):
+        """Each coded column's number of codes: its values seen in training, and one for
+        a value never seen."""
+        return [len(c["categories"]) + 1 for c in self.columns if c["kind"] == "codes"]
 
     def transform(self, table, decimal="."):
         """The float64 matrix of `table`'s rows (its columns taken by name; extra ones
@@ -159,11 +198,15 @@ class TablePreprocessor:
                 keys = [None if is_missing(v) else category_key(v, decimal) for v in cells]
                 missing = np.array([k is None for k in keys], dtype=bool)
                 index = {v: i for i, v in enumerate(c["categories"])}
-                for row, key in enumerate(keys):
-                    i = index.get(c["fill"] if key is None else key)
-                    if i is not None:  # an unknown value: all zeros
-                        out[row, at + i] = 1.0
-                at += len(c["categories"])
+                codes = np.array([index.get(c["fill"] if key is None else key, -1)
+                                  for key in keys], dtype=np.int64).reshape(-1)
+                if c["kind"] == "codes":  # an unknown value: the extra code
+                    out[:, at] = np.where(codes < 0, len(c["categories"]), codes)
+                    at += 1
+                else:  # an unknown value: all zeros
+                    known = np.flatnonzero(codes >= 0)
+                    out[known, at + codes[known]] = 1.0
+                    at += len(c["categories"])
             if c["indicator"]:
                 out[:, at] = missing
                 at += 1
@@ -185,7 +228,7 @@ class TablePreprocessor:
         for i, c in enumerate(config):
             if not isinstance(c, dict) or not isinstance(c.get("name"), str) \
                     or len(c["name"]) > MAX_NAME or c["name"] in seen \
-                    or c.get("kind") not in ("numeric", "categorical") \
+                    or c.get("kind") not in ("numeric", "categorical", "codes") \
                     or type(c.get("indicator")) is not bool:
                 raise ValueError(f"preprocessing column {i}: {str(c)[:100]}")
             seen.add(c["name"])
@@ -195,9 +238,10 @@ class TablePreprocessor:
                     raise ValueError(f"preprocessing column {i}: {str(c)[:100]}")
             else:
                 categories = c.get("categories")
+                most = MAX_CATEGORIES if c["kind"] == "categorical" else MAX_CODES
                 if set(c) != {"name", "kind", "categories", "fill", "indicator"} \
                         or not isinstance(categories, list) \
-                        or len(categories) > MAX_CATEGORIES \
+                        or len(categories) > most \
                         or not all(isinstance(v, str) and len(v) <= MAX_NAME
                                    for v in categories) \
                         or len(set(categories)) != len(categories) \
@@ -210,9 +254,11 @@ class TablePreprocessor:
     def __repr__(self):
         if self.columns is None:
             return "TablePreprocessor()"
-        kinds = [c["kind"][0] for c in self.columns]
-        return (f"TablePreprocessor({kinds.count('n')} numeric, {kinds.count('c')} "
-                f"categorical columns -> {self.n_outputs} features)")
+        kinds = [c["kind"] for c in self.columns]
+        coded = kinds.count("codes")
+        return (f"TablePreprocessor({kinds.count('numeric')} numeric, "
+                f"{kinds.count('categorical')} one-hot" + (f", {coded} coded" if coded else "")
+                + f" columns -> {self.n_outputs} features)")
 
 
 def _columns_of(table, names):

@@ -190,3 +190,33 @@ def assert_modes_match_torch(model, net, torch, X, V, U):
                                atol=1e-12)
     np.testing.assert_allclose(model.vjp(X, U)[1], their_uj.detach().numpy(), rtol=1e-10,
                                atol=1e-12)
+
+
+def write_columns(path, data, labels):
+    """A CSV of the columns `data` ({name: cells}, None written blank) and a "label"
+    column."""
+    import csv
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(list(data) + ["label"])
+        for i in range(len(labels)):
+            writer.writerow(["" if data[k][i] is None else data[k][i] for k in data]
+                            + [labels[i]])
+
+
+def assert_cli_reads_raw_file(model_path, path, data, labels, capsys):
+    """`fastnn predict` and `evaluate` of the raw CSV `path` (written from `data` and
+    `labels`) give the labels and accuracy of the saved network on the rows its
+    preprocessing makes of `data`; returns that accuracy."""
+    from fastnn import cli
+    model = fnn.load(model_path)
+    capsys.readouterr()
+    assert cli.main(["predict", str(model_path), str(path)]) == 0
+    predicted = capsys.readouterr().out.splitlines()[1:]
+    X = model.preprocessing.transform(data)
+    expected = np.array(model.classes)[model.predict(X).argmax(1)]
+    assert predicted == list(expected)
+    assert cli.main(["evaluate", str(model_path), str(path)]) == 0
+    accuracy = np.mean(expected == labels)
+    assert f"accuracy {accuracy:.4f}" in capsys.readouterr().out
+    return accuracy

@@ -2,10 +2,9 @@
 use of it): scikit-learn's imputer and one-hot encoder as the reference, the fitted state
 saved in the model file and checked when read, raw files with blanks and text predicted
 as the model was trained."""
-import csv
-
 import numpy as np
 import pytest
+from conftest import assert_cli_reads_raw_file, write_columns
 
 import fastnn as fnn
 from fastnn import cli
@@ -74,15 +73,6 @@ def test_a_saved_state_is_checked_like_a_config():
             TablePreprocessor.from_config(bad)
 
 
-def write(path, data, labels):
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(list(data) + ["label"])
-        for i in range(len(labels)):
-            writer.writerow(["" if data[k][i] is None else data[k][i] for k in data]
-                            + [labels[i]])
-
-
 def test_raw_files_with_blanks_and_text_train_predict_and_evaluate(rng, tmp_path, capsys):
     """train on a CSV with a categorical column and blank cells; the model file carries
     the preprocessing (fitted on the training rows: a value only in the validation rows is
@@ -92,7 +82,7 @@ def test_raw_files_with_blanks_and_text_train_predict_and_evaluate(rng, tmp_path
     data["size"][-1] = "only-in-validation"
     labels = np.where(np.array([0 if w is None else w for w in data["weight"]]) > 70,
                       "heavy", "light")
-    write(tmp_path / "train.csv", data, labels)
+    write_columns(tmp_path / "train.csv", data, labels)
     model_path = tmp_path / "m.npz"
     assert cli.main(["train", str(tmp_path / "train.csv"), "--epochs", "5", "--verbose",
                      "0", "--validation-split", "0.1", "--save", str(model_path)]) == 0
@@ -102,16 +92,8 @@ def test_raw_files_with_blanks_and_text_train_predict_and_evaluate(rng, tmp_path
     assert model.n_features == model.preprocessing.n_outputs == 8
     test = table(rng, 40, unseen=True)
     test_labels = np.where(rng.random(40) > 0.5, "heavy", "light")
-    write(tmp_path / "test.csv", test, test_labels)
-    capsys.readouterr()
-    assert cli.main(["predict", str(model_path), str(tmp_path / "test.csv")]) == 0
-    predicted = capsys.readouterr().out.splitlines()[1:]
-    X = model.preprocessing.transform(test)
-    expected = np.array(model.classes)[model.predict(X).argmax(1)]
-    assert predicted == list(expected)
-    assert cli.main(["evaluate", str(model_path), str(tmp_path / "test.csv")]) == 0
-    accuracy = np.mean(expected == test_labels)
-    assert f"accuracy {accuracy:.4f}" in capsys.readouterr().out
+    write_columns(tmp_path / "test.csv", test, test_labels)
+    assert_cli_reads_raw_file(model_path, tmp_path / "test.csv", test, test_labels, capsys)
 
 
 def test_a_numbers_only_model_refuses_a_file_with_blanks(rng, tmp_path, capsys):
@@ -140,13 +122,13 @@ def test_onnx_of_a_command_line_model_reads_raw_columns_as_predict_does(rng, tmp
     data = table(rng, 200)
     labels = np.where(np.array([0 if w is None else w for w in data["weight"]]) > 70,
                       "heavy", "light")
-    write(tmp_path / "train.csv", data, labels)
+    write_columns(tmp_path / "train.csv", data, labels)
     model_path, onnx_path = tmp_path / "m.npz", tmp_path / "m.onnx"
     assert cli.main(["train", str(tmp_path / "train.csv"), "--epochs", "5", "--verbose",
                      "0", "--dtype", dtype, "--save", str(model_path)]) == 0
     assert cli.main(["export", str(model_path), str(onnx_path)]) == 0
     test = table(rng, 40, unseen=True)
-    write(tmp_path / "test.csv", test, np.where(rng.random(40) > 0.5, "heavy", "light"))
+    write_columns(tmp_path / "test.csv", test, np.where(rng.random(40) > 0.5, "heavy", "light"))
     capsys.readouterr()
     assert cli.main(["predict", str(model_path), str(tmp_path / "test.csv")]) == 0
     predicted = capsys.readouterr().out.splitlines()[1:]

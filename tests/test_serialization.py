@@ -190,7 +190,11 @@ def test_a_model_s_preprocessing_is_checked_when_read(tmp_path):
                 dict(good, preprocessing="x"),
                 dict(good, features=["w", "size"]),
                 dict(good, preprocessing=TablePreprocessor().fit({"a": [1.0]}).to_config(),
-                     features=["a"])):
+                     features=["a"]),
+                # four inputs, but a coded column and no Embedding to read its codes
+                dict(good, preprocessing=TablePreprocessor(max_one_hot=1).fit(
+                    {"size": ["S", "M"], "w": [1.0, None], "v": [0.0, 1.0]}).to_config(),
+                     features=["size", "w", "v"])):
         with pytest.raises(ValueError, match="invalid model description"):
             fnn.load(_write(tmp_path, fuzz_load.archive(fuzz_load.with_config(files, bad))))
 
