@@ -76,7 +76,7 @@ def _training_data(args, group=None):
     whole and sliced; targets are encoded over every process's rows."""
     import numpy as np
 
-    from .tabular import TablePreprocessor, choose_task, encode_target, read_table
+    from .tabular import TablePreprocessor, choose_task, concat_columns, encode_target, read_table
     rows = None
     if group is not None:
         from .distributed import shard
@@ -97,14 +97,16 @@ def _training_data(args, group=None):
             start = sum(len(part) for part in shards[:group.rank])
             y = y[start:start + len(table)]
         X, preprocessing = table.X, None
-        if table.columns is not None:  # fitted on the rows fit trains on, not validation's
+        if _needs_preprocessing(table, group):
+            # fitted on the rows fit trains on (each process's first rows), not on the
+            # validation rows; data-parallel, on every process's, gathered in rank order
+            n_rows = len(y) if group is None else sum(len(part) for part in shards)
+            train_rows = int(len(table) * (1 - validation_fraction(args, n_rows)))
+            columns = table.rows(0, train_rows).as_columns()
             if group is not None:
-                raise CommandError("missing cells and categorical columns are not yet "
-                                   "supported in data-parallel training: fill them first")
-            train_rows = int(len(table) * (1 - validation_fraction(args, len(table))))
-            preprocessing = TablePreprocessor(max_one_hot=args.one_hot_max).fit(
-                table.rows(0, train_rows).columns)
-            X = preprocessing.transform(table.columns)
+                columns = concat_columns(group.comm.allgather(columns))
+            preprocessing = TablePreprocessor(max_one_hot=args.one_hot_max).fit(columns)
+            X = preprocessing.transform(table.as_columns())
         return (X, y, None, None, task, why, classes, table.feature_names,
                 table.target_name, preprocessing)
     from .datasets import load_mnist
@@ -117,6 +119,13 @@ def _training_data(args, group=None):
         X, y = X[start:stop], y[start:stop]
     return (X, y.astype(np.int64), X_test, y_test.astype(np.int64), "classification",
             "--data", list(range(10)), None, None, None)
+
+
+def _needs_preprocessing(table, group):
+    """Whether a table has missing cells or text columns: on any process, data-parallel
+    (where one shard may have none)."""
+    needs = table.columns is not None
+    return needs if group is None else any(group.comm.allgather(needs))
 
 
 def _names(text):

@@ -16,8 +16,8 @@ import numpy as np
 
 from .preprocessing import TablePreprocessor, category_key, is_missing
 
-__all__ = ["DataError", "Table", "TablePreprocessor", "read_table", "encode_target",
-           "decode_labels"]
+__all__ = ["DataError", "Table", "TablePreprocessor", "read_table", "concat_columns",
+           "encode_target", "decode_labels"]
 
 MAX_LINE_CHARS = 1 << 24  # a CSV line longer than this is refused as it is read
 
@@ -59,6 +59,23 @@ class Table:
         if self.columns is not None:
             return self.columns
         return {name: self.X[:, j] for j, name in enumerate(self.feature_names)}
+
+
+def concat_columns(parts):
+    """The rows of several {name: cells} tables of the same columns (as Table.as_columns
+    gives them), in order: a column numeric in every part stays a float64 array; one
+    that is text in some part becomes category keys throughout (NaN to None, a number to
+    its key, as the CSV reader does when a column turns out to hold text)."""
+    joined = {}
+    for name in parts[0]:
+        cells = [part[name] for part in parts]
+        if all(isinstance(c, np.ndarray) for c in cells):
+            joined[name] = np.concatenate(cells)
+        else:
+            joined[name] = [key for c in cells for key in (
+                c if not isinstance(c, np.ndarray)
+                else [None if math.isnan(v) else repr(float(v)) for v in c])]
+    return joined
 
 
 def read_table(paths, target=None, features=None, need_target=True, rows=None, sep=None,

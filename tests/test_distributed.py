@@ -217,6 +217,41 @@ def test_command_line_trains_data_parallel_under_mpirun(tmp_path, task):
     np.testing.assert_allclose(two.predict(X_new), one.predict(X_new), rtol=1e-10)
 
 
+def test_command_line_trains_a_raw_table_data_parallel(tmp_path):
+    """`mpirun -n 2 fastnn train table.csv` on a table with blanks and text columns: the
+    preprocessing is fitted on every process's rows (a column that is text in one shard
+    and numbers in the other is categorical for both; blanks only in one shard still get
+    their indicator), and the saved model, preprocessing and all, equals one process's."""
+    rng = np.random.default_rng(1)
+    n = 240
+    a, b = rng.normal(size=n), rng.normal(size=n) * 3 + 1
+    code = rng.integers(1, 4, n).astype(object)
+    code[:40:7] = "other"  # text in the first shard only
+    b_cells = np.round(b, 6).astype(object)
+    b_cells[:100:9] = ""  # blanks in the first shard only
+    city = np.array([f"c{i}" for i in rng.integers(0, 12, n)])
+    label = np.where(a + (code == 2) > 0.3, "yes", "no")
+    with open(tmp_path / "table.csv", "w") as f:
+        f.write("a,b,code,city,label\n" + "".join(
+            f"{a[i]:.6f},{b_cells[i]},{code[i]},{city[i]},{label[i]}\n" for i in range(n)))
+    args = ["-m", "fastnn", "train", "table.csv", "--epochs", "3", "--dtype", "float64",
+            "--validation-split", "0", "--hidden", "16", "--one-hot-max", "5"]
+    parallel = subprocess.run(mpirun_command(2) + [sys.executable] + args
+                              + ["--save", "two.npz"], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert parallel.returncode == 0, parallel.stdout + parallel.stderr
+    single = subprocess.run([sys.executable] + args + ["--save", "one.npz"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=300)
+    assert single.returncode == 0, single.stderr
+    two, one = fnn.load(tmp_path / "two.npz"), fnn.load(tmp_path / "one.npz")
+    assert two.preprocessing.to_config() == one.preprocessing.to_config()
+    kinds = {c["name"]: (c["kind"], c["indicator"]) for c in one.preprocessing.columns}
+    assert kinds == {"a": ("numeric", False), "b": ("numeric", True),
+                     "code": ("categorical", False), "city": ("codes", False)}
+    for x, w in zip(two.parameters(), one.parameters()):
+        np.testing.assert_allclose(x, w, rtol=1e-10, atol=1e-12)
+
+
 # -- without MPI ---------------------------------------------------------------------
 
 class FakeComm:
