@@ -14,12 +14,13 @@ from collections import Counter
 
 import numpy as np
 
+from ._csv_arrow import MAX_LINE_CHARS
+from ._csv_arrow import read_csv as read_csv_arrow
 from .preprocessing import TablePreprocessor, category_key, is_missing
 
 __all__ = ["DataError", "Table", "TablePreprocessor", "read_table", "concat_columns",
            "encode_target", "decode_labels"]
 
-MAX_LINE_CHARS = 1 << 24  # a CSV line longer than this is refused as it is read
 
 
 class DataError(ValueError):
@@ -146,12 +147,12 @@ def _kind(path):
 
 
 def _read_csv(path, target, features, need_target, sep, decimal):
-    """A Table from a CSV file with a header row. A file of numbers only (the target may
-    be text) goes through pyarrow's reader where pyarrow is installed (_read_csv_fast);
-    any other file, and any file pyarrow's reader does not take exactly, is read one
-    record at a time: each row's features become float64 as it is read, so the file is
-    never held as strings, and the first bad cell stops the read. Errors name the line
-    where the record starts (a quoted field may span lines)."""
+    """A Table from a CSV file with a header row, read by pyarrow's reader where pyarrow
+    is installed (_read_csv_fast); a file it does not take exactly (blank lines, fields
+    spanning lines, gzip, and every file with an error) is read one record at a time:
+    each row's features become float64 as it is read (a column's category keys once it
+    holds text), and the first bad cell stops the read. Errors name the line where the
+    record starts (a quoted field may span lines)."""
     table = _read_csv_fast(path, target, features, need_target, sep, decimal)
     if table is not None:
         return table
@@ -221,67 +222,10 @@ def _read_csv(path, target, features, need_target, sep, decimal):
 
 
 def _read_csv_fast(path, target, features, need_target, sep, decimal):
-    """The Table of a CSV file whose feature columns are all numbers, finite and never
-    missing, read by pyarrow's CSV reader (several times faster than the record loop);
-    None, having changed nothing, for any other file (text or blank cells, blank lines,
-    fields spanning lines, decimal commas, gzip, no pyarrow): the record loop then reads
-    it, with its errors. Each row is the line after the last (blank lines and fields
-    spanning lines make pyarrow's read fail), so its line is known."""
-    if decimal != "." or path.lower().endswith(".gz"):
-        return None
-    try:
-        import pyarrow as pa
-        import pyarrow.compute as pc
-        from pyarrow import csv as pacsv
-    except ImportError:
-        return None
-    try:
-        with open(path, encoding="utf-8-sig", newline="") as f:
-            first = f.readline(MAX_LINE_CHARS + 1)
-        delimiter = sep or _separator(first)
-        header = next(csv.reader([first], delimiter=delimiter), None)
-        if not header or len(first) > MAX_LINE_CHARS:
-            return None
-        header = [name.strip() for name in header]
-        if len(set(header)) != len(header):
-            return None
-        feature_names, target_name = _columns(path, header, target, features, need_target)
-        names = [f"c{i}" for i in range(len(header))]  # (the stripped names are matched)
-        index = {name: i for i, name in enumerate(header)}
-        batches = pacsv.open_csv(
-            path,
-            read_options=pacsv.ReadOptions(column_names=names, skip_rows=1,
-                                           block_size=1 << 22),
-            parse_options=pacsv.ParseOptions(delimiter=delimiter, ignore_empty_lines=False),
-            convert_options=pacsv.ConvertOptions(
-                column_types={} if target_name is None
-                else {names[index[target_name]]: pa.string()},
-                strings_can_be_null=False, quoted_strings_can_be_null=False))
-        parts, targets = [], []
-        for batch in batches:  # block by block: a file it will not take stops early
-            columns = [batch.column(index[name]) for name in feature_names]
-            if any(c.null_count or not (pa.types.is_floating(c.type)
-                                        or pa.types.is_integer(c.type)) for c in columns):
-                return None
-            X = np.empty((batch.num_rows, len(feature_names)))
-            for k, column in enumerate(columns):
-                X[:, k] = column.to_numpy()
-            if not np.isfinite(X).all():
-                return None
-            parts.append(X)
-            if target_name is not None:
-                column = pc.utf8_trim_whitespace(batch.column(index[target_name]))
-                if need_target and pc.any(pc.equal(pc.utf8_length(column), 0)).as_py():
-                    return None
-                y = column.to_numpy(zero_copy_only=False).astype(str)
-                targets.append(y)
-    except Exception:  # whatever pyarrow refuses, the record loop reads or explains
-        return None
-    X = np.concatenate(parts) if parts else np.empty((0, len(feature_names)))
-    if not len(X):
-        return None
-    y = np.concatenate(targets) if target_name is not None else None
-    return Table(X, y, feature_names, target_name, np.arange(2, len(X) + 2, dtype=np.int64))
+    """The Table pyarrow's CSV reader makes of the file (fastnn._csv_arrow), or None for
+    the record loop to read."""
+    return read_csv_arrow(path, target, features, need_target, sep, decimal, _columns,
+                          Table)
 
 
 def _bounded_lines(f, path):

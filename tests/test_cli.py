@@ -663,6 +663,20 @@ def test_the_defaults_stop_early_and_say_on_what_they_trained(tmp_path, capsys):
     assert "7 epochs (--patience 0: all 7)" in out
 
 
+def test_pyarrows_reader_reads_decimal_commas_as_the_record_loop(tmp_path, monkeypatch):
+    pytest.importorskip("pyarrow")
+    from fastnn import tabular
+    path = tmp_path / "t.csv"
+    path.write_text("a;b;c;y\n1,5;x;;k\n-2,25;y;3;l\n1e3;z;4,5;k\n", encoding="utf-8")
+    assert tabular._read_csv_fast(str(path), "y", None, True, None, ",") is not None
+    quick = tabular.read_table([path], target="y", decimal=",")
+    monkeypatch.setattr(tabular, "_read_csv_fast", lambda *args: None)
+    loop = tabular.read_table([path], target="y", decimal=",")
+    np.testing.assert_array_equal(quick.columns["a"], [1.5, -2.25, 1000.0])
+    np.testing.assert_array_equal(quick.columns["c"], loop.columns["c"])
+    assert quick.columns["b"] == loop.columns["b"] == ["x", "y", "z"]
+
+
 @pytest.mark.parametrize("content, fast", [
     ("a,b,y\n1,2.5,x\n3,-4e3,z\n7,0.1,x\n", True),        # ints and floats, a text target
     ("\ufeffa;b;y\n1;2;3\n4;5;6\n", True),                   # a BOM, semicolons, numbers
@@ -670,14 +684,27 @@ def test_the_defaults_stop_early_and_say_on_what_they_trained(tmp_path, capsys):
     ("a,b,y\n1,2,x\n\n3,4,z\n", False),                      # a blank line
     ("a,b,y\n1, 2,x\n3,4, z \n", None),                      # spaces around cells
     ("a,b,y\n1,inf,x\n", False),                             # an error either way
-    ("a,b,y\n1,,x\n3,4,z\n", False),                         # a missing cell
+    ("a,b,y\n1,,x\n3,NA,z\n", True),                        # missing cells
+    ("a,b,y\n1, S ,x\n3,M,z\n4,,x\n5,2,x\n", True),           # text, blank and a number
+    ("a,b,y\n1,2,x\n3,4,z\n5,6,x\n7,8,x\n9,10,x\n11,12,x\n13,u,x\n", True),  # late text
+    ("a,b,y\n1_0,2,x\n3,1e1,z\n", True),                     # numbers only Python reads
+    ("a,b,y\n1,NAN,x\n2,u,z\n", False),                       # a NaN read by position
+    ("a,b,y\n1,2,x\n3,,\n", False),                           # a missing target
+    ("a,b,y\n1,1,5,x\n", False),                              # four fields (error)
+    ("a,b,y\n1,2\n", False),                                 # too few fields (error)
+    ('a,b,y\n1,"two\nlines",x\n', False),                     # a field spanning lines
 ])
-def test_pyarrows_reader_gives_the_record_loops_table(tmp_path, monkeypatch, content, fast):
-    """A file of numbers goes through pyarrow's reader (fast: True, it must; False, it
-    must not; None, either), and whichever way it goes the table (or the error) is the
-    one the record loop makes of it."""
+@pytest.mark.parametrize("block", [None, 24])
+def test_pyarrows_reader_gives_the_record_loops_table(tmp_path, monkeypatch, content, fast,
+                                                      block):
+    """A file goes through pyarrow's reader (fast: True, it must; False, it must not;
+    None, either), in one block or blocks of a row or two (a column that turns to text
+    in a later block), and whichever way it goes the table (or the error) is the one the
+    record loop makes of it: numbers, category keys and missing cells alike."""
     pytest.importorskip("pyarrow")
-    from fastnn import tabular
+    from fastnn import _csv_arrow, tabular
+    if block:
+        monkeypatch.setattr(_csv_arrow, "_BLOCK_BYTES", block)
     path = tmp_path / "t.csv"
     path.write_text(content, encoding="utf-8")
     if fast is not None:
@@ -698,3 +725,9 @@ def test_pyarrows_reader_gives_the_record_loops_table(tmp_path, monkeypatch, con
     assert (quick.feature_names, quick.target_name) == (loop.feature_names, loop.target_name)
     for a, b in [(quick.X, loop.X), (quick.y, loop.y), (quick.lines, loop.lines)]:
         assert (a is None) == (b is None) and (a is None or np.array_equal(a, b))
+    assert (quick.columns is None) == (loop.columns is None)
+    for name, cells in (loop.columns or {}).items():
+        if isinstance(cells, list):
+            assert quick.columns[name] == cells
+        else:
+            np.testing.assert_array_equal(quick.columns[name], cells)
