@@ -2,7 +2,7 @@
 same epoch one batch per call with a Python callback between batches (the same steps and
 results), on MNIST's shape, interleaved, fastest of the repeats.
 
-    python bench/bench_callbacks.py                  # 784-256-128-10, batch sizes 32, 128
+    python bench/bench_callbacks.py       # 784-256-128-10, SGD and Adam, batch sizes 32, 128
     python bench/bench_callbacks.py --batch-sizes 32,512 --repeats 5
 """
 import argparse
@@ -20,9 +20,10 @@ class EveryBatch:
         pass
 
 
-def epoch_seconds(widths, X, y, batch_size, callbacks):
+def epoch_seconds(widths, X, y, batch_size, callbacks, optimizer="sgd"):
     model = fnn.Sequential(mlp_layers(widths, ()), seed=0)
-    model.fit(X[:2 * batch_size], y[:2 * batch_size], optimizer="sgd", batch_size=batch_size)
+    model.fit(X[:2 * batch_size], y[:2 * batch_size], optimizer=optimizer,
+              batch_size=batch_size)
     return model.fit(X, y, epochs=1, batch_size=batch_size, callbacks=callbacks)["seconds"][0]
 
 
@@ -31,19 +32,22 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch-sizes", default="32,128")
     parser.add_argument("--network", default="784-256-128-10", choices=list(WIDTHS))
+    parser.add_argument("--optimizers", default="sgd,adam")
     args = parser.parse_args(argv)
     X, y, source = load_data(60000)
     widths = WIDTHS[args.network]
     print(f"# {source}; {blas_description()}; {fnn.get_num_threads()} threads")
-    print("| network | batch_size | whole epoch s | on_batch_end s | ratio |")
-    print("|---|---|---|---|---|")
-    for batch_size in (int(b) for b in args.batch_sizes.split(",")):
-        whole, per_batch = [], []
-        for _ in range(args.repeats):  # interleaved: the machine's drift hits both alike
-            whole.append(epoch_seconds(widths, X, y, batch_size, []))
-            per_batch.append(epoch_seconds(widths, X, y, batch_size, [EveryBatch()]))
-        print(f"| {args.network} | {batch_size} | {min(whole):.3f} | {min(per_batch):.3f} | "
-              f"{min(per_batch) / min(whole):.3f} |")
+    print("| network | optimizer | batch_size | whole epoch s | on_batch_end s | ratio |")
+    print("|---|---|---|---|---|---|")
+    for optimizer in args.optimizers.split(","):
+        for batch_size in (int(b) for b in args.batch_sizes.split(",")):
+            whole, per_batch = [], []
+            for _ in range(args.repeats):  # interleaved: the machine's drift hits both
+                whole.append(epoch_seconds(widths, X, y, batch_size, [], optimizer))
+                per_batch.append(epoch_seconds(widths, X, y, batch_size, [EveryBatch()],
+                                               optimizer))
+            print(f"| {args.network} | {optimizer} | {batch_size} | {min(whole):.3f} | "
+                  f"{min(per_batch):.3f} | {min(per_batch) / min(whole):.3f} |")
     return 0
 
 

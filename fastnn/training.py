@@ -62,7 +62,11 @@ def train_epoch(engine, optimizer, X, targets, labels, weights, batch_size, kind
     dropout_seed restarts dropout's mask stream. With pieces > 1 (not data-parallel),
     the epoch runs in that many calls of whole batches (at most one per batch),
     after_piece(rows_done, the piece's summed loss) between them (a progress bar, batch
-    callbacks); the results are the same bits. clip: (max norm, max value) of each
+    callbacks); the results are the same bits. The state is copied aside once, by the
+    first piece: a later piece whose update wrote NaN or inf is found again from that
+    copy over the epoch's rows up to its end (a copy in every call costs Adam 130-170 us
+    more a call on 784-256-128-10, docs/benchmarks.md). A callback's own changes to the
+    parameters between pieces are then not replayed. clip: (max norm, max value) of each
     step's gradient (0: none), as torch's clip_grad_norm_ and clip_grad_value_.
     schedule: the epoch's learning rate and momentum per step (float64 arrays, or None:
     the optimizer's). The
@@ -97,7 +101,15 @@ def train_epoch(engine, optimizer, X, targets, labels, weights, batch_size, kind
                 X_part, targets_part, labels_part, order_part, batch_size, kind, n_run,
                 threads, weights_part, step_rows, step_denoms, adapt=adapt,
                 clip_norm=clip[0], clip_value=clip[1], step_lr=lr_part,
-                step_momentum=momentum_part)
+                step_momentum=momentum_part, copy_aside=first == 0)
+            if engine.failure == "not restored":  # from the epoch's copy, up to here
+                loss_sum, first = 0.0, 0
+                X_all, targets_all, labels_all, order_all, weights_all = _epoch_rows(
+                    X, targets, labels, order, weights, last)
+                part, failed = engine.rerun_from_copy(
+                    X_all, targets_all, labels_all, order_all, batch_size, kind, n_run,
+                    threads, weights_all, clip_norm=clip[0], clip_value=clip[1],
+                    step_lr=schedule[0], step_momentum=schedule[1])
         finally:
             optimizer.steps = engine.step
         if failed >= 0:
@@ -107,6 +119,14 @@ def train_epoch(engine, optimizer, X, targets, labels, weights, batch_size, kind
         if after_piece is not None and len(spans) > 1:
             after_piece(last, part)
     return EpochResult(loss_sum, -1, None)
+
+
+def _epoch_rows(X, targets, labels, order, weights, last):
+    """(X, targets, labels, order, weights) of the epoch's rows [0, last)."""
+    if order is not None:
+        return X, targets, labels, order[:last], weights
+    return (X[:last], _rows(targets, 0, last), _rows(labels, 0, last), None,
+            _rows(weights, 0, last))
 
 
 def _rows(array, first, last):

@@ -235,20 +235,30 @@ def _poisson_rows(dtype):
                                        lambda: fnn.optim.SGD(lr=2.0),
                                        lambda: fnn.optim.SGD(lr=2.0, momentum=0.9)],
                          ids=["adam", "sgd", "momentum"])
-def test_an_update_that_overflows_raises_and_keeps_the_state_before_it(optimizer):
+@pytest.mark.parametrize("per_batch", [False, True], ids=["whole", "on_batch_end"])
+def test_an_update_that_overflows_raises_and_keeps_the_state_before_it(optimizer,
+                                                                       per_batch):
     """float32, poisson_nll with a large learning rate: a step whose loss is finite can
     overflow its gradient or update, writing inf into the parameters or the optimizer's
     state (Adam: its second moment). fit raises FloatingPointError at that batch, and
-    everything a step writes is bit for bit what training the batches before it gives."""
+    everything a step writes is bit for bit what training the batches before it gives;
+    also where an on_batch_end callback cuts the epoch into a call per batch (the state
+    copied aside once an epoch), the callback having seen every batch before it."""
     X, y = _poisson_rows(np.float32)
 
     def model():
         return fnn.Sequential([fnn.Dense(8, 32), fnn.ReLU(), fnn.Dense(32, 1)], seed=0)
 
+    class Counting:
+        calls = 0
+
+        def on_batch_end(self, batch, logs):
+            Counting.calls += 1
+
     failing = model()
     with pytest.raises(FloatingPointError, match=r"at epoch (\d+), batch (\d+)") as error:
         failing.fit(X, y, loss="poisson_nll", optimizer=optimizer(), epochs=20,
-                    batch_size=32, shuffle=False)
+                    batch_size=32, shuffle=False, callbacks=[Counting()] if per_batch else [])
     epoch, batch = (int(v) for v in re.search(r"epoch (\d+), batch (\d+)",
                                               str(error.value)).groups())
     state = _state(failing)
@@ -260,6 +270,7 @@ def test_an_update_that_overflows_raises_and_keeps_the_state_before_it(optimizer
         replay.fit(X[:32 * batch], y[:32 * batch], loss="poisson_nll", epochs=1,
                    batch_size=32, shuffle=False)
     assert failing.optimizer.steps == replay.optimizer.steps == 8 * epoch + batch
+    assert Counting.calls == (8 * epoch + batch if per_batch else 0)
     for a, b in zip(state, _state(replay)):
         np.testing.assert_array_equal(a, b)
 

@@ -27,8 +27,10 @@ cdef class Engine:
     cdef unsigned long _trainer  # the thread running fit (its ident), 0 when none
     cdef int _readers            # predicts running on their callers' threads
     cdef int _status             # the last training run's Job.status
-    cdef readonly object failure  # the last train_epoch's failed batch: "loss", "update"
+    cdef readonly object failure  # the last train_epoch's failed batch: "loss", "update",
+    #                               "not restored" (copy_aside=False)
     cdef object _saved           # train_epoch's copy of the state a step writes
+    cdef object _saved_counters  # and its step, generator, penalty and NAdam product
 
     def __cinit__(self, list specs, dtype):
         cdef LayerPlan* L
@@ -310,7 +312,8 @@ cdef class Engine:
     def train_epoch(self, X, targets, labels, order, Py_ssize_t batch_size, loss_kind,
                     int n_run, int max_threads=1, weights=None, step_rows=None,
                     step_denoms=None, bint adapt=False, double clip_norm=0,
-                    double clip_value=0, step_lr=None, step_momentum=None):
+                    double clip_value=0, step_lr=None, step_momentum=None,
+                    bint copy_aside=True):
         """Train on the rows X[order] (all of X, in order, when order is None) in batches,
         on at most max_threads threads; with `adapt`, on as many of those as the machine
         gives (train_adapting: fewer while other processes hold cores). X is a C-contiguous
@@ -338,14 +341,14 @@ cdef class Engine:
         work per step: the state is copied aside when the call starts and checked once
         when it ends. Only when something is not finite is the call run again from the
         copy, checking after each step, and then once more up to the first bad step (a
-        plan gives the same bits every time it runs).
+        plan gives the same bits every time it runs). copy_aside=False (the later calls
+        of an epoch cut in pieces, fastnn.training) keeps the copy the epoch's first call
+        made: such a call still checks its writes, and where they are not finite leaves
+        them, with `failure` "not restored", for rerun_from_copy over the epoch's rows up
+        to its end.
         Raises KeyboardInterrupt (or another signal's error) between steps; data-parallel,
         StopIteration when another process stopped, RuntimeError when the allreduce
         failed."""
-        cdef long long step = self.net.step
-        cdef double mu_product = self.net.mu_product
-        cdef uint64_t rng = self.net.rng
-        cdef double penalty_sum = self.net.penalty_sum
         cdef size_t item = self.dtype.itemsize
         cdef bint finite
         if (clip_norm > 0 or clip_value > 0) and step_rows is not None:
@@ -365,22 +368,48 @@ cdef class Engine:
                 step_momentum)
         self.failure = None
         cdef Py_ssize_t entries = state_entries(&self.net)
-        if self._saved is None or self._saved.size != entries * item:
-            self._saved = np.empty(entries * item, np.uint8)  # kept for the next call
-        cdef char* store = <char*> data_ptr(self._saved)
-        with nogil:
-            copy_state(&self.net, store, item, False, False)
+        cdef char* store
+        if copy_aside or self._saved is None:
+            if self._saved is None or self._saved.size != entries * item:
+                self._saved = np.empty(entries * item, np.uint8)  # kept for the next call
+            store = <char*> data_ptr(self._saved)
+            with nogil:
+                copy_state(&self.net, store, item, False, False)
+            self._saved_counters = (self.net.step, self.net.rng, self.net.penalty_sum,
+                                    self.net.mu_product)
         loss_sum, failed = self._train(*args, adapt=adapt)
         with nogil:
             finite = copy_state(&self.net, NULL, item, False, True)
         if finite:
             self.failure = "loss" if failed >= 0 else None
             return loss_sum, failed
+        if not copy_aside:
+            self.failure = "not restored"
+            return loss_sum, failed
+        return self._rerun(args)
+
+    def rerun_from_copy(self, X, targets, labels, order, Py_ssize_t batch_size, loss_kind,
+                        int n_run, int max_threads=1, weights=None, double clip_norm=0,
+                        double clip_value=0, step_lr=None, step_momentum=None):
+        """After a call with copy_aside=False whose writes were not finite: from the copy
+        (and the counters) the epoch's first call set aside, train_epoch's search over
+        these rows (that call's and every one since, to the failed call's end): the first
+        bad step, and the state just before it. Returns what train_epoch returns."""
+        self.failure = None
+        return self._rerun((X, targets, labels, order, batch_size, loss_kind, n_run,
+                            max_threads, weights, None, None, clip_norm, clip_value,
+                            step_lr, step_momentum))
+
+    def _rerun(self, args):
+        """The state from the copy, then the steps again checking each (the first bad
+        one), then once more up to it; failure "update"."""
+        cdef char* store = <char*> data_ptr(self._saved)
+        cdef size_t item = self.dtype.itemsize
         for check in (True, False):  # find the first bad step, then stop before it
             with nogil:
                 copy_state(&self.net, store, item, True, False)
-            self.net.step, self.net.rng, self.net.penalty_sum = step, rng, penalty_sum
-            self.net.mu_product = mu_product
+            (self.net.step, self.net.rng, self.net.penalty_sum,
+             self.net.mu_product) = self._saved_counters
             if check:
                 loss_sum, failed = self._train(*args, check_steps=True)
                 if failed < 0 or self._status == BAD_LOSS:  # a loss that became NaN came first
