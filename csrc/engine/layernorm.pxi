@@ -7,17 +7,32 @@
 cdef inline void ln_row_moments(const floating* x, Py_ssize_t m, double eps,
                                 floating* mean, floating* invstd) noexcept nogil:
     """A row's mean and 1 / sqrt(biased variance + eps), the variance from the deviations
-    (two passes: no cancellation)."""
-    cdef Py_ssize_t j
-    cdef floating total = 0, d
-    for j in range(m):
-        total += x[j]
-    mean[0] = total / m
-    total = 0
-    for j in range(m):
-        d = x[j] - mean[0]
-        total += d * d
-    invstd[0] = <floating> (1 / sqrt(<double> (total / m) + eps))
+    (two passes: no cancellation). Each sum is four interleaved partial sums, added
+    (0 + 1) + (2 + 3) at the end: four chains of additions in flight instead of one
+    (`python bench/bench_norm_traffic.py`: a LayerNorm after each hidden layer of
+    784-256-128-10 added 0.049 s to a 0.384 s SGD epoch with one chain)."""
+    cdef Py_ssize_t j, whole = m - m % 4
+    cdef floating s0 = 0, s1 = 0, s2 = 0, s3 = 0, mu, d0, d1, d2, d3
+    for j in range(0, whole, 4):
+        s0 += x[j]
+        s1 += x[j + 1]
+        s2 += x[j + 2]
+        s3 += x[j + 3]
+    for j in range(whole, m):
+        s0 += x[j]
+    mu = ((s0 + s1) + (s2 + s3)) / m
+    mean[0] = mu
+    s0 = s1 = s2 = s3 = 0
+    for j in range(0, whole, 4):
+        d0, d1, d2, d3 = x[j] - mu, x[j + 1] - mu, x[j + 2] - mu, x[j + 3] - mu
+        s0 += d0 * d0
+        s1 += d1 * d1
+        s2 += d2 * d2
+        s3 += d3 * d3
+    for j in range(whole, m):
+        d0 = x[j] - mu
+        s0 += d0 * d0
+    invstd[0] = <floating> (1 / sqrt(<double> (((s0 + s1) + (s2 + s3)) / m) + eps))
 
 
 cdef inline void ln_row_forward(const floating* x, floating* y, const floating* gamma,
@@ -36,14 +51,18 @@ cdef inline void ln_row_project(const floating* x, floating mean, floating invst
     """out = A (scale * v) for the row's Jacobian of xhat, A = invstd (I - 1 1^T / m -
     xhat xhat^T / m) (symmetric); scale NULL: 1. The input gradient of a row (v = g,
     scale = gamma) and its tangent (v = t, scale NULL, then times gamma)."""
-    cdef Py_ssize_t j
+    cdef Py_ssize_t j, k
     cdef floating total = 0, dot = 0, w, xhat
+    cdef floating sums[4]
+    cdef floating dots[4]
+    for k in range(4):  # four partial sums each, as ln_row_moments
+        sums[k] = dots[k] = 0
     for j in range(m):
         w = v[j] * (scale[j] if scale != NULL else 1)
-        total += w
-        dot += w * (x[j] - mean) * invstd
-    total /= m
-    dot /= m
+        sums[j & 3] += w
+        dots[j & 3] += w * (x[j] - mean) * invstd
+    total = ((sums[0] + sums[1]) + (sums[2] + sums[3])) / m
+    dot = ((dots[0] + dots[1]) + (dots[2] + dots[3])) / m
     for j in range(m):
         w = v[j] * (scale[j] if scale != NULL else 1)
         xhat = (x[j] - mean) * invstd
