@@ -284,17 +284,9 @@ def fold_standardization(model, mean, std, y_mean=None, y_std=None):
     if first.kind == "embedding":
         numeric = first._arrays["numeric"]
         mean, std, first = mean[numeric], std[numeric], model.layers[1]
-        width = len(numeric)
-        weight = first.weight[:, :width]
-        first.bias -= (weight * (mean / std)).sum(axis=1).astype(first.bias.dtype)
-        weight /= std.astype(first.weight.dtype)
-        return _fold_target(last, y_mean, y_std)
-    first.bias -= (first.weight * (mean / std)).sum(axis=1).astype(first.bias.dtype)
-    first.weight /= std.astype(first.weight.dtype)
-    _fold_target(last, y_mean, y_std)
-
-
-def _fold_target(last, y_mean, y_std):
+    weight = first.weight[:, :len(mean)]  # (a view: the numeric columns' weights)
+    first.bias -= (weight * (mean / std)).sum(axis=1).astype(first.bias.dtype)
+    weight /= std.astype(first.weight.dtype)
     if y_mean is not None:
         last.weight *= last.weight.dtype.type(y_std)
         last.bias *= last.bias.dtype.type(y_std)
