@@ -61,24 +61,31 @@ def write_file(path, write, text=False):
     if not os.path.isdir(folder):
         raise FileNotFoundError(errno.ENOENT, f"cannot write {path}: no folder {folder}")
     _remove_orphans(folder)
-    with _removed_on_sigterm():
-        tmp = None
-        try:
-            fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".fastnn-{os.getpid()}-",
-                                       suffix=".tmp")
-            with os.fdopen(fd, mode, **options) as f:
-                write(f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, _file_mode(final))
-            os.replace(tmp, final)
-        except BaseException as exc:
-            if tmp is not None:
-                with contextlib.suppress(FileNotFoundError):  # (renamed just before)
-                    os.unlink(tmp)
-            if isinstance(exc, OSError):
-                raise OSError(exc.errno, f"cannot write {path}: {exc.strerror}") from None
-            raise
+    signals = _SigtermRaises()
+    tmp = None
+    try:
+        signals.install()
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".fastnn-{os.getpid()}-",
+                                   suffix=".tmp")
+        with os.fdopen(fd, mode, **options) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, _file_mode(final))
+        os.replace(tmp, final)
+    except BaseException as exc:
+        signals.leaving = True  # a SIGTERM from here on waits for the cleanup
+        if tmp is not None:
+            with contextlib.suppress(FileNotFoundError):  # (renamed just before)
+                os.unlink(tmp)
+        elif signals.terminated:  # inside mkstemp: its file is there, its name not yet
+            _remove_orphans(folder, ending=os.getpid())
+        if isinstance(exc, OSError):
+            raise OSError(exc.errno, f"cannot write {path}: {exc.strerror}") from None
+        raise
+    finally:
+        signals.leaving = True  # (set inline: a call could run the handler before its body)
+        signals.restore()
 
 
 def check_output(path, inputs, option):
@@ -121,16 +128,17 @@ def _file_mode(path):
     return 0o666 & ~mask
 
 
-def _remove_orphans(folder):
+def _remove_orphans(folder, ending=None):
     """Remove this user's temporary files in `folder` whose process no longer exists
-    (left by a SIGKILL, or a machine that stopped)."""
+    (left by a SIGKILL, or a machine that stopped), and those of process `ending` (this
+    one, when SIGTERM ends it)."""
     try:
         names = os.listdir(folder)
     except OSError:
         return
     for name in names:
         match = _TEMPORARY.fullmatch(name)
-        if match is None or _alive(int(match.group(1))):
+        if match is None or (int(match.group(1)) != ending and _alive(int(match.group(1)))):
             continue
         try:
             entry = os.lstat(os.path.join(folder, name))
@@ -150,26 +158,35 @@ def _alive(pid):
     return True
 
 
-class _removed_on_sigterm:
+class _SigtermRaises:
     """While a temporary file is open: SIGTERM raises _Terminated, so the write's cleanup
-    runs; on leaving, the process then ends by SIGTERM as the default action would. Only
-    in the main thread, and only where SIGTERM's action is the default (a program's own
-    handler is left alone)."""
+    runs; `restore()` then ends the process by SIGTERM as the default action would have.
+    Only in the main thread, and only where SIGTERM's action is the default (a program's
+    own handler is left alone).
 
-    def __enter__(self):
-        self.installed = (threading.current_thread() is threading.main_thread()
-                          and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL)
-        if self.installed:
+    That the signal came is kept apart from the exception it raised: code inside the
+    write may replace _Terminated by an exception of its own (numpy's savez, stopped in
+    the middle of a member, raises ValueError while closing its zip file) or swallow it,
+    and the process ends by SIGTERM all the same. Only the first signal raises, and none
+    once `leaving` is set, so the cleanup and `restore()` always run to their end."""
+
+    def __init__(self):
+        self.installed = self.terminated = self.leaving = False
+
+    def install(self):
+        if (threading.current_thread() is threading.main_thread()
+                and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL):
             signal.signal(signal.SIGTERM, self._raise)
-        return self
+            self.installed = True
 
-    @staticmethod
-    def _raise(signum, frame):
-        raise _Terminated()
+    def _raise(self, signum, frame):
+        first = not self.terminated
+        self.terminated = True
+        if first and not self.leaving:
+            raise _Terminated()
 
-    def __exit__(self, kind, value, traceback):
+    def restore(self):
         if self.installed:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            if kind is _Terminated:
+            if self.terminated:
                 os.kill(os.getpid(), signal.SIGTERM)
-        return False

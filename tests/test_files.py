@@ -140,6 +140,32 @@ def test_sigterm_during_save_leaves_no_temporary_file(tmp_path):
         assert [n for n in os.listdir(folder) if n != "m.npz"] == []
 
 
+_SIGTERM_THEN_OTHER_ERROR = """
+import os, signal, sys, time
+from fastnn._files import write_file
+
+def write(f):
+    f.write(b"half")
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+    finally:
+        raise ValueError("the writer's own cleanup failed")
+
+write_file(sys.argv[1], write)
+"""
+
+
+def test_sigterm_ends_the_process_when_the_writer_replaces_its_exception(tmp_path):
+    """numpy's savez, stopped by SIGTERM inside a member, raises ValueError from its own
+    cleanup in place of the signal's exception: the process still ends by SIGTERM, and
+    leaves no temporary file."""
+    child = subprocess.run([sys.executable, "-c", _SIGTERM_THEN_OTHER_ERROR,
+                            str(tmp_path / "m.npz")], capture_output=True, timeout=60)
+    assert child.returncode == -signal.SIGTERM, child.stderr.decode()
+    assert os.listdir(tmp_path) == []
+
+
 def test_a_later_write_removes_the_temporary_files_of_dead_processes(tmp_path):
     """SIGKILL cannot be caught: its temporary file is removed by the next write into the
     folder, while a living process's is left alone."""
