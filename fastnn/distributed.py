@@ -23,13 +23,19 @@ broadcast from it when fit starts; validation metrics are summed over the proces
 validation rows; callbacks and the learning-rate schedule run on rank 0 and their
 outcome (stop, learning rate, parameters at the end) is broadcast; `save` writes on
 rank 0 only. An error on one process (bad input on its shard, a failing callback, a
-NaN loss, Ctrl-C) raises on every process instead of leaving the others waiting.
+NaN loss, Ctrl-C) raises on every process instead of leaving the others waiting. Ctrl-C
+on one process during a data-parallel fit stops every process at the same step: while
+the fit runs, SIGINT only marks a request that the compiled loop reads before each step
+and sends with the step's allreduce (a KeyboardInterrupt raised in Python code between
+steps would leave the others waiting in their next collective).
 BatchNorm1d is refused: its statistics would be per process, not the global batch's.
 
 mpi4py is imported only by the caller (who passes a communicator): `import fastnn`
 never loads MPI.
 """
 import ctypes
+import signal
+import threading
 
 import numpy as np
 
@@ -95,6 +101,7 @@ class Group:
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
         self.allreduce = allreduce
         self._error = None
+        self.stop_request = np.zeros(1, np.uint8)  # set by Ctrl-C: see interrupts_deferred
 
     @classmethod
     def of(cls, comm):
@@ -118,6 +125,14 @@ class Group:
             raise error
         rank, text = failed[0]
         raise DistributedError(f"rank {rank} failed: {text}")
+
+    def interrupts_deferred(self):
+        """A context over a data-parallel fit: Ctrl-C (SIGINT) sets stop_request instead
+        of raising, the engine stops every process at its next step and raises
+        KeyboardInterrupt on this one (DistributedError on the others); a request made
+        after the last step raises KeyboardInterrupt when the fit returns. Only in the
+        main thread, and only where SIGINT's handler is Python's default."""
+        return _InterruptsDeferred(self)
 
     def collective(self):
         """A context whose block runs on every process, then agree()s on its outcome."""
@@ -186,9 +201,10 @@ class Group:
         if self.allreduce == "compiled":
             handles = _mpi_handles(self.comm, flat.dtype)
             if handles is not None and self._check_compiled(engine, flat, handles):
-                engine.set_reducer(REDUCE_MPI, *handles)
+                engine.set_reducer(REDUCE_MPI, *handles, stop_request=self.stop_request)
                 return "compiled"
-        engine.set_reducer(REDUCE_PYTHON, self._python_reducer(flat))
+        engine.set_reducer(REDUCE_PYTHON, self._python_reducer(flat),
+                           stop_request=self.stop_request)
         return "python"
 
     def _python_reducer(self, flat):
@@ -264,6 +280,31 @@ class _EpochErrors:
         return False
 
 
+class _InterruptsDeferred:
+    def __init__(self, group):
+        self.group = group
+
+    def __enter__(self):
+        self.group.stop_request[0] = 0
+        self.installed = (threading.current_thread() is threading.main_thread()
+                          and signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+        if self.installed:
+            signal.signal(signal.SIGINT, self._request)
+        return self.group
+
+    def _request(self, signum, frame):
+        self.group.stop_request[0] = 1
+
+    def __exit__(self, kind, error, traceback):
+        if self.installed:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+        requested = bool(self.group.stop_request[0])
+        self.group.stop_request[0] = 0
+        if requested and kind is None:
+            raise KeyboardInterrupt  # made after the last step: delivered now
+        return False
+
+
 class _Collective:
     def __init__(self, group):
         self.group = group
@@ -272,10 +313,7 @@ class _Collective:
         return self.group
 
     def __exit__(self, kind, error, traceback):
-        if error is None:
-            self.group.agree(None)
-        elif isinstance(error, Exception):
-            self.group.agree(error)  # raises it here, DistributedError elsewhere
+        self.group.agree(error)  # raises it here (Ctrl-C too), DistributedError elsewhere
         return False
 
 

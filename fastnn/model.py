@@ -302,9 +302,20 @@ class Sequential:
             FloatingPointError when the loss becomes NaN or inf, leaving the parameters
             of the last finite step.
         """
-        group = None
-        if comm is not None:
-            group = Group.of(comm)
+        arguments = (X, y, loss, optimizer, epochs, batch_size, shuffle, verbose,
+                     validation_data, validation_split, lr_schedule, callbacks,
+                     initial_epoch, sample_weight, class_weight, clip_grad_norm,
+                     clip_grad_value)
+        if comm is None:
+            return self._fit(None, *arguments)
+        group = Group.of(comm)
+        with group.interrupts_deferred():  # Ctrl-C stops every process at one step
+            return self._fit(group, *arguments)
+
+    def _fit(self, group, X, y, loss, optimizer, epochs, batch_size, shuffle, verbose,
+             validation_data, validation_split, lr_schedule, callbacks, initial_epoch,
+             sample_weight, class_weight, clip_grad_norm, clip_grad_value):
+        """fit, on its own process or data-parallel over `group`."""
         # data-parallel: every process validates its shard, and all raise if one fails
         with group.collective() if group is not None else contextlib.nullcontext():
             setup = self._fit_setup(X, y, loss, optimizer, epochs, batch_size,

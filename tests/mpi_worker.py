@@ -228,6 +228,42 @@ def interrupted():
     return outcome
 
 
+class _InterruptedWhenRead:
+    """An array-like whose conversion sends this process SIGINT: Ctrl-C inside fit's
+    setup, before the first step."""
+
+    def __init__(self, array):
+        self.array = array
+
+    def __array__(self, dtype=None, copy=None):
+        os.kill(os.getpid(), signal.SIGINT)
+        return self.array if dtype is None else self.array.astype(dtype)
+
+
+def interrupted_in_setup():
+    """Ctrl-C on rank 1 while fit reads its input: every rank stops before the first step
+    (the KeyboardInterrupt used to be raised in rank 1's Python code, leaving rank 0
+    waiting in a collective)."""
+    X, y = data()
+    start, stop = dist.shard(N, comm)
+    m = model()
+    X_mine = _InterruptedWhenRead(X[start:stop]) if rank == 1 else X[start:stop]
+    before = [p.copy() for p in m.parameters()]
+    try:
+        m.fit(X_mine, y[start:stop], epochs=2, comm=comm)
+        outcome = {"raised": None}
+    except KeyboardInterrupt:
+        outcome = {"raised": "KeyboardInterrupt"}
+    except Exception as exc:
+        outcome = {"raised": type(exc).__name__, "message": str(exc)}
+    checksums = comm.allgather([float(np.sum(p)) for p in m.parameters()])
+    outcome["same_on_every_rank"] = all(c == checksums[0] for c in checksums)
+    outcome["steps"] = m.optimizer.steps
+    outcome["rank0_start_kept"] = comm.bcast(
+        all(np.array_equal(p, q) for p, q in zip(m.parameters(), before)), root=0)
+    return outcome
+
+
 def mismatched_settings():
     """Each case builds rank 1's fit differently from the others': every rank must raise
     the same ValueError naming what differs (before, most of these hung in a collective

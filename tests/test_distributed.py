@@ -4,8 +4,10 @@ batches. In CI a missing mpirun or mpi4py fails these tests; elsewhere they skip
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -18,7 +20,7 @@ WORKER = os.path.join(os.path.dirname(__file__), "mpi_worker.py")
 EQUIVALENCE = ["sgd_momentum", "adam", "l2_penalty", "weighted", "in_order", "float32",
                "python_allreduce", "one_cycle", "toolkit"]
 FAULTS = ["bad_shard", "nan_loss", "failing_callback", "batchnorm_refused", "interrupted",
-          "save_on_root", "mismatched_settings"]
+          "interrupted_in_setup", "save_on_root", "mismatched_settings"]
 
 
 def _mpirun():
@@ -174,6 +176,16 @@ def test_ctrl_c_on_one_rank_stops_every_rank_at_the_same_step(two):
     assert results[0]["interrupted"]["raised"] == "DistributedError"
     assert results[0]["interrupted"]["same_on_every_rank"]
     assert results[0]["interrupted"]["steps"] == results[1]["interrupted"]["steps"] > 0
+
+
+def test_ctrl_c_before_the_first_step_stops_every_rank_there(two):
+    """SIGINT while rank 1's fit converts its input: both stop before any update (rank 0's
+    starting parameters kept), rank 1 with KeyboardInterrupt, rank 0 DistributedError."""
+    results = [result["interrupted_in_setup"] for result in two[0]]
+    assert results[1]["raised"] == "KeyboardInterrupt"
+    assert results[0]["raised"] == "DistributedError"
+    assert results[0]["same_on_every_rank"] and results[0]["rank0_start_kept"]
+    assert results[0]["steps"] == results[1]["steps"] == 0
 
 
 def test_save_writes_on_rank0_only(two):
@@ -333,3 +345,27 @@ def test_import_fastnn_does_not_import_mpi4py(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True, cwd=tmp_path)  # the installed package, not ./fastnn
     assert done.stdout.strip() == "False"
+
+
+class _CommOfOne(FakeComm):
+    def __init__(self):
+        super().__init__(0, 1)
+
+    def Allreduce(self, *args):
+        pass
+
+    bcast = Bcast = Allreduce
+
+
+def test_ctrl_c_after_the_last_step_is_raised_when_fit_returns():
+    """Deferred Ctrl-C (fastnn.distributed.Group.interrupts_deferred): SIGINT only marks
+    the request while it is in force; one left when it ends is raised then, and Python's
+    own handler is back."""
+    group = dist.Group(_CommOfOne())
+    with pytest.raises(KeyboardInterrupt):
+        with group.interrupts_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.01)  # (the handler has run: it did not raise)
+            assert group.stop_request[0] == 1
+    assert group.stop_request[0] == 0
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -288,18 +288,27 @@ cdef class Engine:
         return plan_threads(&self.net, rows, n_run, 3 if training else 1, max_threads)
 
     def set_reducer(self, int kind, fn=None, size_t in_place=0, size_t datatype=0,
-                    size_t op=0, size_t comm=0, bint int_handles=False):
+                    size_t op=0, size_t comm=0, bint int_handles=False, stop_request=None):
         """How data-parallel steps sum flat_gradients over the processes: 1 (MPI) with
         the address of MPI_Allreduce and the handles of MPI_IN_PLACE, the buffer's
         datatype, MPI_SUM and the communicator (ints when int_handles); 2 (Python) with
-        a callable that sums flat_gradients in place and returns True; 0: none."""
+        a callable that sums flat_gradients in place and returns True; 0: none.
+        stop_request: a one-byte uint8 array that Python sets (fastnn.distributed's
+        Ctrl-C handler, which does not raise): read before each step, nonzero stops every
+        process at that step, and this one raises KeyboardInterrupt."""
         if kind not in (REDUCE_NONE, REDUCE_MPI, REDUCE_PYTHON):
             raise ValueError(f"unknown reducer kind {kind}")
         if kind == REDUCE_MPI and not (isinstance(fn, int) and fn != 0):
             raise TypeError("an MPI reducer needs MPI_Allreduce's address")
         if kind == REDUCE_PYTHON and not callable(fn):
             raise TypeError("a Python reducer must be callable")
-        self._reducer_keep = fn
+        if stop_request is not None and (not isinstance(stop_request, np.ndarray)
+                                         or stop_request.dtype != np.uint8
+                                         or stop_request.size != 1):
+            raise TypeError("stop_request must be a one-byte uint8 array")
+        self._reducer_keep = (fn, stop_request)
+        self.net.reducer.stop_request = NULL if stop_request is None or kind == REDUCE_NONE \
+            else <const unsigned char*> data_ptr(stop_request)
         self.net.reducer.kind = kind
         self.net.reducer.fn = <void*> <size_t> fn if kind == REDUCE_MPI else \
             (<void*> fn if kind == REDUCE_PYTHON else NULL)
@@ -474,7 +483,9 @@ cdef class Engine:
                     else:
                         self._last_threads = run_on_team(train_job, &job, n_threads)
                 if job.status == INTERRUPTED:  # raised here, before any Python code runs
-                    reraise()
+                    if PyErr_Occurred_ptr() != NULL:
+                        reraise()
+                    raise KeyboardInterrupt  # (stop_request: its handler did not raise)
             if job.status == PEER_STOPPED:
                 raise StopIteration("another process stopped training")
             if job.status == REDUCE_FAILED:

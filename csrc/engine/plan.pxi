@@ -114,6 +114,7 @@ cdef struct Reducer:
     void* op            # MPI_SUM
     void* comm
     bint int_handles    # MPICH-style handles: ints, not pointers
+    const unsigned char* stop_request  # nonzero: stop at the next step, with the others
 
 
 cdef struct ParamPlan:

@@ -79,6 +79,7 @@ cdef int run_on_team(fastnn_job_fn fn, void* ctx, int n_threads) noexcept nogil:
 
 cdef extern from "Python.h":
     int PyErr_CheckSignals_status "PyErr_CheckSignals"()  # -1 leaves the exception set
+    void* PyErr_Occurred_ptr "PyErr_Occurred"()
 
 
 cdef int check_signals() noexcept nogil:

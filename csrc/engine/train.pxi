@@ -89,7 +89,8 @@ cdef void train_steps(Job* job, const floating* X, const Part* p) noexcept nogil
     cdef int nt = p.nt
     while batch < job.end_batch and ((batch < job.n_steps) if parallel
                                      else (start < job.n_samples)):
-        if lead and check_signals() != 0:
+        if lead and (check_signals() != 0 or (net.reducer.stop_request != NULL
+                                              and net.reducer.stop_request[0] != 0)):
             job.stop = 1   # seen by every thread after the barrier below
         n = job.step_rows[batch] if parallel else min(job.batch_size, job.n_samples - start)
         if job.step_lr != NULL:  # a per-step schedule's settings for this step
