@@ -5,9 +5,17 @@ each hidden layer's ReLU, interleaved with the plain network, fastest of the rep
 The traffic: each of these layers reads its input and writes its output going forward,
 and reads the incoming gradient and its saved input and writes its gradient going back:
 5 passes over its (rows x width) activations, 60,000 x (256 + 128) entries of 4 bytes an
-epoch. Its time is those bytes at the bandwidth measured in the same run for a buffer of
-one batch's activations (a copy's read and write, per thread, times the threads): what
-the passes cost at the least, with nothing computed.
+epoch. Its time is those bytes at a copy's bandwidth (a read and a write, per thread,
+times the threads) measured in the same run, for two buffer sizes:
+- one batch's activations of one layer (512 x 256 floats, 0.5 MB: L2-resident), the
+  least the passes could cost;
+- one step's activations and gradients of the whole network with the extra layers
+  (input batch, then every layer's output and its gradient: 6.4 MB at batch 512), where
+  a layer's output is by the time the next pass reads it (it does not fit in L2).
+
+Then GELU's own loops, on one thread over one L2-resident 256 x 256 float32 block (fastnn's
+compiled activation kernels, fastest of 7 timed loops), against ReLU's: what an entry
+costs in arithmetic, with next to no traffic.
 
     python bench/bench_norm_traffic.py [--batch-size 512] [--repeats 5]
 """
@@ -17,12 +25,14 @@ import time
 import numpy as np
 
 import fastnn as fnn
+from fastnn import _engine, _kernels
 from fastnn.benchmark import blas_description, load_data, planned_threads
 
 KINDS = {"LayerNorm": lambda width: fnn.LayerNorm(width),
          "GELU (exact)": lambda width: fnn.GELU(),
          "GELU (tanh)": lambda width: fnn.GELU(approximate="tanh")}
 PASSES = 5
+KERNELS = {"ReLU": "relu", "GELU (exact)": "gelu", "GELU (tanh)": "gelu_tanh"}
 
 
 def epoch_seconds(X, y, batch_size, extra):
@@ -50,6 +60,26 @@ def copy_bandwidth(entries, seconds=0.2):
     return 2 * source.nbytes / best
 
 
+def kernel_nanoseconds(name, seconds=0.2):
+    """(forward, backward) ns an entry of the activation `name` (a key of
+    _engine.LAYER_KINDS) on one thread over a 256 x 256 float32 block."""
+    kind = _engine.LAYER_KINDS[name]
+    z = np.random.default_rng(0).normal(size=(256, 256)).astype(np.float32)
+    a, g, dz = np.empty_like(z), np.ones_like(z), np.empty_like(z)
+    best = []
+    for call in (lambda: _kernels.activation(kind, 0.0, z, a),
+                 lambda: _kernels.activation_grad(kind, 0.0, z, a, g, dz)):
+        fastest = np.inf
+        for _ in range(7):
+            count, start = 0, time.perf_counter()
+            while time.perf_counter() - start < seconds / 7:
+                call()
+                count += 1
+            fastest = min(fastest, (time.perf_counter() - start) / count)
+        best.append(fastest / z.size * 1e9)
+    return best
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch-size", type=int, default=512)
@@ -57,22 +87,36 @@ def main(argv=None):
     args = parser.parse_args(argv)
     X, y, source = load_data(60000)
     threads = planned_threads((784, 256, 128, 10), args.batch_size)
+    layer_outputs = 3 * (256 + 128) + 10  # Dense, ReLU and the extra layer; the last Dense
+    step_entries = args.batch_size * (784 + 2 * layer_outputs)
+    entries = PASSES * len(X) * (256 + 128) * 4
     bandwidth = copy_bandwidth(args.batch_size * 256) * threads
-    traffic = PASSES * len(X) * (256 + 128) * 4 / bandwidth
+    step_bandwidth = copy_bandwidth(step_entries // threads) * threads
+    traffic, step_traffic = entries / bandwidth, entries / step_bandwidth
     print(f"# {source}; {blas_description()}; {threads} threads; batch {args.batch_size}; "
-          f"copy bandwidth of a batch's activations {bandwidth / 1e9:.1f} GB/s over the "
-          f"threads; {PASSES} passes over the activations take {traffic:.4f} s")
+          f"{PASSES} passes over the activations take {traffic:.4f} s at the copy bandwidth "
+          f"of one layer's batch ({bandwidth / 1e9:.1f} GB/s over the threads), "
+          f"{step_traffic:.4f} s at that of one step's working set "
+          f"({step_entries * 4 / 1e6:.1f} MB, {step_bandwidth / 1e9:.1f} GB/s)")
     times = {name: [] for name in ["plain"] + list(KINDS)}
     for _ in range(args.repeats):  # interleaved: the machine's drift hits each alike
         for name in times:
             times[name].append(epoch_seconds(X, y, args.batch_size, KINDS.get(name)))
     plain = min(times["plain"])
-    print("| layers after each ReLU | epoch s | added s | added / traffic |")
-    print("|---|---|---|---|")
-    print(f"| none | {plain:.3f} | | |")
+    print("| layers after each ReLU | epoch s | added s | added / traffic (L2) "
+          "| added / traffic (working set) |")
+    print("|---|---|---|---|---|")
+    print(f"| none | {plain:.3f} | | | |")
     for name in KINDS:
         added = min(times[name]) - plain
-        print(f"| {name} | {min(times[name]):.3f} | {added:.4f} | {added / traffic:.2f} |")
+        print(f"| {name} | {min(times[name]):.3f} | {added:.4f} | {added / traffic:.2f} "
+              f"| {added / step_traffic:.2f} |")
+    print(f"\n# one thread, 256 x 256 float32, loops built for {_engine.instruction_set()}")
+    print("| activation | forward ns an entry | backward ns an entry |")
+    print("|---|---|---|")
+    for name, kind in KERNELS.items():
+        forward, backward = kernel_nanoseconds(kind)
+        print(f"| {name} | {forward:.3f} | {backward:.3f} |")
 
 
 if __name__ == "__main__":

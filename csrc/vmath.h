@@ -75,27 +75,33 @@ static inline float fastnn_normal_cdff(float x) {
  * tanh form and its derivative. */
 FASTNN_CLONED(fastnn_gelu_loop_f, (const float *z, float *a, ptrdiff_t n, int tanh_form),
         (z, a, n, tanh_form), {
-    for (ptrdiff_t i = 0; i < n; i++) {
-        float x = z[i];
-        float inner = 0.79788456080286535588f * (x + 0.044715f * x * x * x);
-        a[i] = tanh_form ? 0.5f * x * (1.0f + fastnn_tanhf(inner)) : x * fastnn_normal_cdff(x);
-    }
+    if (tanh_form)  /* two loops: one with both forms computes both, and costs their sum */
+        for (ptrdiff_t i = 0; i < n; i++) {
+            float x = z[i];
+            float inner = 0.79788456080286535588f * (x + 0.044715f * x * x * x);
+            a[i] = 0.5f * x * (1.0f + fastnn_tanhf(inner));
+        }
+    else
+        for (ptrdiff_t i = 0; i < n; i++)
+            a[i] = z[i] * fastnn_normal_cdff(z[i]);
 })
 
 FASTNN_CLONED(fastnn_gelu_grad_loop_f, (const float *z, const float *g, float *dz,
                                         ptrdiff_t n, int tanh_form),
         (z, g, dz, n, tanh_form), {
-    for (ptrdiff_t i = 0; i < n; i++) {
-        float x = z[i], d;
-        if (tanh_form) {
+    if (tanh_form)
+        for (ptrdiff_t i = 0; i < n; i++) {
+            float x = z[i];
             float t = fastnn_tanhf(0.79788456080286535588f * (x + 0.044715f * x * x * x));
-            d = 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * 0.79788456080286535588f
-                * (1.0f + 3.0f * 0.044715f * x * x);
-        } else {
-            d = fastnn_normal_cdff(x) + x * fastnn_expf(-0.5f * x * x) * 0.39894228040143267794f;
+            dz[i] = g[i] * (0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t)
+                            * 0.79788456080286535588f * (1.0f + 3.0f * 0.044715f * x * x));
         }
-        dz[i] = g[i] * d;
-    }
+    else
+        for (ptrdiff_t i = 0; i < n; i++) {
+            float x = z[i];
+            dz[i] = g[i] * (fastnn_normal_cdff(x)
+                            + x * fastnn_expf(-0.5f * x * x) * 0.39894228040143267794f);
+        }
 })
 
 /* The float32 sigmoid and tanh passes over n elements, built per instruction set: the

@@ -1,6 +1,6 @@
-"""fastnn's own vectorized loops (the optimizer updates, batch norm's, dropout's masks, the
-float32 sigmoid and tanh: csrc/clones.h) are built for AVX-512, AVX2 and baseline x86-64
-(the other kernels, layer norm's and GELU's among them, once, for baseline x86-64).
+"""fastnn's own vectorized loops (the optimizer updates, batch norm's, layer norm's rows,
+dropout's masks, the float32 sigmoid, tanh and GELU: csrc/clones.h) are built for AVX-512,
+AVX2 and baseline x86-64 (the other kernels once, for baseline x86-64).
 FASTNN_ISA caps which one runs, so this one machine runs each of them: every clone must
 give the same bits, and under each one a plan must end bit for bit where it does on
 fewer threads (the guarantee a busy machine relies on)."""

@@ -4,82 +4,55 @@
 # per-block partial sums totalled in block order by every thread (as batch norm's row
 # blocks), so the result is the plan's, whatever the threads.
 
-cdef inline void ln_row_moments(const floating* x, Py_ssize_t m, double eps,
-                                floating* mean, floating* invstd) noexcept nogil:
-    """A row's mean and 1 / sqrt(biased variance + eps), the variance from the deviations
-    (two passes: no cancellation). Each sum is four interleaved partial sums, added
-    (0 + 1) + (2 + 3) at the end: four chains of additions in flight instead of one
-    (`python bench/bench_norm_traffic.py`: a LayerNorm after each hidden layer of
-    784-256-128-10 added 0.049 s to a 0.384 s SGD epoch with one chain)."""
-    cdef Py_ssize_t j, whole = m - m % 4
-    cdef floating s0 = 0, s1 = 0, s2 = 0, s3 = 0, mu, d0, d1, d2, d3
-    for j in range(0, whole, 4):
-        s0 += x[j]
-        s1 += x[j + 1]
-        s2 += x[j + 2]
-        s3 += x[j + 3]
-    for j in range(whole, m):
-        s0 += x[j]
-    mu = ((s0 + s1) + (s2 + s3)) / m
-    mean[0] = mu
-    s0 = s1 = s2 = s3 = 0
-    for j in range(0, whole, 4):
-        d0, d1, d2, d3 = x[j] - mu, x[j + 1] - mu, x[j + 2] - mu, x[j + 3] - mu
-        s0 += d0 * d0
-        s1 += d1 * d1
-        s2 += d2 * d2
-        s3 += d3 * d3
-    for j in range(whole, m):
-        d0 = x[j] - mu
-        s0 += d0 * d0
-    invstd[0] = <floating> (1 / sqrt(<double> (((s0 + s1) + (s2 + s3)) / m) + eps))
+cdef extern from "layernorm.h" nogil:
+    # the row loops, per instruction set with the same bits on each (see the header)
+    void fastnn_ln_rows_f(const float* x, float* y, const float* gamma, const float* beta,
+                          double eps, float* mean, float* invstd, Py_ssize_t n, Py_ssize_t m)
+    void fastnn_ln_rows_d(const double* x, double* y, const double* gamma,
+                          const double* beta, double eps, double* mean, double* invstd,
+                          Py_ssize_t n, Py_ssize_t m)
+    void fastnn_ln_block_sums_f(const float* x, const float* g, const float* mean,
+                                const float* invstd, float* part, float* part_beta,
+                                Py_ssize_t n, Py_ssize_t m)
+    void fastnn_ln_block_sums_d(const double* x, const double* g, const double* mean,
+                                const double* invstd, double* part, double* part_beta,
+                                Py_ssize_t n, Py_ssize_t m)
+    void fastnn_ln_project_f(const float* x, const float* mean, const float* invstd,
+                             const float* v, const float* scale, float* out, Py_ssize_t n,
+                             Py_ssize_t m)
+    void fastnn_ln_project_d(const double* x, const double* mean, const double* invstd,
+                             const double* v, const double* scale, double* out,
+                             Py_ssize_t n, Py_ssize_t m)
 
 
-cdef inline void ln_row_forward(const floating* x, floating* y, const floating* gamma,
-                                const floating* beta, floating mean, floating invstd,
-                                Py_ssize_t m) noexcept nogil:
-    cdef Py_ssize_t j
-    cdef floating xhat
-    for j in range(m):
-        xhat = (x[j] - mean) * invstd
-        y[j] = xhat * (gamma[j] if gamma != NULL else 1) + (beta[j] if beta != NULL else 0)
+cdef inline void ln_rows(const floating* x, floating* y, const floating* gamma,
+                         const floating* beta, double eps, floating* mean, floating* invstd,
+                         Py_ssize_t n, Py_ssize_t m) noexcept nogil:
+    """n rows' moments (kept unless mean is NULL) and, unless y is NULL, y = xhat gamma +
+    beta."""
+    if floating is float:
+        fastnn_ln_rows_f(x, y, gamma, beta, eps, mean, invstd, n, m)
+    else:
+        fastnn_ln_rows_d(x, y, gamma, beta, eps, mean, invstd, n, m)
 
 
-cdef inline void ln_row_project(const floating* x, floating mean, floating invstd,
-                                const floating* v, const floating* scale, floating* out,
-                                Py_ssize_t m) noexcept nogil:
-    """out = A (scale * v) for the row's Jacobian of xhat, A = invstd (I - 1 1^T / m -
-    xhat xhat^T / m) (symmetric); scale NULL: 1. The input gradient of a row (v = g,
-    scale = gamma) and its tangent (v = t, scale NULL, then times gamma)."""
-    cdef Py_ssize_t j, k
-    cdef floating total = 0, dot = 0, w, xhat
-    cdef floating sums[4]
-    cdef floating dots[4]
-    for k in range(4):  # four partial sums each, as ln_row_moments
-        sums[k] = dots[k] = 0
-    for j in range(m):
-        w = v[j] * (scale[j] if scale != NULL else 1)
-        sums[j & 3] += w
-        dots[j & 3] += w * (x[j] - mean) * invstd
-    total = ((sums[0] + sums[1]) + (sums[2] + sums[3])) / m
-    dot = ((dots[0] + dots[1]) + (dots[2] + dots[3])) / m
-    for j in range(m):
-        w = v[j] * (scale[j] if scale != NULL else 1)
-        xhat = (x[j] - mean) * invstd
-        out[j] = invstd * (w - total - xhat * dot)
+cdef inline void ln_project(const floating* x, const floating* mean, const floating* invstd,
+                            const floating* v, const floating* scale, floating* out,
+                            Py_ssize_t n, Py_ssize_t m) noexcept nogil:
+    """out = A (scale v) for n rows, A the Jacobian of xhat (scale NULL: 1)."""
+    if floating is float:
+        fastnn_ln_project_f(x, mean, invstd, v, scale, out, n, m)
+    else:
+        fastnn_ln_project_d(x, mean, invstd, v, scale, out, n, m)
 
 
 cdef void layernorm_rows(LayerPlan* L, const floating* x, floating* y, Py_ssize_t r0,
                          Py_ssize_t r1, bint keep) noexcept nogil:
     """Rows [r0, r1) normalized; with `keep`, their moments kept for the backward pass."""
-    cdef Py_ssize_t i, m = L.n_out
-    cdef floating mean, invstd
-    for i in range(r0, r1):
-        ln_row_moments(x + i * m, m, L.eps, &mean, &invstd)
-        if keep:
-            (<floating*> L.row_mean)[i], (<floating*> L.row_invstd)[i] = mean, invstd
-        ln_row_forward(x + i * m, y + i * m, <floating*> L.weight, <floating*> L.bias, mean,
-                       invstd, m)
+    cdef Py_ssize_t m = L.n_out
+    ln_rows(x + r0 * m, y + r0 * m, <floating*> L.weight, <floating*> L.bias, L.eps,
+            (<floating*> L.row_mean + r0) if keep else NULL,
+            (<floating*> L.row_invstd + r0) if keep else NULL, r1 - r0, m)
 
 
 cdef void layernorm_forward_pass(LayerPlan* L, Pass* s, const floating* inp,
@@ -98,7 +71,7 @@ cdef void layernorm_backward_pass(LayerPlan* L, Pass* s, const floating* inp,
     thread totals its features' block sums in block order and lands them, and computes
     its rows' input gradients. One barrier."""
     cdef const Part* p = s.p
-    cdef Py_ssize_t m = L.n_out, r0, r1, c0, c1, i, j
+    cdef Py_ssize_t m = L.n_out, r0, r1, c0, c1, j
     cdef floating* part = <floating*> L.bn_part
     cdef floating* part_beta = part + L.bn_blocks * m
     cdef floating* gamma = <floating*> L.weight
@@ -107,7 +80,6 @@ cdef void layernorm_backward_pass(LayerPlan* L, Pass* s, const floating* inp,
     cdef floating* invstd = <floating*> L.row_invstd
     cdef floating* dgamma = <floating*> L.dgamma
     cdef floating* dbeta = <floating*> L.dbeta
-    cdef floating xhat
     cdef int v
     pass_meet(s, ROWS)
     span(p, m, UNIT_ALIGN, &c0, &c1)
@@ -115,22 +87,20 @@ cdef void layernorm_backward_pass(LayerPlan* L, Pass* s, const floating* inp,
         memcpy(gamma_then + c0, gamma + c0, (c1 - c0) * sizeof(floating))
     for v in range(p.v0, p.v1):
         share(s.n, v, p.nv, 1, &r0, &r1)
-        memset(part + v * m, 0, m * sizeof(floating))
-        memset(part_beta + v * m, 0, m * sizeof(floating))
-        for i in range(r0, r1):
-            for j in range(m):
-                xhat = (inp[i * m + j] - mean[i]) * invstd[i]
-                part[v * m + j] += g[i * m + j] * xhat
-                part_beta[v * m + j] += g[i * m + j]
+        if floating is float:
+            fastnn_ln_block_sums_f(inp + r0 * m, g + r0 * m, mean + r0, invstd + r0,
+                                   part + v * m, part_beta + v * m, r1 - r0, m)
+        else:
+            fastnn_ln_block_sums_d(inp + r0 * m, g + r0 * m, mean + r0, invstd + r0,
+                                   part + v * m, part_beta + v * m, r1 - r0, m)
     fastnn_barrier(p.nt)
     for j in range(c0, c1):
         dgamma[j] = block_total(part, p.nv, m, j)
         dbeta[j] = block_total(part_beta, p.nv, m, j)
     if grad_in != NULL:
         span(p, s.n, 1, &r0, &r1)
-        for i in range(r0, r1):
-            ln_row_project(inp + i * m, mean[i], invstd[i], g + i * m,
-                           NULL if gamma == NULL else gamma_then, grad_in + i * m, m)
+        ln_project(inp + r0 * m, mean + r0, invstd + r0, g + r0 * m,
+                   NULL if gamma == NULL else gamma_then, grad_in + r0 * m, r1 - r0, m)
     land(s.net, s.c, L.weight_param, dgamma, c0, c1, s.update, s.grad_beta)
     land(s.net, s.c, L.bias_param, dbeta, c0, c1, s.update, s.grad_beta)
     s.layout = ROWS
@@ -157,16 +127,15 @@ cdef void layernorm_tangent(LayerPlan* L, const floating* val_in, floating* val_
     cdef floating* t
     cdef const floating* gamma = <floating*> L.weight
     for i in range(n):
-        ln_row_moments(val_in + i * m, m, L.eps, &mean, &invstd)
-        ln_row_forward(val_in + i * m, val_out + i * m, gamma, <floating*> L.bias, mean,
-                       invstd, m)
+        ln_rows(val_in + i * m, val_out + i * m, gamma, <floating*> L.bias, L.eps, &mean,
+                &invstd, 1, m)
         for j in range(k):
             t = tan_out + (i * k + j) * m
             if tan_in == NULL:
                 memset(t, 0, m * sizeof(floating))
             else:
-                ln_row_project(val_in + i * m, mean, invstd, tan_in + (i * k + j) * m, NULL,
-                               t, m)
+                ln_project(val_in + i * m, &mean, &invstd, tan_in + (i * k + j) * m, NULL,
+                           t, 1, m)
                 for q in range(m):
                     t[q] *= gamma[q] if gamma != NULL else 1
             for q in range(m):
@@ -182,7 +151,8 @@ cdef void layernorm_cotangent(LayerPlan* L, const floating* val_in, const floati
     cdef Py_ssize_t i, j, m = L.n_out
     cdef floating mean, invstd
     for i in range(n):
-        ln_row_moments(val_in + i * m, m, L.eps, &mean, &invstd)
+        ln_rows(val_in + i * m, <floating*> NULL, <floating*> NULL, <floating*> NULL, L.eps,
+                &mean, &invstd, 1, m)
         for j in range(k):
-            ln_row_project(val_in + i * m, mean, invstd, cot_in + (i * k + j) * m,
-                           <floating*> L.weight, cot_out + (i * k + j) * m, m)
+            ln_project(val_in + i * m, &mean, &invstd, cot_in + (i * k + j) * m,
+                       <floating*> L.weight, cot_out + (i * k + j) * m, 1, m)
