@@ -160,10 +160,13 @@ def test_sigterm_ends_the_process_when_the_writer_replaces_its_exception(tmp_pat
     """numpy's savez, stopped by SIGTERM inside a member, raises ValueError from its own
     cleanup in place of the signal's exception: the process still ends by SIGTERM, and
     leaves no temporary file."""
+    folder = tmp_path / "out"
+    folder.mkdir()
     child = subprocess.run([sys.executable, "-c", _SIGTERM_THEN_OTHER_ERROR,
-                            str(tmp_path / "m.npz")], capture_output=True, timeout=60)
+                            str(folder / "m.npz")], capture_output=True, timeout=60,
+                           cwd=tmp_path)  # (the installed fastnn, not the checkout's)
     assert child.returncode == -signal.SIGTERM, child.stderr.decode()
-    assert os.listdir(tmp_path) == []
+    assert os.listdir(folder) == []
 
 
 def test_a_later_write_removes_the_temporary_files_of_dead_processes(tmp_path):
