@@ -46,18 +46,24 @@ def epoch_seconds(X, y, batch_size, extra):
     return model.fit(X, y, epochs=1, batch_size=batch_size)["seconds"][0]
 
 
-def copy_bandwidth(entries, seconds=0.2):
-    """Bytes a second that one thread reads and writes copying a float32 buffer of
-    `entries` (fastest of several timed loops)."""
-    source, target = np.ones(entries, np.float32), np.empty(entries, np.float32)
+def fastest_call(call, seconds, rounds):
+    """Seconds a call of `call` takes: the fastest of `rounds` loops timed over
+    seconds / rounds each."""
     best = np.inf
-    for _ in range(5):
+    for _ in range(rounds):
         count, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds / 5:
-            np.copyto(target, source)
+        while time.perf_counter() - start < seconds / rounds:
+            call()
             count += 1
         best = min(best, (time.perf_counter() - start) / count)
-    return 2 * source.nbytes / best
+    return best
+
+
+def copy_bandwidth(entries, seconds=0.2):
+    """Bytes a second that one thread reads and writes copying a float32 buffer of
+    `entries` (fastest of 5 timed loops)."""
+    source, target = np.ones(entries, np.float32), np.empty(entries, np.float32)
+    return 2 * source.nbytes / fastest_call(lambda: np.copyto(target, source), seconds, 5)
 
 
 def kernel_nanoseconds(name, seconds=0.2):
@@ -66,18 +72,9 @@ def kernel_nanoseconds(name, seconds=0.2):
     kind = _engine.LAYER_KINDS[name]
     z = np.random.default_rng(0).normal(size=(256, 256)).astype(np.float32)
     a, g, dz = np.empty_like(z), np.ones_like(z), np.empty_like(z)
-    best = []
-    for call in (lambda: _kernels.activation(kind, 0.0, z, a),
-                 lambda: _kernels.activation_grad(kind, 0.0, z, a, g, dz)):
-        fastest = np.inf
-        for _ in range(7):
-            count, start = 0, time.perf_counter()
-            while time.perf_counter() - start < seconds / 7:
-                call()
-                count += 1
-            fastest = min(fastest, (time.perf_counter() - start) / count)
-        best.append(fastest / z.size * 1e9)
-    return best
+    return [fastest_call(call, seconds, 7) / z.size * 1e9
+            for call in (lambda: _kernels.activation(kind, 0.0, z, a),
+                         lambda: _kernels.activation_grad(kind, 0.0, z, a, g, dz))]
 
 
 def main(argv=None):

@@ -50,13 +50,9 @@ FASTNN_LN_CLONED(FASTNN_LN(fastnn_ln_rows),
         if (y == NULL)
             continue;
         yi = y + i * m;
-        if (gamma != NULL && beta != NULL)
-            for (ptrdiff_t j = 0; j < m; j++)
-                yi[j] = ((xi[j] - mu) * is) * gamma[j] + beta[j];
-        else
-            for (ptrdiff_t j = 0; j < m; j++)
-                yi[j] = ((xi[j] - mu) * is) * (gamma != NULL ? gamma[j] : 1)
-                        + (beta != NULL ? beta[j] : 0);
+        for (ptrdiff_t j = 0; j < m; j++)
+            yi[j] = ((xi[j] - mu) * is) * (gamma != NULL ? gamma[j] : 1)
+                    + (beta != NULL ? beta[j] : 0);
     }
 })
 

@@ -138,7 +138,10 @@ def _remove_orphans(folder, ending=None):
         return
     for name in names:
         match = _TEMPORARY.fullmatch(name)
-        if match is None or (int(match.group(1)) != ending and _alive(int(match.group(1)))):
+        if match is None:
+            continue
+        pid = int(match.group(1))
+        if pid != ending and _alive(pid):
             continue
         try:
             entry = os.lstat(os.path.join(folder, name))

@@ -22,7 +22,6 @@ __all__ = ["DataError", "Table", "TablePreprocessor", "read_table", "concat_colu
            "encode_target", "decode_labels"]
 
 
-
 class DataError(ValueError):
     """A data file that cannot be used, with where and why."""
 

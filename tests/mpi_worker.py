@@ -215,8 +215,15 @@ def interrupted():
     m = model()
     if rank == 1:
         threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+    return _interrupted_outcome(
+        m, lambda: m.fit(X[start:stop], y[start:stop], epochs=50, batch_size=8, comm=comm))
+
+
+def _interrupted_outcome(m, fit):
+    """What fit() raised (KeyboardInterrupt included), whether every rank ends with the
+    same parameters, and the optimizer's steps."""
     try:
-        m.fit(X[start:stop], y[start:stop], epochs=50, batch_size=8, comm=comm)
+        fit()
         outcome = {"raised": None}
     except KeyboardInterrupt:
         outcome = {"raised": "KeyboardInterrupt"}
@@ -249,16 +256,8 @@ def interrupted_in_setup():
     m = model()
     X_mine = _InterruptedWhenRead(X[start:stop]) if rank == 1 else X[start:stop]
     before = [p.copy() for p in m.parameters()]
-    try:
-        m.fit(X_mine, y[start:stop], epochs=2, comm=comm)
-        outcome = {"raised": None}
-    except KeyboardInterrupt:
-        outcome = {"raised": "KeyboardInterrupt"}
-    except Exception as exc:
-        outcome = {"raised": type(exc).__name__, "message": str(exc)}
-    checksums = comm.allgather([float(np.sum(p)) for p in m.parameters()])
-    outcome["same_on_every_rank"] = all(c == checksums[0] for c in checksums)
-    outcome["steps"] = m.optimizer.steps
+    outcome = _interrupted_outcome(
+        m, lambda: m.fit(X_mine, y[start:stop], epochs=2, comm=comm))
     outcome["rank0_start_kept"] = comm.bcast(
         all(np.array_equal(p, q) for p, q in zip(m.parameters(), before)), root=0)
     return outcome

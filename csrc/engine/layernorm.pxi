@@ -46,6 +46,16 @@ cdef inline void ln_project(const floating* x, const floating* mean, const float
         fastnn_ln_project_d(x, mean, invstd, v, scale, out, n, m)
 
 
+cdef inline void ln_block_sums(const floating* x, const floating* g, const floating* mean,
+                               const floating* invstd, floating* part, floating* part_beta,
+                               Py_ssize_t n, Py_ssize_t m) noexcept nogil:
+    """One block's sums over its n rows of g xhat (part) and g (part_beta), per feature."""
+    if floating is float:
+        fastnn_ln_block_sums_f(x, g, mean, invstd, part, part_beta, n, m)
+    else:
+        fastnn_ln_block_sums_d(x, g, mean, invstd, part, part_beta, n, m)
+
+
 cdef void layernorm_rows(LayerPlan* L, const floating* x, floating* y, Py_ssize_t r0,
                          Py_ssize_t r1, bint keep) noexcept nogil:
     """Rows [r0, r1) normalized; with `keep`, their moments kept for the backward pass."""
@@ -87,12 +97,8 @@ cdef void layernorm_backward_pass(LayerPlan* L, Pass* s, const floating* inp,
         memcpy(gamma_then + c0, gamma + c0, (c1 - c0) * sizeof(floating))
     for v in range(p.v0, p.v1):
         share(s.n, v, p.nv, 1, &r0, &r1)
-        if floating is float:
-            fastnn_ln_block_sums_f(inp + r0 * m, g + r0 * m, mean + r0, invstd + r0,
-                                   part + v * m, part_beta + v * m, r1 - r0, m)
-        else:
-            fastnn_ln_block_sums_d(inp + r0 * m, g + r0 * m, mean + r0, invstd + r0,
-                                   part + v * m, part_beta + v * m, r1 - r0, m)
+        ln_block_sums(inp + r0 * m, g + r0 * m, mean + r0, invstd + r0, part + v * m,
+                      part_beta + v * m, r1 - r0, m)
     fastnn_barrier(p.nt)
     for j in range(c0, c1):
         dgamma[j] = block_total(part, p.nv, m, j)
