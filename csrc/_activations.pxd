@@ -34,8 +34,8 @@ cdef extern from "vmath.h":
     void fastnn_tanh_loop_f(const float* z, float* a, Py_ssize_t n) noexcept nogil
     void fastnn_gelu_loop_f(const float* z, float* a, Py_ssize_t n,
                             int tanh_form) noexcept nogil
-    void fastnn_gelu_grad_loop_f(const float* z, const float* g, float* dz, Py_ssize_t n,
-                                 int tanh_form) noexcept nogil
+    void fastnn_gelu_grad_loop_f(const float* z, const float* a, const float* g, float* dz,
+                                 Py_ssize_t n, int tanh_form) noexcept nogil
 
 
 cdef inline floating sigmoid(floating z) noexcept nogil:
@@ -158,7 +158,7 @@ cdef inline void activation_backward(int kind, double slope, double threshold,
             softmax_row_backward(a + i * m, g + i * m, dz + i * m, m)
     elif kind == GELU or kind == GELU_TANH:
         if floating is float:
-            fastnn_gelu_grad_loop_f(z, g, dz, size, kind == GELU_TANH)
+            fastnn_gelu_grad_loop_f(z, a, g, dz, size, kind == GELU_TANH)
         elif kind == GELU:  # Phi(z) + z phi(z)
             for i in range(size):
                 dz[i] = g[i] * (normal_cdf(z[i])

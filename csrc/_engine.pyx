@@ -37,6 +37,7 @@ from _batchnorm cimport (bn_colsum, bn_colsqdev, bn_grad_input, bn_grad_sums, bn
                          batchnorm_backward, batchnorm_eval_backward, batchnorm_eval_forward,
                          batchnorm_train_forward)
 from _finite cimport all_finite, first_nonfinite
+from _layernorm cimport ln_backward_rows, ln_project, ln_rows
 from _dropout cimport dropout_advance, dropout_backward, dropout_forward_block
 from _kinds cimport (BATCHNORM, DENSE, DROPOUT, IDENTITY, RELU, LEAKY_RELU, SIGMOID, TANH, SOFTMAX,
                      GELU, GELU_TANH, SILU, ELU, SOFTPLUS, LAYERNORM,

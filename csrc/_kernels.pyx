@@ -9,6 +9,7 @@ from libc.string cimport memset
 
 from _activations cimport activation_backward, activation_forward
 from _finite cimport first_nonfinite
+from _layernorm cimport ln_backward_rows, ln_rows
 from _batchnorm cimport batchnorm_backward, batchnorm_train_forward
 from _blas cimport gemm as _gemm, gemv as _gemv
 from _dense cimport dense_backward as _dense_backward, dense_forward as _dense_forward
@@ -101,6 +102,29 @@ def batchnorm_train_grad(const floating[:, ::1] x, const floating[:, ::1] g,
     with nogil:
         batchnorm_backward(&x[0, 0], &g[0, 0], &gamma[0], &mean[0], &invstd[0], &dgamma[0],
                            &dbeta[0], &dx[0, 0], x.shape[0], x.shape[1], x.shape[1])
+
+
+def layernorm_train(const floating[:, ::1] x, floating[:, ::1] y, const floating[::1] gamma,
+                    const floating[::1] beta, floating[::1] mean, floating[::1] invstd,
+                    double eps):
+    """LayerNorm's forward over x's rows (gamma, beta None: 1, 0); writes y and each row's
+    mean and 1 / std."""
+    with nogil:
+        ln_rows(&x[0, 0], &y[0, 0], NULL if gamma is None else &gamma[0],
+                NULL if beta is None else &beta[0], eps, &mean[0], &invstd[0], x.shape[0],
+                x.shape[1])
+
+
+def layernorm_train_grad(const floating[:, ::1] x, const floating[:, ::1] g,
+                         const floating[::1] gamma, const floating[::1] mean,
+                         const floating[::1] invstd, floating[::1] dgamma, floating[::1] dbeta,
+                         floating[:, ::1] dx):
+    """LayerNorm's backward over x's rows as one block: dgamma, dbeta and dx from g = dL/dy
+    (gamma None: 1)."""
+    with nogil:
+        ln_backward_rows(&x[0, 0], &g[0, 0], &mean[0], &invstd[0],
+                         NULL if gamma is None else &gamma[0], &dgamma[0], &dbeta[0],
+                         &dx[0, 0], x.shape[0], x.shape[1])
 
 
 def dropout(const floating[:, ::1] z, floating[:, ::1] a, floating[:, ::1] mask,

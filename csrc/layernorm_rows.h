@@ -56,27 +56,55 @@ FASTNN_LN_CLONED(FASTNN_LN(fastnn_ln_rows),
     }
 })
 
-/* gamma's and beta's gradients over n rows, as one block's partial sums: part[j] =
- * sum_i g[i, j] xhat[i, j], part_beta[j] = sum_i g[i, j] (in row order). */
-FASTNN_LN_CLONED(FASTNN_LN(fastnn_ln_block_sums),
-        (const T *restrict x, const T *restrict g, const T *restrict mean,
-         const T *restrict invstd, T *restrict part, T *restrict part_beta, ptrdiff_t n,
-         ptrdiff_t m),
-        (x, g, mean, invstd, part, part_beta, n, m), {
+/* The backward pass over one block of n rows, each row read once: gamma's and beta's
+ * gradients as the block's partial sums, part[j] = sum_i g[i, j] xhat[i, j], part_beta[j]
+ * = sum_i g[i, j] (in row order), and, unless out is NULL, the input gradient out = A
+ * (gamma g) (gamma NULL: 1). out may be g: a row is read whole before it is written. */
+FASTNN_LN_CLONED(FASTNN_LN(fastnn_ln_backward_rows),
+        (const T *x, const T *g, const T *mean, const T *invstd, const T *gamma,
+         T *restrict part, T *restrict part_beta, T *out, ptrdiff_t n, ptrdiff_t m),
+        (x, g, mean, invstd, gamma, part, part_beta, out, n, m), {
+    ptrdiff_t whole = m - m % FASTNN_LN_LANES;
     memset(part, 0, m * sizeof(T));
     memset(part_beta, 0, m * sizeof(T));
     for (ptrdiff_t i = 0; i < n; i++) {
+        const T *xi = x + i * m, *gi = g + i * m;
         const T mu = mean[i], is = invstd[i];
-        for (ptrdiff_t j = 0; j < m; j++) {
-            part[j] += g[i * m + j] * ((x[i * m + j] - mu) * is);
-            part_beta[j] += g[i * m + j];
+        T sums[FASTNN_LN_LANES] = {0}, dots[FASTNN_LN_LANES] = {0};
+        T total, dot;
+        ptrdiff_t j, l;
+        for (j = 0; j < whole; j += FASTNN_LN_LANES)
+            for (l = 0; l < FASTNN_LN_LANES; l++) {
+                T xhat = (xi[j + l] - mu) * is;
+                T w = gi[j + l] * (gamma != NULL ? gamma[j + l] : 1);
+                part[j + l] += gi[j + l] * xhat;
+                part_beta[j + l] += gi[j + l];
+                sums[l] += w;
+                dots[l] += w * xhat;
+            }
+        for (l = 0; whole + l < m; l++) {
+            T xhat = (xi[whole + l] - mu) * is;
+            T w = gi[whole + l] * (gamma != NULL ? gamma[whole + l] : 1);
+            part[whole + l] += gi[whole + l] * xhat;
+            part_beta[whole + l] += gi[whole + l];
+            sums[l] += w;
+            dots[l] += w * xhat;
+        }
+        if (out == NULL)
+            continue;
+        total = FASTNN_LN(fastnn_ln_total)(sums) / (T) m;
+        dot = FASTNN_LN(fastnn_ln_total)(dots) / (T) m;
+        for (j = 0; j < m; j++) {
+            T w = gi[j] * (gamma != NULL ? gamma[j] : 1);
+            out[i * m + j] = is * ((w - total) - ((xi[j] - mu) * is) * dot);
         }
     }
 })
 
 /* out = A (scale v) for n rows of m (scale NULL: 1), each row's moments in mean[i],
- * invstd[i]: the input gradient (v = g, scale = gamma) and the tangents (v = t, scale
- * NULL). out may be v. */
+ * invstd[i]: forward mode's tangents (v = t, scale NULL) and reverse mode's cotangents
+ * (v = c, scale = gamma); the same formula as the backward pass's input gradient. out
+ * may be v. */
 FASTNN_LN_CLONED(FASTNN_LN(fastnn_ln_project),
         (const T *x, const T *mean, const T *invstd, const T *v, const T *scale, T *out,
          ptrdiff_t n, ptrdiff_t m),

@@ -37,6 +37,27 @@ def test_gelu_keeps_its_lower_tail(dtype, rtol):
     np.testing.assert_allclose(a, want, rtol=rtol, atol=0)
 
 
+@pytest.mark.parametrize("dtype,rtol", [(np.float32, 3e-5), (np.float64, 1e-12)])
+def test_gelu_derivative_keeps_its_lower_tail(dtype, rtol):
+    """GELU'(z) = Phi(z) + z phi(z) from z = -12 to 4 to a relative accuracy of its terms'
+    size (near z = -0.75 they cancel to 0), and exactly 1 / 2 at z = 0 (the float32 loop
+    takes Phi as the forward's output over z, and 1 / 2 where z is within 1e-8 of 0)."""
+    from scipy.special import ndtr
+
+    from fastnn import _engine, _kernels
+    kind = _engine.LAYER_KINDS["gelu"]
+    z = np.concatenate([np.linspace(-12, 4, 20001), [0.0, 1e-9, -1e-9, 1e-7, -1e-7]])
+    z = z.astype(dtype)[None]
+    a, g, dz = np.empty_like(z), np.ones_like(z), np.empty_like(z)
+    _kernels.activation(kind, 0.0, z, a)
+    _kernels.activation_grad(kind, 0.0, z, a, g, dz)
+    z64 = z.astype(np.float64)
+    want = ref.activation_grad("gelu", z64, g.astype(np.float64))
+    terms = ndtr(z64) + np.abs(z64) * np.exp(-z64 ** 2 / 2) / np.sqrt(2 * np.pi)
+    assert (np.abs(dz - want) <= rtol * terms).all()
+    assert dz[0, -5] == 0.5
+
+
 def test_toolkit_kinds_survive_save_and_load(rng, tmp_path):
     """A model of layer norm and every smooth activation, a smoothed loss and NAdam: the
     loaded copy predicts the same and trains on exactly as the original does."""

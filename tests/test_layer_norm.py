@@ -1,5 +1,6 @@
 """LayerNorm: torch over several steps on one- and two-block plans, central differences,
-jvp/vjp, and the normalization itself."""
+jvp/vjp, the normalization itself, and its row kernels against NumPy's statement of the
+formulas."""
 import numpy as np
 import pytest
 from conftest import assert_modes_match_torch, plan_of, train_both
@@ -7,6 +8,7 @@ from test_forward import check_modes, torch_modules
 from test_gradients import check
 
 import fastnn as fnn
+from fastnn import _kernels
 
 
 def layer_norm_model(affine=True, bias=True, seed=1):
@@ -64,3 +66,40 @@ def test_layer_norm_modes_match_torch_func(rng, torch64):
     X = rng.normal(size=(7, 5))
     assert_modes_match_torch(model, net, torch64, X, rng.normal(size=X.shape),
                              rng.normal(size=(7, 3)))
+
+
+def numpy_layer_norm(x, g, gamma, beta, eps):
+    """torch.nn.LayerNorm's forward and, for g = dL/dy, its backward, in NumPy."""
+    m = x.shape[1]
+    invstd = 1 / np.sqrt(x.var(axis=1, keepdims=True) + eps)
+    xhat = (x - x.mean(axis=1, keepdims=True)) * invstd
+    w = g * gamma
+    dx = invstd * (w - w.mean(axis=1, keepdims=True)
+                   - xhat * (w * xhat).sum(axis=1, keepdims=True) / m)
+    return xhat * gamma + beta, (g * xhat).sum(axis=0), g.sum(axis=0), dx
+
+
+@pytest.mark.parametrize("width", [5, 16, 37])  # within, at and past the 16 lanes
+@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("in_place", [False, True])
+def test_layer_norm_kernels_match_numpy(rng, width, affine, in_place):
+    """The row kernels: y, each row's moments, gamma's and beta's gradients and the input
+    gradient (written over g, as the engine may) equal the formulas to 1e-12."""
+    x = rng.normal(3, 2, size=(9, width))
+    g = rng.normal(size=x.shape)
+    gamma, beta = (rng.normal(size=width), rng.normal(size=width)) if affine else (None,
+                                                                                    None)
+    y, mean, invstd = np.empty_like(x), np.empty(9), np.empty(9)
+    _kernels.layernorm_train(x, y, gamma, beta, mean, invstd, 1e-5)
+    expected_y, dgamma, dbeta, dx = numpy_layer_norm(
+        x, g, 1 if gamma is None else gamma, 0 if beta is None else beta, 1e-5)
+    np.testing.assert_allclose(y, expected_y, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(mean, x.mean(axis=1), rtol=1e-12)
+    np.testing.assert_allclose(invstd, 1 / np.sqrt(x.var(axis=1) + 1e-5), rtol=1e-12)
+    got_dgamma, got_dbeta = np.empty(width), np.empty(width)
+    out = g.copy() if in_place else np.empty_like(x)
+    _kernels.layernorm_train_grad(x, out if in_place else g, gamma, mean, invstd, got_dgamma,
+                                  got_dbeta, out)
+    np.testing.assert_allclose(got_dgamma, dgamma, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(got_dbeta, dbeta, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(out, dx, rtol=1e-10, atol=1e-12)

@@ -172,8 +172,8 @@ cdef class Engine:
         self.net.capacity = capacity
 
     def _layernorm_sums(self, int blocks):
-        """Room for layer norm's per-block sums of a plan of `blocks` blocks (and a copy of
-        gamma), kept for later calls."""
+        """Room for layer norm's per-block sums of a plan of `blocks` blocks, kept for later
+        calls."""
         cdef LayerPlan* L
         cdef int l
         if self._bn_parts is None:
@@ -181,7 +181,7 @@ cdef class Engine:
         for l in range(self.net.n_layers):
             L = &self.net.layers[l]
             if L.kind == LAYERNORM and L.bn_blocks < blocks:
-                part = np.zeros((2 * blocks + 1) * L.n_out, dtype=self.dtype)
+                part = np.zeros(2 * blocks * L.n_out, dtype=self.dtype)
                 self._bn_parts[l] = part
                 L.bn_part, L.bn_blocks = data_ptr(part), blocks
 
