@@ -13,9 +13,12 @@ times the threads) measured in the same run, for two buffer sizes:
   (input batch, then every layer's output and its gradient: 6.4 MB at batch 512), where
   a layer's output is by the time the next pass reads it (it does not fit in L2).
 
-Then GELU's own loops, on one thread over one L2-resident 256 x 256 float32 block (fastnn's
-compiled activation kernels, fastest of 7 timed loops), against ReLU's: what an entry
-costs in arithmetic, with next to no traffic.
+Then the kernels alone, on one thread over one L2-resident 256 x 256 float32 block
+(fastest of 7 timed loops): LayerNorm's row kernels (forward; backward with gamma's and
+beta's sums) and each activation's (forward; backward, which also reads the forward's
+output), in ns an entry, beside a copy of the same block: what an entry costs in
+arithmetic, where its traffic costs least. "x traffic" divides a layer's forward plus
+backward by 2.5 copies (the 5 passes above).
 
     python bench/bench_norm_traffic.py [--batch-size 512] [--repeats 5]
 """
@@ -32,7 +35,8 @@ KINDS = {"LayerNorm": lambda width: fnn.LayerNorm(width),
          "GELU (exact)": lambda width: fnn.GELU(),
          "GELU (tanh)": lambda width: fnn.GELU(approximate="tanh")}
 PASSES = 5
-KERNELS = {"ReLU": "relu", "GELU (exact)": "gelu", "GELU (tanh)": "gelu_tanh"}
+KERNELS = {"ReLU": "relu", "GELU (exact)": "gelu", "GELU (tanh)": "gelu_tanh", "SiLU": "silu",
+           "ELU": "elu", "Softplus": "softplus"}
 
 
 def epoch_seconds(X, y, batch_size, extra):
@@ -66,16 +70,38 @@ def copy_bandwidth(entries, seconds=0.2):
     return 2 * source.nbytes / fastest_call(lambda: np.copyto(target, source), seconds, 5)
 
 
-def kernel_nanoseconds(name, seconds=0.2):
+def block(rows=256, width=256):
+    return np.random.default_rng(0).normal(size=(rows, width)).astype(np.float32)
+
+
+def nanoseconds_an_entry(calls, entries, seconds=0.2):
+    return [fastest_call(call, seconds, 7) / entries * 1e9 for call in calls]
+
+
+def kernel_nanoseconds(name):
     """(forward, backward) ns an entry of the activation `name` (a key of
-    _engine.LAYER_KINDS) on one thread over a 256 x 256 float32 block."""
-    kind = _engine.LAYER_KINDS[name]
-    z = np.random.default_rng(0).normal(size=(256, 256)).astype(np.float32)
+    _engine.LAYER_KINDS, its default setting) on one thread over a float32 block."""
+    kind, slope = _engine.LAYER_KINDS[name], 1.0 if name in ("elu", "softplus") else 0.0
+    z = block()
     a, g, dz = np.empty_like(z), np.ones_like(z), np.empty_like(z)
-    _kernels.activation(kind, 0.0, z, a)  # the backward reads the forward's output
-    return [fastest_call(call, seconds, 7) / z.size * 1e9
-            for call in (lambda: _kernels.activation(kind, 0.0, z, a),
-                         lambda: _kernels.activation_grad(kind, 0.0, z, a, g, dz))]
+    _kernels.activation(kind, slope, z, a)  # the backward reads the forward's output
+    return nanoseconds_an_entry((lambda: _kernels.activation(kind, slope, z, a),
+                                 lambda: _kernels.activation_grad(kind, slope, z, a, g, dz)),
+                                z.size)
+
+
+def layer_norm_nanoseconds():
+    """(forward, backward) ns an entry of LayerNorm's row kernels (with gamma and beta) on
+    one thread over a float32 block."""
+    x = block()
+    y, g, dx = np.empty_like(x), np.ones_like(x), np.empty_like(x)
+    gamma, beta = np.ones(x.shape[1], np.float32), np.zeros(x.shape[1], np.float32)
+    dgamma, dbeta = np.empty_like(gamma), np.empty_like(beta)
+    mean, invstd = np.empty(len(x), np.float32), np.empty(len(x), np.float32)
+    return nanoseconds_an_entry(
+        (lambda: _kernels.layernorm_train(x, y, gamma, beta, mean, invstd, 1e-5),
+         lambda: _kernels.layernorm_train_grad(x, g, gamma, mean, invstd, dgamma, dbeta, dx)),
+        x.size)
 
 
 def main(argv=None):
@@ -109,12 +135,18 @@ def main(argv=None):
         added = min(times[name]) - plain
         print(f"| {name} | {min(times[name]):.3f} | {added:.4f} | {added / traffic:.2f} "
               f"| {added / step_traffic:.2f} |")
-    print(f"\n# one thread, 256 x 256 float32, loops built for {_engine.instruction_set()}")
-    print("| activation | forward ns an entry | backward ns an entry |")
-    print("|---|---|---|")
-    for name, kind in KERNELS.items():
-        forward, backward = kernel_nanoseconds(kind)
-        print(f"| {name} | {forward:.3f} | {backward:.3f} |")
+    source = block()
+    target = np.empty_like(source)
+    copy, = nanoseconds_an_entry((lambda: np.copyto(target, source),), source.size)
+    print(f"\n# one thread, 256 x 256 float32, loops built for {_engine.instruction_set()}; "
+          f"a copy of the block: {copy:.3f} ns an entry")
+    print("| kernel | forward ns an entry | backward ns an entry | x traffic |")
+    print("|---|---|---|---|")
+    costs = {"LayerNorm": layer_norm_nanoseconds()}
+    costs.update((name, kernel_nanoseconds(kind)) for name, kind in KERNELS.items())
+    for name, (forward, backward) in costs.items():
+        print(f"| {name} | {forward:.3f} | {backward:.3f} "
+              f"| {(forward + backward) / (PASSES / 2 * copy):.2f} |")
 
 
 if __name__ == "__main__":

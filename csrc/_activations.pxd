@@ -2,8 +2,9 @@
 
 Backward takes both the input z and the output a and reads whichever gives the exact
 derivative: ReLU/LeakyReLU from the sign of z, sigmoid and tanh from a, GELU, SiLU, ELU
-and Softplus from z by torch's own derivative formulas (so float64 agrees with torch to
-rounding). Softmax works row by row (max-shifted, so large logits do not overflow). NaN
+and Softplus in float64 from z by torch's own derivative formulas (so float64 agrees with
+torch to rounding); in float32 these four run vmath.h's vectorized loops, GELU and SiLU
+taking Phi(z) or the logistic s(z) from a / z. Softmax works row by row (max-shifted, so large logits do not overflow). NaN
 propagates as in torch. `slope` is the kind's one setting (LeakyReLU's negative slope,
 ELU's alpha, Softplus's beta); `threshold` is Softplus's: where beta z exceeds it, the
 output is z itself.
@@ -36,6 +37,14 @@ cdef extern from "vmath.h":
                             int tanh_form) noexcept nogil
     void fastnn_gelu_grad_loop_f(const float* z, const float* a, const float* g, float* dz,
                                  Py_ssize_t n, int tanh_form) noexcept nogil
+    int SMOOTH_SILU "FASTNN_SMOOTH_SILU"
+    int SMOOTH_ELU "FASTNN_SMOOTH_ELU"
+    int SMOOTH_SOFTPLUS "FASTNN_SMOOTH_SOFTPLUS"
+    void fastnn_smooth_loop_f(int kind, const float* z, float* a, Py_ssize_t n, float slope,
+                              float threshold) noexcept nogil
+    void fastnn_smooth_grad_loop_f(int kind, const float* z, const float* a, const float* g,
+                                   float* dz, Py_ssize_t n, float slope,
+                                   float threshold) noexcept nogil
 
 
 cdef inline floating sigmoid(floating z) noexcept nogil:
@@ -82,6 +91,11 @@ cdef inline floating gelu_tanh_inner(floating z) noexcept nogil:
     return <floating> SQRT_2_OVER_PI * (z + <floating> GELU_KAPPA * z * z * z)
 
 
+cdef inline int smooth_kind(int kind) noexcept nogil:
+    """vmath.h's code for SiLU, ELU or softplus (its float32 loops, per instruction set)."""
+    return SMOOTH_SILU if kind == SILU else SMOOTH_ELU if kind == ELU else SMOOTH_SOFTPLUS
+
+
 cdef inline void activation_forward(int kind, double slope, double threshold,
                                     const floating* z, floating* a, Py_ssize_t n,
                                     Py_ssize_t m) noexcept nogil:
@@ -120,16 +134,19 @@ cdef inline void activation_forward(int kind, double slope, double threshold,
         else:
             for i in range(size):
                 a[i] = 0.5 * z[i] * (1 + ftanh(gelu_tanh_inner(z[i])))
-    elif kind == SILU:
-        for i in range(size):
-            a[i] = z[i] * sigmoid(z[i])
-    elif kind == ELU:
-        for i in range(size):
-            a[i] = select(z[i] > 0, z[i], s * fexpm1(z[i]))
-    elif kind == SOFTPLUS:
-        for i in range(size):
-            a[i] = select(z[i] * s > <floating> threshold, z[i],
-                          flog1p(fexp(z[i] * s)) / s)
+    elif kind == SILU or kind == ELU or kind == SOFTPLUS:
+        if floating is float:  # per instruction set (vmath.h)
+            fastnn_smooth_loop_f(smooth_kind(kind), z, a, size, s, <float> threshold)
+        elif kind == SILU:
+            for i in range(size):
+                a[i] = z[i] * sigmoid(z[i])
+        elif kind == ELU:
+            for i in range(size):
+                a[i] = select(z[i] > 0, z[i], s * fexpm1(z[i]))
+        else:
+            for i in range(size):
+                a[i] = select(z[i] * s > <floating> threshold, z[i],
+                              flog1p(fexp(z[i] * s)) / s)
 
 
 cdef inline void activation_backward(int kind, double slope, double threshold,
@@ -169,14 +186,18 @@ cdef inline void activation_backward(int kind, double slope, double threshold,
                 dz[i] = g[i] * (0.5 * (1 + t) + 0.5 * z[i] * (1 - t * t)
                                 * <floating> SQRT_2_OVER_PI
                                 * (1 + 3 * <floating> GELU_KAPPA * z[i] * z[i]))
-    elif kind == SILU:
-        for i in range(size):
-            t = sigmoid(z[i])
-            dz[i] = g[i] * t * (1 + z[i] * (1 - t))
-    elif kind == ELU:
-        for i in range(size):
-            dz[i] = select(z[i] > 0, g[i], g[i] * s * fexp(z[i]))
-    elif kind == SOFTPLUS:
-        for i in range(size):
-            e = fexp(z[i] * s)
-            dz[i] = select(z[i] * s > <floating> threshold, g[i], g[i] * e / (e + 1))
+    elif kind == SILU or kind == ELU or kind == SOFTPLUS:
+        if floating is float:
+            fastnn_smooth_grad_loop_f(smooth_kind(kind), z, a, g, dz, size, s,
+                                      <float> threshold)
+        elif kind == SILU:
+            for i in range(size):
+                t = sigmoid(z[i])
+                dz[i] = g[i] * t * (1 + z[i] * (1 - t))
+        elif kind == ELU:
+            for i in range(size):
+                dz[i] = select(z[i] > 0, g[i], g[i] * s * fexp(z[i]))
+        else:
+            for i in range(size):
+                e = fexp(z[i] * s)
+                dz[i] = select(z[i] * s > <floating> threshold, g[i], g[i] * e / (e + 1))

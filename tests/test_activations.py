@@ -58,6 +58,32 @@ def test_gelu_derivative_keeps_its_lower_tail(dtype, rtol):
     assert dz[0, -5] == 0.5
 
 
+@pytest.mark.parametrize("kind,slope,threshold", [("silu", 0.0, 20.0), ("elu", 0.7, 20.0),
+                                                  ("softplus", 1.0, 20.0),
+                                                  ("softplus", 1.5, 2.0)])
+def test_float32_smooth_activations_keep_their_accuracy(kind, slope, threshold):
+    """The float32 loops of SiLU, ELU and softplus (vmath.h: exp, expm1 and log1p of their
+    own) against float64, from -10 to 10 and at inputs down to 1e-12 in size: values and
+    derivatives to 2e-6 relative (ELU's expm1 and softplus's log1p keep their relative
+    accuracy near 0; SiLU's derivative to the size of its terms, which cancel near -2.4)."""
+    from fastnn import _engine, _kernels
+    tiny = np.geomspace(1e-12, 1e-2, 200)
+    z = np.concatenate([np.linspace(-10, 10, 20001), tiny, -tiny]).astype(np.float32)[None]
+    a, g, dz = np.empty_like(z), np.ones_like(z), np.empty_like(z)
+    code = _engine.LAYER_KINDS[kind]
+    _kernels.activation(code, slope, z, a, threshold)
+    _kernels.activation_grad(code, slope, z, a, g, dz, threshold)
+    z64 = z.astype(np.float64)
+    np.testing.assert_allclose(a, ref.activation(kind, z64, slope, threshold), rtol=2e-6,
+                               atol=0)
+    want = ref.activation_grad(kind, z64, np.ones_like(z64), slope, threshold)
+    if kind == "silu":
+        s = 1 / (1 + np.exp(-z64))
+        assert (np.abs(dz - want) <= 2e-6 * (s + np.abs(z64) * s * (1 - s))).all()
+    else:
+        np.testing.assert_allclose(dz, want, rtol=2e-6, atol=0)
+
+
 def test_toolkit_kinds_survive_save_and_load(rng, tmp_path):
     """A model of layer norm and every smooth activation, a smoothed loss and NAdam: the
     loaded copy predicts the same and trains on exactly as the original does."""
