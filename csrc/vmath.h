@@ -110,13 +110,15 @@ static inline float fastnn_normal_cdff(float x) {
 }
 
 /* GELU's float32 passes: exact, z Phi(z), and its derivative Phi(z) + z phi(z); or torch's
- * tanh form, a = z (1 + t) / 2 with t = tanh(k (z + c z^3)), and its derivative.
- * The derivatives take what they can from the forward's output a: Phi(z) = a / z, and
- * 1 + t = 2 a / z (so 1 - t^2 = u (2 - u), u = 1 + t, with no cancellation as t nears
- * -1). That leaves the exact form one exp an entry (phi) and the tanh form none, where
- * computing them again cost 1.8 and 1.2 ns an entry (bench/bench_norm_traffic.py). Near 0,
- * where a / z would lose its digits, Phi = 1 / 2 and u = 1: for |z| < 1e-8 they are
- * within half an ulp. */
+ * tanh form, a = z (1 + t) / 2 with t = tanh(y), y = k (z + c z^3), and its derivative.
+ * Both tanh-form passes use (1 + t) / 2 = s(2 y), s the logistic function: the forward
+ * z s(2 y), the derivative s(2 y) + 2 z s(2 y) s(-2 y) k (1 + 3 c z^2) (1 - t^2 = 4 s(2 y)
+ * s(-2 y)): one exp and one division an entry, and no cancellation as t nears 1 or -1.
+ * The exact form's derivative takes Phi(z) = a / z from the forward's output a and
+ * computes phi's exp alone (Phi again cost 1.8 ns an entry: bench/bench_norm_traffic.py);
+ * near 0, where a / z would lose its digits, Phi = 1 / 2 (for |z| < 1e-8 within half an
+ * ulp). */
+#define FASTNN_EXP_MAX 1.6516363e38f  /* fastnn_expf(88), what it gives for x >= 88 */
 #define FASTNN_GELU_TINY 1e-8f  /* also SiLU's, for s = a / z */
 enum { FASTNN_SMOOTH_SILU, FASTNN_SMOOTH_ELU, FASTNN_SMOOTH_SOFTPLUS };
 FASTNN_CLONED(fastnn_gelu_loop_f, (const float *z, float *a, ptrdiff_t n, int tanh_form),
@@ -125,7 +127,10 @@ FASTNN_CLONED(fastnn_gelu_loop_f, (const float *z, float *a, ptrdiff_t n, int ta
         for (ptrdiff_t i = 0; i < n; i++) {
             float x = z[i];
             float inner = 0.79788456080286535588f * (x + 0.044715f * x * x * x);
-            a[i] = 0.5f * x * (1.0f + fastnn_tanhf(inner));
+            float e = fastnn_expf(-2.0f * inner);
+            /* (1 + tanh(y)) / 2 = 1 / (1 + exp(-2 y)); exp's clamp at 88 stands for
+             * infinity, where the logistic is 0 (so z = -inf gives NaN, as z (1 + t) / 2) */
+            a[i] = x * (e >= FASTNN_EXP_MAX ? 0.0f : 1.0f / (1.0f + e));
         }
     else
         for (ptrdiff_t i = 0; i < n; i++)
@@ -138,9 +143,10 @@ FASTNN_CLONED(fastnn_gelu_grad_loop_f, (const float *z, const float *a, const fl
     if (tanh_form)
         for (ptrdiff_t i = 0; i < n; i++) {
             float x = z[i];
-            int tiny = (x < 0 ? -x : x) < FASTNN_GELU_TINY;
-            float u = tiny ? 1.0f : 2.0f * a[i] / (tiny ? 1.0f : x);
-            dz[i] = g[i] * (0.5f * u + 0.5f * x * (u * (2.0f - u))
+            float y = 0.79788456080286535588f * (x + 0.044715f * x * x * x);
+            float e = fastnn_expf(y < 0 ? 2.0f * y : -2.0f * y);
+            float up = 1.0f / (1.0f + e), down = e * up; /* s(2|y|) and s(-2|y|) */
+            dz[i] = g[i] * ((y < 0 ? down : up) + 2.0f * x * (up * down)
                             * 0.79788456080286535588f * (1.0f + 3.0f * 0.044715f * x * x));
         }
     else

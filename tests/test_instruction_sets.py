@@ -1,5 +1,5 @@
 """fastnn's own vectorized loops (the optimizer updates, batch norm's, layer norm's rows,
-dropout's masks, the float32 sigmoid, tanh, GELU, SiLU, ELU and softplus: csrc/clones.h)
+dropout's masks, the float32 sigmoid, tanh, both GELUs, SiLU, ELU and softplus: csrc/clones.h)
 are built for AVX-512, AVX2 and baseline x86-64 (the other kernels once, for baseline
 x86-64).
 FASTNN_ISA caps which one runs, so this one machine runs each of them: every clone must
@@ -35,6 +35,7 @@ def model(dtype):
         fnn.Dense(50, 40), fnn.Tanh(), fnn.BatchNorm1d(40, affine=False),
         fnn.Dense(40, 20), fnn.Sigmoid(), fnn.LayerNorm(20), fnn.Dense(20, 16), fnn.GELU(),
         fnn.Dense(16, 16), fnn.SiLU(), fnn.Dense(16, 16), fnn.ELU(0.7),
+        fnn.Dense(16, 16), fnn.GELU("tanh"),
         fnn.Dense(16, 16), fnn.Softplus(beta=1.5, threshold=2.0), fnn.Dense(16, 4)],
         dtype=dtype, seed=3)
 
@@ -85,7 +86,7 @@ def test_fastnn_isa_caps_the_loops_the_cpu_would_take():
 @pytest.mark.parametrize("isa", ["avx2", "baseline"])
 def test_every_instruction_set_trains_to_the_same_bits(isa, widest, tmp_path):
     """Each clone's training (seven optimizers, batch norm, layer norm, dropout, tanh,
-    sigmoid, GELU, SiLU, ELU and softplus, in float32 and float64) ends in the same
+    sigmoid, both GELUs, SiLU, ELU and softplus, in float32 and float64) ends in the same
     parameters, running statistics and predictions as the widest clone's; and under each,
     a plan of two blocks run on one thread ends where it does on two."""
     order = ["baseline", "avx2", "avx512"]
