@@ -56,6 +56,19 @@ FASTNN_LN_CLONED(FASTNN_LN(fastnn_ln_rows),
     }
 })
 
+/* One row's out = A (scale v) from its lane sums of w = v scale and of w xhat (scale
+ * NULL: 1). out may be v. */
+static inline void FASTNN_LN(fastnn_ln_row_project)(const T *x, const T *v, const T *scale,
+                                                    T mu, T is, const T *sums,
+                                                    const T *dots, T *out, ptrdiff_t m) {
+    T total = FASTNN_LN(fastnn_ln_total)(sums) / (T) m;
+    T dot = FASTNN_LN(fastnn_ln_total)(dots) / (T) m;
+    for (ptrdiff_t j = 0; j < m; j++) {
+        T w = v[j] * (scale != NULL ? scale[j] : 1);
+        out[j] = is * ((w - total) - ((x[j] - mu) * is) * dot);
+    }
+}
+
 /* The backward pass over one block of n rows, each row read once: gamma's and beta's
  * gradients as the block's partial sums, part[j] = sum_i g[i, j] xhat[i, j], part_beta[j]
  * = sum_i g[i, j] (in row order), and, unless out is NULL, the input gradient out = A
@@ -71,7 +84,6 @@ FASTNN_LN_CLONED(FASTNN_LN(fastnn_ln_backward_rows),
         const T *xi = x + i * m, *gi = g + i * m;
         const T mu = mean[i], is = invstd[i];
         T sums[FASTNN_LN_LANES] = {0}, dots[FASTNN_LN_LANES] = {0};
-        T total, dot;
         ptrdiff_t j, l;
         for (j = 0; j < whole; j += FASTNN_LN_LANES)
             for (l = 0; l < FASTNN_LN_LANES; l++) {
@@ -90,20 +102,15 @@ FASTNN_LN_CLONED(FASTNN_LN(fastnn_ln_backward_rows),
             sums[l] += w;
             dots[l] += w * xhat;
         }
-        if (out == NULL)
-            continue;
-        total = FASTNN_LN(fastnn_ln_total)(sums) / (T) m;
-        dot = FASTNN_LN(fastnn_ln_total)(dots) / (T) m;
-        for (j = 0; j < m; j++) {
-            T w = gi[j] * (gamma != NULL ? gamma[j] : 1);
-            out[i * m + j] = is * ((w - total) - ((xi[j] - mu) * is) * dot);
-        }
+        if (out != NULL)
+            FASTNN_LN(fastnn_ln_row_project)(xi, gi, gamma, mu, is, sums, dots, out + i * m,
+                                             m);
     }
 })
 
 /* out = A (scale v) for n rows of m (scale NULL: 1), each row's moments in mean[i],
  * invstd[i]: forward mode's tangents (v = t, scale NULL) and reverse mode's cotangents
- * (v = c, scale = gamma); the same formula as the backward pass's input gradient. out
+ * (v = c, scale = gamma); the backward pass's input gradient by the same row step. out
  * may be v. */
 FASTNN_LN_CLONED(FASTNN_LN(fastnn_ln_project),
         (const T *x, const T *mean, const T *invstd, const T *v, const T *scale, T *out,
@@ -112,10 +119,8 @@ FASTNN_LN_CLONED(FASTNN_LN(fastnn_ln_project),
     ptrdiff_t whole = m - m % FASTNN_LN_LANES;
     for (ptrdiff_t i = 0; i < n; i++) {
         const T *xi = x + i * m, *vi = v + i * m;
-        T *oi = out + i * m;
         const T mu = mean[i], is = invstd[i];
         T sums[FASTNN_LN_LANES] = {0}, dots[FASTNN_LN_LANES] = {0};
-        T total, dot;
         ptrdiff_t j, l;
         for (j = 0; j < whole; j += FASTNN_LN_LANES)
             for (l = 0; l < FASTNN_LN_LANES; l++) {
@@ -128,12 +133,7 @@ FASTNN_LN_CLONED(FASTNN_LN(fastnn_ln_project),
             sums[l] += w;
             dots[l] += w * ((xi[whole + l] - mu) * is);
         }
-        total = FASTNN_LN(fastnn_ln_total)(sums) / (T) m;
-        dot = FASTNN_LN(fastnn_ln_total)(dots) / (T) m;
-        for (j = 0; j < m; j++) {
-            T w = vi[j] * (scale != NULL ? scale[j] : 1);
-            oi[j] = is * ((w - total) - ((xi[j] - mu) * is) * dot);
-        }
+        FASTNN_LN(fastnn_ln_row_project)(xi, vi, scale, mu, is, sums, dots, out + i * m, m);
     }
 })
 

@@ -114,12 +114,16 @@ static inline float fastnn_normal_cdff(float x) {
  * Both tanh-form passes use (1 + t) / 2 = s(2 y), s the logistic function: the forward
  * z s(2 y), the derivative s(2 y) + 2 z s(2 y) s(-2 y) k (1 + 3 c z^2) (1 - t^2 = 4 s(2 y)
  * s(-2 y)): one exp and one division an entry, and no cancellation as t nears 1 or -1.
- * The exact form's derivative takes Phi(z) = a / z from the forward's output a and
- * computes phi's exp alone (Phi again cost 1.8 ns an entry: bench/bench_norm_traffic.py);
- * near 0, where a / z would lose its digits, Phi = 1 / 2 (for |z| < 1e-8 within half an
- * ulp). */
+ * The exact form's derivative takes Phi(z) = a / z from the forward's output a
+ * (fastnn_half_factor) and computes phi's exp alone (Phi again cost 1.8 ns an entry:
+ * bench/bench_norm_traffic.py). */
 #define FASTNN_EXP_MAX 1.6516363e38f  /* fastnn_expf(88), what it gives for x >= 88 */
-#define FASTNN_GELU_TINY 1e-8f  /* also SiLU's, for s = a / z */
+/* f(z) = a / z for a = z f(z) where f(0) = 1/2 (GELU's Phi, SiLU's logistic): 1/2 where
+ * |z| < 1e-8 (a / z would lose its digits there; f is within half an ulp of 1/2). */
+static inline float fastnn_half_factor(float a, float z) {
+    int tiny = (z < 0 ? -z : z) < 1e-8f;
+    return tiny ? 0.5f : a / (tiny ? 1.0f : z);
+}
 enum { FASTNN_SMOOTH_SILU, FASTNN_SMOOTH_ELU, FASTNN_SMOOTH_SOFTPLUS };
 FASTNN_CLONED(fastnn_gelu_loop_f, (const float *z, float *a, ptrdiff_t n, int tanh_form),
         (z, a, n, tanh_form), {
@@ -152,8 +156,7 @@ FASTNN_CLONED(fastnn_gelu_grad_loop_f, (const float *z, const float *a, const fl
     else
         for (ptrdiff_t i = 0; i < n; i++) {
             float x = z[i];
-            int tiny = (x < 0 ? -x : x) < FASTNN_GELU_TINY;
-            float phi_cdf = tiny ? 0.5f : a[i] / (tiny ? 1.0f : x);
+            float phi_cdf = fastnn_half_factor(a[i], x);
             dz[i] = g[i] * (phi_cdf
                             + x * fastnn_expf(-0.5f * x * x) * 0.39894228040143267794f);
         }
@@ -164,7 +167,7 @@ FASTNN_CLONED(fastnn_gelu_grad_loop_f, (const float *z, const float *a, const fl
  * what these cost). slope is ELU's alpha or softplus's beta; past beta z > threshold,
  * softplus is z.
  * SiLU: a = z s(z), s the logistic function; a' = s (1 + z (1 - s)), s = a / z from the
- * forward's output (1 / 2 for |z| < 1e-8, within half an ulp).
+ * forward's output (fastnn_half_factor).
  * ELU: alpha expm1(z) for z <= 0; a' = alpha exp(z) (from z: alpha + a cancels where
  * exp(z) is small).
  * softplus: log(1 + exp(x)) / beta, x = beta z, as (max(x, 0) + log1p(exp(-|x|))) /
@@ -194,8 +197,7 @@ FASTNN_CLONED(fastnn_smooth_grad_loop_f, (int kind, const float *z, const float 
     if (kind == FASTNN_SMOOTH_SILU)
         for (ptrdiff_t i = 0; i < n; i++) {
             float x = z[i];
-            int tiny = (x < 0 ? -x : x) < FASTNN_GELU_TINY;
-            float s = tiny ? 0.5f : a[i] / (tiny ? 1.0f : x);
+            float s = fastnn_half_factor(a[i], x);
             dz[i] = g[i] * s * (1.0f + x * (1.0f - s));
         }
     else if (kind == FASTNN_SMOOTH_ELU)
