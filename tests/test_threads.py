@@ -624,7 +624,9 @@ def test_a_team_sharing_one_core_drops_to_one_thread(tmp_path):
 def test_a_team_with_a_core_taken_runs_a_lead_with_helpers(tmp_path):
     """On two CPUs, one of them held by another process: adapting training drops from
     the team of two to a lead with a helper, whose tiles go in, and ends bit for bit
-    where the team of two does."""
+    where the team of two does. Every epoch's stretches are read (a callback): after a
+    helped stretch in which the helper was late more often than not the lead rightly
+    runs alone for a while, so on a noisy machine a later epoch may have no helper."""
     if _engine_wait_unknown():
         pytest.skip("this kernel does not report run delays (/proc/thread-self/schedstat)")
     if len(os.sched_getaffinity(0)) < 2:
@@ -637,6 +639,14 @@ def test_a_team_with_a_core_taken_runs_a_lead_with_helpers(tmp_path):
         spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"],
                                    preexec_fn=lambda: os.sched_setaffinity(0, {cpus[1]}))
         import numpy as np, fastnn as fnn
+
+        class EveryEpoch(fnn.callbacks.Callback):
+            def on_train_begin(self, model):
+                self.engine, self.epochs = model._engine, []
+
+            def on_epoch_end(self, epoch, logs):
+                self.epochs.append((self.engine.last_stretches, self.engine.last_helpers))
+
         try:
             rng = np.random.default_rng(0)
             X = rng.normal(size=(12000, 256))
@@ -645,17 +655,19 @@ def test_a_team_with_a_core_taken_runs_a_lead_with_helpers(tmp_path):
                 fnn._threads.adapts_to_load = lambda: adapt
                 m = fnn.Sequential([fnn.Dense(256, 256), fnn.ReLU(), fnn.Dense(256, 10)],
                                    dtype="float64", seed=0)
+                seen = EveryEpoch()
                 with fnn.threads(2):
-                    m.fit(X, y, epochs=2, batch_size=128, shuffle=False,
+                    m.fit(X, y, epochs=2, batch_size=128, shuffle=False, callbacks=[seen],
                           optimizer=fnn.optim.SGD(lr=0.01, momentum=0.9))
-                return m
-            fixed = fit(False)
-            adapting = fit(True)
+                return m, seen.epochs
+            fixed, _ = fit(False)
+            adapting, epochs = fit(True)
         finally:
             spinner.kill()
-        helpers = adapting._engine.last_helpers
-        print("stretches", adapting._engine.last_stretches, helpers)
-        assert 1 in helpers["helpers"] and helpers["tiles"] > 0, helpers
+        for stretches, helpers in epochs:
+            print("stretches", stretches, helpers)
+        assert any(1 in helpers["helpers"] and helpers["tiles"] > 0
+                   for _, helpers in epochs), epochs
         for a, b in zip(fixed.parameters(), adapting.parameters()):  # the same plan
             assert np.array_equal(a, b)
         print("ok")
