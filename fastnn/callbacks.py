@@ -13,9 +13,46 @@ batch 32 and 1.18x at batch 128 (`python bench/bench_callbacks.py`, 2-core AMD E
 OpenBLAS SkylakeX). Callback itself does not define the hook: callbacks without it cost
 nothing per batch.
 """
+import os
+
 import numpy as np
 
 __all__ = ["Callback", "EarlyStopping", "ModelCheckpoint"]
+
+
+# The keys fit itself may put in an epoch's logs; other callbacks may add their own.
+FIT_LOG_KEYS = ("loss", "lr", "seconds", "samples_per_second", "val_loss", "val_accuracy")
+
+
+def check_callbacks(callbacks, log_keys):
+    """Before fit trains (so a bad setting changes nothing): each callback that can tell
+    checks its settings against the keys of FIT_LOG_KEYS its epoch logs will have
+    (_check_fit). A key fit does not make may still come from another callback: that is
+    checked as each epoch ends."""
+    for callback in callbacks:
+        check = getattr(callback, "_check_fit", None)
+        if check is not None:
+            check(sorted(log_keys))
+
+
+def _check_monitor(owner, monitor, logs, will_have=False):
+    """A monitored key fit will not log (will_have: logs are the keys it will log), or
+    that the epoch's logs lack."""
+    if monitor not in logs and (not will_have or monitor in FIT_LOG_KEYS):
+        hint = "; pass validation data?" if monitor.startswith("val_") else ""
+        raise ValueError(f"{owner} monitors {monitor!r}, which the epoch logs "
+                         f"{'will lack' if will_have else 'lack'} (they have "
+                         f"{sorted(logs)}){hint}")
+
+
+class _FitLogs(dict):
+    """Format fields of a path before training: fit's keys it will log, any other key a
+    placeholder (another callback may add it)."""
+
+    def __missing__(self, key):
+        if key in FIT_LOG_KEYS:
+            raise KeyError(key)
+        return 0.0
 
 
 class Callback:
@@ -57,10 +94,11 @@ class EarlyStopping(Callback):
         self.wait = 0
         self.stopped_epoch = None
 
+    def _check_fit(self, log_keys):
+        _check_monitor("EarlyStopping", self.monitor, log_keys, will_have=True)
+
     def on_epoch_end(self, epoch, logs):
-        if self.monitor not in logs:
-            raise ValueError(f"EarlyStopping monitors {self.monitor!r}, which the epoch logs "
-                             f"lack (they have {sorted(logs)}); pass validation data?")
+        _check_monitor("EarlyStopping", self.monitor, logs)
         value = self.sign * logs[self.monitor]
         if value < self.best - self.min_delta:
             self.best, self.best_epoch, self.wait = value, epoch, 0
@@ -107,11 +145,23 @@ class ModelCheckpoint(Callback):
         self.best = np.inf
         self.saved = []
 
+    def _check_fit(self, log_keys):
+        """The monitored key, and the path's fields and folder (where it has no fields)."""
+        if self.save_best_only:
+            _check_monitor("ModelCheckpoint", self.monitor, log_keys, will_have=True)
+        try:
+            path = self.path.format_map(_FitLogs(dict.fromkeys(log_keys, 0.0), epoch=1))
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"ModelCheckpoint's path {self.path!r} cannot be formatted "
+                             f"from the epoch and the epoch logs' keys {log_keys}: "
+                             f"{type(exc).__name__}: {exc}") from None
+        folder = os.path.dirname(self.path)
+        if "{" not in folder and not os.path.isdir(os.path.dirname(path) or "."):
+            raise ValueError(f"ModelCheckpoint's path {self.path!r}: no folder {folder!r}")
+
     def on_epoch_end(self, epoch, logs):
         if self.save_best_only:
-            if self.monitor not in logs:
-                raise ValueError(f"ModelCheckpoint monitors {self.monitor!r}, which the "
-                                 f"epoch logs lack (they have {sorted(logs)})")
+            _check_monitor("ModelCheckpoint", self.monitor, logs)
             value = self.sign * logs[self.monitor]
             if not value < self.best:
                 return False

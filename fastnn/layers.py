@@ -42,7 +42,14 @@ class Layer:
     in fit, as torch's does in train mode."""
 
     kind = None  # name of the compiled kernel, a key of _engine.LAYER_KINDS
-    trainable = True
+
+    @property
+    def trainable(self):
+        return self.__dict__.get("_trainable", True)
+
+    @trainable.setter
+    def trainable(self, value):
+        self._trainable = check_trainable(value)
 
     def parameters(self):
         return []
@@ -263,6 +270,14 @@ class Sigmoid(Layer):
 class Tanh(Layer):
     """f(z) = tanh(z)."""
     kind = "tanh"
+
+
+def check_trainable(value):
+    """value as a bool: True, False or NumPy's bools (a string such as "no" would be
+    truthy, so anything else is a TypeError)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"trainable must be True or False, got {value!r}")
+    return bool(value)
 
 
 def _finite_number(value, name, positive=False):

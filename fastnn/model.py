@@ -22,6 +22,7 @@ from ._validation import (
     check_int,
     is_sparse,
 )
+from .callbacks import check_callbacks
 from .class_weight import row_weights
 from .distributed import Group
 from .layers import Dense, Layer, Sigmoid, Softmax, get_activation, layer_from_config
@@ -202,8 +203,8 @@ class Sequential:
         next fit starts a new optimizer state for the parameters it trains."""
         if stop is None:
             stop = max(i for i, layer in enumerate(self.layers) if isinstance(layer, Dense))
-        stop = range(len(self.layers))[stop] if -len(self.layers) <= stop < 0 else \
-            check_int(stop, "stop", minimum=0)
+        stop = check_int(stop, "stop", minimum=-len(self.layers))
+        stop = stop + len(self.layers) if stop < 0 else stop
         for i, layer in enumerate(self.layers):
             if layer.parameters():
                 layer.trainable = i >= stop
@@ -463,6 +464,10 @@ class Sequential:
                 batch_size == 1 or X.shape[0] % batch_size == 1):
             raise ValueError(f"BatchNorm1d needs batches of at least 2 rows; batch_size="
                              f"{batch_size} with {X.shape[0]} rows leaves a batch of 1")
+        log_keys = ["loss", "lr", "seconds", "samples_per_second"]
+        if validation is not None:
+            log_keys += ["val_loss"] + (["val_accuracy"] if loss.classification else [])
+        check_callbacks(callbacks, log_keys)
         n_run = self._trained_layers(loss)
         optimizer = optimizer or self.optimizer or SGD(lr=0.01)
         if names is not None:  # (the call is accepted: the model learns the names)

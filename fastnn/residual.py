@@ -6,7 +6,7 @@ the offset to each other (csrc/engine/residual.pxi): a model's plan is the flat 
 engine layers that Layer._plan_layers() gives.
 """
 from . import _engine
-from .layers import Layer, LayerSpec, get_activation
+from .layers import Layer, LayerSpec, check_trainable, get_activation
 
 __all__ = ["Residual"]
 
@@ -51,6 +51,7 @@ class Residual(Layer):
 
     @trainable.setter
     def trainable(self, value):
+        value = check_trainable(value)
         for layer in self.layers:
             layer.trainable = value
 

@@ -78,3 +78,41 @@ def test_batch_callbacks_refused_in_data_parallel_fit(rng):
     for a, b in zip(before, model.parameters()):
         np.testing.assert_array_equal(a, b)
 
+
+
+def test_callback_settings_fit_cannot_meet_are_refused_before_training(rng, tmp_path):
+    """A monitored key or a path field that fit will not log (no validation data, or
+    accuracy for a regression), a path that cannot be formatted or whose folder is
+    missing: ValueError before the first step, the model and its optimizer unchanged and
+    no file written. A key another callback adds is still taken (test_model_checkpoint)."""
+    X, y = rng.normal(size=(40, 4)), rng.integers(0, 3, 40)
+    model = fnn.Sequential([fnn.Dense(4, 8), fnn.ReLU(), fnn.Dense(8, 3)], dtype="float64",
+                           seed=5)
+    model.fit(X, y, epochs=1, optimizer="adam")
+    before = [p.copy() for p in model.parameters()]
+    optimizer, steps = model.optimizer, model.optimizer.steps
+    cases = [
+        ({}, fnn.EarlyStopping(), "EarlyStopping monitors 'val_loss', which the epoch "
+                                  "logs will lack"),
+        ({"loss": "mse", "y": X[:, :3]}, fnn.EarlyStopping(monitor="val_accuracy"),
+         "monitors 'val_accuracy'"),
+        ({}, fnn.ModelCheckpoint(tmp_path / "best.npz", save_best_only=True),
+         "ModelCheckpoint monitors 'val_loss'"),
+        ({}, fnn.ModelCheckpoint(tmp_path / "m-{val_loss:.3f}.npz"),
+         "cannot be formatted .* KeyError: 'val_loss'"),
+        ({}, fnn.ModelCheckpoint(tmp_path / "m-{epoch:q}.npz"), "cannot be formatted"),
+        ({}, fnn.ModelCheckpoint(tmp_path / "missing" / "m-{epoch}.npz"), "no folder"),
+    ]
+    for extra, callback, message in cases:
+        settings = {"y": y, **extra}
+        with pytest.raises(ValueError, match=message):
+            model.fit(X, settings.pop("y"), epochs=2, callbacks=[callback],
+                      optimizer=optimizer, **settings)
+        for a, b in zip(before, model.parameters()):
+            np.testing.assert_array_equal(a, b)
+        assert model.optimizer is optimizer and optimizer.steps == steps
+    assert list(tmp_path.iterdir()) == []
+    # with validation data the same settings are met
+    saved = fnn.ModelCheckpoint(tmp_path / "m-{epoch}-{val_loss:.3f}.npz", save_best_only=True)
+    model.fit(X, y, epochs=1, validation_data=(X, y), callbacks=[fnn.EarlyStopping(), saved])
+    assert len(saved.saved) == 1 and (tmp_path / saved.saved[0]).exists()

@@ -1,6 +1,7 @@
 """Frozen layers: constants of the loss (torch with requires_grad off), saved, loaded and
 unfrozen."""
 import numpy as np
+import pytest
 from conftest import train_both
 from test_forward import torch_modules
 
@@ -48,3 +49,23 @@ def test_frozen_model_saves_loads_and_unfreezes(rng, tmp_path):
     model.unfreeze().fit(X, y, epochs=1)
     assert not np.array_equal(first, model.parameters()[0])
 
+
+
+def test_trainable_takes_only_a_bool():
+    """A string such as "no" is truthy: it is refused, as is any non-bool, on a layer and
+    on a residual block, and the flag stays as it was; freeze's stop is an index."""
+    layer, block = fnn.Dense(4, 4), fnn.Residual(fnn.Dense(4, 4), fnn.ReLU())
+    for target in (layer, block):
+        for bad in ("no", 0, None, [False]):
+            with pytest.raises(TypeError, match="trainable must be True or False"):
+                target.trainable = bad
+            assert target.trainable is True
+        target.trainable = np.False_
+        assert target.trainable is False
+    assert block.layers[0].trainable is False
+    model = fnn.Sequential([fnn.Dense(4, 4), fnn.ReLU(), fnn.Dense(4, 2)])
+    with pytest.raises(ValueError, match="stop must be an int"):
+        model.freeze("a")
+    with pytest.raises(ValueError, match="stop must be an int >= -3, got -4"):
+        model.freeze(-4)
+    assert [layer.trainable for layer in model.freeze(-1).layers] == [False, True, True]
