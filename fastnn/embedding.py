@@ -62,6 +62,11 @@ class Embedding(Layer):
         if in_width != self.in_features:
             raise ValueError(f"Embedding expects {self.in_features} input features but "
                              f"receives {in_width}")
+        exact = 2 ** (np.finfo(dtype).nmant + 1) + 1  # codes 0 .. this - 1 are exact
+        if max(self.cardinalities) > exact:
+            raise ValueError(f"Embedding: a cardinality of {max(self.cardinalities)} has codes "
+                             f"that {np.dtype(dtype).name} cannot hold exactly (it holds "
+                             f"0 .. {exact - 1}); use dtype='float64'")
         self.weight = np.zeros(self.weight.shape, dtype)
         if rng is not None:
             self.weight[...] = rng.normal(size=self.weight.shape)
@@ -78,7 +83,10 @@ class Embedding(Layer):
             raise TypeError("an Embedding reads its codes from a dense X, not a sparse one")
         for column, n in zip(self.columns, self.cardinalities):
             codes = X[:, column]
-            bad = np.flatnonzero(~((codes >= 0) & (codes < n) & (codes == np.floor(codes))))
+            # n - 1, exact in X's dtype (_build), not n: NumPy compares in X's dtype, where
+            # float32 reads 2^24 + 1 as 2^24
+            bad = np.flatnonzero(~((codes >= 0) & (codes <= n - 1)
+                                   & (codes == np.floor(codes))))
             if bad.size:
                 raise ValueError(f"X[:, {column}] must hold category codes 0 .. {n - 1}; "
                                  f"row {bad[0]} holds {float(codes[bad[0]])!r}")

@@ -126,6 +126,23 @@ def test_bad_codes_and_layouts_are_refused(rng):
         fnn.Embedding(4, [1], [3, 3], 2)
 
 
+def test_codes_float32_cannot_hold_are_refused():
+    """float32 holds the integers up to 2^24 exactly: code 2^24 + 1 would read as 2^24,
+    another category. A table with such codes needs float64; up to 2^24 + 1 categories
+    a float32 model reads every code as given."""
+    top = 2**24 + 1
+    with pytest.raises(ValueError, match="float32 cannot hold exactly .* use dtype='float64'"):
+        fnn.Sequential([fnn.Embedding(2, [0], [top + 1], 1), fnn.Dense(2, 1)])
+    wide = fnn.Sequential([fnn.Embedding(2, [0], [top + 1], 1), fnn.Dense(2, 1)],
+                          dtype="float64", seed=0)
+    fits = fnn.Sequential([fnn.Embedding(2, [0], [top], 1), fnn.Dense(2, 1)], seed=0)
+    for m, code in ((wide, top), (fits, top - 1)):
+        X = np.array([[code, 0.0], [code - 1, 0.0]])
+        W, table = m.layers[1].weight, m.layers[0].weight
+        expected = np.c_[X[:, 1], table[X[:, 0].astype(np.int64), 0]] @ W.T + m.layers[1].bias
+        np.testing.assert_allclose(m.predict(X), expected, rtol=1e-6)
+
+
 def test_a_crafted_embedding_config_is_refused(tmp_path):
     from test_serialization import _write, fuzz_load, valid
     files = fuzz_load.members(valid(False))

@@ -10,7 +10,8 @@
 cdef inline Py_ssize_t embedding_code(const LayerPlan* L, floating value,
                                       Py_ssize_t j) noexcept nogil:
     """The table row of code column j's value."""
-    if value >= 0 and value < L.emb_card[j]:
+    if value >= 0 and value <= L.emb_card[j] - 1:  # (exact in floating: fastnn.embedding;
+        # card itself may not be: float reads 2^24 + 1 as 2^24)
         return L.emb_offset[j] + <Py_ssize_t> value
     return L.emb_offset[j]
 
