@@ -92,7 +92,9 @@ def _training_data(args, group=None):
             shards = group.comm.allgather(y)
             y, lines = np.concatenate(shards), None
         why = choose_task(y)[1] if args.task == "auto" else "--task"
-        task, y, classes = encode_target(y, args.task, lines)
+        task, y, classes = encode_target(
+            y, args.task, lines, args.data_files[-1] if group is None else None,
+            table.target_name)
         if group is not None:
             start = sum(len(part) for part in shards[:group.rank])
             y = y[start:start + len(table)]

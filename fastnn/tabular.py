@@ -484,13 +484,23 @@ def _as_numbers(y):
         return None
 
 
-def encode_target(y, task="auto", lines=None):
+def _target_cell(bad, lines, path, column):
+    """Where row `bad` of the target is, as the readers name a cell: its file, its line
+    (or row), its column, each where known."""
+    parts = [path] if path is not None else []
+    parts.append(f"line {lines[bad]}" if lines is not None else f"row {bad + 1}")
+    parts += [f"column {column!r}"] if column is not None else []
+    return ", ".join(parts)
+
+
+def encode_target(y, task="auto", lines=None, path=None, column=None):
     """(task, targets for fit, class names or None).
 
     auto: choose_task decides. Classes are the sorted distinct labels ("1" and "1.0" are
     one class); the targets become their indices. A target of numbers with a few cells
-    that are not (an "NA" in a column of prices) is an error naming the first such cell's
-    line (`lines`: each row's line in its file; else its row), not a class of its own.
+    that are not (an "NA" in a column of prices) is an error naming the first such cell
+    (its file `path`, its line: `lines` holds each row's line in the file, else its row,
+    and the target's `column`), not a class of its own.
     """
     if task not in ("auto", "classification", "regression"):
         raise ValueError(f"task must be auto, classification or regression, not {task!r}")
@@ -500,18 +510,19 @@ def encode_target(y, task="auto", lines=None):
         parses = np.array([_is_number(v) for v in y])
         if task == "regression" or parses.mean() > 0.5:
             bad = int(np.flatnonzero(~parses)[0])
-            where = f"line {lines[bad]}" if lines is not None else f"row {bad + 1}"
-            raise DataError(f"target {where} is {str(y[bad])[:40]!r}, in a target of "
-                            f"numbers: fill or drop that row (or --task classification "
-                            f"to take every value as a class label)")
+            raise DataError(f"{_target_cell(bad, lines, path, column)}: the target "
+                            f"{str(y[bad])[:40]!r} is not a number, in a target of numbers: "
+                            f"fill or drop that row (or --task classification to take "
+                            f"every value as a class label)")
     if task == "auto":
         task = choose_task(y)[0]
     if task == "regression":
         values = numeric.astype(np.float64)
         if not np.isfinite(values).all():
             bad = int(np.flatnonzero(~np.isfinite(values))[0])
-            where = f"line {lines[bad]}" if lines is not None else f"row {bad + 1}"
-            raise DataError(f"target {where} is {values[bad]}, not a finite number")
+            raise DataError(f"{_target_cell(bad, lines, path, column)}: the target "
+                            f"{str(y[bad])[:40] if y.dtype.kind in 'USO' else values[bad]} "
+                            f"is not a finite number")
         return "regression", values, None
     if numeric is not None and numeric.dtype.kind != "b":
         values = numeric.astype(np.float64)

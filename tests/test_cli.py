@@ -301,6 +301,8 @@ def test_standardization_is_folded_into_the_model(tmp_path, capsys):
     ("a,b,y\n1,2,x\n3,4\n", "bad.csv, line 3: 2 fields, but the header has 3"),
     ("a,b,y\n1,2,x\n3,4,\n", "bad.csv, line 3, column 'y': the target is missing"),
     ("a,b,y\n1,2,x\n3,inf,y\n", "bad.csv, line 3, column 'b': inf is not a finite number"),
+    ("a,b,y\n1,2,0.5\n3,4,1e400\n", "bad.csv, line 3, column 'y': the target 1e400 is not "
+                                   "a finite number"),
     ("", "bad.csv: the file is empty"),
     ("a,b,y\n", "bad.csv: no data rows"),
     ("a,a,y\n1,2,x\n", "bad.csv, line 1: column names appear twice: ['a']"),
@@ -528,7 +530,8 @@ def test_a_text_cell_in_a_numeric_target_is_an_error_at_its_line(tmp_path, capsy
                 f.write("\n")  # a blank line: lines are counted in the file
     code, out, err = run(capsys, "train", path, "--epochs", "1")
     assert code == 2
-    assert "target line 60 is 'NA', in a target of numbers" in err and out == ""
+    assert "prices.csv, line 60, column 'price': the target 'NA' is not a number, in a " \
+        "target of numbers" in err and out == ""
     code, out, err = run(capsys, "train", path, "--epochs", "1", "--verbose", "0",
                          "--task", "classification")
     assert code == 0, err
