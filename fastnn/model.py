@@ -56,7 +56,7 @@ class History:
         return f"History(epochs={len(self.epoch)}, loss={self.history['loss']})"
 
 
-def _clip_settings(clip_grad_norm, clip_grad_value, group):
+def _clip_settings(clip_grad_norm, clip_grad_value):
     """(max norm, max value) for the engine (0: no clipping), checked."""
     clip = []
     for value, name in ((clip_grad_norm, "clip_grad_norm"), (clip_grad_value, "clip_grad_value")):
@@ -67,8 +67,6 @@ def _clip_settings(clip_grad_norm, clip_grad_value, group):
                 or not np.isfinite(value) or value <= 0:
             raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
         clip.append(float(value))
-    if group is not None and any(clip):
-        raise ValueError("gradient clipping is not supported in data-parallel training")
     return tuple(clip)
 
 
@@ -323,7 +321,7 @@ class Sequential:
                                     validation_data, validation_split, lr_schedule,
                                     callbacks, initial_epoch, sample_weight, group,
                                     class_weight)
-            clip = _clip_settings(clip_grad_norm, clip_grad_value, group)
+            clip = _clip_settings(clip_grad_norm, clip_grad_value)
         (X, targets, labels, weights, loss, kind, n_run, optimizer, epochs, batch_size,
          validation, callbacks, initial_epoch) = setup
         if group is not None:
@@ -333,7 +331,8 @@ class Sequential:
                 "dtype": self.dtype.name, "features": X.shape[1], "loss": loss._config(),
                 "optimizer": [type(optimizer).__name__, repr(optimizer._config())],
                 "batch_size": batch_size, "epochs": [initial_epoch, epochs],
-                "shuffle": bool(shuffle), "sample_weight": weights is not None})
+                "shuffle": bool(shuffle), "sample_weight": weights is not None,
+                "clipping (norm, value)": list(clip)})
         rows = X.shape[0] if weights is None else float(np.sum(weights, dtype=np.float64))
         if group is not None:
             rows = float(group.sum([rows])[0])
@@ -369,7 +368,7 @@ class Sequential:
                 else:
                     loss_sum = self._train_epoch_parallel(group, X, targets, labels, weights,
                                                           batch_size, kind, n_run, shuffle,
-                                                          epoch, lr_schedule)
+                                                          epoch, lr_schedule, clip)
                 seconds = time.perf_counter() - start
                 logs = {"loss": loss_sum / divisor + self.penalty(), "lr": lr,
                         "seconds": seconds,
@@ -577,11 +576,12 @@ class Sequential:
         return result.loss_sum
 
     def _train_epoch_parallel(self, group, X, targets, labels, weights, batch_size, kind,
-                              n_run, shuffle, epoch, lr_schedule=None):
+                              n_run, shuffle, epoch, lr_schedule=None, clip=(0.0, 0.0)):
         """One epoch of data-parallel training: this process's rows of each global batch
         from the shared permutation (Group.epoch_plan), its own dropout stream; returns
-        the global summed loss. A failed global batch raises FloatingPointError on every
-        process (the parameters are those before it)."""
+        the global summed loss. Clipping (clip: max norm, max value) clips the summed
+        gradient, the global batch's, as one process would. A failed global batch raises
+        FloatingPointError on every process (the parameters are those before it)."""
         order, step_rows, denoms = group.epoch_plan(X.shape[0], batch_size, shuffle,
                                                     self._rng, weights)
         seed = seed_for_dropout(self._rng, group.dropout_offset) \
@@ -591,7 +591,8 @@ class Sequential:
         with group.epoch_errors():
             result = train_epoch(self._engine, self.optimizer, X, targets, labels, weights,
                                  batch_size, kind, n_run, order=order, dropout_seed=seed,
-                                 step_rows=step_rows, step_denoms=denoms, schedule=schedule)
+                                 step_rows=step_rows, step_denoms=denoms, schedule=schedule,
+                                 clip=clip)
         if per_step:
             lr_schedule._advance(len(step_rows))
         if result.failed:

@@ -41,8 +41,9 @@ def relative_error(a, b):
 
 
 def versus_one_process(make_model, make_optimizer, weights=False, shuffle=True,
-                       allreduce="compiled", make_schedule=lambda: None):
-    """Weights after 3 epochs data-parallel, against one process (on rank 0)."""
+                       allreduce="compiled", make_schedule=lambda: None, **settings):
+    """Weights after 3 epochs data-parallel, against one process (on rank 0); settings:
+    more of fit's arguments, for both."""
     X, y = data()
     w = np.random.default_rng(5).uniform(0, 2, N) if weights else None
     start, stop = dist.shard(N, comm)
@@ -51,14 +52,15 @@ def versus_one_process(make_model, make_optimizer, weights=False, shuffle=True,
     history = m.fit(X[start:stop], y[start:stop], optimizer=make_optimizer(), epochs=3,
                     batch_size=32, shuffle=shuffle, comm=group,
                     sample_weight=None if w is None else w[start:stop],
-                    lr_schedule=make_schedule())
+                    lr_schedule=make_schedule(), **settings)
     checksums = comm.allgather([float(np.sum(p)) for p in m.parameters()])
     result = {"same_on_every_rank": all(c == checksums[0] for c in checksums),
               "loss": history["loss"], "path": group.bind(m._engine)}
     if rank == 0:
         ref = make_model(seed=1)
         ref_history = ref.fit(X, y, optimizer=make_optimizer(), epochs=3, batch_size=32,
-                              shuffle=shuffle, sample_weight=w, lr_schedule=make_schedule())
+                              shuffle=shuffle, sample_weight=w, lr_schedule=make_schedule(),
+                              **settings)
         result["relative_error"] = relative_error(m.parameters(), ref.parameters())
         result["ref_loss"] = ref_history["loss"]
     return result
@@ -105,6 +107,24 @@ def toolkit():
                            dtype="float64", seed=seed)
         return m.freeze(2)
     return versus_one_process(make, lambda: optim.NAdam(lr=0.01))
+
+
+def clipped():
+    """Gradient clipping by value and by norm: each process clips the summed gradient,
+    the global batch's, as one process clips its batch's. On rank 0 also how far the
+    clipped weights are from unclipped ones (the clipping must act)."""
+    def sgd():
+        return optim.SGD(lr=0.5, momentum=0.9)
+    result = versus_one_process(model, sgd, clip_grad_norm=0.3, clip_grad_value=0.05)
+    if rank == 0:
+        X, y = data()
+        clipped_ref, free = model(), model()
+        for m, settings in ((clipped_ref, dict(clip_grad_norm=0.3, clip_grad_value=0.05)),
+                            (free, {})):
+            m.fit(X, y, optimizer=sgd(), epochs=3, batch_size=32, **settings)
+        result["clipping_moved"] = relative_error(clipped_ref.parameters(),
+                                                  free.parameters())
+    return result
 
 
 def python_allreduce():

@@ -18,7 +18,7 @@ from fastnn import layers
 
 WORKER = os.path.join(os.path.dirname(__file__), "mpi_worker.py")
 EQUIVALENCE = ["sgd_momentum", "adam", "l2_penalty", "weighted", "in_order", "float32",
-               "python_allreduce", "one_cycle", "toolkit"]
+               "python_allreduce", "one_cycle", "toolkit", "clipped"]
 FAULTS = ["bad_shard", "nan_loss", "failing_callback", "batchnorm_refused", "interrupted",
           "interrupted_in_setup", "save_on_root", "mismatched_settings"]
 
@@ -97,6 +97,12 @@ def test_same_weights_as_one_process(ranks, scenario):
     for result in ranks:
         assert result[scenario]["same_on_every_rank"]
         assert result[scenario]["loss"] == root["loss"]  # History is the global one
+
+
+def test_clipping_acts_on_the_global_gradient(ranks):
+    """The clipped scenario's weights (test_same_weights_as_one_process) are not an
+    unclipped run's: its clipping acted."""
+    assert ranks[0]["clipped"]["clipping_moved"] > 1e-3
 
 
 def test_compiled_allreduce_is_used_and_matches_python(ranks):

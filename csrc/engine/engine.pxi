@@ -334,7 +334,7 @@ cdef class Engine:
         step_denoms[k] (float64: the global batch's rows or summed weights), and the
         gradients are summed over the processes before each update; the returned loss
         sum is then the global one. clip_norm / clip_value (> 0) clip each step's
-        gradient before its update (clipping.pxi; not data-parallel). step_lr and
+        gradient (data-parallel: the summed one) before its update (clipping.pxi). step_lr and
         step_momentum (float64, one entry per step of the call, or None) replace the
         learning rate and the momentum (SGD's, or Adam's beta1) step by step: a per-step
         schedule.
@@ -360,8 +360,6 @@ cdef class Engine:
         failed."""
         cdef size_t item = self.dtype.itemsize
         cdef bint finite
-        if (clip_norm > 0 or clip_value > 0) and step_rows is not None:
-            raise ValueError("gradient clipping is not supported in data-parallel training")
         if not (clip_norm >= 0 and clip_value >= 0):
             raise ValueError("clip_norm and clip_value must be >= 0")
         steps = step_rows.shape[0] if step_rows is not None else \

@@ -83,7 +83,8 @@ cdef bint reduce_step(Job* job, Net* net, Counters* c, double local_loss, Py_ssi
                       const Part* p) noexcept nogil:
     """Data-parallel: sum this step's gradients, loss and stop flags over the processes
     (thread 0, one allreduce), then, unless a process stopped or the global loss is not
-    finite, update every parameter from the sums. Returns whether training goes on."""
+    finite, update every parameter from the sums (clipped first where the job clips:
+    every process clips the same global gradient). Returns whether training goes on."""
     cdef double batch_loss
     cdef bint lead = p.v0 == 0   # the calling thread
     fastnn_barrier(p.nt)   # every block of the gradients is written
@@ -107,7 +108,10 @@ cdef bint reduce_step(Job* job, Net* net, Counters* c, double local_loss, Py_ssi
         return False
     if lead:
         job.loss_sum += batch_loss
-    update_from_gradients(net, c, p)
+    if job.clip_norm > 0 or job.clip_value > 0:
+        clip_and_update(job, net, c, p)
+    else:
+        update_from_gradients(net, c, p)
     return True
 
 
