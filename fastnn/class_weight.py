@@ -11,19 +11,22 @@ import numpy as np
 __all__ = ["class_weights", "row_weights"]
 
 
-def class_weights(class_weight, labels, classes):
+def class_weights(class_weight, labels, classes, total=None):
     """One weight per entry of `classes` (the labels a model knows) from class_weight
     ("balanced" or {label: weight}) and the training labels; raises ValueError naming a
-    label or weight that does not fit."""
+    label or weight that does not fit. total: a function from the labels' counts per
+    class to the counts "balanced" takes (data-parallel: summed over the processes)."""
     classes = list(classes)
     if isinstance(class_weight, str):
         if class_weight != "balanced":
             raise ValueError(f"class_weight must be 'balanced' or a dict, got {class_weight!r}")
         index = {c: i for i, c in enumerate(classes)}
         counts = np.bincount([index[c] for c in labels.tolist()], minlength=len(classes))
+        if total is not None:
+            counts = np.asarray(total(counts))
         present = counts > 0
         weights = np.ones(len(classes))
-        weights[present] = len(labels) / (present.sum() * counts[present])
+        weights[present] = counts.sum() / (present.sum() * counts[present])
         return weights
     if not isinstance(class_weight, dict):
         raise TypeError(f"class_weight must be 'balanced' or a dict, "
@@ -41,9 +44,9 @@ def class_weights(class_weight, labels, classes):
     return weights
 
 
-def row_weights(class_weight, labels, n_classes, sample_weight, dtype):
+def row_weights(class_weight, labels, n_classes, sample_weight, dtype, total=None):
     """Per-row weights for integer labels in [0, n_classes): the class's weight, times
-    sample_weight's where given."""
+    sample_weight's where given (total: as class_weights takes it)."""
     labels = np.asarray(labels)
     if labels.ndim != 1 or labels.dtype.kind not in "iub" and not (
             labels.dtype.kind == "f" and np.all(labels == np.round(labels))):
@@ -51,7 +54,7 @@ def row_weights(class_weight, labels, n_classes, sample_weight, dtype):
     labels = labels.astype(np.int64)
     if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
         raise ValueError(f"class labels must be in [0, {n_classes}) for class_weight")
-    per_class = class_weights(class_weight, labels, range(n_classes))
+    per_class = class_weights(class_weight, labels, range(n_classes), total)
     weights = per_class[labels]
     if sample_weight is not None:
         weights = weights * sample_weight

@@ -284,7 +284,7 @@ class Sequential:
             class_weight: "balanced" or {label: weight} for class labels y (n,): each
                 training row's weight is its class's (fastnn.class_weight), times its
                 sample_weight; "balanced" counts the training rows (after
-                validation_split).
+                validation_split; data-parallel, every process's).
             clip_grad_norm: clip each step's gradient (every parameter's, of the batch's
                 mean loss) to this 2-norm, as torch's clip_grad_norm_ between backward
                 and step: scaled by max_norm / (norm + 1e-6) when that is below 1.
@@ -323,7 +323,7 @@ class Sequential:
                                     class_weight)
             clip = _clip_settings(clip_grad_norm, clip_grad_value)
         (X, targets, labels, weights, loss, kind, n_run, optimizer, epochs, batch_size,
-         validation, callbacks, initial_epoch) = setup
+         validation, callbacks, initial_epoch, balanced_later) = setup
         if group is not None:
             group.agree_on_settings({
                 "layers": [layer._config() for layer in self.layers],
@@ -332,7 +332,13 @@ class Sequential:
                 "optimizer": [type(optimizer).__name__, repr(optimizer._config())],
                 "batch_size": batch_size, "epochs": [initial_epoch, epochs],
                 "shuffle": bool(shuffle), "sample_weight": weights is not None,
-                "clipping (norm, value)": list(clip)})
+                "clipping (norm, value)": list(clip),
+                "class_weight": class_weight if not isinstance(class_weight, dict)
+                else sorted((str(k), float(v)) for k, v in class_weight.items())})
+        if balanced_later is not None:  # the classes' rows counted over every process
+            y_here, sample_weight_here = balanced_later
+            weights = row_weights("balanced", y_here, max(self.n_outputs, 2),
+                                  sample_weight_here, self.dtype, total=group.sum)
         rows = X.shape[0] if weights is None else float(np.sum(weights, dtype=np.float64))
         if group is not None:
             rows = float(group.sum([rows])[0])
@@ -441,14 +447,17 @@ class Sequential:
             weights = None if weights is None else weights[:split]
             if weights is not None and not weights.any():
                 raise ValueError("sample_weight is zero for every training row")
+        balanced_later = None
         if class_weight is not None:
-            if group is not None and class_weight == "balanced":
-                raise ValueError("class_weight='balanced' counts one process's rows in "
-                                 "data-parallel training: give a dict of weights")
             if not loss.classification:
                 raise ValueError(f"class_weight needs a classification loss, not {loss.name}")
-            weights = row_weights(class_weight, y, max(self.n_outputs, 2), weights,
-                                  self.dtype)
+            balanced = row_weights(class_weight, y, max(self.n_outputs, 2), weights,
+                                   self.dtype)
+            if group is not None and class_weight == "balanced":
+                # counted over every process's rows once setup is agreed (_fit)
+                balanced_later = (y, weights)
+            else:
+                weights = balanced
         kind, targets, labels = loss.prepare(y, X.shape[0], self.n_outputs, self.dtype)
         validation = None
         if validation_data is not None:
@@ -472,7 +481,7 @@ class Sequential:
         if names is not None:  # (the call is accepted: the model learns the names)
             self.feature_names = names
         return (X, targets, labels, weights, loss, kind, n_run, optimizer, epochs,
-                batch_size, validation, callbacks, initial_epoch)
+                batch_size, validation, callbacks, initial_epoch, balanced_later)
 
     @staticmethod
     def _on_root(group, fn, *args):

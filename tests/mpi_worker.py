@@ -127,6 +127,12 @@ def clipped():
     return result
 
 
+def balanced():
+    """class_weight="balanced" counts each class's rows over every process: the weights
+    one process gives all the rows (each shard's own class frequencies differ)."""
+    return versus_one_process(model, lambda: optim.Adam(lr=0.01), class_weight="balanced")
+
+
 def python_allreduce():
     return versus_one_process(model, lambda: optim.SGD(lr=0.1, momentum=0.9),
                               allreduce="python")

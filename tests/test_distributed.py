@@ -18,7 +18,7 @@ from fastnn import layers
 
 WORKER = os.path.join(os.path.dirname(__file__), "mpi_worker.py")
 EQUIVALENCE = ["sgd_momentum", "adam", "l2_penalty", "weighted", "in_order", "float32",
-               "python_allreduce", "one_cycle", "toolkit", "clipped"]
+               "python_allreduce", "one_cycle", "toolkit", "clipped", "balanced"]
 FAULTS = ["bad_shard", "nan_loss", "failing_callback", "batchnorm_refused", "interrupted",
           "interrupted_in_setup", "save_on_root", "mismatched_settings"]
 
