@@ -148,11 +148,18 @@ def embedding_dim(cardinalities):
 ONE_HOT_MAX, MAX_EMBEDDING_DIM = 128, 16
 
 
-def build_model(n_features, n_outputs, args, preprocessing=None):
+def resnet_norm(args, data_parallel):
+    """--resnet-norm, or by default "batch" (the paper's), "layer" when data-parallel
+    (batch norm's batch statistics would be each process's: fit refuses it)."""
+    return args.resnet_norm or ("layer" if data_parallel else "batch")
+
+
+def build_model(n_features, n_outputs, args, preprocessing=None, data_parallel=False):
     """Dense layers of --hidden widths (--init), each hidden one followed by batch norm
     (with --batch-norm) or layer norm (--layer-norm), the activation, and dropout (with
     --dropout); or, --arch resnet, fastnn.models.tabular_resnet of --hidden's first width
-    and one block per width (--dropout inside each block). Where the preprocessing codes
+    and one block per width (--dropout inside each block), normalized by --resnet-norm
+    (default batch norm, layer norm when data-parallel). Where the preprocessing codes
     categorical columns (more values than --one-hot-max), an Embedding of them comes
     first (--embedding-dim), the vector of a value never seen in training zero."""
     import fastnn as fnn
@@ -167,7 +174,8 @@ def build_model(n_features, n_outputs, args, preprocessing=None):
         model = tabular_resnet(n_features, n_outputs, n_blocks=len(hidden), d_main=hidden[0],
                                dropout_first=args.dropout, init=args.init, dtype=args.dtype,
                                seed=args.seed, cat_columns=columns,
-                               cat_cardinalities=cardinalities, d_embedding=dim)
+                               cat_cardinalities=cardinalities, d_embedding=dim,
+                               normalization=resnet_norm(args, data_parallel) + "norm")
         return _unseen_codes_zero(model)
     layers, width = _embedding(n_features, columns, cardinalities, dim)
     for h in hidden:
@@ -310,7 +318,7 @@ def train(args):
     X, y, X_test, y_test, task, why, classes, feature_names, target_name, prep = data
     n_outputs = len(classes) if task == "classification" else 1
     loss = _loss(args, task)
-    model = build_model(X.shape[1], n_outputs, args, prep)
+    model = build_model(X.shape[1], n_outputs, args, prep, data_parallel=group is not None)
     mean = std = y_mean = y_std = None
     X_test_raw = X_test
     if args.standardize:
@@ -341,6 +349,9 @@ def train(args):
         + _embedded_line(model)
         + f"; loss {getattr(loss, 'name', loss)}, optimizer {args.optimizer}"
         + ("" if group is None else f"; data-parallel over {group.size} processes"))
+    if args.arch == "resnet" and args.resnet_norm is None and group is not None:
+        say("resnet normalization: layer norm, as batch norm's batch statistics would be "
+            "each process's (--resnet-norm to choose)")
     if args.verbose and say is print:
         model.summary()
     optimizer = _optimizer(args)
@@ -640,6 +651,10 @@ def _parser():
                    help="mlp: Dense layers of the hidden widths; resnet: the tabular "
                         "ResNet (fastnn.models) as wide as the first hidden width, a "
                         "residual block per hidden width")
+    t.add_argument("--resnet-norm", choices=["batch", "layer"], default=None,
+                   help="--arch resnet's normalization: batch norm (the paper's) or layer "
+                        "norm (default: batch; layer when trained data-parallel under "
+                        "mpirun, where batch norm is refused)")
     t.add_argument("--hidden", type=_widths, default="256,128",
                    help="hidden layer widths, comma-separated")
     t.add_argument("--activation", choices=ACTIVATIONS, default="relu",

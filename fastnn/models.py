@@ -4,6 +4,9 @@ for Tabular Data", 2021; the `rtdl` packages), as Sequential models:
     MLP:    (Dense -> ReLU -> Dropout) x n_blocks -> Dense
     ResNet: Dense -> Residual(BatchNorm1d -> Dense -> ReLU -> Dropout -> Dense -> Dropout)
             x n_blocks -> BatchNorm1d -> ReLU -> Dense
+            (normalization="layernorm": LayerNorm in place of each BatchNorm1d, as rtdl's
+            ResNet allows; data-parallel training takes that one, BatchNorm1d's batch
+            statistics being each process's)
 
 The paper tunes the sizes per dataset; the defaults here are a middle of its search
 spaces (the ResNet's: width 256, hidden factor 2, 4 blocks), trained in the paper with
@@ -14,11 +17,13 @@ AdamW. Categorical columns reach them one-hot encoded, or as the paper's embeddi
 (fastnn.tabular.TablePreprocessor(max_one_hot=...) makes such code columns from text).
 """
 from .embedding import Embedding
-from .layers import BatchNorm1d, Dense, Dropout, ReLU
+from .layers import BatchNorm1d, Dense, Dropout, LayerNorm, ReLU
 from .model import Sequential
 from .residual import Residual
 
 __all__ = ["tabular_mlp", "tabular_resnet"]
+
+NORMALIZATIONS = {"batchnorm": BatchNorm1d, "layernorm": LayerNorm}
 
 
 def _dropout(p):
@@ -50,20 +55,25 @@ def tabular_mlp(n_features, n_outputs, n_blocks=3, d_block=256, dropout=0.1, ini
 def tabular_resnet(n_features, n_outputs, n_blocks=4, d_main=256, d_hidden_factor=2.0,
                    dropout_first=0.1, dropout_second=0.0, init="he", dtype="float32",
                    seed=None, loss=None, cat_columns=(), cat_cardinalities=(),
-                   d_embedding=8):
+                   d_embedding=8, normalization="batchnorm"):
     """The ResNet baseline: Dense(n_features, d_main), n_blocks residual blocks
     x + Dropout(Dense(Dropout(ReLU(Dense(BatchNorm1d(x)))))) with hidden width
     d_main * d_hidden_factor, then BatchNorm1d -> ReLU -> Dense(n_outputs) (every Dense
     initialised by `init`); an Embedding first where cat_columns are given (see the
-    module docstring)."""
+    module docstring). normalization: "batchnorm" (the paper's) or "layernorm" (LayerNorm
+    in each BatchNorm1d's place)."""
     d_hidden = int(d_main * d_hidden_factor)
     if d_hidden < 1:
         raise ValueError(f"d_main * d_hidden_factor must be at least 1, got {d_hidden}")
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(f"normalization must be one of {sorted(NORMALIZATIONS)}, got "
+                         f"{normalization!r}")
+    norm = NORMALIZATIONS[normalization]
     layers, width = _embedding(n_features, cat_columns, cat_cardinalities, d_embedding)
     layers.append(Dense(width, d_main, init=init))
     for _ in range(n_blocks):
-        layers.append(Residual(BatchNorm1d(d_main), Dense(d_main, d_hidden, init=init),
+        layers.append(Residual(norm(d_main), Dense(d_main, d_hidden, init=init),
                                ReLU(), *_dropout(dropout_first),
                                Dense(d_hidden, d_main, init=init), *_dropout(dropout_second)))
-    layers += [BatchNorm1d(d_main), ReLU(), Dense(d_main, n_outputs, init=init)]
+    layers += [norm(d_main), ReLU(), Dense(d_main, n_outputs, init=init)]
     return Sequential(layers, dtype=dtype, seed=seed, loss=loss)

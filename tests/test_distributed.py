@@ -235,6 +235,37 @@ def test_command_line_trains_data_parallel_under_mpirun(tmp_path, task):
     np.testing.assert_allclose(two.predict(X_new), one.predict(X_new), rtol=1e-10)
 
 
+def test_command_line_resnet_trains_data_parallel_with_layer_norm(tmp_path):
+    """`mpirun -n 2 fastnn train --arch resnet`: batch norm would be refused there, so
+    the ResNet takes layer norm (and says so); the saved model equals one process's
+    `--resnet-norm layer` run. `--resnet-norm batch` asked for explicitly is refused."""
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(301, 5))
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "y.npy", (X[:, 0] + X[:, 1] > 0).astype(np.int64))
+    args = ["-m", "fastnn", "train", "X.npy", "y.npy", "--arch", "resnet", "--hidden",
+            "8,8", "--epochs", "2", "--dtype", "float64", "--validation-split", "0"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    parallel = subprocess.run(mpirun_command(2) + [sys.executable] + args
+                              + ["--save", "two.npz"], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=300, env=env)
+    assert parallel.returncode == 0, parallel.stdout + parallel.stderr
+    assert parallel.stdout.count("resnet normalization: layer norm") == 1
+    single = subprocess.run([sys.executable] + args + ["--resnet-norm", "layer", "--save",
+                                                      "one.npz"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert single.returncode == 0, single.stderr
+    two, one = fnn.load(tmp_path / "two.npz"), fnn.load(tmp_path / "one.npz")
+    assert two.layers[1].layers[0].kind == "layernorm"
+    for a, b in zip(two.parameters(), one.parameters()):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+    batch = subprocess.run(mpirun_command(2) + [sys.executable] + args
+                           + ["--resnet-norm", "batch"], cwd=tmp_path, capture_output=True,
+                           text=True, timeout=300, env=env)
+    assert batch.returncode != 0
+    assert "BatchNorm1d is not supported in data-parallel training" in batch.stderr
+
+
 def test_command_line_trains_a_raw_table_data_parallel(tmp_path):
     """`mpirun -n 2 fastnn train table.csv` on a table with blanks and text columns: the
     preprocessing is fitted on every process's rows (a column that is text in one shard

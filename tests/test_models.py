@@ -1,5 +1,6 @@
 """The tabular reference builders: the published layer sequence, training as torch's
 version of the same network, and `fastnn train --arch resnet`."""
+import pytest
 from conftest import assert_same_parameters, torch_train
 from test_cli import labelled_data, run, write_data
 from test_forward import torch_modules
@@ -25,15 +26,22 @@ def test_the_architectures():
     assert resnet.layers[1].layers[1].weight.shape == (24, 16)
     assert [layer.p for layer in resnet.layers[1].layers if layer.kind == "dropout"] == \
         [0.3, 0.1]
+    layered = tabular_resnet(10, 3, n_blocks=1, d_main=16, normalization="layernorm")
+    assert kinds(layered.layers) == [
+        "dense", [["layernorm", "dense", "relu", "dropout", "dense"]], "layernorm", "relu",
+        "dense"]
+    with pytest.raises(ValueError, match="normalization must be one of"):
+        tabular_resnet(10, 3, normalization="groupnorm")
 
 
-def test_resnet_trains_as_torch(rng, torch64):
+@pytest.mark.parametrize("normalization", ["batchnorm", "layernorm"])
+def test_resnet_trains_as_torch(rng, torch64, normalization):
     """SGD with momentum over 12 steps (dropout off: masks are not torch's), float64.
     (Not Adam: the biases of the Dense layers just before a batch norm have a gradient of
     rounding noise, which Adam's normalisation turns into steps of 1e-11.)"""
     torch = torch64
     model = tabular_resnet(6, 3, n_blocks=2, d_main=8, dropout_first=0.0, dtype="float64",
-                           seed=3)
+                           seed=3, normalization=normalization)
     net = torch.nn.Sequential(*torch_modules(model, torch))
     X, y = rng.normal(size=(64, 6)), rng.integers(0, 3, 64)
     torch_train(torch, net, X, y, torch.nn.CrossEntropyLoss(),
