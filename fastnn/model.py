@@ -451,13 +451,13 @@ class Sequential:
         if class_weight is not None:
             if not loss.classification:
                 raise ValueError(f"class_weight needs a classification loss, not {loss.name}")
-            balanced = row_weights(class_weight, y, max(self.n_outputs, 2), weights,
-                                   self.dtype)
+            weighted = row_weights(class_weight, y, max(self.n_outputs, 2), weights,
+                                   self.dtype)  # (checks the labels and class_weight)
             if group is not None and class_weight == "balanced":
                 # counted over every process's rows once setup is agreed (_fit)
                 balanced_later = (y, weights)
             else:
-                weights = balanced
+                weights = weighted
         kind, targets, labels = loss.prepare(y, X.shape[0], self.n_outputs, self.dtype)
         validation = None
         if validation_data is not None:
