@@ -153,14 +153,17 @@ cdef class Engine:
         cdef LayerPlan* layers = self.net.layers
         cdef int l, n = self.net.n_layers
         buffers = []
-        for l in range(n):
-            layers[l].out = self._block(buffers, capacity, layers[l].n_out, self.dtype)
-            layers[l].grad = self._block(buffers, capacity, layers[l].n_out, self.dtype)
+        for l in range(n):  # (residual blocks share some: alias_residual_buffers)
+            layers[l].out = NULL if layers[l].kind == RESIDUAL_BEGIN and l > 0 else \
+                self._block(buffers, capacity, layers[l].n_out, self.dtype)
+            layers[l].grad = NULL if l + 1 < n and layers[l + 1].kind == RESIDUAL_END else \
+                self._block(buffers, capacity, layers[l].n_out, self.dtype)
             layers[l].mask = self._block(buffers, capacity, layers[l].n_out, self.dtype) \
                 if layers[l].kind == DROPOUT else NULL
             if layers[l].kind == LAYERNORM:
                 layers[l].row_mean = self._block(buffers, capacity, 1, self.dtype)
                 layers[l].row_invstd = self._block(buffers, capacity, 1, self.dtype)
+        alias_residual_buffers(&self.net)
         for k in range(2):
             self.net.xbuf[k] = self._block(buffers, capacity, layers[0].n_in, self.dtype)
         self.net.tbuf = self._block(buffers, capacity, layers[n - 1].n_out, self.dtype)

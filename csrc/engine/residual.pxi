@@ -1,12 +1,29 @@
 # Residual blocks: a block of layers between a RESIDUAL_BEGIN and a RESIDUAL_END (each
 # holding the offset to the other, `link`), the END's output being the block's output
-# plus the BEGIN's input. Training: BEGIN copies its input into its own buffer (which
-# nothing else writes, so it outlives the block), END adds it; backward, END passes its
-# gradient down into the block and BEGIN adds END's gradient (still in END's buffer) to
-# the block's. Each pass works in the layout the layer below left, with no barrier: a
-# layout only changes at a barrier, so every entry is read by the thread that wrote it
-# or after a barrier. Predicts (forward_split) keep the BEGIN's input in their own saved
-# buffers; forward and reverse mode in per-layer buffers set up by their callers.
+# plus the BEGIN's input. Training: BEGIN's output buffer is the layer below's (nothing in
+# the block writes it, so it outlives the block; a BEGIN that is the first layer copies
+# the input rows into a buffer of its own), END adds it; backward, the block's last layer
+# reads END's gradient buffer as its own (END passes it down without a copy) and BEGIN
+# adds END's gradient to the block's. Each pass works in the layout the layer below left,
+# with no barrier: a layout only changes at a barrier, so every entry is read by the
+# thread that wrote it or after a barrier. Predicts (forward_split) keep the BEGIN's
+# input in their own saved buffers; forward and reverse mode in per-layer buffers set up
+# by their callers.
+
+cdef void alias_residual_buffers(Net* net) noexcept nogil:
+    """After the buffers are made: each BEGIN (but a first layer) outputs into the layer
+    below's buffer, and each END's input gradient is its own gradient buffer (ENDs from
+    the last, so that a block ending in another block's END shares the outer one's).
+    Their passes then skip the copies (residual_entries copies nothing onto itself):
+    the same values, two copies of the block's width fewer a step."""
+    cdef int l
+    cdef LayerPlan* layers = net.layers
+    for l in range(1, net.n_layers):
+        if layers[l].kind == RESIDUAL_BEGIN:
+            layers[l].out = layers[l - 1].out
+    for l in range(net.n_layers - 1, 0, -1):
+        if layers[l].kind == RESIDUAL_END:
+            layers[l - 1].grad = layers[l].grad
 
 cdef inline LayerPlan* residual_partner(LayerPlan* L) noexcept nogil:
     return L + L.link
@@ -15,10 +32,10 @@ cdef inline LayerPlan* residual_partner(LayerPlan* L) noexcept nogil:
 cdef void residual_entries(const floating* a, const floating* b, floating* dst,
                            Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t m, Py_ssize_t c0,
                            Py_ssize_t c1) noexcept nogil:
-    """dst = a + b (b NULL: a copy of a) on rows [r0, r1) by columns [c0, c1) of (n x m)
-    blocks."""
+    """dst = a + b (b NULL: a copy of a, none where dst is a) on rows [r0, r1) by columns
+    [c0, c1) of (n x m) blocks."""
     cdef Py_ssize_t i, j, o
-    if c1 <= c0:
+    if c1 <= c0 or (b == NULL and dst == a):
         return
     for i in range(r0, r1):
         o = i * m
@@ -50,8 +67,8 @@ cdef void residual_pass(Pass* s, Py_ssize_t m, const floating* a, const floating
 
 cdef void residual_forward_pass(LayerPlan* L, Pass* s, const floating* inp,
                                 floating* out) noexcept nogil:
-    """BEGIN: its input copied into its buffer; END: the block's output plus that copy
-    (the BEGIN's buffer at this call's rows)."""
+    """BEGIN: its input into its buffer (the same buffer but for a first layer); END: the
+    block's output plus the BEGIN's buffer at this call's rows."""
     if L.kind == RESIDUAL_BEGIN:
         residual_pass(s, L.n_out, inp, <floating*> NULL, out)
     else:
@@ -61,7 +78,8 @@ cdef void residual_forward_pass(LayerPlan* L, Pass* s, const floating* inp,
 
 cdef void residual_backward_pass(LayerPlan* L, Pass* s, const floating* inp,
                                  const floating* g, floating* grad_in) noexcept nogil:
-    """END: its gradient into the block; BEGIN: the block's gradient plus END's."""
+    """END: its gradient into the block (already there: the buffers are one); BEGIN: the
+    block's gradient plus END's."""
     if grad_in == NULL:
         return
     if L.kind == RESIDUAL_BEGIN:
