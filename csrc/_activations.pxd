@@ -4,8 +4,8 @@ Backward takes both the input z and the output a and reads whichever gives the e
 derivative: ReLU/LeakyReLU from the sign of z, sigmoid and tanh from a, GELU, SiLU, ELU
 and Softplus in float64 from z by torch's own derivative formulas (so float64 agrees with
 torch to rounding); in float32 these four run vmath.h's vectorized loops, GELU and SiLU
-taking Phi(z) or the logistic s(z) from a / z. Softmax works row by row (max-shifted, so large logits do not overflow). NaN
-propagates as in torch. `slope` is the kind's one setting (LeakyReLU's negative slope,
+taking Phi(z) or the logistic s(z) from a / z. Softmax works row by row (max-shifted, so
+large logits do not overflow). NaN propagates as in torch. `slope` is the kind's one setting (LeakyReLU's negative slope,
 ELU's alpha, Softplus's beta); `threshold` is Softplus's: where beta z exceeds it, the
 output is z itself.
 """

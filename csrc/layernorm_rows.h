@@ -69,6 +69,20 @@ static inline void FASTNN_LN(fastnn_ln_row_project)(const T *x, const T *v, cons
     }
 }
 
+/* The backward pass's step for entry k of a row, lane l: its terms of gamma's and beta's
+ * block sums and of the row's lane sums of w = gamma g and w xhat. A macro, for the whole
+ * lanes' loop and the tail alike: as an inline function gcc vectorized the loop worse
+ * (0.39 -> 0.55 ns an entry). */
+#define FASTNN_LN_BACKWARD_ENTRY(k, l)                      \
+    do {                                                    \
+        T xhat = (xi[k] - mu) * is;                         \
+        T w = gi[k] * (gamma != NULL ? gamma[k] : 1);       \
+        part[k] += gi[k] * xhat;                            \
+        part_beta[k] += gi[k];                              \
+        sums[l] += w;                                       \
+        dots[l] += w * xhat;                                \
+    } while (0)
+
 /* The backward pass over one block of n rows, each row read once: gamma's and beta's
  * gradients as the block's partial sums, part[j] = sum_i g[i, j] xhat[i, j], part_beta[j]
  * = sum_i g[i, j] (in row order), and, unless out is NULL, the input gradient out = A
@@ -86,27 +100,16 @@ FASTNN_LN_CLONED(FASTNN_LN(fastnn_ln_backward_rows),
         T sums[FASTNN_LN_LANES] = {0}, dots[FASTNN_LN_LANES] = {0};
         ptrdiff_t j, l;
         for (j = 0; j < whole; j += FASTNN_LN_LANES)
-            for (l = 0; l < FASTNN_LN_LANES; l++) {
-                T xhat = (xi[j + l] - mu) * is;
-                T w = gi[j + l] * (gamma != NULL ? gamma[j + l] : 1);
-                part[j + l] += gi[j + l] * xhat;
-                part_beta[j + l] += gi[j + l];
-                sums[l] += w;
-                dots[l] += w * xhat;
-            }
-        for (l = 0; whole + l < m; l++) {
-            T xhat = (xi[whole + l] - mu) * is;
-            T w = gi[whole + l] * (gamma != NULL ? gamma[whole + l] : 1);
-            part[whole + l] += gi[whole + l] * xhat;
-            part_beta[whole + l] += gi[whole + l];
-            sums[l] += w;
-            dots[l] += w * xhat;
-        }
+            for (l = 0; l < FASTNN_LN_LANES; l++)
+                FASTNN_LN_BACKWARD_ENTRY(j + l, l);
+        for (l = 0; whole + l < m; l++)
+            FASTNN_LN_BACKWARD_ENTRY(whole + l, l);
         if (out != NULL)
             FASTNN_LN(fastnn_ln_row_project)(xi, gi, gamma, mu, is, sums, dots, out + i * m,
                                              m);
     }
 })
+#undef FASTNN_LN_BACKWARD_ENTRY
 
 /* out = A (scale v) for n rows of m (scale NULL: 1), each row's moments in mean[i],
  * invstd[i]: forward mode's tangents (v = t, scale NULL) and reverse mode's cotangents

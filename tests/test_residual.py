@@ -45,6 +45,23 @@ def test_residual_blocks_train_as_torch(rng, torch64, blocks):
                                rtol=1e-12, atol=1e-13)
 
 
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_a_block_first_trains_as_a_block_after_an_identity(rng, n_threads):
+    """A block's BEGIN outputs into the layer below's buffer; one that is the first layer
+    has none and copies the input rows: both train to the same bits."""
+    X, y = rng.normal(size=(200, 6)), rng.integers(0, 3, 200)
+    trained = []
+    for first in ([], [fnn.Identity()]):
+        model = fnn.Sequential(first + [fnn.Residual(fnn.Dense(6, 12), fnn.ReLU(),
+                                                     fnn.Dense(12, 6)), fnn.Dense(6, 3)],
+                               dtype="float64", seed=4)
+        with fnn.threads(n_threads):
+            model.fit(X, y, optimizer="adam", epochs=2, batch_size=32)
+        trained.append(model.parameters())
+    for a, b in zip(*trained):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_every_predict_path_gives_the_same_rows(rng):
     """A few rows (the small predict), a calling-thread predict and the team's (two
     blocks, each thread its rows of the layers' buffers) agree, float32 too."""

@@ -14,8 +14,8 @@ cdef void alias_residual_buffers(Net* net) noexcept nogil:
     """After the buffers are made: each BEGIN (but a first layer) outputs into the layer
     below's buffer, and each END's input gradient is its own gradient buffer (ENDs from
     the last, so that a block ending in another block's END shares the outer one's).
-    Their passes then skip the copies (residual_entries copies nothing onto itself):
-    the same values, two copies of the block's width fewer a step."""
+    Their passes then copy nothing and leave the layout as the layer below left it: the
+    same values, two copies of the block's width fewer a step."""
     cdef int l
     cdef LayerPlan* layers = net.layers
     for l in range(1, net.n_layers):
@@ -32,10 +32,10 @@ cdef inline LayerPlan* residual_partner(LayerPlan* L) noexcept nogil:
 cdef void residual_entries(const floating* a, const floating* b, floating* dst,
                            Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t m, Py_ssize_t c0,
                            Py_ssize_t c1) noexcept nogil:
-    """dst = a + b (b NULL: a copy of a, none where dst is a) on rows [r0, r1) by columns
-    [c0, c1) of (n x m) blocks."""
+    """dst = a + b (b NULL: a copy of a) on rows [r0, r1) by columns [c0, c1) of (n x m)
+    blocks."""
     cdef Py_ssize_t i, j, o
-    if c1 <= c0 or (b == NULL and dst == a):
+    if c1 <= c0:
         return
     for i in range(r0, r1):
         o = i * m
@@ -70,7 +70,8 @@ cdef void residual_forward_pass(LayerPlan* L, Pass* s, const floating* inp,
     """BEGIN: its input into its buffer (the same buffer but for a first layer); END: the
     block's output plus the BEGIN's buffer at this call's rows."""
     if L.kind == RESIDUAL_BEGIN:
-        residual_pass(s, L.n_out, inp, <floating*> NULL, out)
+        if out != inp:  # (a first layer's)
+            residual_pass(s, L.n_out, inp, <floating*> NULL, out)
     else:
         residual_pass(s, L.n_out, inp,
                       <floating*> residual_partner(L).out + s.row0 * L.n_out, out)
@@ -84,7 +85,7 @@ cdef void residual_backward_pass(LayerPlan* L, Pass* s, const floating* inp,
         return
     if L.kind == RESIDUAL_BEGIN:
         residual_pass(s, L.n_out, g, <floating*> residual_partner(L).grad, grad_in)
-    else:
+    elif grad_in != g:
         residual_pass(s, L.n_out, g, <floating*> NULL, grad_in)
 
 
